@@ -1,0 +1,85 @@
+"""nborch: a notebook-native orchestrator.
+
+Map of the package: the core (``task``, ``workflow``, ``graph``, ``engine``, ``workers``,
+``policies``, ``state``, ``eventbus``, ``record``, ``runner``, ``clock``, ``errors``) imports only
+the standard library. ``display/`` renders graphs and progress (graphviz, ipywidgets and rich
+are imported lazily, inside it), and ``notebook/`` holds the IPython magics, loaded by
+``%load_ext nborch``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .clock import Clock, SystemClock
+from .errors import (
+    CircuitOpenError,
+    CycleError,
+    DefinitionError,
+    GraphError,
+    InvalidTaskError,
+    NborchError,
+    Skip,
+    TaskTimeoutError,
+)
+from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, events
+from .policies import BreakerState, CircuitBreaker, RetryPolicy
+from .record import Run
+from .runner import cancelled, last_run, register_display, run, run_async
+from .state import TRIGGER_RULES, TaskState
+from .task import Node, Task, TaskFunction, task
+from .workflow import DAG, CircuitGroup, Parallel, Sequence
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BreakerState",
+    "CircuitBreaker",
+    "CircuitEvent",
+    "CircuitGroup",
+    "CircuitOpenError",
+    "Clock",
+    "CycleError",
+    "DAG",
+    "DefinitionError",
+    "EventBus",
+    "GraphError",
+    "InvalidTaskError",
+    "NborchError",
+    "Node",
+    "Parallel",
+    "RetryPolicy",
+    "Run",
+    "RunEvent",
+    "Sequence",
+    "Skip",
+    "SystemClock",
+    "TRIGGER_RULES",
+    "Task",
+    "TaskEvent",
+    "TaskFunction",
+    "TaskState",
+    "TaskTimeoutError",
+    "cancelled",
+    "events",
+    "last_run",
+    "load_ipython_extension",
+    "register_display",
+    "run",
+    "run_async",
+    "task",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nborch``: register the %%task / %orch magics and the live display."""
+    from .notebook.extension import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext nborch``."""
+    from .notebook.extension import unload_ipython_extension as unload
+
+    unload(ipython)

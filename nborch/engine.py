@@ -1,0 +1,710 @@
+"""The engine: runs one Graph on an asyncio loop. One scheduler for every composite.
+
+A task starts when its trigger rule says so (counted as its upstreams settle, so rules such
+as ``one_failed`` fire without waiting for the rest) and every limit it is under has room.
+Async bodies run on the loop; sync bodies in ``WorkerPool`` threads. A task waiting for a
+child task, or sleeping before a retry, gives its slots back and takes them again (ahead of
+new work) before it continues: recursion deeper than the limits cannot deadlock.
+
+The engine never imports a front end: it publishes events, and that is all anyone sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+from .clock import Clock
+from .errors import CircuitOpenError, CycleError, Skip, TaskTimeoutError
+from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, events
+from .graph import Graph, Spec, build_graph
+from .policies import CircuitBreaker, Transition, breakers_of
+from .state import RUN, TaskState, decide
+from .task import Node, fn_info
+from .workers import WorkerPool
+
+__all__ = ["Engine", "Frame", "current_frame"]
+
+PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
+SUCCEEDED, FAILED, SKIPPED = TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED
+UPSTREAM_FAILED, CANCELLED = TaskState.UPSTREAM_FAILED, TaskState.CANCELLED
+
+
+class Frame:
+    """What a running task's code can reach through ``current_frame()``: its engine and run."""
+
+    __slots__ = ("engine", "inv", "cancelled", "attempt")
+
+    def __init__(self, engine: Engine, inv: Inv, attempt: int) -> None:
+        self.engine = engine
+        self.inv = inv
+        self.attempt = attempt
+        self.cancelled = False
+
+
+_frame: contextvars.ContextVar[Frame | None] = contextvars.ContextVar("nborch_frame", default=None)
+current_frame = _frame.get
+
+
+class Limit:
+    """A counting slot pool (max_concurrency, a Parallel's limit, a task's limit=)."""
+
+    __slots__ = ("cap", "used", "waiters")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.used = 0
+        self.waiters: deque[Inv] = deque()
+
+
+class Inv:
+    """One task's life in one run."""
+
+    __slots__ = (
+        "spec", "name", "state", "value", "error", "attempts", "started", "finished",
+        "n_up", "n_ok", "n_failed", "n_upfailed", "n_skipped", "limits", "holding",
+        "job", "resume", "waiters", "frame", "call", "parent", "breakers", "stop",
+    )
+
+    def __init__(self, spec: Spec, parent: Inv | None) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.state = PENDING
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.attempts = 0
+        self.started = 0.0
+        self.finished = 0.0
+        self.n_up = len(spec.up)
+        self.n_ok = self.n_failed = self.n_upfailed = self.n_skipped = 0
+        self.limits: tuple[Limit, ...] = ()
+        self.holding = False
+        self.job: asyncio.Task[None] | None = None
+        self.resume: asyncio.Future[None] | None = None
+        self.waiters: list[asyncio.Future[None]] | None = None
+        self.frame: Frame | None = None
+        self.call: tuple[Any, dict[str, Any]] | None = None
+        self.parent = parent
+        self.breakers: tuple[CircuitBreaker, ...] = ()
+        self.stop = False  # cancellation requested by the engine (run cancel or fail_fast)
+
+
+class Engine:
+    """Executes a graph once. Build one per run; ``await engine.execute()``."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        run_id: str,
+        clock: Clock,
+        max_concurrency: int | None = None,
+        state: Any = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.graph = graph
+        self.run_id = run_id
+        self.clock = clock
+        self.now = clock.now
+        self.state = state
+        self.bus = bus
+        self.max_concurrency = max_concurrency
+        self.invs: dict[str, Inv] = {}
+        self.results: dict[str, Any] = {}
+        self.first_failure: Inv | None = None
+        self.unsettled = 0
+        self.cancelling = False
+        self.started = 0.0
+        self.finished = 0.0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread: int | None = None
+        self.pool: WorkerPool | None = None
+        self.done: asyncio.Future[None] | None = None
+        self.global_limit = Limit(max_concurrency) if max_concurrency else None
+        self.fn_limits: dict[Any, Limit] = {}
+        self.group_limits: dict[int, Limit] = {}
+        self.dedupe: dict[Any, Spec] = {}
+        self.jobs: set[asyncio.Task[None]] = set()
+
+    # -- events ----------------------------------------------------------------------------------
+
+    @property
+    def listening(self) -> bool:
+        return bool(events._subscribers) or bool(self.bus and self.bus._subscribers)
+
+    def publish(self, event: Any) -> None:
+        if self.bus is not None:
+            self.bus.publish(event)
+        events.publish(event)
+
+    def emit(self, inv: Inv, state: TaskState, *, delay: float | None = None) -> None:
+        if events._subscribers or (self.bus is not None and self.bus._subscribers):
+            self.publish(
+                TaskEvent(
+                    self.run_id, inv.name, state, inv.attempts, self.now(),
+                    inv.value if state is SUCCEEDED else None,
+                    inv.error if state in (FAILED, RETRYING, SKIPPED) else None,
+                    delay, inv.parent.name if inv.parent is not None else None,
+                )
+            )
+
+    def emit_circuit(self, breaker: CircuitBreaker, transition: Transition | None) -> None:
+        if transition is not None:
+            old, new = transition
+            self.publish(CircuitEvent(breaker.name, old, new, self.now()))
+
+    # -- setting up ------------------------------------------------------------------------------
+
+    def add_specs(self, specs: list[Spec], parent: Inv | None) -> list[Inv]:
+        new = []
+        for spec in specs:
+            inv = Inv(spec, parent)
+            limits: list[Limit] = []
+            if self.global_limit is not None:
+                limits.append(self.global_limit)
+            for grp in spec.groups:
+                if grp.limit:
+                    lim = self.group_limits.get(id(grp))
+                    if lim is None:
+                        lim = self.group_limits[id(grp)] = Limit(grp.limit)
+                    limits.append(lim)
+            opts = spec.task.options
+            if opts.limit and not opts.limit_by:
+                key = (spec.task.fn, None)
+                lim = self.fn_limits.get(key)
+                if lim is None:
+                    lim = self.fn_limits[key] = Limit(opts.limit)
+                limits.append(lim)
+            inv.limits = tuple(limits)
+            if opts.breaker is not None or any(g.breaker for g in spec.groups):
+                inv.breakers = breakers_of([opts.breaker, *(g.breaker for g in spec.groups)])
+            self.invs[spec.name] = inv
+            new.append(inv)
+        self.unsettled += len(new)
+        return new
+
+    async def execute(self) -> None:
+        """Run every task to a final state. Cancelling this coroutine cancels the run."""
+        self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
+        self.done = self.loop.create_future()
+        self.started = self.now()
+        self.publish(RunEvent(self.run_id, RUNNING, self.started)) if self.listening else None
+        invs = self.add_specs(list(self.graph.specs.values()), None)
+        try:
+            for inv in invs:
+                if inv.n_up == 0 and inv.state is PENDING:
+                    self.start(inv)
+            if self.unsettled:
+                await self.done
+        except BaseException:
+            self.cancel()
+            await self.unwind()
+            raise
+        finally:
+            self.finished = self.now()
+            if self.pool is not None:
+                self.pool.shutdown()
+            if self.listening:
+                self.publish(RunEvent(self.run_id, self.outcome(), self.finished))
+                await events.drain()
+                if self.bus is not None:
+                    await self.bus.drain()
+
+    def outcome(self) -> TaskState:
+        states = {inv.state for inv in self.invs.values()}
+        if CANCELLED in states:
+            return CANCELLED
+        if FAILED in states:
+            return FAILED
+        return SUCCEEDED
+
+    # -- deciding and starting -------------------------------------------------------------------
+
+    def start(self, inv: Inv) -> None:
+        """The trigger rule passed: skip, queue for a slot, or launch."""
+        if self.cancelling:
+            self.settle(inv, CANCELLED)
+            return
+        spec = inv.spec
+        try:
+            inv.call = self.arguments(inv)
+            skip_if = spec.task.options.skip_if
+            if skip_if is not None and self.call_injected(skip_if, inv):
+                inv.error = Skip("skip_if")
+                self.settle(inv, SKIPPED)
+                return
+        except Exception as exc:
+            inv.error = exc
+            self.note(inv, exc)
+            self.settle(inv, FAILED)
+            return
+        if spec.task.options.limit_by:
+            inv.limits = (*inv.limits, self.keyed_limit(inv))
+        if not inv.limits or self.acquire(inv, front=False):
+            self.launch(inv)
+
+    def launch(self, inv: Inv) -> None:
+        inv.state = RUNNING
+        job = self.loop.create_task(self.run_task(inv))  # type: ignore[union-attr]
+        inv.job = job
+        self.jobs.add(job)
+        job.add_done_callback(self.jobs.discard)
+
+    def keyed_limit(self, inv: Inv) -> Limit:
+        opts = inv.spec.task.options
+        args, kwargs = inv.call  # type: ignore[misc]
+        try:
+            bound = inv.spec.task.info.signature.bind(*args, **kwargs).arguments  # type: ignore[union-attr]
+            values = tuple(bound.get(name) for name in opts.limit_by)
+            hash(values)
+        except TypeError:
+            values = tuple(repr(kwargs.get(name)) for name in opts.limit_by)
+        key = (inv.spec.task.fn, values)
+        lim = self.fn_limits.get(key)
+        if lim is None:
+            lim = self.fn_limits[key] = Limit(opts.limit)  # type: ignore[arg-type]
+        return lim
+
+    def acquire(self, inv: Inv, front: bool) -> bool:
+        """Take a slot in every limit of ``inv``, or queue it on the first full one."""
+        for lim in inv.limits:
+            if lim.used >= lim.cap:
+                if front:
+                    lim.waiters.appendleft(inv)
+                else:
+                    lim.waiters.append(inv)
+                return False
+        for lim in inv.limits:
+            lim.used += 1
+        inv.holding = True
+        return True
+
+    def release(self, inv: Inv) -> None:
+        if not inv.holding:
+            return
+        inv.holding = False
+        for lim in inv.limits:
+            lim.used -= 1
+        for lim in inv.limits:
+            self.pump(lim)
+
+    def pump(self, lim: Limit) -> None:
+        waiters = lim.waiters
+        while waiters and lim.used < lim.cap:
+            inv = waiters.popleft()
+            resuming = inv.resume is not None
+            if inv.state.is_final or (self.cancelling and not resuming):
+                continue
+            if self.acquire(inv, front=resuming):
+                if resuming:
+                    fut, inv.resume = inv.resume, None
+                    if not fut.done():  # type: ignore[union-attr]
+                        fut.set_result(None)  # type: ignore[union-attr]
+                else:
+                    self.launch(inv)
+
+    async def reacquire(self, inv: Inv) -> None:
+        """Take the slots back after a wait, ahead of tasks that have not started yet."""
+        if not inv.limits or self.acquire(inv, front=True):
+            return
+        inv.resume = self.loop.create_future()  # type: ignore[union-attr]
+        try:
+            await inv.resume
+        except BaseException:
+            inv.resume = None
+            raise
+
+    # -- arguments -------------------------------------------------------------------------------
+
+    def value_of(self, node: Node) -> Any:
+        return self.graph.value(node, self.results)
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, Node):
+            return self.value_of(value)
+        if isinstance(value, list | tuple | set | frozenset):
+            return type(value)(self.resolve(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        return value
+
+    def arguments(self, inv: Inv) -> tuple[Any, dict[str, Any]]:
+        spec = inv.spec
+        task = spec.task
+        if spec.refs:
+            args: Any = tuple(self.resolve(a) for a in task.args)
+            kwargs = {k: self.resolve(v) for k, v in task.kwargs.items()}
+        else:
+            args, kwargs = task.args, task.kwargs
+        if spec.pipe is not None:
+            args = (self.value_of(spec.pipe), *args)
+        if spec.named or spec.wants_context or spec.wants_state:
+            kwargs = dict(kwargs)
+            if spec.named:
+                for param, node in spec.named.items():
+                    kwargs[param] = self.value_of(node)
+            if spec.wants_context:
+                kwargs["context"] = self.context(inv)
+            if spec.wants_state:
+                kwargs["state"] = self.state
+        return args, kwargs
+
+    def context(self, inv: Inv) -> MappingProxyType[str, Any]:
+        """Read-only values of every upstream (transitively) that succeeded."""
+        seen: dict[str, Any] = {}
+        stack = list(inv.spec.up)
+        while stack:
+            spec = stack.pop()
+            if spec.name in seen:
+                continue
+            seen[spec.name] = self.results.get(spec.name)
+            stack.extend(spec.up)
+        ordered = {name: seen[name] for name in self.invs if name in seen}
+        return MappingProxyType(ordered)
+
+    def call_injected(self, fn: Callable[..., Any], inv: Inv) -> Any:
+        info = fn_info(fn)
+        kwargs: dict[str, Any] = {}
+        if "state" in info.params:
+            kwargs["state"] = self.state
+        if "context" in info.params:
+            kwargs["context"] = self.context(inv)
+        return fn(**kwargs)
+
+    # -- running one task ------------------------------------------------------------------------
+
+    async def run_task(self, inv: Inv) -> None:
+        spec = inv.spec
+        task = spec.task
+        fn = task.fn
+        opts = task.options
+        retry = opts.retry
+        timeout = opts.timeout
+        is_async = task.info.is_async
+        args, kwargs = inv.call  # type: ignore[misc]
+        inv.started = self.now()
+        try:
+            while True:
+                inv.attempts += 1
+                frame = inv.frame = Frame(self, inv, inv.attempts)
+                _frame.set(frame)
+                self.emit(inv, RUNNING)
+                try:
+                    for b in inv.breakers:
+                        self.emit_circuit(b, b.before_call())
+                    if not is_async:
+                        value = await self.in_thread(inv, frame, fn, args, kwargs, timeout)
+                    elif timeout is None:
+                        value = await fn(*args, **kwargs)
+                    else:
+                        value = await self.with_timeout(inv, fn(*args, **kwargs), timeout)
+                except Skip as exc:
+                    for b in inv.breakers:
+                        b.release()
+                    inv.error = exc
+                    self.settle(inv, SKIPPED)
+                    return
+                except asyncio.CancelledError:
+                    if inv.stop or self.cancelling:
+                        for b in inv.breakers:
+                            b.release()
+                        self.settle(inv, CANCELLED)
+                        return
+                    raise
+                except Exception as exc:
+                    if await self.failed_attempt(inv, exc, retry):
+                        continue
+                    return
+                else:
+                    for b in inv.breakers:
+                        self.emit_circuit(b, b.on_success())
+                    inv.value = value
+                    self.results[inv.name] = value
+                    self.settle(inv, SUCCEEDED)
+                    return
+        except asyncio.CancelledError:
+            if not inv.state.is_final:
+                self.settle(inv, CANCELLED)
+        except BaseException as exc:  # KeyboardInterrupt/SystemExit from a task, or a bug here
+            if not inv.state.is_final:
+                inv.error = exc
+                self.settle(inv, FAILED)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def with_timeout(self, inv: Inv, coro: Any, timeout: float) -> Any:
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                return await coro
+        except TimeoutError:
+            if scope.expired():
+                raise TaskTimeoutError(inv.name, timeout) from None
+            raise
+
+    async def in_thread(
+        self, inv: Inv, frame: Frame, fn: Callable[..., Any], args: Any, kwargs: Any, timeout: float | None
+    ) -> Any:
+        if self.pool is None:
+            size = max(32, self.max_concurrency or 0, (os.cpu_count() or 1) + 4)
+            self.pool = WorkerPool(self.loop, size)  # type: ignore[arg-type]
+        fut = self.pool.submit(contextvars.copy_context(), fn, args, kwargs)
+        try:
+            if timeout is None:
+                return await fut
+            done, _ = await asyncio.wait((fut,), timeout=timeout)
+            if not done:
+                raise TaskTimeoutError(inv.name, timeout)
+            return fut.result()
+        except BaseException:
+            # the thread cannot be stopped: tell it (nborch.cancelled()) and drop its result
+            frame.cancelled = True
+            if not fut.done():
+                fut.cancel()
+            raise
+
+    async def failed_attempt(self, inv: Inv, exc: BaseException, retry: Any) -> bool:
+        """Record a failed attempt; True if the task should try again."""
+        for b in inv.breakers:
+            if not isinstance(exc, CircuitOpenError):
+                self.emit_circuit(b, b.on_failure())
+            else:
+                b.release()
+        inv.error = exc
+        if retry is not None and not isinstance(exc, CircuitOpenError) and retry.should_retry(exc, inv.attempts):
+            delay = retry.delay_for(inv.attempts)
+            inv.state = RETRYING
+            self.emit(inv, RETRYING, delay=delay)
+            if delay > 0:
+                self.release(inv)
+                await self.clock.sleep(delay)
+                await self.reacquire(inv)
+            else:
+                await asyncio.sleep(0)
+            inv.state = RUNNING
+            return True
+        self.note(inv, exc)
+        self.settle(inv, FAILED)
+        return False
+
+    def note(self, inv: Inv, exc: BaseException) -> None:
+        retry = inv.spec.task.options.retry
+        total = retry.max_attempts if retry is not None else 1
+        attempt = max(inv.attempts, 1)
+        note = f"nborch: raised in task {inv.name!r}, attempt {attempt} of {total}"
+        if note not in getattr(exc, "__notes__", ()):
+            exc.add_note(note)
+
+    # -- settling --------------------------------------------------------------------------------
+
+    def settle(self, first: Inv, state: TaskState) -> None:
+        """Give ``first`` its final state, then decide its downstream (iteratively)."""
+        work: list[tuple[Inv, TaskState]] = [(first, state)]
+        while work:
+            inv, state = work.pop()
+            if inv.state.is_final:
+                continue
+            inv.state = state
+            inv.finished = self.now()
+            if not inv.started:
+                inv.started = inv.finished
+            self.release(inv)
+            if inv.frame is not None and state is CANCELLED:
+                inv.frame.cancelled = True
+            self.emit(inv, state)
+            self.unsettled -= 1
+            if inv.waiters:
+                for fut in inv.waiters:
+                    if not fut.done():
+                        fut.set_result(None)
+                inv.waiters = None
+            if state is FAILED:
+                if self.first_failure is None:
+                    self.first_failure = inv
+                for grp in inv.spec.groups:
+                    if grp.fail_fast:
+                        self.cancel_specs(grp.specs, work)
+            invs = self.invs
+            for dspec in inv.spec.down:
+                d = invs.get(dspec.name)
+                if d is None or d.state is not PENDING or d.call is not None:
+                    continue  # already decided (one_success and friends fire early)
+                if state is SUCCEEDED:
+                    d.n_ok += 1
+                elif state is FAILED:
+                    d.n_failed += 1
+                elif state is SKIPPED:
+                    d.n_skipped += 1
+                else:
+                    d.n_upfailed += 1
+                decision = decide(
+                    d.spec.task.options.trigger_rule, d.n_up, d.n_ok, d.n_failed, d.n_upfailed, d.n_skipped
+                )
+                if decision is None:
+                    continue
+                if decision == RUN:
+                    self.start(d)
+                else:
+                    work.append((d, decision))  # type: ignore[arg-type]
+        if self.unsettled <= 0 and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def cancel_specs(self, specs: list[Spec], work: list[tuple[Inv, TaskState]]) -> None:
+        for spec in specs:
+            inv = self.invs.get(spec.name)
+            if inv is None or inv.state.is_final:
+                continue
+            inv.stop = True
+            if inv.job is not None and not inv.job.done():
+                inv.job.cancel()
+            else:
+                work.append((inv, CANCELLED))
+
+    def cancel(self) -> None:
+        """Stop the run: cancel running tasks, mark every unstarted one CANCELLED."""
+        if self.cancelling:
+            return
+        self.cancelling = True
+        pending: list[tuple[Inv, TaskState]] = []
+        for inv in self.invs.values():
+            if inv.state.is_final:
+                continue
+            inv.stop = True
+            if inv.frame is not None:
+                inv.frame.cancelled = True
+            if inv.job is not None and not inv.job.done():
+                inv.job.cancel()
+            else:
+                pending.append((inv, CANCELLED))
+        for inv, state in pending:
+            self.settle(inv, state)
+
+    async def unwind(self, grace: float = 1.0) -> None:
+        """Give cancelled async tasks up to ``grace`` seconds to run their cleanup."""
+        jobs = [j for j in self.jobs if not j.done()]
+        if jobs:
+            await asyncio.wait(jobs, timeout=grace)
+        for inv in self.invs.values():  # a task that ignored cancellation is recorded as cancelled
+            if not inv.state.is_final:
+                self.settle(inv, CANCELLED)
+
+    # -- child tasks -----------------------------------------------------------------------------
+
+    async def call_child(self, node: Node, parent: Inv) -> Any:
+        """Run ``node`` inside this run on behalf of the running task ``parent``."""
+        if self.cancelling:
+            raise asyncio.CancelledError()
+        part = build_graph(node, taken=self.invs.keys(), known=self.graph.by_task, parent=parent.name,
+                           dedupe=self.dedupe)
+        targets = part.leaves(node)
+        self.check_wait_cycle(targets, parent)
+        new_specs = [s for s in part.specs.values() if s.name not in self.invs]
+        self.graph.merge(part)
+        new = self.add_specs(new_specs, parent)
+        for inv in new:
+            self.emit(inv, PENDING)
+        for inv in new:
+            ready = inv.n_up == 0
+            if not ready:
+                for up in inv.spec.up:
+                    u = self.invs[up.name]
+                    if u.state.is_final:
+                        self.count_settled(inv, u.state)
+                decision = decide(inv.spec.task.options.trigger_rule, inv.n_up, inv.n_ok, inv.n_failed,
+                                  inv.n_upfailed, inv.n_skipped)
+                if decision is None:
+                    continue
+                if decision != RUN:
+                    self.settle(inv, decision)  # type: ignore[arg-type]
+                    continue
+            if inv.state is PENDING and inv.call is None:
+                self.start(inv)
+        waits = []
+        for spec in targets:
+            inv = self.invs[spec.name]
+            if not inv.state.is_final:
+                fut = self.loop.create_future()  # type: ignore[union-attr]
+                if inv.waiters is None:
+                    inv.waiters = []
+                inv.waiters.append(fut)
+                waits.append(fut)
+        if waits:
+            self.release(parent)
+            try:
+                await asyncio.gather(*waits)
+            finally:
+                if not self.cancelling:
+                    await self.reacquire(parent)
+        for spec in targets:
+            inv = self.invs[spec.name]
+            if inv.state is FAILED and inv.error is not None:
+                raise inv.error
+            if inv.state in (CANCELLED, UPSTREAM_FAILED):
+                cause = self.first_failed_upstream(inv)
+                if cause is not None and cause.error is not None:
+                    raise cause.error
+                raise asyncio.CancelledError(f"child task {inv.name!r} was cancelled")
+        return self.value_of(node)
+
+    def count_settled(self, inv: Inv, state: TaskState) -> None:
+        if state is SUCCEEDED:
+            inv.n_ok += 1
+        elif state is FAILED:
+            inv.n_failed += 1
+        elif state is SKIPPED:
+            inv.n_skipped += 1
+        else:
+            inv.n_upfailed += 1
+
+    def first_failed_upstream(self, inv: Inv) -> Inv | None:
+        stack, seen = list(inv.spec.up), set()
+        while stack:
+            spec = stack.pop()
+            if spec.name in seen:
+                continue
+            seen.add(spec.name)
+            u = self.invs.get(spec.name)
+            if u is not None and u.state is FAILED:
+                return u
+            stack.extend(spec.up)
+        return None
+
+    def check_wait_cycle(self, targets: list[Spec], parent: Inv) -> None:
+        """Raise CycleError if ``parent`` would wait on itself or on one of its callers."""
+        chain: list[Inv] = []
+        p: Inv | None = parent
+        while p is not None:
+            chain.append(p)
+            p = p.parent
+        for spec in targets:
+            inv = self.invs.get(spec.name)
+            if inv is None or inv.state.is_final:
+                continue
+            if inv in chain:
+                names = [c.name for c in reversed(chain[: chain.index(inv) + 1])]
+                raise CycleError(
+                    [*names, inv.name],
+                    "A task cannot wait for an identical call of itself (dedupe=True makes equal calls one).",
+                )
+            # waiting on a task that (transitively) waits for the parent would hang as well
+            stack, seen = list(spec.up), set()
+            while stack:
+                s = stack.pop()
+                if s.name in seen:
+                    continue
+                seen.add(s.name)
+                if any(c.name == s.name for c in chain):
+                    raise CycleError([parent.name, spec.name, s.name],
+                                     "The awaited task depends on the task awaiting it.")
+                stack.extend(s.up)
+
+
+def is_loop_thread(engine: Engine) -> bool:
+    """True when called on the thread that runs ``engine``'s loop."""
+    return engine.loop_thread == threading.get_ident()

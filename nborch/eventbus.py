@@ -1,0 +1,154 @@
+"""Events and the bus that carries them: the only way the engine talks to the outside.
+
+Events are frozen, past-the-fact records. ``nborch.events`` is the process-wide bus (the seed
+systems' users expect one); a run also takes its own subscribers through ``on_event=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .state import TaskState
+
+__all__ = ["CircuitEvent", "Event", "EventBus", "RunEvent", "TaskEvent", "events"]
+
+log = logging.getLogger("nborch.events")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """A task entered ``state``. ``task`` is the task's unique name in its run.
+
+    ``attempt`` counts from 1; for RETRYING it is the attempt that just failed and ``delay``
+    the planned wait before the next one. ``parent`` names the task that called this one
+    while it was running (a child task), else None.
+    """
+
+    run_id: str
+    task: str
+    state: TaskState
+    attempt: int = 0
+    time: float = 0.0
+    result: Any = None
+    error: BaseException | None = None
+    delay: float | None = None
+    parent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """A run started (RUNNING) or finished (SUCCEEDED, FAILED or CANCELLED)."""
+
+    run_id: str
+    state: TaskState
+    time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitEvent:
+    """A circuit breaker changed state; ``breaker`` is the breaker's name."""
+
+    breaker: str
+    old_state: str
+    new_state: str
+    time: float = 0.0
+
+
+Event = TaskEvent | RunEvent | CircuitEvent
+Subscriber = Callable[[Any], Any]
+
+
+class EventBus:
+    """Delivers each published event to every subscriber, in subscription order.
+
+    Sync callbacks are called in the publisher's thread; async ones are scheduled on the
+    running loop (a run waits for them before it returns). A subscriber that raises is
+    logged and unsubscribed, so a broken observer can never break a run.
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._lock = threading.Lock()
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Add ``callback`` (sync or async); returns a function that unsubscribes it."""
+        if not callable(callback):
+            raise TypeError(f"subscribe() expected a callable, got {callback!r}")
+        with self._lock:
+            self._subscribers = (*self._subscribers, callback)
+
+        def unsubscribe() -> None:
+            self.unsubscribe(callback)
+
+        return unsubscribe
+
+    def unsubscribe(self, callback: Subscriber) -> None:
+        """Remove ``callback``; a callback that is not subscribed is ignored."""
+        with self._lock:
+            subs = list(self._subscribers)
+            if callback in subs:
+                subs.remove(callback)
+            self._subscribers = tuple(subs)
+
+    def clear(self) -> None:
+        """Remove every subscriber."""
+        with self._lock:
+            self._subscribers = ()
+
+    @property
+    def subscribers(self) -> tuple[Subscriber, ...]:
+        return self._subscribers
+
+    def __bool__(self) -> bool:
+        return bool(self._subscribers)
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, event: Any) -> None:
+        """Hand ``event`` to every subscriber; never raises, never awaits."""
+        for callback in self._subscribers:
+            try:
+                outcome = callback(event)
+                if inspect.isawaitable(outcome):
+                    self._schedule(callback, outcome)
+            except Exception:
+                self._drop(callback)
+
+    def _schedule(self, callback: Subscriber, awaitable: Any) -> None:
+        async def deliver() -> None:
+            try:
+                await awaitable
+            except Exception:
+                self._drop(callback)
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(deliver())
+            return
+        job = loop.create_task(deliver())
+        self._pending.add(job)
+        job.add_done_callback(self._pending.discard)
+
+    def _drop(self, callback: Subscriber) -> None:
+        log.exception("event subscriber %r raised; it has been unsubscribed", callback)
+        self.unsubscribe(callback)
+
+    async def drain(self) -> None:
+        """Wait until the async subscribers scheduled on this loop have had their events."""
+        loop = asyncio.get_running_loop()
+        mine = [t for t in self._pending if t.get_loop() is loop]
+        if mine:
+            await asyncio.gather(*mine, return_exceptions=True)
+
+
+events = EventBus()
+"""The process-wide bus: ``nborch.events.subscribe(print)``."""

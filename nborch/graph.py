@@ -1,0 +1,468 @@
+"""Graph building: any node (nested freely) -> one flat, validated graph of leaf tasks.
+
+Three passes: collect the leaf tasks (pulling in every upstream a task refers to), name them
+(unique per run: ``fetch``, ``fetch[2]``... in call order), then wire the edges (arguments,
+parameter names inside a DAG, Sequence order and piping, explicit ``>>``). Every problem is
+found here, before anything runs; ``graphlib`` finds the cycles.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .errors import CycleError, DefinitionError, GraphError, did_you_mean
+from .policies import CircuitBreaker
+from .task import INJECTED, Node, Task
+from .workflow import DAG, CircuitGroup, Composite, Parallel, Sequence
+
+__all__ = ["Graph", "Group", "Spec", "build_graph", "find_nodes"]
+
+
+class Group:
+    """A constraint shared by several leaves: a Parallel's limit or fail_fast, a CircuitGroup."""
+
+    __slots__ = ("node", "limit", "fail_fast", "breaker", "specs")
+
+    def __init__(self, node: Composite) -> None:
+        self.node = node
+        self.limit: int | None = getattr(node, "limit", None)
+        self.fail_fast: bool = getattr(node, "fail_fast", False)
+        self.breaker: CircuitBreaker | None = getattr(node, "breaker", None)
+        self.specs: list[Spec] = []
+
+
+class Spec:
+    """One leaf task of a graph: what to call, with what, after whom, under which limits."""
+
+    __slots__ = (
+        "name", "base", "task", "explicit", "scope", "groups", "pipe", "named",
+        "wants_context", "wants_state", "refs", "up", "down", "parent", "order",
+    )
+
+    def __init__(self, task: Task, scope: DAG | None, parent: str | None = None) -> None:
+        self.task = task
+        self.explicit = task.options.name is not None
+        self.base = task.base_name
+        self.name = ""
+        self.scope = scope
+        self.groups: list[Group] = []
+        self.pipe: Node | None = None  # Sequence piping: the previous step, as first argument
+        self.named: dict[str, Node] | None = None  # parameter -> upstream found by its name
+        self.wants_context = False
+        self.wants_state = False
+        self.refs = False  # arguments contain nodes to replace by their values
+        self.up: dict[Spec, None] = {}  # ordered set
+        self.down: list[Spec] = []
+        self.parent = parent
+        self.order = task.seq
+
+    def __repr__(self) -> str:
+        return f"<Spec {self.name}>"
+
+
+def find_nodes(value: Any) -> Iterator[Node]:
+    """The nodes inside an argument: the value itself, or inside lists, tuples, sets and dicts."""
+    if isinstance(value, Node):
+        yield value
+    elif isinstance(value, list | tuple | set | frozenset):
+        for v in value:
+            yield from find_nodes(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from find_nodes(v)
+
+
+class Graph:
+    """A flat, validated graph of the leaf tasks of ``root``; built by ``build_graph``."""
+
+    def __init__(self, root: Node) -> None:
+        self.root = root
+        self.specs: dict[str, Spec] = {}
+        self.by_task: dict[int, Spec] = {}  # id(Task) -> Spec (a deduped Task maps to the first)
+        self.members: dict[int, list[Spec]] = {}  # id(composite) -> its leaves, for DAG values
+        self.groups: list[Group] = []
+        self.nodes: dict[int, Node] = {}  # keeps every visited node alive while ids are used
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.specs
+
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        """(upstream, downstream) pairs, by task name."""
+        return [(u.name, s.name) for s in self.specs.values() for u in s.up]
+
+    def spec_of(self, task: Task) -> Spec:
+        return self.by_task[id(task)]
+
+    def leaves(self, node: Node) -> list[Spec]:
+        """The leaf specs a node stands for."""
+        if isinstance(node, Task):
+            return [self.by_task[id(node)]]
+        return self.members[id(node)]
+
+    def merge(self, part: Graph) -> None:
+        """Add a graph built for child tasks of a run into this one."""
+        for name, spec in part.specs.items():
+            self.specs.setdefault(name, spec)
+        for key, spec in part.by_task.items():
+            self.by_task.setdefault(key, spec)
+        for key, members in part.members.items():
+            self.members.setdefault(key, members)
+        self.nodes.update(part.nodes)
+        self.groups.extend(part.groups)
+
+    def value(self, node: Node, results: dict[str, Any]) -> Any:
+        """The value of ``node`` given the results so far (None for tasks without one)."""
+        if isinstance(node, Task):
+            return results.get(self.by_task[id(node)].name)
+        if isinstance(node, DAG):
+            return {s.name: results.get(s.name) for s in self.members[id(node)]}
+        assert isinstance(node, Composite)
+        return [self.value(c, results) for c in node.children]
+
+
+def build_graph(
+    root: Node,
+    *,
+    taken: Iterable[str] = (),
+    known: dict[int, Spec] | None = None,
+    parent: str | None = None,
+    dedupe: dict[Any, Spec] | None = None,
+) -> Graph:
+    """Flatten and validate ``root``.
+
+    ``taken``, ``known`` and ``dedupe`` extend a running graph (child tasks): names in use,
+    Task ids already in the run, and the run's ``dedupe=True`` calls.
+    Raises DefinitionError (GraphError, CycleError, InvalidTaskError) naming the culprit.
+    """
+    return _Builder(root, set(taken), known or {}, parent, dedupe).build()
+
+
+class _Builder:
+    def __init__(
+        self, root: Node, taken: set[str], known: dict[int, Spec], parent: str | None,
+        dedupe: dict[Any, Spec] | None,
+    ) -> None:
+        self.graph = Graph(root)
+        self.taken = taken
+        self.known = known
+        self.parent = parent
+        self.new: list[Spec] = []
+        self.is_new: set[Spec] = set()
+        self.dedupe: dict[Any, Spec] = dedupe if dedupe is not None else {}
+        self.wired: set[int] = set()
+        self.problems: list[str] = []
+        self.pipes: dict[int, Node] = {}  # id(step Task) -> previous step, for Sequence piping
+        self.index: dict[int, dict[str, list[Spec]]] = {}  # id(scope) -> name/base -> specs
+
+    def build(self) -> Graph:
+        self.collect(self.graph.root, None, [])
+        self.name_all()
+        for spec in self.new:
+            self.graph.specs[spec.name] = spec
+        self.wire(self.graph.root)
+        if self.problems:
+            raise GraphError("\n".join(self.problems) if len(self.problems) > 1 else self.problems[0])
+        self.check_cycles()
+        return self.graph
+
+    # -- pass 1: collect leaves -----------------------------------------------------------------
+
+    def collect(self, node: Node, scope: DAG | None, groups: list[Group]) -> list[Spec]:
+        g = self.graph
+        key = id(node)
+        if isinstance(node, Task):
+            if key in g.by_task:
+                spec = g.by_task[key]
+                for grp in groups:
+                    if spec not in grp.specs:
+                        spec.groups.append(grp)
+                        grp.specs.append(spec)
+                return [spec]
+            g.nodes[key] = node
+            spec = self.known.get(key)
+            if spec is None:
+                spec = self.dedupe_match(node)
+            if spec is None:
+                spec = Spec(node, scope, self.parent)
+                self.new.append(spec)
+                self.is_new.add(spec)
+                self.remember_dedupe(node, spec)
+                for grp in groups:
+                    spec.groups.append(grp)
+                    grp.specs.append(spec)
+                g.by_task[key] = spec
+                for value in (*node.args, *node.kwargs.values()):
+                    for up in find_nodes(value):
+                        spec.refs = True
+                        self.collect(up, scope, [])
+                self.collect_after(node, scope)
+            else:
+                g.by_task[key] = spec
+            return [spec]
+        if not isinstance(node, Composite):  # pragma: no cover - guarded by iter_nodes
+            raise DefinitionError(f"not a node: {node!r}")
+        if key in g.members:
+            return g.members[key]
+        g.nodes[key] = node
+        g.members[key] = []  # placeholder against self-containment
+        inner = groups
+        if isinstance(node, Parallel | CircuitGroup) and (
+            getattr(node, "limit", None) or getattr(node, "fail_fast", False) or isinstance(node, CircuitGroup)
+        ):
+            grp = Group(node)
+            g.groups.append(grp)
+            inner = [*groups, grp]
+        child_scope = node if isinstance(node, DAG) else scope
+        leaves: dict[Spec, None] = {}
+        for child in node.children:
+            for s in self.collect(child, child_scope, inner):
+                leaves[s] = None
+        g.members[key] = list(leaves)
+        if isinstance(node, Sequence):
+            for prev, step in itertools.pairwise(node.children):
+                if isinstance(step, Task) and self.needs_pipe(step):
+                    self.pipes.setdefault(id(step), prev)
+        self.collect_after(node, scope)
+        return g.members[key]
+
+    def collect_after(self, node: Node, scope: DAG | None) -> None:
+        for up in node._after:
+            if isinstance(up, Node):
+                self.collect(up, scope, [])
+
+    def dedupe_match(self, task: Task) -> Spec | None:
+        if not task.options.dedupe:
+            return None
+        key = dedupe_key(task)
+        return self.dedupe.get(key) if key is not None else None
+
+    def remember_dedupe(self, task: Task, spec: Spec) -> None:
+        if task.options.dedupe:
+            key = dedupe_key(task)
+            if key is not None:
+                self.dedupe.setdefault(key, spec)
+
+    # -- pass 2: names --------------------------------------------------------------------------
+
+    def name_all(self) -> None:
+        explicit: dict[str, Spec] = {}
+        for spec in self.new:
+            if spec.explicit:
+                if spec.base in explicit or spec.base in self.taken:
+                    self.problems.append(
+                        f"two different tasks are named {spec.base!r}: {explicit[spec.base].task!r} and "
+                        f"{spec.task!r}. Give each a unique name=."
+                        if spec.base in explicit
+                        else f"a task named {spec.base!r} already exists in this run; give {spec.task!r} another name="
+                    )
+                    continue
+                explicit[spec.base] = spec
+                spec.name = spec.base
+        if self.problems:
+            raise GraphError("\n".join(self.problems))
+        taken = self.taken | set(explicit)
+        for spec in sorted((s for s in self.new if not s.explicit), key=lambda s: s.order):
+            base = spec.base
+            if base not in taken:
+                spec.name = base
+            else:
+                for i in itertools.count(2):
+                    candidate = f"{base}[{i}]"
+                    if candidate not in taken:
+                        spec.name = candidate
+                        break
+            taken.add(spec.name)
+
+    # -- pass 3: edges --------------------------------------------------------------------------
+
+    def edge(self, up: Spec, down: Spec) -> None:
+        if up is down or up in down.up:
+            return
+        down.up[up] = None
+        up.down.append(down)
+
+    def sinks(self, node: Node) -> list[Spec]:
+        leaves = self.graph.leaves(node)
+        inside = set(leaves)
+        return [s for s in leaves if not any(d in inside for d in s.down)]
+
+    def sources(self, node: Node) -> list[Spec]:
+        leaves = self.graph.leaves(node)
+        inside = set(leaves)
+        return [s for s in leaves if not any(u in inside for u in s.up)]
+
+    def after(self, down: Node, up: Node) -> None:
+        self.wire(up)
+        ups = self.sinks(up)
+        for d in self.sources(down):
+            for u in ups:
+                self.edge(u, d)
+
+    def wire(self, node: Node) -> None:
+        key = id(node)
+        if key in self.wired:
+            return
+        self.wired.add(key)
+        if isinstance(node, Task):
+            spec = self.graph.by_task[key]
+            if spec in self.is_new and spec.task is node:
+                self.wire_task(spec)
+        else:
+            assert isinstance(node, Composite)
+            for child in node.children:
+                self.wire(child)
+            if isinstance(node, Sequence):
+                for prev, step in itertools.pairwise(node.children):
+                    self.after(step, prev)
+        for up in node._after:
+            if isinstance(up, str):
+                self.after_name(node, up)
+            else:
+                self.after(node, up)
+
+    def needs_pipe(self, step: Task) -> bool:
+        info = step.info
+        if info.signature is None:
+            return False
+        required = [p for p in info.required if p in info.positional and p not in INJECTED]
+        bound = len(step.args) + sum(1 for k in step.kwargs if k in required)
+        return len(required) > bound
+
+    def after_name(self, node: Node, name: str) -> None:
+        scope = self.scope_of(node)
+        matches = self.match_name(name, scope)
+        if not matches:
+            known = self.scope_names(scope)
+            self.problems.append(
+                f"{self.label(node)} runs after {name!r}, but no task has that name.{did_you_mean(name, known)}"
+            )
+            return
+        if len(matches) > 1:
+            self.problems.append(
+                f"{self.label(node)} runs after {name!r}, which matches several tasks: "
+                f"{', '.join(repr(m.name) for m in matches)}. Use the full name."
+            )
+            return
+        for d in self.sources(node):
+            self.edge(matches[0], d)
+
+    def scope_of(self, node: Node) -> DAG | None:
+        if isinstance(node, Task):
+            return self.graph.by_task[id(node)].scope
+        leaves = self.graph.leaves(node)
+        return leaves[0].scope if leaves else None
+
+    def scope_specs(self, scope: DAG | None) -> list[Spec]:
+        if scope is not None and id(scope) in self.graph.members:
+            return self.graph.members[id(scope)]
+        return list(self.graph.specs.values())
+
+    def scope_names(self, scope: DAG | None) -> list[str]:
+        return [s.name for s in self.scope_specs(scope)]
+
+    def match_name(self, name: str, scope: DAG | None) -> list[Spec]:
+        index = self.index.get(id(scope))
+        if index is None:
+            index = {}
+            for s in self.scope_specs(scope):
+                index.setdefault(s.base, []).append(s)
+                if s.name != s.base:
+                    index.setdefault("\0" + s.name, []).append(s)
+            self.index[id(scope)] = index
+        # a base name matches every call of that function (so a parameter named 'fetch' is
+        # ambiguous when fetch ran twice); a full name like 'fetch[2]' matches that call only
+        return index.get(name) or index.get("\0" + name, [])
+
+    def label(self, node: Node) -> str:
+        if isinstance(node, Task):
+            return f"task {self.graph.by_task[id(node)].name!r}"
+        return repr(node)
+
+    def wire_task(self, spec: Spec) -> None:
+        task = spec.task
+        for value in (*task.args, *task.kwargs.values()):
+            for up in find_nodes(value):
+                self.wire(up)
+                for u in self.sinks(up):
+                    self.edge(u, spec)
+        info = task.info
+        if info.signature is None:
+            return
+        bound = set(info.positional[: len(task.args)]) | set(task.kwargs)
+        if info.var_positional and len(task.args) > len(info.positional):
+            bound |= set(info.positional)
+        open_params = [p for p in info.params if p not in bound]
+        piped = self.will_pipe(spec)
+        named: dict[str, Node] = {}
+        for p in open_params:
+            if p in INJECTED:
+                if p == "context":
+                    spec.wants_context = True
+                else:
+                    spec.wants_state = True
+                continue
+            if piped and p == piped:
+                continue
+            if spec.scope is not None:
+                matches = [m for m in self.match_name(p, spec.scope) if m is not spec]
+                if len(matches) > 1:
+                    self.problems.append(
+                        f"task {spec.name!r}: parameter {p!r} matches several tasks "
+                        f"({', '.join(repr(m.name) for m in matches)}). Rename the tasks with name= "
+                        "or pass the upstream explicitly."
+                    )
+                    continue
+                if matches:
+                    named[p] = matches[0].task
+                    self.edge(matches[0], spec)
+                    continue
+            if p in info.required:
+                known = self.scope_names(spec.scope) if spec.scope is not None else []
+                hint = did_you_mean(p, known) if known else ""
+                where = "no task in the DAG has that name" if spec.scope is not None else "it is not inside a DAG"
+                self.problems.append(
+                    f"task {spec.name!r} needs {p!r}, but no argument was given and {where}.{hint}"
+                )
+        spec.named = named or None
+
+    def will_pipe(self, spec: Spec) -> str | None:
+        """The parameter the enclosing Sequence pipes the previous step's value into, if any."""
+        prev = self.pipes.get(id(spec.task))
+        if prev is None:
+            return None
+        self.wire(prev)
+        spec.pipe = prev
+        for u in self.sinks(prev):
+            self.edge(u, spec)
+        info = spec.task.info
+        free = [p for p in info.positional if p not in INJECTED][len(spec.task.args):]
+        return free[0] if free else None
+
+    def check_cycles(self) -> None:
+        sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+        for spec in self.new:
+            sorter.add(spec.name, *(u.name for u in spec.up))
+        try:
+            sorter.prepare()
+        except graphlib.CycleError as err:
+            cycle = list(reversed(err.args[1]))
+            raise CycleError(cycle) from None
+
+
+def dedupe_key(task: Task) -> Any:
+    """Hashable identity of a call (function, arguments), or None if the arguments are unhashable."""
+    try:
+        key = (task.fn, task.args, tuple(sorted(task.kwargs.items())))
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+

@@ -1,0 +1,143 @@
+"""``Run``: the record of one run, everything a user may want after it (never raises)."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+from .state import TaskState
+
+__all__ = ["Run"]
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.0f}µs"
+    if s < 1:
+        return f"{s * 1e3:.1f}ms"
+    return f"{s:.2f}s"
+
+
+def _short_error(err: BaseException | None, width: int = 80) -> str:
+    if err is None:
+        return ""
+    text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@dataclass
+class Run:
+    """What happened in one run: per task state, value, error, attempts and duration.
+
+    ``ok`` is False when any task FAILED (even one whose failure a ``one_failed`` task
+    handled) or was CANCELLED. ``value`` is the run node's value (a Task's return value, a
+    list for Sequence/Parallel, a dict for DAG), with None for tasks that did not succeed.
+    """
+
+    id: str
+    states: dict[str, TaskState] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, BaseException] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
+    value: Any = None
+    parents: dict[str, str] = field(default_factory=dict)
+    logs: dict[str, str] = field(default_factory=dict)
+    started: float = 0.0
+    finished: float = 0.0
+    duration: float = 0.0
+    first_failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when no task FAILED and none was CANCELLED."""
+        return not any(s in (TaskState.FAILED, TaskState.CANCELLED) for s in self.states.values())
+
+    @property
+    def cancelled(self) -> bool:
+        """True when the run was stopped (some task ended CANCELLED)."""
+        return any(s is TaskState.CANCELLED for s in self.states.values())
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first task failure, the one ``node.run()`` raises; None if nothing failed."""
+        return self.errors.get(self.first_failure) if self.first_failure else None
+
+    def raise_for_failure(self) -> Run:
+        """Raise the first task failure (the task's own exception), if any; else return self."""
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def counts(self) -> dict[TaskState, int]:
+        """How many tasks ended in each state."""
+        out: dict[TaskState, int] = {}
+        for s in self.states.values():
+            out[s] = out.get(s, 0) + 1
+        return out
+
+    @property
+    def status(self) -> str:
+        if self.cancelled:
+            return "cancelled"
+        return "succeeded" if self.ok else "failed"
+
+    def summary(self) -> str:
+        """One line: status, duration and counts by state."""
+        counts = ", ".join(f"{n} {s.value}" for s, n in self.counts().items())
+        return f"run {self.id} {self.status} in {_fmt_seconds(self.duration)}: {counts or 'no tasks'}"
+
+    def report(self) -> str:
+        """A readable, fixed-width table of every task."""
+        rows = [("task", "state", "attempts", "duration", "error")]
+        for name, state in self.states.items():
+            rows.append(
+                (
+                    name,
+                    state.value,
+                    str(self.attempts.get(name, 0)),
+                    _fmt_seconds(self.durations.get(name)),
+                    _short_error(self.errors.get(name)),
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = [self.summary(), ""]
+        for r in rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+        return "\n".join(line.rstrip() for line in lines)
+
+    def __str__(self) -> str:
+        return self.report()
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} {self.status}: {len(self.states)} tasks>"
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        colors = {
+            TaskState.SUCCEEDED: "#2e7d32", TaskState.FAILED: "#c62828",
+            TaskState.UPSTREAM_FAILED: "#ef6c00", TaskState.SKIPPED: "#757575",
+            TaskState.CANCELLED: "#6a1b9a", TaskState.RUNNING: "#1565c0",
+        }
+        body = []
+        for name, state in self.states.items():
+            color = colors.get(state, "#000")
+            body.append(
+                "<tr>"
+                f"<td style='text-align:left'><code>{esc(name)}</code></td>"
+                f"<td style='text-align:left;color:{color}'>{esc(state.value)}</td>"
+                f"<td>{self.attempts.get(name, 0)}</td>"
+                f"<td>{esc(_fmt_seconds(self.durations.get(name)))}</td>"
+                f"<td style='text-align:left'>{esc(_short_error(self.errors.get(name), 200))}</td>"
+                "</tr>"
+            )
+        return (
+            "<div class='nborch-run'>"
+            f"<p><b>{esc(self.summary())}</b></p>"
+            "<table><thead><tr><th>task</th><th>state</th><th>attempts</th><th>duration</th>"
+            "<th>error</th></tr></thead><tbody>" + "".join(body) + "</tbody></table></div>"
+        )

@@ -1,0 +1,294 @@
+"""Running nodes from anywhere: a script, ``await`` in a notebook, a blocking call in a cell.
+
+``run()`` picks how to drive the loop:
+
+* no running loop (a script): ``asyncio.run``;
+* a running loop patched by ``nest_asyncio`` (or its fork): ``loop.run_until_complete``,
+  so the run shares the notebook's loop as nest_asyncio users expect;
+* a running loop without it (a plain Jupyter cell): a fresh loop on a worker thread while the
+  cell waits. A kernel interrupt (KeyboardInterrupt) cancels the run, waits for it to
+  unwind, then reaches the cell: nothing keeps running, and the next run works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from .clock import SystemClock, wall_time
+from .engine import Engine, current_frame, is_loop_thread
+from .errors import DefinitionError, NborchError, did_you_mean
+from .eventbus import EventBus
+from .graph import Graph, build_graph
+from .record import Run
+from .state import TaskState
+from .task import Node, Task, TaskFunction, _check_callable
+
+__all__ = ["cancelled", "last_run", "register_display", "run", "run_async"]
+
+RUN_OPTIONS = ("max_concurrency", "state", "on_event", "clock", "display", "run_id")
+
+DisplayFactory = Callable[[Graph, dict[str, Any]], Any]
+_display_hooks: list[DisplayFactory] = []
+_last: list[Run] = []
+
+
+def register_display(factory: DisplayFactory) -> Callable[[], None]:
+    """Let a front end show runs: ``factory(graph, options)`` returns a subscriber or None.
+
+    The subscriber gets every event of the run; if it has ``close(run)``, that is called
+    with the finished ``Run``. Returns a function that unregisters the factory. The notebook
+    extension registers one; the core never imports a front end.
+    """
+    _display_hooks.append(factory)
+    return lambda: _display_hooks.remove(factory) if factory in _display_hooks else None
+
+
+def last_run() -> Run | None:
+    """The record of the most recent run in this process (also after ``node.run()`` raised)."""
+    return _last[-1] if _last else None
+
+
+def cancelled() -> bool:
+    """True inside a task whose run (or attempt) was cancelled: sync tasks poll this to stop early."""
+    frame = current_frame()
+    return bool(frame is not None and (frame.cancelled or frame.engine.cancelling))
+
+
+# -- options and nodes ---------------------------------------------------------------------------
+
+
+def as_node(node: Any) -> Node:
+    if isinstance(node, Node):
+        return node
+    if isinstance(node, TaskFunction):
+        return Task(node)
+    _check_callable(node, "run()")
+    return Task(node)
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = [k for k in options if k not in RUN_OPTIONS]
+    if unknown:
+        bad = unknown[0]
+        raise DefinitionError(
+            f"run() got an unknown option {bad!r}.{did_you_mean(bad, RUN_OPTIONS)} "
+            f"Options: {', '.join(RUN_OPTIONS)}."
+        )
+    mc = options.get("max_concurrency")
+    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
+        raise DefinitionError(f"max_concurrency= expects an integer >= 1 or None, got {mc!r}")
+    on_event = options.get("on_event")
+    if on_event is not None:
+        subs = on_event if isinstance(on_event, list | tuple) else [on_event]
+        for s in subs:
+            if not callable(s):
+                raise DefinitionError(f"on_event= expects a callable or a list of callables, got {s!r}")
+    return options
+
+
+# -- the async core ------------------------------------------------------------------------------
+
+
+async def run_async(node: Any, **options: Any) -> Run:
+    """Run ``node`` on the running loop and return its ``Run``; task failures do not raise.
+
+    Bad workflows raise ``DefinitionError`` before anything runs. Cancelling the awaiting
+    coroutine cancels the run (every task settles first) and re-raises ``CancelledError``.
+    """
+    node = as_node(node)
+    check_options(options)
+    dedupe: dict[Any, Any] = {}
+    graph = build_graph(node, dedupe=dedupe)
+    bus = EventBus()
+    on_event = options.get("on_event")
+    for s in on_event if isinstance(on_event, list | tuple) else [on_event] if on_event else []:
+        bus.subscribe(s)
+    displays = _open_displays(graph, options)
+    for d in displays:
+        bus.subscribe(d)
+    engine = Engine(
+        graph,
+        run_id=options.get("run_id") or uuid.uuid4().hex[:12],
+        clock=options.get("clock") or SystemClock(),
+        max_concurrency=options.get("max_concurrency"),
+        state=options.get("state"),
+        bus=bus,
+    )
+    engine.dedupe = dedupe
+    started = wall_time()
+    try:
+        await engine.execute()
+    finally:
+        record = make_record(engine, node, started)
+        _last[:] = [record]
+        for d in displays:
+            close = getattr(d, "close", None)
+            if close is not None:
+                try:
+                    close(record)
+                except Exception:  # a display must never break a run
+                    import logging
+
+                    logging.getLogger("nborch").exception("display %r failed to close", d)
+    return record
+
+
+def _open_displays(graph: Graph, options: dict[str, Any]) -> list[Any]:
+    want = options.get("display")
+    if want is False:
+        return []
+    subs = []
+    for factory in list(_display_hooks):
+        sub = factory(graph, options)
+        if sub is not None:
+            subs.append(sub)
+    if not subs and want:
+        from .display.console import ConsoleProgress
+
+        subs.append(ConsoleProgress(graph))
+    return subs
+
+
+def make_record(engine: Engine, node: Node, started: float) -> Run:
+    run = Run(id=engine.run_id, started=started, finished=wall_time())
+    run.duration = max(engine.finished - engine.started, 0.0)
+    for name, inv in engine.invs.items():
+        run.states[name] = inv.state
+        run.attempts[name] = inv.attempts
+        if inv.attempts:
+            run.durations[name] = max(inv.finished - inv.started, 0.0)
+        if inv.state is TaskState.SUCCEEDED:
+            run.results[name] = inv.value
+        elif inv.state is TaskState.FAILED and inv.error is not None:
+            run.errors[name] = inv.error
+        if inv.parent is not None:
+            run.parents[name] = inv.parent.name
+    if engine.first_failure is not None:
+        run.first_failure = engine.first_failure.name
+    try:
+        run.value = engine.graph.value(node, engine.results)
+    except KeyError:  # pragma: no cover - every node of the graph has a spec
+        run.value = None
+    return run
+
+
+async def run_node_async(node: Node, options: dict[str, Any]) -> Any:
+    record = await run_async(node, **options)
+    record.raise_for_failure()
+    if record.cancelled:
+        raise asyncio.CancelledError(f"run {record.id} was cancelled")
+    return record.value
+
+
+# -- sync entry points ---------------------------------------------------------------------------
+
+
+def run(node: Any, **options: Any) -> Run:
+    """Run ``node`` to the end, blocking; return its ``Run`` (task failures do not raise).
+
+    Works in a script, in a notebook cell (with or without nest_asyncio) and in a thread.
+    """
+    return run_sync(lambda: run_async(node, **options))
+
+
+def run_node(node: Node, options: dict[str, Any]) -> Any:
+    return run_sync(lambda: run_node_async(node, options))
+
+
+def run_sync(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None:
+        return asyncio.run(make())
+    if getattr(loop, "_nest_patched", False):
+        return _run_nested(loop, make())
+    return _run_in_thread(make)
+
+
+def _run_nested(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> Any:
+    job = loop.create_task(coro)
+    try:
+        return loop.run_until_complete(job)
+    except BaseException:
+        if not job.done():
+            job.cancel()
+            try:
+                loop.run_until_complete(job)
+            except BaseException:
+                pass
+        raise
+
+
+def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    box: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def main() -> Any:
+        box["loop"], box["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        started.set()
+        return await make()
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(main())
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+        finally:
+            started.set()
+
+    ctx = contextvars.copy_context()  # the caller's contextvars stay visible in the run
+    worker = threading.Thread(target=ctx.run, args=(target,), name="nborch-loop", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)  # short joins keep KeyboardInterrupt prompt on every platform
+    except BaseException:  # KeyboardInterrupt (kernel Stop, Ctrl-C): cancel, wait, re-raise
+        started.wait()
+        loop, job = box.get("loop"), box.get("task")
+        if loop is not None and job is not None:
+            try:
+                loop.call_soon_threadsafe(job.cancel)
+            except RuntimeError:
+                pass
+        worker.join()
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
+# -- awaiting and .result inside and outside runs ------------------------------------------------
+
+
+async def await_node(node: Node) -> Any:
+    frame = current_frame()
+    if frame is not None:
+        engine = frame.engine
+        if engine.loop is asyncio.get_running_loop() and not engine.done.done():  # type: ignore[union-attr]
+            return await engine.call_child(node, frame.inv)
+    return await run_node_async(node, {})
+
+
+def blocking_result(node: Node) -> Any:
+    frame = current_frame()
+    if frame is None:
+        return run_node(node, {})
+    engine = frame.engine
+    if is_loop_thread(engine):
+        raise NborchError(
+            f"{node!r}.result was read inside the async task {frame.inv.name!r}, which would block "
+            "the event loop. Write `await node` there instead."
+        )
+    if frame.cancelled or engine.done is None or engine.done.done():
+        raise asyncio.CancelledError(f"task {frame.inv.name!r} was cancelled")
+    future = asyncio.run_coroutine_threadsafe(engine.call_child(node, frame.inv), engine.loop)  # type: ignore[arg-type]
+    assert engine.pool is not None
+    with engine.pool.blocking():
+        return future.result()

@@ -1,0 +1,434 @@
+"""Tasks: the ``Node`` base every workflow piece shares, ``Task``, and the ``@task`` decorator.
+
+Building a node runs nothing. Running goes through ``nborch.runner`` (``node.run()``,
+``await node.run_async()``, ``await node``); inside a running task, awaiting a node (or
+reading ``.result`` from a sync task) runs it as a child task of the same run.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import logging
+import weakref
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from .errors import DefinitionError, InvalidTaskError
+from .policies import CircuitBreaker, RetryPolicy
+from .state import check_trigger_rule
+
+if TYPE_CHECKING:
+    from .record import Run
+
+__all__ = ["Node", "Task", "TaskFunction", "TaskOptions", "task"]
+
+INJECTED = frozenset({"context", "state"})
+"""Parameter names the engine fills itself: upstream values and the shared state object."""
+
+
+# -- what nborch needs to know about a function, computed once per function --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FnInfo:
+    is_async: bool
+    signature: inspect.Signature | None
+    params: tuple[str, ...]  # named parameters, in order
+    required: tuple[str, ...]  # required, not counting *args/**kwargs
+    positional: tuple[str, ...]  # parameters that can take a positional argument
+    var_positional: bool
+    var_keyword: bool
+
+
+_info_cache: weakref.WeakKeyDictionary[Any, FnInfo] = weakref.WeakKeyDictionary()
+
+
+def fn_info(fn: Callable[..., Any]) -> FnInfo:
+    """Signature facts about ``fn`` (cached)."""
+    try:
+        return _info_cache[fn]
+    except (KeyError, TypeError):
+        pass
+    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+    )
+    try:
+        sig: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is None:
+        info = FnInfo(is_async, None, (), (), (), True, True)
+    else:
+        ps = list(sig.parameters.values())
+        P = inspect.Parameter
+        info = FnInfo(
+            is_async=is_async,
+            signature=sig,
+            params=tuple(p.name for p in ps if p.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)),
+            required=tuple(
+                p.name
+                for p in ps
+                if p.default is P.empty and p.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)
+            ),
+            positional=tuple(p.name for p in ps if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)),
+            var_positional=any(p.kind is P.VAR_POSITIONAL for p in ps),
+            var_keyword=any(p.kind is P.VAR_KEYWORD for p in ps),
+        )
+    try:
+        _info_cache[fn] = info
+    except TypeError:
+        pass
+    return info
+
+
+def fn_name(fn: Callable[..., Any]) -> str:
+    """A task name derived from a callable."""
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return "task" if name == "<lambda>" else name
+
+
+# -- options ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """Everything ``@task(...)`` / ``Task(..., **options)`` can set, validated."""
+
+    name: str | None = None
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+    trigger_rule: str = "all_success"
+    limit: int | None = None
+    limit_by: tuple[str, ...] = ()
+    breaker: CircuitBreaker | None = None
+    skip_if: Callable[..., Any] | None = None
+    dedupe: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+OPTION_NAMES = frozenset(
+    {"name", "retries", "retry_delay", "retry", "timeout", "trigger_rule", "limit", "limit_by",
+     "breaker", "skip_if", "dedupe"}
+)
+
+
+def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
+    """Validate ``given`` options on top of ``base`` (raises DefinitionError, naming the option)."""
+    opts = base or TaskOptions()
+    changes: dict[str, Any] = {}
+    who = f"task {given.get('name') or opts.name!r}: " if (given.get("name") or opts.name) else ""
+    if "name" in given and given["name"] is not None:
+        name = given["name"]
+        if not isinstance(name, str) or not name:
+            raise DefinitionError(f"{who}name= expects a non-empty string, got {name!r}")
+        changes["name"] = name
+    if given.get("retry") is not None:
+        if not isinstance(given["retry"], RetryPolicy):
+            raise DefinitionError(
+                f"{who}retry= expects a RetryPolicy, got {given['retry']!r}. "
+                "Write retry=RetryPolicy(max_attempts=3, delay=1.0)."
+            )
+        changes["retry"] = given["retry"]
+    elif given.get("retries") is not None:
+        changes["retry"] = RetryPolicy.from_retries(given["retries"], given.get("retry_delay") or 0.0)
+    if given.get("timeout") is not None:
+        t = given["timeout"]
+        if isinstance(t, bool) or not isinstance(t, int | float) or t <= 0:
+            raise DefinitionError(f"{who}timeout= expects seconds > 0, got {t!r}")
+        changes["timeout"] = float(t)
+    if given.get("trigger_rule") is not None:
+        changes["trigger_rule"] = check_trigger_rule(given["trigger_rule"], task=given.get("name") or opts.name)
+    if given.get("limit") is not None:
+        lim = given["limit"]
+        if isinstance(lim, bool) or not isinstance(lim, int) or lim < 1:
+            raise DefinitionError(f"{who}limit= expects an integer >= 1, got {lim!r}")
+        changes["limit"] = lim
+    if given.get("limit_by") is not None:
+        by = given["limit_by"]
+        by = (by,) if isinstance(by, str) else tuple(by)
+        if not all(isinstance(b, str) for b in by):
+            raise DefinitionError(f"{who}limit_by= expects parameter names, got {given['limit_by']!r}")
+        changes["limit_by"] = by
+    if given.get("breaker") is not None:
+        if not isinstance(given["breaker"], CircuitBreaker):
+            raise DefinitionError(f"{who}breaker= expects a CircuitBreaker, got {given['breaker']!r}")
+        changes["breaker"] = given["breaker"]
+    if given.get("skip_if") is not None:
+        if not callable(given["skip_if"]):
+            raise DefinitionError(f"{who}skip_if= expects a callable, got {given['skip_if']!r}")
+        changes["skip_if"] = given["skip_if"]
+    if given.get("dedupe") is not None:
+        changes["dedupe"] = bool(given["dedupe"])
+    opts = replace(opts, **changes) if changes else opts
+    if opts.limit_by and opts.limit is None:
+        raise DefinitionError(f"{who}limit_by= needs limit=N as well (at most N at once per key)")
+    return opts
+
+
+# -- the node base ------------------------------------------------------------------------------
+
+
+def _as_list(other: Any) -> list[Any]:
+    return list(other) if isinstance(other, list | tuple | set) else [other]
+
+
+class Node:
+    """What users compose: a Task, Sequence, Parallel, DAG or CircuitGroup.
+
+    ``a >> b`` (or ``b << a``, ``a.set_downstream(b)``) makes ``b`` start only after ``a``
+    settles, by ``b``'s trigger rule. Both sides may be lists.
+    """
+
+    __slots__ = ("_after", "__weakref__")
+
+    _after: list[Node | str]
+    name: str | None
+
+    def _add_after(self, upstream: Node | str) -> None:
+        if not isinstance(upstream, Node | str):
+            raise InvalidTaskError(
+                f"only tasks, composites or task names can be upstream of {self!r}; got {upstream!r}"
+            )
+        if upstream is self:
+            raise DefinitionError(f"{self!r} cannot run after itself")
+        if not any(u is upstream for u in self._after):
+            self._after.append(upstream)
+
+    def set_downstream(self, *others: Any) -> None:
+        """Make each of ``others`` run after this node."""
+        for group in others:
+            for o in _as_list(group):
+                _require_node(o, "set_downstream()")._add_after(self)
+
+    def set_upstream(self, *others: Any) -> None:
+        """Make this node run after each of ``others``."""
+        for group in others:
+            for o in _as_list(group):
+                self._add_after(o)
+
+    def __rshift__(self, other: Any) -> Any:
+        self.set_downstream(other)
+        return other
+
+    def __rrshift__(self, other: Any) -> Node:
+        self.set_upstream(other)
+        return self
+
+    def __lshift__(self, other: Any) -> Any:
+        self.set_upstream(other)
+        return other
+
+    def __rlshift__(self, other: Any) -> Node:
+        self.set_downstream(other)
+        return self
+
+    # -- running --
+
+    def run(self, **options: Any) -> Any:
+        """Run and block until done; return the value or raise the failing task's exception."""
+        from .runner import run_node
+
+        return run_node(self, options)
+
+    async def run_async(self, **options: Any) -> Any:
+        """Run on the caller's event loop; return the value or raise the task's exception."""
+        from .runner import run_node_async
+
+        return await run_node_async(self, options)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        from .runner import await_node
+
+        return await_node(self).__await__()
+
+    @property
+    def result(self) -> Any:
+        """The value, computed now: a child task inside a running sync task, else ``run()``."""
+        from .runner import blocking_result
+
+        return blocking_result(self)
+
+    def graph(self) -> Any:
+        """The workflow as a ``graphviz.Digraph`` (needs the ``graphviz`` package)."""
+        from .display.dot import node_digraph
+
+        return node_digraph(self)
+
+    def to_mermaid(self) -> str:
+        """The workflow as Mermaid flowchart text."""
+        from .display.mermaid import node_mermaid
+
+        return node_mermaid(self)
+
+    def visualize(self, path: str | None = None) -> str:
+        """Write ``.svg``, ``.png`` or ``.mmd`` by suffix and return the path; no path: Mermaid text."""
+        from .display.files import visualize
+
+        return visualize(self, path)
+
+    def _repr_html_(self) -> str | None:
+        from .display.html import node_html
+
+        return node_html(self)
+
+
+def _require_node(o: Any, where: str) -> Node:
+    if isinstance(o, Node):
+        return o
+    raise InvalidTaskError(f"{where} expects tasks or composites, got {o!r}")
+
+
+# -- tasks --------------------------------------------------------------------------------------
+
+_sequence = itertools.count()
+
+
+class Task(Node):
+    """One call of a function, with its arguments bound; nothing runs until the node is run.
+
+    ``Task(fn, *args, name=None, **options)``: keywords that are task options (``retries``,
+    ``timeout``, ``trigger_rule``...) configure the task; any other keyword is bound as an
+    argument of ``fn``. Arguments may be other nodes: their values are passed in when this
+    task runs, and running this task runs them first.
+    """
+
+    __slots__ = ("fn", "args", "kwargs", "options", "seq", "info")
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, **keywords: Any) -> None:
+        base: TaskOptions | None = None
+        if isinstance(fn, TaskFunction):
+            base, fn = fn.options, fn.fn
+        _check_callable(fn, "Task()")
+        option_kw = {k: keywords.pop(k) for k in list(keywords) if k in OPTION_NAMES}
+        kwargs = dict(keywords.pop("kwargs", None) or {})
+        kwargs.update(keywords)
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.options = make_options(base, **option_kw) if option_kw else (base or _DEFAULTS)
+        self.seq = next(_sequence)
+        self.info = fn_info(fn)
+        self._after = []
+        if kwargs and self.info.signature is not None and not self.info.var_keyword:
+            unknown = [k for k in kwargs if k not in self.info.params]
+            if unknown:
+                raise InvalidTaskError(
+                    f"{fn_name(fn)}() has no parameter {unknown[0]!r}; "
+                    f"its parameters are {', '.join(self.info.params) or '(none)'}"
+                )
+
+    @property
+    def name(self) -> str | None:  # type: ignore[override]
+        """The explicit name, or None when the run derives one from the function."""
+        return self.options.name
+
+    @property
+    def base_name(self) -> str:
+        """The explicit name, else the function's name."""
+        return self.options.name or fn_name(self.fn)
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        call = f"{fn_name(self.fn)}({', '.join(parts)})"
+        if len(call) > 80:
+            call = call[:77] + "...)"
+        named = f", name={self.options.name!r}" if self.options.name else ""
+        return f"<Task {call}{named}>"
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the plain function, bypassing the engine."""
+        return self.fn(*args, **kwargs)
+
+
+_DEFAULTS = TaskOptions()
+
+
+def _check_callable(fn: Any, where: str) -> None:
+    if inspect.iscoroutine(fn):
+        label = getattr(fn, "__qualname__", "coroutine")
+        fn.close()  # we will never run it; close it so Python does not warn "never awaited"
+        raise InvalidTaskError(
+            f"{where} expected a function, got a coroutine object {label}(...). "
+            f"Pass the function and its arguments instead: Task({label}, ...), or decorate it with @task."
+        )
+    if not callable(fn):
+        raise InvalidTaskError(f"{where} expected a callable, got {fn!r} ({type(fn).__name__})")
+
+
+class TaskFunction:
+    """A function turned into a task factory by ``@task``: calling it builds a ``Task``."""
+
+    def __init__(self, fn: Callable[..., Any], options: TaskOptions) -> None:
+        _check_callable(fn, "@task")
+        self.fn = fn
+        self.options = options
+        self.info = fn_info(fn)
+        functools.update_wrapper(self, fn)
+
+    @property
+    def name(self) -> str:
+        """The task's base name (explicit ``name=`` or the function's name)."""
+        return self.options.name or fn_name(self.fn)
+
+    @property
+    def logger(self) -> logging.Logger:
+        """A logger named ``nborch.task.<name>``."""
+        return logging.getLogger(f"nborch.task.{self.name}")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Task:
+        return Task(self, *args, kwargs=kwargs)
+
+    def with_options(self, **options: Any) -> TaskFunction:
+        """A copy with some options changed: ``fetch.with_options(retries=5)``."""
+        return TaskFunction(self.fn, make_options(self.options, **options))
+
+    def __repr__(self) -> str:
+        return f"<task function {self.name}>"
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        return TaskFunction(self.fn.__get__(obj, objtype), self.options)  # type: ignore[attr-defined]
+
+
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Turn a sync or async function into a task function.
+
+    ``@task`` or ``@task(name=, retries=, retry_delay=, retry=RetryPolicy(...), timeout=,
+    trigger_rule=, limit=, limit_by=, breaker=, skip_if=, dedupe=)``. Options are checked
+    here, so a typo fails at definition time.
+    """
+    unknown = set(options) - OPTION_NAMES
+    if unknown:
+        from .errors import did_you_mean
+
+        bad = sorted(unknown)[0]
+        raise DefinitionError(
+            f"@task got an unknown option {bad!r}.{did_you_mean(bad, OPTION_NAMES)} "
+            f"Options: {', '.join(sorted(OPTION_NAMES))}."
+        )
+    opts = make_options(None, **options)
+    if fn is None:
+        return lambda f: TaskFunction(f, opts)
+    return TaskFunction(fn, opts)
+
+
+def iter_nodes(items: Iterable[Any], where: str) -> list[Node]:
+    """Turn composite members into nodes: plain callables and task functions become Tasks."""
+    out: list[Node] = []
+    for item in items:
+        if isinstance(item, Node):
+            out.append(item)
+        elif isinstance(item, TaskFunction):
+            out.append(Task(item))
+        else:
+            _check_callable(item, where)
+            out.append(Task(item))
+    return out
+
+
+if TYPE_CHECKING:
+    _run: Run
