@@ -22,10 +22,11 @@ from .errors import (
     Skip,
     TaskTimeoutError,
 )
-from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, events
+from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, TaskProgress, events
 from .policies import BreakerState, CircuitBreaker, RetryPolicy
 from .record import Run
-from .runner import cancelled, last_run, register_display, run, run_async
+from .progress import progress
+from .runner import RunHandle, cancelled, last_run, register_display, run, run_async
 from .state import TRIGGER_RULES, TaskState
 from .task import Node, Task, TaskFunction, task
 from .workflow import DAG, CircuitGroup, Parallel, Sequence
@@ -51,6 +52,7 @@ __all__ = [
     "RetryPolicy",
     "Run",
     "RunEvent",
+    "RunHandle",
     "Sequence",
     "Skip",
     "SystemClock",
@@ -58,12 +60,15 @@ __all__ = [
     "Task",
     "TaskEvent",
     "TaskFunction",
+    "TaskOutput",
+    "TaskProgress",
     "TaskState",
     "TaskTimeoutError",
     "cancelled",
     "events",
     "last_run",
     "load_ipython_extension",
+    "progress",
     "register_display",
     "run",
     "run_async",

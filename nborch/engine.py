@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import os
 import threading
 from collections import deque
@@ -22,7 +23,7 @@ from typing import Any
 
 from .clock import Clock
 from .errors import CircuitOpenError, CycleError, Skip, TaskTimeoutError
-from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, events
+from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, events
 from .graph import Graph, Spec, build_graph
 from .policies import CircuitBreaker, Transition, breakers_of
 from .state import RUN, TaskState, decide
@@ -34,6 +35,8 @@ __all__ = ["Engine", "Frame", "current_frame"]
 PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
 SUCCEEDED, FAILED, SKIPPED = TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED
 UPSTREAM_FAILED, CANCELLED = TaskState.UPSTREAM_FAILED, TaskState.CANCELLED
+FINAL = frozenset({SUCCEEDED, FAILED, UPSTREAM_FAILED, SKIPPED, CANCELLED})
+AS_BOUND: Any = ("as bound",)  # Inv.call marker: the task's own args and kwargs, nothing to resolve
 
 
 class Frame:
@@ -69,7 +72,8 @@ class Inv:
     __slots__ = (
         "spec", "name", "state", "value", "error", "attempts", "started", "finished",
         "n_up", "n_ok", "n_failed", "n_upfailed", "n_skipped", "limits", "holding",
-        "job", "resume", "waiters", "frame", "call", "parent", "breakers", "stop",
+        "job", "resume", "waiters", "frame", "call", "parent", "breakers", "stop", "rule", "simple",
+        "waiting",
     )
 
     def __init__(self, spec: Spec, parent: Inv | None) -> None:
@@ -93,6 +97,13 @@ class Inv:
         self.parent = parent
         self.breakers: tuple[CircuitBreaker, ...] = ()
         self.stop = False  # cancellation requested by the engine (run cancel or fail_fast)
+        self.waiting = 0  # child calls this task is waiting on (gather may await several)
+        opts = spec.task.options
+        self.rule = opts.trigger_rule
+        # no retry, timeout, breaker, key or skip_if: the body runs without a wrapper coroutine
+        self.simple = (
+            opts.retry is None and opts.timeout is None and opts.skip_if is None and not opts.limit_by
+        )
 
 
 class Engine:
@@ -130,7 +141,9 @@ class Engine:
         self.fn_limits: dict[Any, Limit] = {}
         self.group_limits: dict[int, Limit] = {}
         self.dedupe: dict[Any, Spec] = {}
-        self.jobs: set[asyncio.Task[None]] = set()
+        self.fatal: BaseException | None = None
+        self.logs: dict[str, list[str]] = {}
+        self.echo = True  # pass task output through to the real stream too (no display shows it)
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -139,9 +152,30 @@ class Engine:
         return bool(events._subscribers) or bool(self.bus and self.bus._subscribers)
 
     def publish(self, event: Any) -> None:
+        # Subscribers run outside any task's context: what they print is not that task's output.
+        contextvars.Context().run(self._deliver, event)
+
+    def _deliver(self, event: Any) -> None:
         if self.bus is not None:
             self.bus.publish(event)
         events.publish(event)
+
+    def publish_threadsafe(self, event: Any) -> None:
+        """Publish from any thread: subscribers always run on the engine's loop thread."""
+        if threading.get_ident() == self.loop_thread:
+            self.publish(event)
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.publish, event)  # type: ignore[union-attr]
+        except RuntimeError:  # the loop is closed: an abandoned thread printing after its run
+            pass
+
+    def capture(self, name: str, stream: str, text: str) -> bool:
+        """File ``text`` written by task ``name``; True if it should reach the real stream too."""
+        self.logs.setdefault(name, []).append(text)
+        if self.listening:
+            self.publish_threadsafe(TaskOutput(self.run_id, name, stream, text, self.now()))
+        return self.echo
 
     def emit(self, inv: Inv, state: TaskState, *, delay: float | None = None) -> None:
         if events._subscribers or (self.bus is not None and self.bus._subscribers):
@@ -184,6 +218,7 @@ class Engine:
             inv.limits = tuple(limits)
             if opts.breaker is not None or any(g.breaker for g in spec.groups):
                 inv.breakers = breakers_of([opts.breaker, *(g.breaker for g in spec.groups)])
+                inv.simple = False
             self.invs[spec.name] = inv
             new.append(inv)
         self.unsettled += len(new)
@@ -203,6 +238,8 @@ class Engine:
                     self.start(inv)
             if self.unsettled:
                 await self.done
+            if self.fatal is not None:
+                raise self.fatal
         except BaseException:
             self.cancel()
             await self.unwind()
@@ -233,33 +270,89 @@ class Engine:
             self.settle(inv, CANCELLED)
             return
         spec = inv.spec
-        try:
-            inv.call = self.arguments(inv)
-            skip_if = spec.task.options.skip_if
-            if skip_if is not None and self.call_injected(skip_if, inv):
-                inv.error = Skip("skip_if")
-                self.settle(inv, SKIPPED)
+        if inv.simple and not (spec.refs or spec.pipe or spec.named or spec.wants_context or spec.wants_state):
+            inv.call = AS_BOUND
+        else:
+            try:
+                inv.call = self.arguments(inv)
+                skip_if = spec.task.options.skip_if
+                if skip_if is not None and self.call_injected(skip_if, inv):
+                    inv.error = Skip("skip_if")
+                    self.settle(inv, SKIPPED)
+                    return
+            except Exception as exc:
+                inv.error = exc
+                self.note(inv, exc)
+                self.settle(inv, FAILED)
                 return
-        except Exception as exc:
-            inv.error = exc
-            self.note(inv, exc)
-            self.settle(inv, FAILED)
-            return
-        if spec.task.options.limit_by:
-            inv.limits = (*inv.limits, self.keyed_limit(inv))
+            if spec.task.options.limit_by:
+                inv.limits = (*inv.limits, self.keyed_limit(inv))
         if not inv.limits or self.acquire(inv, front=False):
             self.launch(inv)
 
     def launch(self, inv: Inv) -> None:
         inv.state = RUNNING
-        job = self.loop.create_task(self.run_task(inv))  # type: ignore[union-attr]
+        if not inv.simple:
+            inv.job = self.loop.create_task(self.run_task(inv))  # type: ignore[union-attr]
+            return
+        # The fast path: the task's own coroutine (or thread future) is the job, and one done
+        # callback settles it, as a hand-written scheduler would do.
+        task = inv.spec.task
+        args, kwargs = (task.args, task.kwargs) if inv.call is AS_BOUND else inv.call  # type: ignore[misc]
+        inv.attempts = 1
+        inv.started = self.now()
+        frame = inv.frame = Frame(self, inv, 1)
+        token = _frame.set(frame)
+        try:
+            if task.info.is_async:
+                job: Any = self.loop.create_task(task.fn(*args, **kwargs))  # type: ignore[union-attr]
+            else:
+                job = self.worker_pool().submit(contextvars.copy_context(), task.fn, args, kwargs)
+        except Exception as exc:  # calling an async function failed at once (bad arguments)
+            _frame.reset(token)
+            inv.error = exc
+            self.note(inv, exc)
+            self.settle(inv, FAILED)
+            return
+        _frame.reset(token)
         inv.job = job
-        self.jobs.add(job)
-        job.add_done_callback(self.jobs.discard)
+        if events._subscribers or (self.bus is not None and self.bus._subscribers):
+            self.emit(inv, RUNNING)
+        job.add_done_callback(functools.partial(self.finish, inv))
+
+    def finish(self, inv: Inv, job: asyncio.Future[Any]) -> None:
+        """Done callback of a fast-path job."""
+        inv.job = None  # a finished asyncio Task keeps its coroutine: let both go
+        if inv.state in FINAL:
+            return
+        if job.cancelled():
+            self.settle(inv, CANCELLED)
+            return
+        exc = job.exception()
+        if exc is None:
+            inv.value = value = job.result()
+            self.results[inv.name] = value
+            self.settle(inv, SUCCEEDED)
+        elif isinstance(exc, Skip):
+            inv.error = exc
+            self.settle(inv, SKIPPED)
+        else:
+            inv.error = exc
+            self.note(inv, exc)
+            self.settle(inv, FAILED)
+            if not isinstance(exc, Exception):  # KeyboardInterrupt/SystemExit inside a task
+                self.fatal = exc
+                self.cancel()
+
+    def worker_pool(self) -> WorkerPool:
+        if self.pool is None:
+            size = max(32, self.max_concurrency or 0, (os.cpu_count() or 1) + 4)
+            self.pool = WorkerPool(self.loop, size)  # type: ignore[arg-type]
+        return self.pool
 
     def keyed_limit(self, inv: Inv) -> Limit:
         opts = inv.spec.task.options
-        args, kwargs = inv.call  # type: ignore[misc]
+        args, kwargs = inv.call  # type: ignore[misc]  # keyed tasks always resolve their call
         try:
             bound = inv.spec.task.info.signature.bind(*args, **kwargs).arguments  # type: ignore[union-attr]
             values = tuple(bound.get(name) for name in opts.limit_by)
@@ -300,7 +393,7 @@ class Engine:
         while waiters and lim.used < lim.cap:
             inv = waiters.popleft()
             resuming = inv.resume is not None
-            if inv.state.is_final or (self.cancelling and not resuming):
+            if inv.state.is_final or ((self.cancelling or inv.stop) and not resuming):
                 continue
             if self.acquire(inv, front=resuming):
                 if resuming:
@@ -345,6 +438,9 @@ class Engine:
             args, kwargs = task.args, task.kwargs
         if spec.pipe is not None:
             args = (self.value_of(spec.pipe), *args)
+            if spec.pipe_names is not None:
+                kwargs = {**kwargs, **dict(zip(spec.pipe_names, args, strict=False))}
+                args = ()
         if spec.named or spec.wants_context or spec.wants_state:
             kwargs = dict(kwargs)
             if spec.named:
@@ -388,7 +484,7 @@ class Engine:
         retry = opts.retry
         timeout = opts.timeout
         is_async = task.info.is_async
-        args, kwargs = inv.call  # type: ignore[misc]
+        args, kwargs = (task.args, task.kwargs) if inv.call is AS_BOUND else inv.call  # type: ignore[misc]
         inv.started = self.now()
         try:
             while True:
@@ -396,9 +492,11 @@ class Engine:
                 frame = inv.frame = Frame(self, inv, inv.attempts)
                 _frame.set(frame)
                 self.emit(inv, RUNNING)
+                admitted: list[CircuitBreaker] = []
                 try:
                     for b in inv.breakers:
-                        self.emit_circuit(b, b.before_call())
+                        self.emit_circuit(b, b.before_call())  # raises CircuitOpenError when open
+                        admitted.append(b)
                     if not is_async:
                         value = await self.in_thread(inv, frame, fn, args, kwargs, timeout)
                     elif timeout is None:
@@ -406,24 +504,24 @@ class Engine:
                     else:
                         value = await self.with_timeout(inv, fn(*args, **kwargs), timeout)
                 except Skip as exc:
-                    for b in inv.breakers:
+                    for b in admitted:
                         b.release()
                     inv.error = exc
                     self.settle(inv, SKIPPED)
                     return
                 except asyncio.CancelledError:
                     if inv.stop or self.cancelling:
-                        for b in inv.breakers:
+                        for b in admitted:
                             b.release()
                         self.settle(inv, CANCELLED)
                         return
                     raise
                 except Exception as exc:
-                    if await self.failed_attempt(inv, exc, retry):
+                    if await self.failed_attempt(inv, exc, retry, admitted):
                         continue
                     return
                 else:
-                    for b in inv.breakers:
+                    for b in admitted:
                         self.emit_circuit(b, b.on_success())
                     inv.value = value
                     self.results[inv.name] = value
@@ -451,10 +549,7 @@ class Engine:
     async def in_thread(
         self, inv: Inv, frame: Frame, fn: Callable[..., Any], args: Any, kwargs: Any, timeout: float | None
     ) -> Any:
-        if self.pool is None:
-            size = max(32, self.max_concurrency or 0, (os.cpu_count() or 1) + 4)
-            self.pool = WorkerPool(self.loop, size)  # type: ignore[arg-type]
-        fut = self.pool.submit(contextvars.copy_context(), fn, args, kwargs)
+        fut = self.worker_pool().submit(contextvars.copy_context(), fn, args, kwargs)
         try:
             if timeout is None:
                 return await fut
@@ -469,15 +564,18 @@ class Engine:
                 fut.cancel()
             raise
 
-    async def failed_attempt(self, inv: Inv, exc: BaseException, retry: Any) -> bool:
+    async def failed_attempt(
+        self, inv: Inv, exc: BaseException, retry: Any, admitted: list[CircuitBreaker]
+    ) -> bool:
         """Record a failed attempt; True if the task should try again."""
-        for b in inv.breakers:
-            if not isinstance(exc, CircuitOpenError):
-                self.emit_circuit(b, b.on_failure())
-            else:
+        refused = isinstance(exc, CircuitOpenError) and len(admitted) < len(inv.breakers)
+        for b in admitted:  # a breaker that refused the call records nothing
+            if refused:
                 b.release()
+            else:
+                self.emit_circuit(b, b.on_failure())
         inv.error = exc
-        if retry is not None and not isinstance(exc, CircuitOpenError) and retry.should_retry(exc, inv.attempts):
+        if retry is not None and not refused and retry.should_retry(exc, inv.attempts):
             delay = retry.delay_for(inv.attempts)
             inv.state = RETRYING
             self.emit(inv, RETRYING, delay=delay)
@@ -503,55 +601,68 @@ class Engine:
 
     # -- settling --------------------------------------------------------------------------------
 
-    def settle(self, first: Inv, state: TaskState) -> None:
-        """Give ``first`` its final state, then decide its downstream (iteratively)."""
-        work: list[tuple[Inv, TaskState]] = [(first, state)]
-        while work:
+    def settle(self, inv: Inv, state: TaskState) -> None:
+        """Give ``inv`` its final state, then decide its downstream (iteratively, no recursion)."""
+        work: list[tuple[Inv, TaskState]] | None = None
+        invs = self.invs
+        listening = events._subscribers or (self.bus is not None and self.bus._subscribers)
+        while True:
+            if inv.state not in FINAL:
+                inv.state = state
+                inv.finished = self.now()
+                if not inv.started:
+                    inv.started = inv.finished
+                if state is FAILED:
+                    for grp in inv.spec.groups:  # before the slot is freed: no sibling may take it
+                        if grp.fail_fast:
+                            work = work if work is not None else []
+                            self.cancel_specs(grp.specs, work)
+                if inv.holding:
+                    self.release(inv)
+                if listening:
+                    self.emit(inv, state)
+                self.unsettled -= 1
+                if inv.waiters:
+                    for fut in inv.waiters:
+                        if not fut.done():
+                            fut.set_result(None)
+                    inv.waiters = None
+                if state is not SUCCEEDED:
+                    if inv.frame is not None and state is CANCELLED:
+                        inv.frame.cancelled = True
+                    if state is FAILED and self.first_failure is None:
+                        self.first_failure = inv
+                for dspec in inv.spec.down:
+                    d = invs.get(dspec.name)
+                    if d is None or d.state is not PENDING or d.call is not None:
+                        continue  # not in this run yet, or already decided (one_success fires early)
+                    if self.cancelling:  # a stopped run starts nothing and decides nothing
+                        work = work if work is not None else []
+                        work.append((d, CANCELLED))
+                        continue
+                    if state is SUCCEEDED:
+                        d.n_ok += 1
+                        if d.rule == "all_success":
+                            if d.n_ok == d.n_up:
+                                self.start(d)
+                            continue
+                    elif state is FAILED:
+                        d.n_failed += 1
+                    elif state is SKIPPED:
+                        d.n_skipped += 1
+                    else:
+                        d.n_upfailed += 1
+                    decision = decide(d.rule, d.n_up, d.n_ok, d.n_failed, d.n_upfailed, d.n_skipped)
+                    if decision is None:
+                        continue
+                    if decision == RUN:
+                        self.start(d)
+                    else:
+                        work = work if work is not None else []
+                        work.append((d, decision))  # type: ignore[arg-type]
+            if not work:
+                break
             inv, state = work.pop()
-            if inv.state.is_final:
-                continue
-            inv.state = state
-            inv.finished = self.now()
-            if not inv.started:
-                inv.started = inv.finished
-            self.release(inv)
-            if inv.frame is not None and state is CANCELLED:
-                inv.frame.cancelled = True
-            self.emit(inv, state)
-            self.unsettled -= 1
-            if inv.waiters:
-                for fut in inv.waiters:
-                    if not fut.done():
-                        fut.set_result(None)
-                inv.waiters = None
-            if state is FAILED:
-                if self.first_failure is None:
-                    self.first_failure = inv
-                for grp in inv.spec.groups:
-                    if grp.fail_fast:
-                        self.cancel_specs(grp.specs, work)
-            invs = self.invs
-            for dspec in inv.spec.down:
-                d = invs.get(dspec.name)
-                if d is None or d.state is not PENDING or d.call is not None:
-                    continue  # already decided (one_success and friends fire early)
-                if state is SUCCEEDED:
-                    d.n_ok += 1
-                elif state is FAILED:
-                    d.n_failed += 1
-                elif state is SKIPPED:
-                    d.n_skipped += 1
-                else:
-                    d.n_upfailed += 1
-                decision = decide(
-                    d.spec.task.options.trigger_rule, d.n_up, d.n_ok, d.n_failed, d.n_upfailed, d.n_skipped
-                )
-                if decision is None:
-                    continue
-                if decision == RUN:
-                    self.start(d)
-                else:
-                    work.append((d, decision))  # type: ignore[arg-type]
         if self.unsettled <= 0 and self.done is not None and not self.done.done():
             self.done.set_result(None)
 
@@ -587,7 +698,7 @@ class Engine:
 
     async def unwind(self, grace: float = 1.0) -> None:
         """Give cancelled async tasks up to ``grace`` seconds to run their cleanup."""
-        jobs = [j for j in self.jobs if not j.done()]
+        jobs = [inv.job for inv in self.invs.values() if inv.job is not None and not inv.job.done()]
         if jobs:
             await asyncio.wait(jobs, timeout=grace)
         for inv in self.invs.values():  # a task that ignored cancellation is recorded as cancelled
@@ -635,11 +746,14 @@ class Engine:
                 inv.waiters.append(fut)
                 waits.append(fut)
         if waits:
-            self.release(parent)
+            parent.waiting += 1
+            if parent.waiting == 1:
+                self.release(parent)
             try:
                 await asyncio.gather(*waits)
             finally:
-                if not self.cancelling:
+                parent.waiting -= 1
+                if parent.waiting == 0 and not self.cancelling and not parent.state.is_final:
                     await self.reacquire(parent)
         for spec in targets:
             inv = self.invs[spec.name]

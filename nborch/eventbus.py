@@ -16,7 +16,9 @@ from typing import Any
 
 from .state import TaskState
 
-__all__ = ["CircuitEvent", "Event", "EventBus", "RunEvent", "TaskEvent", "events"]
+__all__ = [
+    "CircuitEvent", "Event", "EventBus", "RunEvent", "TaskEvent", "TaskOutput", "TaskProgress", "events",
+]
 
 log = logging.getLogger("nborch.events")
 
@@ -60,7 +62,29 @@ class CircuitEvent:
     time: float = 0.0
 
 
-Event = TaskEvent | RunEvent | CircuitEvent
+@dataclass(frozen=True, slots=True)
+class TaskOutput:
+    """A task wrote ``text`` to ``stream`` ("stdout", "stderr" or "log")."""
+
+    run_id: str
+    task: str
+    stream: str
+    text: str
+    time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskProgress:
+    """A task reported progress through ``nborch.progress``: ``done`` of ``total`` (None: unknown)."""
+
+    run_id: str
+    task: str
+    done: int
+    total: int | None
+    time: float = 0.0
+
+
+Event = TaskEvent | RunEvent | CircuitEvent | TaskOutput | TaskProgress
 Subscriber = Callable[[Any], Any]
 
 

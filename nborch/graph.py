@@ -39,7 +39,7 @@ class Spec:
 
     __slots__ = (
         "name", "base", "task", "explicit", "scope", "groups", "pipe", "named",
-        "wants_context", "wants_state", "refs", "up", "down", "parent", "order",
+        "wants_context", "wants_state", "refs", "up", "down", "parent", "order", "pipe_names",
     )
 
     def __init__(self, task: Task, scope: DAG | None, parent: str | None = None) -> None:
@@ -48,8 +48,9 @@ class Spec:
         self.base = task.base_name
         self.name = ""
         self.scope = scope
-        self.groups: list[Group] = []
+        self.groups: list[Group] | tuple[()] = ()
         self.pipe: Node | None = None  # Sequence piping: the previous step, as first argument
+        self.pipe_names: tuple[str, ...] | None = None  # set when piping must go by keyword
         self.named: dict[str, Node] | None = None  # parameter -> upstream found by its name
         self.wants_context = False
         self.wants_state = False
@@ -158,6 +159,8 @@ class _Builder:
         self.dedupe: dict[Any, Spec] = dedupe if dedupe is not None else {}
         self.wired: set[int] = set()
         self.problems: list[str] = []
+        self.end_cache: dict[tuple[int, str], list[Spec]] = {}
+        self.scoped: dict[int, list[Spec]] = {}  # id(DAG) -> specs created inside it
         self.pipes: dict[int, Node] = {}  # id(step Task) -> previous step, for Sequence piping
         self.index: dict[int, dict[str, list[Spec]]] = {}  # id(scope) -> name/base -> specs
 
@@ -182,7 +185,7 @@ class _Builder:
                 spec = g.by_task[key]
                 for grp in groups:
                     if spec not in grp.specs:
-                        spec.groups.append(grp)
+                        spec.groups = [*spec.groups, grp]
                         grp.specs.append(spec)
                 return [spec]
             g.nodes[key] = node
@@ -193,16 +196,21 @@ class _Builder:
                 spec = Spec(node, scope, self.parent)
                 self.new.append(spec)
                 self.is_new.add(spec)
+                if scope is not None:
+                    self.scoped.setdefault(id(scope), []).append(spec)
                 self.remember_dedupe(node, spec)
-                for grp in groups:
-                    spec.groups.append(grp)
-                    grp.specs.append(spec)
+                if groups:
+                    spec.groups = list(groups)
+                    for grp in groups:
+                        grp.specs.append(spec)
                 g.by_task[key] = spec
-                for value in (*node.args, *node.kwargs.values()):
-                    for up in find_nodes(value):
-                        spec.refs = True
-                        self.collect(up, scope, [])
-                self.collect_after(node, scope)
+                if node.args or node.kwargs:
+                    for value in (*node.args, *node.kwargs.values()):
+                        for up in find_nodes(value):
+                            spec.refs = True
+                            self.collect(up, scope, [])
+                if node._after:
+                    self.collect_after(node, scope)
             else:
                 g.by_task[key] = spec
             return [spec]
@@ -224,6 +232,9 @@ class _Builder:
         for child in node.children:
             for s in self.collect(child, child_scope, inner):
                 leaves[s] = None
+        if isinstance(node, DAG):  # a DAG also runs (and reports) the upstreams its tasks pulled in
+            for s in self.scoped.get(key, ()):
+                leaves[s] = None
         g.members[key] = list(leaves)
         if isinstance(node, Sequence):
             for prev, step in itertools.pairwise(node.children):
@@ -233,8 +244,9 @@ class _Builder:
         return g.members[key]
 
     def collect_after(self, node: Node, scope: DAG | None) -> None:
+        by_task = self.graph.by_task
         for up in node._after:
-            if isinstance(up, Node):
+            if isinstance(up, Node) and id(up) not in by_task:
                 self.collect(up, scope, [])
 
     def dedupe_match(self, task: Task) -> Spec | None:
@@ -289,16 +301,32 @@ class _Builder:
         up.down.append(down)
 
     def sinks(self, node: Node) -> list[Spec]:
-        leaves = self.graph.leaves(node)
-        inside = set(leaves)
-        return [s for s in leaves if not any(d in inside for d in s.down)]
+        """The leaves of ``node`` with no downstream inside it (asked once it is wired)."""
+        return self.ends(node, "down")
 
     def sources(self, node: Node) -> list[Spec]:
-        leaves = self.graph.leaves(node)
-        inside = set(leaves)
-        return [s for s in leaves if not any(u in inside for u in s.up)]
+        """The leaves of ``node`` with no upstream inside it (asked once it is wired)."""
+        return self.ends(node, "up")
+
+    def ends(self, node: Node, side: str) -> list[Spec]:
+        if isinstance(node, Task):
+            return [self.graph.by_task[id(node)]]
+        key = (id(node), side)
+        found = self.end_cache.get(key)
+        if found is None:
+            leaves = self.graph.leaves(node)
+            inside = set(leaves)
+            found = [s for s in leaves if inside.isdisjoint(getattr(s, side))]
+            self.end_cache[key] = found
+        return found
 
     def after(self, down: Node, up: Node) -> None:
+        if isinstance(down, Task) and isinstance(up, Task):  # the common case, kept cheap
+            if id(up) not in self.wired:
+                self.wire(up)
+            by_task = self.graph.by_task
+            self.edge(by_task[id(up)], by_task[id(down)])
+            return
         self.wire(up)
         ups = self.sinks(up)
         for d in self.sources(down):
@@ -387,13 +415,14 @@ class _Builder:
 
     def wire_task(self, spec: Spec) -> None:
         task = spec.task
-        for value in (*task.args, *task.kwargs.values()):
-            for up in find_nodes(value):
-                self.wire(up)
-                for u in self.sinks(up):
-                    self.edge(u, spec)
+        if spec.refs:
+            for value in (*task.args, *task.kwargs.values()):
+                for up in find_nodes(value):
+                    self.wire(up)
+                    for u in self.sinks(up):
+                        self.edge(u, spec)
         info = task.info
-        if info.signature is None:
+        if info.signature is None or not info.params:
             return
         bound = set(info.positional[: len(task.args)]) | set(task.kwargs)
         if info.var_positional and len(task.args) > len(info.positional):
@@ -442,8 +471,14 @@ class _Builder:
         for u in self.sinks(prev):
             self.edge(u, spec)
         info = spec.task.info
-        free = [p for p in info.positional if p not in INJECTED][len(spec.task.args):]
-        return free[0] if free else None
+        names = [p for p in info.positional if p not in INJECTED]
+        if not names:
+            return None
+        if info.positional[0] != names[0]:
+            # an injected parameter (state, context) comes first: pass the piped value and the
+            # bound arguments by name, so they land in the right parameters
+            spec.pipe_names = tuple(names[: 1 + len(spec.task.args)])
+        return names[0]
 
     def check_cycles(self) -> None:
         sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
@@ -452,17 +487,36 @@ class _Builder:
         try:
             sorter.prepare()
         except graphlib.CycleError as err:
-            cycle = list(reversed(err.args[1]))
+            cycle = list(err.args[1])  # graphlib lists it upstream -> downstream already
             raise CycleError(cycle) from None
 
 
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_freeze(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted(((_freeze(k), _freeze(v)) for k, v in value.items()), key=repr)))
+    if isinstance(value, set | frozenset):
+        return ("set", frozenset(_freeze(v) for v in value))
+    return value
+
+
 def dedupe_key(task: Task) -> Any:
-    """Hashable identity of a call (function, arguments), or None if the arguments are unhashable."""
+    """Identity of a call for ``dedupe=True``: the function and its arguments as bound to its
+    parameters (so ``load(1)`` and ``load(key=1)`` are one call), with lists, dicts and sets
+    compared by value. None when an argument cannot be compared that way."""
+    args: Any = (task.args, tuple(sorted(task.kwargs.items())))
+    sig = task.info.signature
+    if sig is not None:
+        try:
+            bound = sig.bind(*task.args, **task.kwargs)
+            bound.apply_defaults()
+            args = tuple(bound.arguments.items())
+        except TypeError:
+            pass
     try:
-        key = (task.fn, task.args, tuple(sorted(task.kwargs.items())))
+        key = (task.fn, _freeze(args))
         hash(key)
     except TypeError:
         return None
     return key
-
-

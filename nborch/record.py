@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .state import TaskState
@@ -29,28 +29,80 @@ def _short_error(err: BaseException | None, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-@dataclass
 class Run:
     """What happened in one run: per task state, value, error, attempts and duration.
 
     ``ok`` is False when any task FAILED (even one whose failure a ``one_failed`` task
     handled) or was CANCELLED. ``value`` is the run node's value (a Task's return value, a
     list for Sequence/Parallel, a dict for DAG), with None for tasks that did not succeed.
+    ``results`` holds the values of the tasks that succeeded, ``errors`` the exceptions of
+    the tasks that failed, both by task name.
     """
 
-    id: str
-    states: dict[str, TaskState] = field(default_factory=dict)
-    results: dict[str, Any] = field(default_factory=dict)
-    errors: dict[str, BaseException] = field(default_factory=dict)
-    attempts: dict[str, int] = field(default_factory=dict)
-    durations: dict[str, float] = field(default_factory=dict)
-    value: Any = None
-    parents: dict[str, str] = field(default_factory=dict)
-    logs: dict[str, str] = field(default_factory=dict)
-    started: float = 0.0
-    finished: float = 0.0
-    duration: float = 0.0
-    first_failure: str | None = None
+    def __init__(
+        self,
+        id: str,
+        *,
+        states: dict[str, TaskState] | None = None,
+        results: dict[str, Any] | None = None,
+        errors: dict[str, BaseException] | None = None,
+        attempts: dict[str, int] | None = None,
+        durations: dict[str, float] | None = None,
+        parents: dict[str, str] | None = None,
+        value: Any = None,
+        logs: dict[str, str] | None = None,
+        started: float = 0.0,
+        finished: float = 0.0,
+        duration: float = 0.0,
+        first_failure: str | None = None,
+        invs: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = id
+        self.results = results if results is not None else {}
+        self.value = value
+        self.logs = logs if logs is not None else {}
+        self.started = started
+        self.finished = finished
+        self.duration = duration
+        self.first_failure = first_failure
+        # The per-task tables are built on first use from the engine's records (``invs``),
+        # so a 100,000-task run does not pay for tables nobody reads.
+        self._invs = invs or {}
+        for name, table in (("states", states), ("errors", errors), ("attempts", attempts),
+                            ("durations", durations), ("parents", parents)):
+            if table is not None:
+                self.__dict__[name] = table
+
+    @cached_property
+    def states(self) -> dict[str, TaskState]:
+        """Task name -> final state, in the order tasks were added to the run."""
+        return {name: inv.state for name, inv in self._invs.items()}
+
+    @cached_property
+    def errors(self) -> dict[str, BaseException]:
+        """Task name -> the exception of each FAILED task."""
+        return {
+            name: inv.error
+            for name, inv in self._invs.items()
+            if inv.state is TaskState.FAILED and inv.error is not None
+        }
+
+    @cached_property
+    def attempts(self) -> dict[str, int]:
+        """Task name -> attempts made (0 for a task that never started)."""
+        return {name: inv.attempts for name, inv in self._invs.items()}
+
+    @cached_property
+    def durations(self) -> dict[str, float]:
+        """Task name -> seconds from its first attempt's start to its end (started tasks only)."""
+        return {
+            name: max(inv.finished - inv.started, 0.0) for name, inv in self._invs.items() if inv.attempts
+        }
+
+    @cached_property
+    def parents(self) -> dict[str, str]:
+        """Child task name -> the name of the task that called it."""
+        return {name: inv.parent.name for name, inv in self._invs.items() if inv.parent is not None}
 
     @property
     def ok(self) -> bool:

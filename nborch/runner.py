@@ -14,31 +14,36 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from . import capture
 from .clock import SystemClock, wall_time
 from .engine import Engine, current_frame, is_loop_thread
 from .errors import DefinitionError, NborchError, did_you_mean
 from .eventbus import EventBus
 from .graph import Graph, build_graph
 from .record import Run
-from .state import TaskState
 from .task import Node, Task, TaskFunction, _check_callable
 
 __all__ = ["cancelled", "last_run", "register_display", "run", "run_async"]
 
-RUN_OPTIONS = ("max_concurrency", "state", "on_event", "clock", "display", "run_id")
+RUN_OPTIONS = ("max_concurrency", "state", "on_event", "clock", "display", "run_id", "capture")
 
-DisplayFactory = Callable[[Graph, dict[str, Any]], Any]
+DisplayFactory = Callable[["RunHandle"], Any]
+log = logging.getLogger("nborch")
 _display_hooks: list[DisplayFactory] = []
 _last: list[Run] = []
 
 
 def register_display(factory: DisplayFactory) -> Callable[[], None]:
-    """Let a front end show runs: ``factory(graph, options)`` returns a subscriber or None.
+    """Let a front end show runs: ``factory(handle)`` returns a subscriber or None.
+
+    ``handle`` is a ``RunHandle`` (``run_id``, ``graph``, ``options``, ``cancel()``).
 
     The subscriber gets every event of the run; if it has ``close(run)``, that is called
     with the finished ``Run``. Returns a function that unregisters the factory. The notebook
@@ -94,6 +99,25 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
 # -- the async core ------------------------------------------------------------------------------
 
 
+class RunHandle:
+    """What a display factory receives: the run's id, graph and options, and a cancel switch."""
+
+    def __init__(self, run_id: str, graph: Graph, options: dict[str, Any]) -> None:
+        self.run_id = run_id
+        self.graph = graph
+        self.options = options
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[Any] | None = None
+
+    def cancel(self) -> None:
+        """Cancel the run from any thread (a widget's Cancel button); every task settles."""
+        if self.loop is not None and self.task is not None and not self.task.done():
+            try:
+                self.loop.call_soon_threadsafe(self.task.cancel)
+            except RuntimeError:  # the loop is closed: the run is over
+                pass
+
+
 async def run_async(node: Any, **options: Any) -> Run:
     """Run ``node`` on the running loop and return its ``Run``; task failures do not raise.
 
@@ -104,26 +128,34 @@ async def run_async(node: Any, **options: Any) -> Run:
     check_options(options)
     dedupe: dict[Any, Any] = {}
     graph = build_graph(node, dedupe=dedupe)
+    handle = RunHandle(options.get("run_id") or uuid.uuid4().hex[:12], graph, options)
+    handle.loop, handle.task = asyncio.get_running_loop(), asyncio.current_task()
     bus = EventBus()
     on_event = options.get("on_event")
     for s in on_event if isinstance(on_event, list | tuple) else [on_event] if on_event else []:
         bus.subscribe(s)
-    displays = _open_displays(graph, options)
+    displays = _open_displays(handle)
     for d in displays:
         bus.subscribe(d)
     engine = Engine(
         graph,
-        run_id=options.get("run_id") or uuid.uuid4().hex[:12],
+        run_id=handle.run_id,
         clock=options.get("clock") or SystemClock(),
         max_concurrency=options.get("max_concurrency"),
         state=options.get("state"),
         bus=bus,
     )
     engine.dedupe = dedupe
+    engine.echo = not any(getattr(d, "shows_output", False) for d in displays)
+    capturing = options.get("capture", True)
+    if capturing:
+        capture.install()
     started = wall_time()
     try:
         await engine.execute()
     finally:
+        if capturing:
+            capture.uninstall()
         record = make_record(engine, node, started)
         _last[:] = [record]
         for d in displays:
@@ -132,49 +164,46 @@ async def run_async(node: Any, **options: Any) -> Run:
                 try:
                     close(record)
                 except Exception:  # a display must never break a run
-                    import logging
-
-                    logging.getLogger("nborch").exception("display %r failed to close", d)
+                    log.exception("display %r failed to close", d)
     return record
 
 
-def _open_displays(graph: Graph, options: dict[str, Any]) -> list[Any]:
-    want = options.get("display")
+def _open_displays(handle: RunHandle) -> list[Any]:
+    want = handle.options.get("display")
     if want is False:
         return []
     subs = []
     for factory in list(_display_hooks):
-        sub = factory(graph, options)
+        try:
+            sub = factory(handle)
+        except Exception:  # a display must never stop a run from starting
+            log.exception("display factory %r failed", factory)
+            continue
         if sub is not None:
             subs.append(sub)
     if not subs and want:
         from .display.console import ConsoleProgress
 
-        subs.append(ConsoleProgress(graph))
+        subs.append(ConsoleProgress(handle.graph))
     return subs
 
 
 def make_record(engine: Engine, node: Node, started: float) -> Run:
-    run = Run(id=engine.run_id, started=started, finished=wall_time())
-    run.duration = max(engine.finished - engine.started, 0.0)
-    for name, inv in engine.invs.items():
-        run.states[name] = inv.state
-        run.attempts[name] = inv.attempts
-        if inv.attempts:
-            run.durations[name] = max(inv.finished - inv.started, 0.0)
-        if inv.state is TaskState.SUCCEEDED:
-            run.results[name] = inv.value
-        elif inv.state is TaskState.FAILED and inv.error is not None:
-            run.errors[name] = inv.error
-        if inv.parent is not None:
-            run.parents[name] = inv.parent.name
-    if engine.first_failure is not None:
-        run.first_failure = engine.first_failure.name
     try:
-        run.value = engine.graph.value(node, engine.results)
+        value = engine.graph.value(node, engine.results)
     except KeyError:  # pragma: no cover - every node of the graph has a spec
-        run.value = None
-    return run
+        value = None
+    return Run(
+        engine.run_id,
+        results=engine.results,
+        value=value,
+        started=started,
+        finished=wall_time(),
+        duration=max(engine.finished - engine.started, 0.0),
+        first_failure=engine.first_failure.name if engine.first_failure is not None else None,
+        invs=engine.invs,
+        logs={name: "".join(parts) for name, parts in engine.logs.items()},
+    )
 
 
 async def run_node_async(node: Node, options: dict[str, Any]) -> Any:
@@ -213,17 +242,37 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
 
 
 def _run_nested(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run on the notebook's own (nest_asyncio-patched) loop.
+
+    A SIGINT must not land as KeyboardInterrupt in whatever task code happens to run: for
+    the duration of the run it cancels the run instead, and KeyboardInterrupt is raised
+    here once every task has settled.
+    """
     job = loop.create_task(coro)
+    interrupted: list[bool] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupted.append(True)
+        loop.call_soon_threadsafe(job.cancel)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        try:
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # pragma: no cover - not the main interpreter
+            previous = None
     try:
-        return loop.run_until_complete(job)
-    except BaseException:
-        if not job.done():
-            job.cancel()
-            try:
-                loop.run_until_complete(job)
-            except BaseException:
-                pass
+        result = loop.run_until_complete(job)
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt
+    return result
 
 
 def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:

@@ -184,7 +184,7 @@ class Node:
 
     __slots__ = ("_after", "__weakref__")
 
-    _after: list[Node | str]
+    _after: list[Node | str] | tuple[()]
     name: str | None
 
     def _add_after(self, upstream: Node | str) -> None:
@@ -194,8 +194,9 @@ class Node:
             )
         if upstream is self:
             raise DefinitionError(f"{self!r} cannot run after itself")
-        if not any(u is upstream for u in self._after):
-            self._after.append(upstream)
+        if not self._after:
+            self._after = []  # nodes share () until they get an upstream: less to allocate
+        self._after.append(upstream)  # type: ignore[union-attr]  # repeats are harmless
 
     def set_downstream(self, *others: Any) -> None:
         """Make each of ``others`` run after this node."""
@@ -284,6 +285,7 @@ def _require_node(o: Any, where: str) -> Node:
 # -- tasks --------------------------------------------------------------------------------------
 
 _sequence = itertools.count()
+_NO_KWARGS: dict[str, Any] = {}  # shared and never mutated: most tasks bind no keywords
 
 
 class Task(Node):
@@ -303,15 +305,16 @@ class Task(Node):
             base, fn = fn.options, fn.fn
         _check_callable(fn, "Task()")
         option_kw = {k: keywords.pop(k) for k in list(keywords) if k in OPTION_NAMES}
-        kwargs = dict(keywords.pop("kwargs", None) or {})
-        kwargs.update(keywords)
+        kwargs = keywords.pop("kwargs", None) or _NO_KWARGS
+        if keywords:
+            kwargs = {**kwargs, **keywords}
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
         self.options = make_options(base, **option_kw) if option_kw else (base or _DEFAULTS)
         self.seq = next(_sequence)
         self.info = fn_info(fn)
-        self._after = []
+        self._after = ()
         if kwargs and self.info.signature is not None and not self.info.var_keyword:
             unknown = [k for k in kwargs if k not in self.info.params]
             if unknown:

@@ -27,7 +27,7 @@ class Composite(Node):
             raise DefinitionError(f"{type(self).__name__}(name=...) expects a non-empty string, got {name!r}")
         self.name = name
         self.children: list[Node] = iter_nodes(_flatten_args(children), f"{type(self).__name__}()")
-        self._after = []
+        self._after = ()
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.children)
@@ -117,6 +117,5 @@ class DAG(Composite):
             item = Task(item)
         for upstream in after if isinstance(after, list | tuple | set) else [after]:
             item._add_after(upstream if isinstance(upstream, str) else _require_node(upstream, "DAG.add(after=...)"))
-        if not any(c is item for c in self.children):
-            self.children.append(item)
+        self.children.append(item)  # a node added twice is still one task: the graph dedupes by identity
         return item

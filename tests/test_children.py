@@ -1,0 +1,378 @@
+"""Point 16: dynamic child tasks: `await node` (async) and `node.result` (sync) inside a task."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+
+import pytest
+
+import nborch
+from nborch import CycleError, Parallel, TaskEvent, TaskState, task
+
+pytestmark = pytest.mark.timeout(30)
+
+S = TaskState
+
+
+def fib_value(n: int) -> int:
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a
+
+
+def fib_calls(n: int) -> int:
+    """How many calls the naive recursion makes."""
+    return 1 if n < 2 else 1 + fib_calls(n - 1) + fib_calls(n - 2)
+
+
+class Gauge:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def exit(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+# -- fibonacci, async and sync -------------------------------------------------------------------
+
+
+@task
+async def afib(n: int) -> int:
+    if n < 2:
+        return n
+    return await afib(n - 1) + await afib(n - 2)
+
+
+@task
+def sfib(n: int) -> int:
+    if n < 2:
+        return n
+    return sfib(n - 1).result + sfib(n - 2).result
+
+
+@pytest.mark.timeout(30)
+def test_recursive_async_fibonacci_finishes_under_max_concurrency_two():
+    record = nborch.run(afib(10), max_concurrency=2)
+    assert record.ok, record.report()
+    assert record.value == 55
+    assert len(record.states) == fib_calls(10)
+    assert set(record.states.values()) == {S.SUCCEEDED}
+
+
+@pytest.mark.timeout(30)
+def test_recursive_sync_fibonacci_finishes_under_max_concurrency_two():
+    record = nborch.run(sfib(10), max_concurrency=2)
+    assert record.ok, record.report()
+    assert record.value == 55
+    assert len(record.states) == fib_calls(10)
+
+
+@pytest.mark.timeout(30)
+def test_recursive_fibonacci_finishes_under_max_concurrency_one():
+    assert afib(8).run(max_concurrency=1) == 21
+    assert sfib(8).run(max_concurrency=1) == 21
+
+
+@pytest.mark.timeout(30)
+def test_async_fibonacci_with_gathered_children_finishes_under_max_concurrency_two():
+    @task
+    async def gfib(n: int) -> int:
+        if n < 2:
+            return n
+        a, b = await asyncio.gather(gfib(n - 1), gfib(n - 2))
+        return a + b
+
+    async def main():
+        return await asyncio.wait_for(gfib(4).run_async(max_concurrency=2), 2)
+
+    assert asyncio.run(main()) == 3
+
+
+@pytest.mark.timeout(30)
+def test_deduped_fibonacci_runs_each_value_once():
+    calls: list[int] = []
+
+    @task(dedupe=True)
+    async def mfib(n: int) -> int:
+        calls.append(n)
+        if n < 2:
+            return n
+        return await mfib(n - 1) + await mfib(n - 2)
+
+    record = nborch.run(mfib(25), max_concurrency=2)
+    assert record.value == fib_value(25)
+    assert sorted(calls) == list(range(26))
+    assert len(record.states) == 26
+
+
+@pytest.mark.timeout(30)
+def test_deduped_sync_fibonacci_runs_each_value_once():
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    @task(dedupe=True)
+    def mfib(n: int) -> int:
+        with lock:
+            calls.append(n)
+        if n < 2:
+            return n
+        return mfib(n - 1).result + mfib(n - 2).result
+
+    assert mfib(20).run(max_concurrency=2) == fib_value(20)
+    assert sorted(calls) == list(range(21))
+
+
+# -- children belong to the run ------------------------------------------------------------------
+
+
+def test_child_tasks_have_their_own_names_states_and_parent_in_the_record():
+    record = nborch.run(afib(3))
+    assert record.value == 2
+    assert set(record.states) == {"afib", "afib[2]", "afib[3]", "afib[4]", "afib[5]"}
+    assert set(record.states.values()) == {S.SUCCEEDED}
+    assert "afib" not in record.parents
+    assert all(record.parents[name] in record.states for name in record.states if name != "afib")
+
+
+def test_child_task_events_name_their_parent():
+    @task
+    async def child(x):
+        return x + 1
+
+    @task
+    async def parent():
+        return await child(1)
+
+    seen: list[object] = []
+    record = nborch.run(parent(), on_event=seen.append)
+
+    child_events = [e for e in seen if isinstance(e, TaskEvent) and e.task == "child"]
+    assert [e.state for e in child_events][-2:] == [S.RUNNING, S.SUCCEEDED]
+    assert {e.parent for e in child_events} == {"parent"}
+    assert {e.run_id for e in child_events} == {record.id}
+    assert child_events[-1].result == 2
+    parent_events = [e for e in seen if isinstance(e, TaskEvent) and e.task == "parent"]
+    assert {e.parent for e in parent_events} == {None}
+    assert record.states == {"parent": S.SUCCEEDED, "child": S.SUCCEEDED}
+
+
+def test_sync_child_via_result_is_a_task_of_the_same_run():
+    @task
+    def child(x):
+        return x * 10
+
+    @task
+    def parent():
+        return child(1).result + child(2).result
+
+    seen: list[object] = []
+    record = nborch.run(parent(), on_event=seen.append)
+
+    assert record.value == 30
+    assert set(record.states) == {"parent", "child", "child[2]"}
+    children = {e.task for e in seen if isinstance(e, TaskEvent) and e.parent == "parent"}
+    assert children == {"child", "child[2]"}
+
+
+def test_awaiting_a_composite_inside_a_task_runs_it_as_children():
+    @task
+    async def leaf(i):
+        return i * i
+
+    @task
+    async def parent():
+        return await Parallel(leaf(1), leaf(2), leaf(3))
+
+    record = nborch.run(parent())
+    assert record.value == [1, 4, 9]
+    assert {record.parents[n] for n in record.states if n != "parent"} == {"parent"}
+
+
+# -- children run under the same limits ----------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_children_count_toward_max_concurrency_and_waiting_parents_give_their_slot_back():
+    gauge = Gauge()
+
+    @task
+    async def tree(depth):
+        gauge.enter()
+        try:
+            await asyncio.sleep(0.002)
+        finally:
+            gauge.exit()
+        if depth == 0:
+            return 1
+        left, right = await Parallel(tree(depth - 1), tree(depth - 1))
+        return left + right
+
+    assert tree(5).run(max_concurrency=2) == 32
+    assert gauge.peak == 2
+
+
+@pytest.mark.timeout(30)
+def test_sync_children_count_toward_max_concurrency():
+    gauge = Gauge()
+
+    @task
+    def tree(depth):
+        gauge.enter()
+        try:
+            threading.Event().wait(0.002)
+        finally:
+            gauge.exit()
+        if depth == 0:
+            return 1
+        return sum(Parallel(tree(depth - 1), tree(depth - 1)).result)
+
+    assert tree(4).run(max_concurrency=2) == 16
+    assert 1 <= gauge.peak <= 2
+
+
+def test_children_respect_a_task_limit():
+    gauge = Gauge()
+
+    @task(limit=1)
+    async def limited(i):
+        gauge.enter()
+        try:
+            await asyncio.sleep(0.005)
+            return i
+        finally:
+            gauge.exit()
+
+    @task
+    async def parent():
+        return await asyncio.gather(*(limited(i) for i in range(5)))
+
+    assert parent().run() == [0, 1, 2, 3, 4]
+    assert gauge.peak == 1
+
+
+# -- cycles and failures -------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_deduped_task_awaiting_an_identical_call_of_itself_raises_cycle_error():
+    @task(dedupe=True)
+    async def ouroboros(n):
+        return await ouroboros(n)
+
+    with pytest.raises(CycleError) as info:
+        ouroboros(1).run()
+    assert "ouroboros" in str(info.value)
+    assert re.search(r"'?ouroboros'? -> '?ouroboros'?", str(info.value))
+
+
+@pytest.mark.timeout(30)
+def test_sync_deduped_task_reading_its_own_result_raises_cycle_error():
+    @task(dedupe=True)
+    def ouroboros(n):
+        return ouroboros(n).result
+
+    with pytest.raises(CycleError, match="ouroboros"):
+        ouroboros(1).run()
+
+
+@pytest.mark.timeout(30)
+def test_cycle_through_two_deduped_tasks_names_the_whole_chain():
+    @task(dedupe=True)
+    async def ping(n):
+        return await pong(n)
+
+    @task(dedupe=True)
+    async def pong(n):
+        return await ping(n)
+
+    with pytest.raises(CycleError) as info:
+        ping(1).run()
+    assert re.search(r"'?ping'? -> '?pong'? -> '?ping'?", str(info.value)), str(info.value)
+
+
+def test_child_failure_reaches_the_parent_as_the_childs_own_exception():
+    class QuotaExceeded(Exception):
+        pass
+
+    @task
+    async def child():
+        raise QuotaExceeded("over quota")
+
+    caught: list[BaseException] = []
+
+    @task
+    async def parent():
+        try:
+            await child()
+        except QuotaExceeded as exc:
+            caught.append(exc)
+            return "handled"
+
+    record = nborch.run(parent())
+    assert record.value == "handled"
+    assert len(caught) == 1 and type(caught[0]) is QuotaExceeded
+    assert record.states == {"parent": S.SUCCEEDED, "child": S.FAILED}
+
+
+def test_unhandled_child_failure_fails_the_parent_with_the_childs_exception_type():
+    @task
+    async def child():
+        raise KeyError("missing")
+
+    @task
+    async def parent():
+        return await child()
+
+    with pytest.raises(KeyError):
+        parent().run()
+    record = nborch.run(parent())
+    assert record.states == {"parent": S.FAILED, "child": S.FAILED}
+    assert isinstance(record.errors["parent"], KeyError)
+
+
+def test_sync_child_failure_reaches_the_parent_as_the_childs_own_exception():
+    @task
+    def child():
+        raise PermissionError("denied")
+
+    @task
+    def parent():
+        try:
+            child().result
+        except PermissionError as exc:
+            return f"handled {type(exc).__name__}"
+
+    record = nborch.run(parent())
+    assert record.value == "handled PermissionError"
+    assert record.states == {"parent": S.SUCCEEDED, "child": S.FAILED}
+    assert not record.ok  # a handled child failure still counts as a failure of the run
+
+
+def test_child_that_retries_succeeds_for_its_parent():
+    attempts: list[int] = []
+
+    @task(retries=2, retry_delay=0)
+    async def flaky():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("again")
+        return "ok"
+
+    @task
+    async def parent():
+        return await flaky()
+
+    record = nborch.run(parent())
+    assert record.value == "ok"
+    assert record.attempts["flaky"] == 3

@@ -1,0 +1,488 @@
+"""Points 18 and 19: definition errors raised before anything runs, and a light ``import nborch``."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import graphlib
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+import nborch
+from nborch import (
+    DAG,
+    CircuitOpenError,
+    CycleError,
+    DefinitionError,
+    GraphError,
+    InvalidTaskError,
+    NborchError,
+    Sequence,
+    Task,
+    TaskTimeoutError,
+    task,
+)
+
+# -- the hierarchy -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [CycleError, GraphError, DefinitionError, InvalidTaskError, TaskTimeoutError, CircuitOpenError],
+    ids=lambda e: e.__name__,
+)
+def test_every_nborch_error_derives_from_nborch_error(error):
+    assert issubclass(error, NborchError)
+
+
+def test_cycle_error_is_also_a_graphlib_cycle_error():
+    assert issubclass(CycleError, graphlib.CycleError)
+    assert issubclass(CycleError, GraphError)
+
+
+def test_task_timeout_error_is_a_timeout_error():
+    assert issubclass(TaskTimeoutError, TimeoutError)
+
+
+# -- cycles --------------------------------------------------------------------------------------
+
+
+def test_cycle_through_parameter_names_names_the_path():
+    @task
+    def a(b):
+        return b
+
+    @task
+    def b(a):
+        return a
+
+    with pytest.raises(CycleError, match=r"^tasks form a cycle: 'a' -> 'b' -> 'a'\.") as info:
+        nborch.run(DAG(a, b))
+
+    assert info.value.cycle == ["a", "b", "a"]
+
+
+def test_cycle_error_can_be_caught_as_graphlib_cycle_error():
+    @task
+    def a(b):
+        return b
+
+    @task
+    def b(a):
+        return a
+
+    with pytest.raises(graphlib.CycleError):
+        DAG(a, b).run()
+
+
+def test_cycle_through_explicit_ordering_names_every_task_on_it():
+    def step():
+        return 1
+
+    x, y, z = Task(step, name="x"), Task(step, name="y"), Task(step, name="z")
+    x >> y >> z >> x
+    edges = {("x", "y"), ("y", "z"), ("z", "x")}
+
+    with pytest.raises(CycleError) as info:
+        nborch.run(DAG(x, y, z))
+
+    cycle = info.value.cycle
+    assert cycle[0] == cycle[-1]
+    assert sorted(cycle[:-1]) == ["x", "y", "z"]
+    pairs = set(zip(cycle, cycle[1:]))
+    assert pairs == edges or pairs == {(d, u) for u, d in edges}  # one direction all along the path
+    path = " -> ".join(repr(name) for name in cycle)
+    assert str(info.value).startswith(f"tasks form a cycle: {path}.")
+
+
+def test_cycle_leaves_tasks_outside_it_out_of_the_cycle_path():
+    def step():
+        return 1
+
+    entry, x, y = Task(step, name="entry"), Task(step, name="x"), Task(step, name="y")
+    entry >> x >> y >> x
+
+    with pytest.raises(CycleError) as info:
+        nborch.run(DAG(entry, x, y))
+
+    assert sorted(info.value.cycle[:-1]) == ["x", "y"]
+
+
+def test_a_task_cannot_run_after_itself():
+    a = Task(lambda: 1, name="a")
+
+    with pytest.raises(DefinitionError, match=r"cannot run after itself$"):
+        a >> a
+
+
+# -- graph errors --------------------------------------------------------------------------------
+
+
+def test_unknown_parameter_dependency_suggests_the_close_task_name():
+    @task
+    def extract():
+        return 1
+
+    @task
+    def transform(extrct):
+        return extrct
+
+    with pytest.raises(
+        GraphError,
+        match=r"^task 'transform' needs 'extrct', but no argument was given "
+        r"and no task in the DAG has that name\. Did you mean 'extract'\?$",
+    ):
+        nborch.run(DAG(extract, transform))
+
+
+def test_unknown_after_name_suggests_the_close_task_name():
+    @task
+    def extract():
+        return 1
+
+    @task
+    def load():
+        return 2
+
+    dag = DAG(extract)
+    dag.add(load, after=["extrac"])
+
+    message = r"^task 'load' runs after 'extrac', but no task has that name\. Did you mean 'extract'\?$"
+    with pytest.raises(GraphError, match=message):
+        nborch.run(dag)
+
+
+def test_unknown_dependency_without_a_close_name_gives_no_suggestion():
+    @task
+    def extract():
+        return 1
+
+    @task
+    def report(zzz):
+        return zzz
+
+    with pytest.raises(GraphError) as info:
+        nborch.run(DAG(extract, report))
+
+    assert "Did you mean" not in str(info.value)
+
+
+def test_two_different_tasks_with_the_same_explicit_name_are_rejected():
+    def one():
+        return 1
+
+    def two():
+        return 2
+
+    message = r"^two different tasks are named 'same': .* Give each a unique name=\.$"
+    with pytest.raises(GraphError, match=message):
+        nborch.run(DAG(Task(one, name="same"), Task(two, name="same")))
+
+
+def test_the_same_task_listed_twice_is_not_a_duplicate():
+    node = Task(lambda: 1, name="once")
+
+    assert nborch.run(DAG(node, node)).states == {"once": nborch.TaskState.SUCCEEDED}
+
+
+def test_parameter_matching_several_tasks_is_ambiguous():
+    @task
+    def fetch(n):
+        return n
+
+    @task
+    def use(fetch):
+        return fetch
+
+    with pytest.raises(
+        GraphError,
+        match=r"^task 'use': parameter 'fetch' matches several tasks \('fetch', 'fetch\[2\]'\)\.",
+    ):
+        nborch.run(DAG(fetch(1), fetch(2), use))
+
+
+def test_required_parameter_with_no_source_in_a_dag_is_rejected():
+    @task
+    def needs(thing):
+        return thing
+
+    with pytest.raises(
+        GraphError,
+        match=r"^task 'needs' needs 'thing', but no argument was given "
+        r"and no task in the DAG has that name\.$",
+    ):
+        nborch.run(DAG(needs))
+
+
+def test_required_parameter_with_no_source_outside_a_dag_is_rejected():
+    @task
+    def needs(thing):
+        return thing
+
+    message = r"^task 'needs' needs 'thing', but no argument was given and it is not inside a DAG\.$"
+    with pytest.raises(GraphError, match=message):
+        needs().run()
+
+
+def test_several_problems_are_reported_together():
+    @task
+    def first(missing_one):
+        return 1
+
+    @task
+    def second(missing_two):
+        return 2
+
+    with pytest.raises(GraphError) as info:
+        nborch.run(DAG(first, second))
+
+    assert "'missing_one'" in str(info.value)
+    assert "'missing_two'" in str(info.value)
+
+
+# -- bad options and non-tasks -------------------------------------------------------------------
+
+
+def test_unknown_trigger_rule_in_the_decorator_is_rejected_with_a_suggestion():
+    message = r"^unknown trigger rule 'one_sucess'\. Did you mean 'one_success'\? Known rules: all_success, "
+    with pytest.raises(DefinitionError, match=message):
+
+        @task(trigger_rule="one_sucess")
+        def alert():
+            return 1
+
+
+def test_unknown_trigger_rule_in_the_task_constructor_is_rejected():
+    with pytest.raises(DefinitionError, match=r"^task 'alert': unknown trigger rule 'sometimes'\."):
+        Task(lambda: 1, name="alert", trigger_rule="sometimes")
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: Task(42), r"^Task\(\) expected a callable, got 42 \(int\)$"),
+        (lambda: task(42), r"^@task expected a callable, got 42 \(int\)$"),
+        (lambda: DAG(42), r"^DAG\(\) expected a callable, got 42 \(int\)$"),
+        (
+            lambda: Sequence(Task(len, "x"), "not a task"),
+            r"^Sequence\(\) expected a callable, got 'not a task' \(str\)$",
+        ),
+        (lambda: nborch.Parallel(None), r"^Parallel\(\) expected a callable, got None \(NoneType\)$"),
+        (lambda: nborch.run(42), r"^run\(\) expected a callable, got 42 \(int\)$"),
+        (lambda: Task(len, "x") >> 5, r"^set_downstream\(\) expects tasks or composites, got 5$"),
+    ],
+    ids=["Task", "task", "DAG", "Sequence", "Parallel", "run", "rshift"],
+)
+def test_a_non_callable_task_is_rejected(build, message):
+    with pytest.raises(InvalidTaskError, match=message):
+        build()
+
+
+def test_invalid_task_error_is_a_type_error():
+    with pytest.raises(TypeError):
+        Task("not callable")
+
+
+async def fetch_rows():
+    return 1
+
+
+@pytest.mark.parametrize(
+    "build, where",
+    [
+        (lambda co: Task(co), "Task()"),
+        (lambda co: task(co), "@task"),
+        (lambda co: DAG(co), "DAG()"),
+        (lambda co: nborch.run(co), "run()"),
+    ],
+    ids=["Task", "task", "DAG", "run"],
+)
+def test_a_coroutine_object_is_rejected_with_a_hint_and_no_never_awaited_warning(build, where):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(InvalidTaskError) as info:
+            build(fetch_rows())
+        gc.collect()
+
+    assert str(info.value) == (
+        f"{where} expected a function, got a coroutine object fetch_rows(...). "
+        "Pass the function and its arguments instead: Task(fetch_rows, ...), or decorate it with @task."
+    )
+
+
+def test_unknown_run_option_is_rejected_with_a_suggestion():
+    message = r"^run\(\) got an unknown option 'max_concurency'\. Did you mean 'max_concurrency'\?"
+    with pytest.raises(DefinitionError, match=message):
+        nborch.run(Task(len, "x"), max_concurency=2)
+
+
+# -- everything is raised before anything runs ---------------------------------------------------
+
+
+def _with_side_effect(calls):
+    """A task that records it ran; each broken workflow below contains one."""
+
+    @task
+    def extract():
+        calls.append("extract")
+        return 1
+
+    return extract
+
+
+def _cycle(calls):
+    extract = _with_side_effect(calls)
+
+    @task
+    def a(b):
+        return b
+
+    @task
+    def b(a):
+        return a
+
+    return DAG(extract, a, b)
+
+
+def _unknown_dependency(calls):
+    extract = _with_side_effect(calls)
+
+    @task
+    def transform(extrct):
+        return extrct
+
+    return DAG(extract, transform)
+
+
+def _unknown_after(calls):
+    dag = DAG(_with_side_effect(calls))
+    dag.add(lambda: 1, after=["nowhere"])
+    return dag
+
+
+def _duplicate_names(calls):
+    extract = _with_side_effect(calls)
+    return DAG(extract, Task(lambda: 1, name="dup"), Task(lambda: 2, name="dup"))
+
+
+def _ambiguous_parameter(calls):
+    extract = _with_side_effect(calls)
+
+    @task
+    def fetch(n):
+        return n
+
+    @task
+    def use(fetch):
+        return fetch
+
+    return DAG(extract, fetch(1), fetch(2), use)
+
+
+def _missing_parameter(calls):
+    extract = _with_side_effect(calls)
+
+    @task
+    def needs(thing):
+        return thing
+
+    return Sequence(extract(), DAG(needs))
+
+
+def _cycle_in_a_sequence(calls):
+    extract = _with_side_effect(calls)()
+    a, b = Task(lambda: 1, name="a"), Task(lambda: 2, name="b")
+    a >> b >> a
+    return Sequence(extract, DAG(a, b))
+
+
+BROKEN = [
+    pytest.param(_cycle, CycleError, id="cycle"),
+    pytest.param(_cycle_in_a_sequence, CycleError, id="cycle-in-nested-dag"),
+    pytest.param(_unknown_dependency, GraphError, id="unknown-dependency"),
+    pytest.param(_unknown_after, GraphError, id="unknown-after"),
+    pytest.param(_duplicate_names, GraphError, id="duplicate-names"),
+    pytest.param(_ambiguous_parameter, GraphError, id="ambiguous-parameter"),
+    pytest.param(_missing_parameter, GraphError, id="missing-parameter"),
+]
+
+
+@pytest.mark.parametrize("make, error", BROKEN)
+def test_nborch_run_raises_definition_errors_before_any_task_runs(make, error):
+    calls: list[str] = []
+    node = make(calls)
+
+    with pytest.raises(error):
+        nborch.run(node)
+
+    assert calls == []
+
+
+@pytest.mark.parametrize("make, error", BROKEN)
+def test_node_run_raises_definition_errors_before_any_task_runs(make, error):
+    calls: list[str] = []
+    node = make(calls)
+
+    with pytest.raises(error):
+        node.run()
+
+    assert calls == []
+
+
+@pytest.mark.parametrize("make, error", BROKEN)
+def test_awaiting_a_broken_node_raises_before_any_task_runs(make, error):
+    calls: list[str] = []
+    node = make(calls)
+
+    async def main():
+        await node
+
+    with pytest.raises(error):
+        asyncio.run(main())
+
+    assert calls == []
+
+
+def test_a_broken_workflow_publishes_no_event(recorder):
+    calls: list[str] = []
+
+    with pytest.raises(CycleError):
+        nborch.run(_cycle(calls), on_event=recorder)
+
+    assert recorder.events == []
+
+
+# -- 19. import nborch stays light ---------------------------------------------------------------
+
+
+def test_import_nborch_does_not_import_notebook_or_heavy_packages():
+    code = (
+        "import sys\n"
+        "import nborch\n"
+        "heavy = ('IPython', 'ipywidgets', 'graphviz', 'dask')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+
+    assert out.stdout.strip() == "[]"
+
+
+def test_running_a_workflow_does_not_import_notebook_or_heavy_packages():
+    code = (
+        "import sys\n"
+        "import nborch\n"
+        "@nborch.task\n"
+        "def one():\n"
+        "    return 1\n"
+        "assert nborch.run(nborch.DAG(one)).ok\n"
+        "heavy = ('IPython', 'ipywidgets', 'graphviz', 'dask')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+
+    assert out.stdout.strip() == "[]"
