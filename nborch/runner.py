@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import signal
 import threading
@@ -127,7 +128,16 @@ async def run_async(node: Any, **options: Any) -> Run:
     node = as_node(node)
     check_options(options)
     dedupe: dict[Any, Any] = {}
-    graph = build_graph(node, dedupe=dedupe)
+    # Building allocates only long-lived objects, nothing for the cyclic GC to find: it stays
+    # paused until the engine has set the run up (Engine.execute turns it back on).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        graph = build_graph(node, dedupe=dedupe)
+    except BaseException:
+        if gc_was_enabled:
+            gc.enable()
+        raise
     handle = RunHandle(options.get("run_id") or uuid.uuid4().hex[:12], graph, options)
     handle.loop, handle.task = asyncio.get_running_loop(), asyncio.current_task()
     bus = EventBus()
@@ -146,6 +156,7 @@ async def run_async(node: Any, **options: Any) -> Run:
         bus=bus,
     )
     engine.dedupe = dedupe
+    engine.gc_was_enabled = gc_was_enabled
     engine.echo = not any(getattr(d, "shows_output", False) for d in displays)
     capturing = options.get("capture", True)
     if capturing:
