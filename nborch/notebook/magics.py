@@ -1,0 +1,243 @@
+"""``%%task`` and ``%orch``: the notebook's workflow, driven from cells.
+
+Bad input becomes IPython's ``UsageError`` (one line, no traceback, the cell fails); a failed
+run raises ``CellTaskFailed``, which the extension shows as a short block (task, exception,
+the failing line of the cell) instead of pages of engine frames.
+"""
+
+from __future__ import annotations
+
+import html
+import shlex
+import traceback
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments, parse_argstring
+
+from ..errors import DefinitionError, NborchError
+from ..record import Run, _fmt_seconds, _short_error
+from ..runner import run as run_node
+from ..state import TaskState
+from ..task import make_options
+from .cells import compile_cell
+from .workflow import NotebookWorkflow
+
+__all__ = ["CellTaskFailed", "OrchMagics"]
+
+
+class CellTaskFailed(NborchError):
+    """``%orch run`` (or ``%%task --run``) ended with a failed task; ``.run`` holds the record."""
+
+    def __init__(self, message: str, run: Run, error: BaseException | None) -> None:
+        super().__init__(message)
+        self.run = run
+        self.error = error
+
+
+def _options(args: Any) -> dict[str, Any]:
+    given = {
+        "retries": args.retries,
+        "retry_delay": args.retry_delay,
+        "timeout": args.timeout,
+        "trigger_rule": args.trigger,
+        "limit": args.limit,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _orch_parser() -> MagicArgumentParser:
+    p = MagicArgumentParser(prog="%orch", description="Run and inspect the notebook's task cells.")
+    sub = p.add_subparsers(dest="command", parser_class=MagicArgumentParser)
+    r = sub.add_parser("run", help="run the targets and their upstream (all tasks by default)")
+    r.add_argument("targets", nargs="*")
+    r.add_argument("--max-concurrency", type=int, default=None, metavar="N")
+    r.add_argument("--no-display", action="store_true", help="no live display")
+    sub.add_parser("graph", help="show the task graph")
+    sub.add_parser("mermaid", help="print the task graph as Mermaid text")
+    sub.add_parser("list", help="tasks, dependencies, trigger rules, last states and durations")
+    show = sub.add_parser("show", help="print a task cell's source")
+    show.add_argument("name")
+    clear = sub.add_parser("clear", help="remove one task cell, or all of them")
+    clear.add_argument("name", nargs="?")
+    return p
+
+
+@magics_class
+class OrchMagics(Magics):
+    """The magics; the notebook's workflow lives on this instance (one per shell)."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.workflow = NotebookWorkflow()
+        self.parser = _orch_parser()
+
+    # -- %%task -------------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("name", help="the task's name (a Python identifier)")
+    @argument("--after", nargs="+", default=[], metavar="TASK", help="run after these tasks")
+    @argument("--retries", type=int, default=None, metavar="N")
+    @argument("--retry-delay", type=float, default=None, metavar="S")
+    @argument("--timeout", type=float, default=None, metavar="S")
+    @argument("--trigger", default=None, metavar="RULE", help="trigger rule, e.g. one_failed")
+    @argument("--limit", type=int, default=None, metavar="N")
+    @argument("--run", action="store_true", help="run this task and its upstream now")
+    @cell_magic
+    def task(self, line: str, cell: str) -> None:
+        """Define this cell as task NAME of the notebook's workflow. See ``%%task?``."""
+        args = parse_argstring(self.task, line)
+        name = args.name
+        if not name.isidentifier():
+            raise UsageError(f"%%task: the task name must be a Python identifier, got {name!r}")
+        options = _options(args)
+        try:
+            make_options(None, name=name, **options)
+        except DefinitionError as err:
+            raise UsageError(f"%%task: {err}. See '%%task?' for options.") from err
+        try:
+            cell_task = compile_cell(name, cell, options=options, after=args.after)
+        except SyntaxError as err:  # the previous definition stays; lines count within the body
+            err._nborch_cell = True  # type: ignore[attr-defined]  # shown short by the extension
+            raise err.with_traceback(None) from None
+        stale = self.workflow.define(cell_task)
+        deps = self.workflow.dependencies(name)
+        described = ", ".join(f"{k}={v}" for k, v in options.items())
+        line_out = f"task {name}" + (f" <- {', '.join(deps)}" if deps else "")
+        line_out += f" ({described})" if described else ""
+        if stale:
+            line_out += f"; stale until re-run: {', '.join(stale)}"
+        print(line_out)
+        if args.run:
+            self.run_targets([name])
+
+    # -- %orch --------------------------------------------------------------------------------
+
+    @line_magic
+    def orch(self, line: str) -> Any:
+        """``%orch run|graph|mermaid|list|show|clear``: see ``%orch -h``."""
+        try:
+            args = self.parser.parse_args(shlex.split(line))
+        except SystemExit as exc:  # -h prints help and exits: not an error
+            if exc.code in (0, None):
+                return None
+            raise
+        if args.command is None:
+            raise UsageError("%orch: expected a command: run, graph, mermaid, list, show or clear. See '%orch -h'.")
+        return getattr(self, f"cmd_{args.command}")(args)
+
+    def cmd_run(self, args: Any) -> None:
+        self.run_targets(args.targets, max_concurrency=args.max_concurrency, display=not args.no_display)
+
+    def cmd_graph(self, args: Any) -> Any:
+        return self.dag().graph()
+
+    def cmd_mermaid(self, args: Any) -> None:
+        print(self.dag().to_mermaid())
+
+    def cmd_list(self, args: Any) -> Any:
+        return TaskList(self.workflow)
+
+    def cmd_show(self, args: Any) -> None:
+        cell = self.workflow.cells.get(args.name)
+        if cell is None:
+            raise UsageError(f"%orch show: no task cell is named {args.name!r}")
+        print(cell.source.rstrip("\n"))
+
+    def cmd_clear(self, args: Any) -> None:
+        try:
+            removed = self.workflow.remove(args.name)
+        except DefinitionError as err:
+            raise UsageError(f"%orch clear: {err}") from err
+        print(f"removed {', '.join(removed)}" if removed else "no task cells to remove")
+
+    # -- running ------------------------------------------------------------------------------
+
+    def dag(self, targets: list[str] | None = None) -> Any:
+        if not self.workflow.cells:
+            raise UsageError("%orch: no task cells yet. Define one with %%task NAME at the top of a cell.")
+        try:
+            return self.workflow.build(self.shell.user_ns, targets)
+        except DefinitionError as err:
+            raise UsageError(f"%orch: {err}") from err
+
+    def run_targets(self, targets: list[str], **options: Any) -> Run:
+        dag = self.dag(targets)
+        options = {k: v for k, v in options.items() if v is not None}
+        try:
+            record = run_node(dag, **options)
+        except DefinitionError as err:
+            raise UsageError(f"%orch run: {err}") from err
+        self.workflow.last_run = record
+        cells = self.workflow.cells
+        for name, value in record.results.items():  # child tasks are not pushed
+            if name in cells:
+                self.shell.user_ns[name] = value
+                self.workflow.stale.discard(name)
+        self.shell.user_ns["_orch_run"] = record
+        if not record.ok:
+            raise CellTaskFailed(failure_message(record, cells), record, record.error)
+        return record
+
+
+def failure_message(record: Run, cells: dict[str, Any]) -> str:
+    """The short error block: the failed task, its exception, and the failing line of its cell."""
+    if record.error is None:
+        cancelled = [n for n, s in record.states.items() if s is TaskState.CANCELLED]
+        return f"run {record.id} was cancelled ({len(cancelled)} tasks cancelled)"
+    name = record.first_failure or "?"
+    err = record.error
+    lines = [f"task {name!r} failed: {_short_error(err, 300)}"]
+    cell = cells.get(name)
+    if cell is not None:
+        for frame in reversed(traceback.extract_tb(err.__traceback__)):
+            if frame.filename == cell.filename:
+                source = cell.source.splitlines()
+                text = source[frame.lineno - 1].strip() if 0 < (frame.lineno or 0) <= len(source) else ""
+                lines.append(f"  cell {name!r}, line {frame.lineno}: {text}")
+                break
+    others = [n for n, e in record.errors.items() if n != name]
+    if others:
+        lines.append(f"  also failed: {', '.join(others)}")
+    blocked = [n for n, s in record.states.items() if s is TaskState.UPSTREAM_FAILED]
+    if blocked:
+        lines.append(f"  not run (upstream failed): {', '.join(blocked)}")
+    lines.append("  values of the tasks that succeeded are in the namespace; the record is _orch_run")
+    return "\n".join(lines)
+
+
+class TaskList:
+    """``%orch list``: tasks, dependencies, trigger rules, last states and durations."""
+
+    def __init__(self, workflow: NotebookWorkflow) -> None:
+        last = workflow.last_run
+        self.rows = []
+        for name, cell in workflow.cells.items():
+            state = last.states.get(name) if last is not None else None
+            duration = last.durations.get(name) if last is not None else None
+            label = state.value if state is not None else "-"
+            if name in workflow.stale:
+                label += " (stale)"
+            self.rows.append(
+                (
+                    name,
+                    ", ".join(workflow.dependencies(name)) or "-",
+                    cell.options.get("trigger_rule", "all_success"),
+                    label,
+                    _fmt_seconds(duration) if duration is not None else "-",
+                )
+            )
+
+    HEAD = ("task", "depends on", "trigger", "last state", "duration")
+
+    def __repr__(self) -> str:
+        rows = [self.HEAD, *self.rows]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.HEAD))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        head = "".join(f"<th>{esc(h)}</th>" for h in self.HEAD)
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in self.rows)
+        return f"<table class='nborch-list'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

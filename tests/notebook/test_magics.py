@@ -1,0 +1,177 @@
+"""%%task and %orch through a real IPython InteractiveShell."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("IPython")
+
+from IPython.core.error import UsageError  # noqa: E402
+from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
+
+import nborch  # noqa: E402
+from nborch.notebook.magics import CellTaskFailed  # noqa: E402
+
+
+@pytest.fixture
+def ip(capsys):
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext nborch")
+    magics = shell.magics_manager.registry["OrchMagics"]
+    magics.workflow.remove(None)
+    magics.workflow.last_run = None
+    for name in ("extract", "transform", "load", "bad", "slow", "alert", "_orch_run"):
+        shell.user_ns.pop(name, None)
+    capsys.readouterr()
+    yield shell
+
+
+def cell(ip, text):
+    result = ip.run_cell(text)
+    return result
+
+
+def test_task_cell_defines_a_task_and_prints_one_line(ip, capsys):
+    cell(ip, "%%task extract\n[1, 2, 3]")
+    cell(ip, "%%task transform --retries 2\n[x * 2 for x in extract]")
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["task extract", "task transform <- extract (retries=2)"]
+    assert "extract" not in ip.user_ns  # defining runs nothing
+
+
+def test_orch_run_pushes_values_into_the_namespace(ip):
+    cell(ip, "%%task extract\n[1, 2, 3]")
+    cell(ip, "%%task transform\ndata = [x * 2 for x in extract]\ndata")
+    cell(ip, "%%task load\nsum(transform)")
+    result = cell(ip, "%orch run --no-display")
+    assert result.error_in_exec is None
+    assert ip.user_ns["extract"] == [1, 2, 3]
+    assert ip.user_ns["transform"] == [2, 4, 6]
+    assert ip.user_ns["load"] == 12
+    assert "data" not in ip.user_ns  # assignments stay local to the task
+
+
+def test_cells_may_be_defined_in_any_order(ip):
+    cell(ip, "%%task load\nsum(extract)")
+    cell(ip, "%%task extract\n[4, 5]")
+    assert cell(ip, "%orch run --no-display").error_in_exec is None
+    assert ip.user_ns["load"] == 9
+
+
+def test_imports_and_helpers_from_ordinary_cells_are_visible(ip):
+    cell(ip, "import math\ndef double(v):\n    return 2 * v")
+    cell(ip, "%%task extract\ndouble(math.floor(2.7))")
+    cell(ip, "%orch run --no-display")
+    assert ip.user_ns["extract"] == 4
+
+
+def test_run_flag_runs_the_task_and_its_upstream_at_once(ip):
+    cell(ip, "%%task extract\n10")
+    cell(ip, "%%task transform --run\nextract + 1")
+    assert ip.user_ns["transform"] == 11 and ip.user_ns["extract"] == 10
+
+
+def test_targets_run_only_their_upstream(ip):
+    cell(ip, "%%task extract\n1")
+    cell(ip, "%%task transform\nextract + 1")
+    cell(ip, "%%task load\n'not run'")
+    cell(ip, "%orch run transform --no-display")
+    assert ip.user_ns["transform"] == 2 and "load" not in ip.user_ns
+
+
+def test_rerunning_a_cell_replaces_the_task(ip):
+    cell(ip, "%%task extract\n1")
+    cell(ip, "%%task extract\n2")
+    magics = ip.magics_manager.registry["OrchMagics"]
+    assert list(magics.workflow.cells) == ["extract"]
+    cell(ip, "%orch run --no-display")
+    assert ip.user_ns["extract"] == 2
+
+
+def test_top_level_await_makes_an_async_task(ip):
+    cell(ip, "%%task extract\nimport asyncio\nawait asyncio.sleep(0)\n'awaited'")
+    cell(ip, "%orch run --no-display")
+    assert ip.user_ns["extract"] == "awaited"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("%%task t --retries three", "argument --retries: invalid int value: 'three'"),
+        ("%%task t --trigger one_faild", "unknown trigger rule 'one_faild'. Did you mean 'one_failed'?"),
+        ("%%task t --timeout -1", "timeout= expects seconds > 0, got -1.0"),
+        ("%%task 1abc", "the task name must be a Python identifier, got '1abc'"),
+        ("%%task", "the following arguments are required: name"),
+    ],
+    ids=["not-an-int", "unknown-trigger", "bad-timeout", "bad-name", "no-name"],
+)
+def test_bad_options_give_a_usage_error_and_define_nothing(ip, line, message):
+    result = cell(ip, f"{line}\nx = 1")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert message in str(result.error_in_exec)
+    assert ip.magics_manager.registry["OrchMagics"].workflow.cells == {}
+
+
+def test_syntax_error_keeps_the_previous_definition(ip):
+    cell(ip, "%%task extract\n1")
+    result = cell(ip, "%%task extract\nx = 1\ny = (")
+    assert isinstance(result.error_in_exec, SyntaxError)
+    assert result.error_in_exec.lineno == 2  # counted within the cell body
+    cell(ip, "%orch run --no-display")
+    assert ip.user_ns["extract"] == 1
+
+
+def test_a_failed_run_fails_the_cell_with_a_short_block_after_pushing_successes(ip, capsys):
+    cell(ip, "%%task extract\n[1, 2]")
+    cell(ip, "%%task bad\nfirst = extract[0]\nboom = extract[10]\nboom")
+    cell(ip, "%%task load\nbad + 1")
+    capsys.readouterr()
+    result = cell(ip, "%orch run --no-display")
+    assert isinstance(result.error_in_exec, CellTaskFailed)
+    assert isinstance(result.error_in_exec.error, IndexError)  # the task's own exception
+    assert ip.user_ns["extract"] == [1, 2]  # pushed before the cell failed
+    out = capsys.readouterr().out
+    assert "task 'bad' failed: IndexError: list index out of range" in out
+    assert "cell 'bad', line 2: boom = extract[10]" in out
+    assert "not run (upstream failed): load" in out
+    assert "nborch/engine.py" not in out  # no engine frames
+
+
+def test_one_failed_alert_cell(ip):
+    cell(ip, "%%task extract\nraise ValueError('source down')")
+    cell(ip, "%%task alert --after extract --trigger one_failed\n'alerted'")
+    result = cell(ip, "%orch run --no-display")
+    assert isinstance(result.error_in_exec, CellTaskFailed)
+    assert ip.user_ns["alert"] == "alerted"
+
+
+def test_orch_list_show_clear(ip, capsys):
+    cell(ip, "%%task extract\n[1]")
+    cell(ip, "%%task transform --trigger all_done\nlen(extract)")
+    cell(ip, "%orch run --no-display")
+    listing = repr(cell(ip, "%orch list").result)
+    assert "transform  extract" in listing and "all_done" in listing and "succeeded" in listing
+    capsys.readouterr()
+    cell(ip, "%orch show transform")
+    assert capsys.readouterr().out == "len(extract)\n"
+    cell(ip, "%orch clear transform")
+    assert list(ip.magics_manager.registry["OrchMagics"].workflow.cells) == ["extract"]
+    cell(ip, "%orch clear")
+    assert ip.magics_manager.registry["OrchMagics"].workflow.cells == {}
+
+
+def test_orch_unknown_command_and_unknown_target_are_usage_errors(ip):
+    cell(ip, "%%task extract\n1")
+    assert isinstance(cell(ip, "%orch frobnicate").error_in_exec, UsageError)
+    result = cell(ip, "%orch run extrac --no-display")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "Did you mean 'extract'?" in str(result.error_in_exec)
+
+
+def test_child_tasks_are_not_pushed(ip):
+    cell(ip, "import nborch\n@nborch.task\ndef child(n):\n    return n * 2")
+    cell(ip, "%%task extract\nchild(3).result")
+    cell(ip, "%orch run --no-display")
+    assert ip.user_ns["extract"] == 6
+    run = ip.user_ns["_orch_run"]
+    assert "child" in run.states and "child" not in ip.user_ns or callable(ip.user_ns["child"])
