@@ -4,6 +4,7 @@
     python benchmarks/engine.py --quick    # 1,000 / 10,000 only
 
 Every figure is measured in this process, in one run, so the ratios compare like with like.
+The engine rows run with ``store=False`` (no recording); recording is measured on its own.
 Per-task cost = wall time of the whole run (graph building and validation included, node
 construction excluded on both sides) divided by the number of tasks; best of ``--repeat``.
 """
@@ -132,7 +133,7 @@ def measure(shape: str, n: int, sync: bool, repeat: int, with_dask: bool) -> dic
     def run_nborch() -> None:
         dag = build_nborch(deps, sync)
         t0 = time.perf_counter()
-        run = nborch.run(dag)
+        run = nborch.run(dag, store=False)
         elapsed = time.perf_counter() - t0
         assert run.ok and len(run.states) == n
         times.append(elapsed)
@@ -155,7 +156,7 @@ def memory_per_task(n: int) -> float:
     gc.collect()
     tracemalloc.start()
     dag = build_nborch(deps, sync=False)
-    run = nborch.run(dag)
+    run = nborch.run(dag, store=False)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert run.ok
@@ -169,9 +170,30 @@ def io_case() -> float:
 
     dag = DAG(*[Task(io, name=f"io{i}") for i in range(1000)])
     t0 = time.perf_counter()
-    run = nborch.run(dag, max_concurrency=100)
+    run = nborch.run(dag, max_concurrency=100, store=False)
     assert run.ok
     return time.perf_counter() - t0
+
+
+def recording(n: int = 10_000) -> tuple[float, float]:
+    """Wall time of a layered run without and with recording into a SQLite store."""
+    import tempfile
+
+    from nborch.store import SqliteStore
+
+    deps = layered(n)
+    with tempfile.TemporaryDirectory() as home:
+        store = SqliteStore(home)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(3):
+            for recorded in (False, True):
+                dag = build_nborch(deps, sync=False)
+                gc.collect()
+                t0 = time.perf_counter()
+                run = nborch.run(dag, store=store if recorded else False)
+                times[recorded].append(time.perf_counter() - t0)
+                assert run.ok
+    return min(times[False]), min(times[True])
 
 
 def import_time() -> float:
@@ -232,6 +254,9 @@ def main() -> None:
         mem = memory_per_task(100_000)
         print(f"peak memory per task at 100,000 (layered, async): {mem / 1024:.2f} KiB")
         verdicts.append((f"memory {mem / 1024:.2f} KiB/task <= 3 KB", mem <= 3000))
+    plain, recorded = recording()
+    print(f"recording a 10,000-task run into SQLite: {plain:.3f}s -> {recorded:.3f}s ({recorded / plain:.2f}x)")
+    verdicts.append((f"recording {recorded / plain:.2f}x <= 1.3", recorded / plain <= 1.3))
     io = io_case()
     print(f"I/O: 1,000 x asyncio.sleep(0.1), max_concurrency=100: {io:.3f}s, {io / 1.0:.3f} x ideal 1.0s")
     verdicts.append((f"I/O {io:.3f} x ideal <= 1.05", io <= 1.05))

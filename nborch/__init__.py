@@ -25,6 +25,7 @@ from .errors import (
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, TaskProgress, events
 from .policies import BreakerState, CircuitBreaker, RetryPolicy
 from .record import Run
+from . import cache
 from .progress import progress
 from .runner import RunHandle, cancelled, last_run, register_display, run, run_async
 from .state import TRIGGER_RULES, TaskState
@@ -64,7 +65,9 @@ __all__ = [
     "TaskProgress",
     "TaskState",
     "TaskTimeoutError",
+    "cache",
     "cancelled",
+    "history",
     "events",
     "last_run",
     "load_ipython_extension",
@@ -74,6 +77,13 @@ __all__ = [
     "run_async",
     "task",
 ]
+
+
+def history(limit: int | None = 20) -> list[Run]:
+    """Recorded runs, newest first (from the store at $NBORCH_HOME or ./.nborch)."""
+    from .store import history as _history
+
+    return _history(limit)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -79,7 +79,7 @@ class Inv:
         "spec", "name", "state", "value", "error", "attempts", "started", "finished",
         "n_up", "n_ok", "n_failed", "n_upfailed", "n_skipped", "limits", "holding",
         "job", "resume", "waiters", "frame", "call", "parent", "breakers", "stop", "rule", "simple",
-        "waiting",
+        "waiting", "cache_key", "cached", "size",
     )
 
     def __init__(self, spec: Spec, parent: Inv | None) -> None:
@@ -104,11 +104,15 @@ class Inv:
         self.breakers: tuple[CircuitBreaker, ...] = ()
         self.stop = False  # cancellation requested by the engine (run cancel or fail_fast)
         self.waiting = 0  # child calls this task is waiting on (gather may await several)
+        self.cache_key: str | None = None
+        self.cached = False
+        self.size: int | None = None
         opts = spec.task.options
         self.rule = opts.trigger_rule
         # no retry, timeout, breaker, key or skip_if: the body runs without a wrapper coroutine
         self.simple = (
             opts.retry is None and opts.timeout is None and opts.skip_if is None and not opts.limit_by
+            and not opts.cache
         )
 
 
@@ -152,6 +156,9 @@ class Engine:
         self.burst = 0
         self.deferred: deque[Inv] = deque()
         self.gc_was_enabled = gc.isenabled()  # the runner pauses the GC while it builds
+        self.cache: Any = None  # a store.cache.Cache when the run caches values
+        self.force = False  # ignore cached values (still store new ones)
+        self.preset: dict[str, tuple[Any, str | None]] = {}  # resume: name -> (value, cache key)
         self.echo = True  # pass task output through to the real stream too (no display shows it)
 
     # -- events ----------------------------------------------------------------------------------
@@ -162,7 +169,13 @@ class Engine:
 
     def publish(self, event: Any) -> None:
         # Subscribers run outside any task's context: what they print is not that task's output.
-        contextvars.Context().run(self._deliver, event)
+        if _frame.get() is None:
+            if self.bus is not None:
+                self.bus.publish(event)
+            if events._subscribers:
+                events.publish(event)
+        else:
+            contextvars.Context().run(self._deliver, event)
 
     def _deliver(self, event: Any) -> None:
         if self.bus is not None:
@@ -194,6 +207,7 @@ class Engine:
                     inv.value if state is SUCCEEDED else None,
                     inv.error if state in (FAILED, RETRYING, SKIPPED) else None,
                     delay, inv.parent.name if inv.parent is not None else None,
+                    inv.cached, inv.cache_key,
                 )
             )
 
@@ -251,8 +265,14 @@ class Engine:
         if self.gc_was_enabled:
             gc.enable()
         try:
+            for name, (value, key) in self.preset.items():  # resumed: succeeded last time
+                inv = self.invs[name]
+                inv.value, inv.cache_key, inv.cached = value, key, True
+                self.results[name] = value
+                inv.call = AS_BOUND
+                self.settle(inv, SUCCEEDED)
             for inv in invs:
-                if inv.n_up == 0 and inv.state is PENDING:
+                if inv.n_up == 0 and inv.state is PENDING and inv.call is None:
                     self.start(inv)
             if self.unsettled:
                 await self.done
@@ -530,6 +550,8 @@ class Engine:
         is_async = task.info.is_async
         args, kwargs = (task.args, task.kwargs) if inv.call is AS_BOUND else inv.call  # type: ignore[misc]
         inv.started = self.now()
+        if opts.cache and self.cache is not None and await self.from_cache(inv, fn, args, kwargs):
+            return
         try:
             while True:
                 inv.attempts += 1
@@ -567,6 +589,10 @@ class Engine:
                 else:
                     for b in admitted:
                         self.emit_circuit(b, b.on_success())
+                    if inv.cache_key is not None:  # on disk before SUCCEEDED goes out
+                        inv.size = await asyncio.to_thread(self.cache.save, inv.cache_key, inv.name, value)
+                        if inv.size is None:
+                            inv.cache_key = None
                     inv.value = value
                     self.results[inv.name] = value
                     self.settle(inv, SUCCEEDED)
@@ -580,6 +606,20 @@ class Engine:
                 self.settle(inv, FAILED)
             if not isinstance(exc, Exception):
                 raise
+
+    async def from_cache(self, inv: Inv, fn: Any, args: Any, kwargs: Any) -> bool:
+        """Compute the task's cache key; on a hit, settle it SUCCEEDED (cached) and say so."""
+        ups = [self.invs[u.name].cache_key for u in inv.spec.up if u.name in self.invs]
+        inv.cache_key = await asyncio.to_thread(self.cache.key, fn, args, kwargs, [k for k in ups if k])
+        if inv.cache_key is None or self.force:
+            return False
+        hit, value, size = await asyncio.to_thread(self.cache.load, inv.cache_key)
+        if not hit:
+            return False
+        inv.value, inv.cached, inv.size = value, True, size
+        self.results[inv.name] = value
+        self.settle(inv, SUCCEEDED)
+        return True
 
     async def with_timeout(self, inv: Inv, coro: Any, timeout: float) -> Any:
         try:

@@ -8,7 +8,23 @@ from typing import Any
 
 from .state import TaskState
 
-__all__ = ["Run"]
+__all__ = ["ErrorRecord", "Run"]
+
+
+class ErrorRecord(Exception):
+    """A task's error as recorded in the store: its type name, message and traceback text."""
+
+    def __init__(self, type_name: str, message: str, traceback: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"ErrorRecord({self.type_name}: {self.message})"
 
 
 def _fmt_seconds(s: float | None) -> str:
@@ -19,6 +35,16 @@ def _fmt_seconds(s: float | None) -> str:
     if s < 1:
         return f"{s * 1e3:.1f}ms"
     return f"{s:.2f}s"
+
+
+def _fmt_size(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"stored {n:.0f} {unit}" if unit == "B" else f"stored {n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return ""  # pragma: no cover
 
 
 def _short_error(err: BaseException | None, width: int = 80) -> str:
@@ -65,6 +91,12 @@ class Run:
         self.finished = finished
         self.duration = duration
         self.first_failure = first_failure
+        self.name: str | None = None
+        self.cached: set[str] = set()  # tasks whose value came from the cache
+        self.sizes: dict[str, int] = {}  # bytes of each cached value
+        self.cache_keys: dict[str, str] = {}
+        self.recorded_state: str | None = None
+        self.attempt_records: list[dict[str, Any]] = []
         # The per-task tables are built on first use from the engine's records (``invs``),
         # so a 100,000-task run does not pay for tables nobody reads.
         self._invs = invs or {}
@@ -125,6 +157,14 @@ class Run:
             raise self.error
         return self
 
+    @classmethod
+    def load(cls, run_id: str, store: Any = None) -> Run:
+        """Reopen a recorded run from the store (states, durations, attempts, cached values,
+        errors as ``ErrorRecord`` with the exception's type, message and traceback text)."""
+        from .store import load_run
+
+        return load_run(run_id, store)
+
     def counts(self) -> dict[TaskState, int]:
         """How many tasks ended in each state."""
         out: dict[TaskState, int] = {}
@@ -150,10 +190,10 @@ class Run:
             rows.append(
                 (
                     name,
-                    state.value,
+                    state.value + (" (cached)" if name in self.cached else ""),
                     str(self.attempts.get(name, 0)),
                     _fmt_seconds(self.durations.get(name)),
-                    _short_error(self.errors.get(name)),
+                    _short_error(self.errors.get(name)) or _fmt_size(self.sizes.get(name)),
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -181,7 +221,8 @@ class Run:
             body.append(
                 "<tr>"
                 f"<td style='text-align:left'><code>{esc(name)}</code></td>"
-                f"<td style='text-align:left;color:{color}'>{esc(state.value)}</td>"
+                f"<td style='text-align:left;color:{color}'>{esc(state.value)}"
+                f"{' (cached)' if name in self.cached else ''}</td>"
                 f"<td>{self.attempts.get(name, 0)}</td>"
                 f"<td>{esc(_fmt_seconds(self.durations.get(name)))}</td>"
                 f"<td style='text-align:left'>{esc(_short_error(self.errors.get(name), 200))}</td>"

@@ -29,11 +29,15 @@ from .errors import DefinitionError, NborchError, did_you_mean
 from .eventbus import EventBus
 from .graph import Graph, build_graph
 from .record import Run
+from .state import TaskState
 from .task import Node, Task, TaskFunction, _check_callable
 
 __all__ = ["cancelled", "last_run", "register_display", "run", "run_async"]
 
-RUN_OPTIONS = ("max_concurrency", "state", "on_event", "clock", "display", "run_id", "capture")
+RUN_OPTIONS = (
+    "max_concurrency", "state", "on_event", "clock", "display", "run_id", "capture",
+    "store", "force", "resume", "name",
+)
 
 DisplayFactory = Callable[["RunHandle"], Any]
 log = logging.getLogger("nborch")
@@ -157,6 +161,18 @@ async def run_async(node: Any, **options: Any) -> Run:
     )
     engine.dedupe = dedupe
     engine.gc_was_enabled = gc_was_enabled
+    store = _open_store(options.get("store", True))
+    if store is not None:
+        from .store import Recorder
+        from .store.cache import Cache
+
+        recorder = Recorder(store, handle.run_id, name=options.get("name") or getattr(node, "name", None))
+        bus.subscribe(recorder)
+        displays.append(recorder)  # closed with the others: the run's end is committed
+        engine.cache = Cache(store)
+        engine.force = bool(options.get("force"))
+        if options.get("resume"):
+            engine.preset = resume_plan(store, graph, options["resume"], engine.cache)
     engine.echo = not any(getattr(d, "shows_output", False) for d in displays)
     capturing = options.get("capture", True)
     if capturing:
@@ -177,6 +193,39 @@ async def run_async(node: Any, **options: Any) -> Run:
                 except Exception:  # a display must never break a run
                     log.exception("display %r failed to close", d)
     return record
+
+
+def _open_store(option: Any) -> Any:
+    """``store=True`` (default): the store at $NBORCH_HOME or ./.nborch; False/None: no
+    recording and no cache; a path or a SqliteStore: that one."""
+    if option is False or option is None:
+        return None
+    from .store import SqliteStore, get_store
+
+    if isinstance(option, SqliteStore):
+        return option
+    return get_store(None if option is True else option)
+
+
+def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, tuple[Any, str | None]]:
+    """Tasks of ``run_id`` that need not run again, with their stored values.
+
+    Everything that did not succeed runs again, and so does any succeeded task whose value a
+    re-run task needs but which was not stored (only ``cache=True`` values are stored).
+    """
+    from .store import load_run
+
+    previous = load_run(run_id, store)
+    succeeded = {n for n, s in previous.states.items() if s is TaskState.SUCCEEDED and n in graph.specs}
+    stored = {n: (previous.results[n], previous.cache_keys.get(n)) for n in succeeded if n in previous.results}
+    rerun = {n for n in graph.specs if n not in succeeded}
+    frontier = list(rerun)
+    while frontier:
+        for up in graph.specs[frontier.pop()].up:
+            if up.name in succeeded and up.name not in stored and up.name not in rerun:
+                rerun.add(up.name)
+                frontier.append(up.name)
+    return {n: stored.get(n, (None, None)) for n in succeeded if n not in rerun}
 
 
 def _open_displays(handle: RunHandle) -> list[Any]:
@@ -204,7 +253,7 @@ def make_record(engine: Engine, node: Node, started: float) -> Run:
         value = engine.graph.value(node, engine.results)
     except KeyError:  # pragma: no cover - every node of the graph has a spec
         value = None
-    return Run(
+    record = Run(
         engine.run_id,
         results=engine.results,
         value=value,
@@ -215,6 +264,15 @@ def make_record(engine: Engine, node: Node, started: float) -> Run:
         invs=engine.invs,
         logs={name: "".join(parts) for name, parts in engine.logs.items()},
     )
+    record.name = getattr(node, "name", None)
+    for name, inv in engine.invs.items():
+        if inv.cached:
+            record.cached.add(name)
+        if inv.size is not None:
+            record.sizes[name] = inv.size
+        if inv.cache_key is not None:
+            record.cache_keys[name] = inv.cache_key
+    return record
 
 
 async def run_node_async(node: Node, options: dict[str, Any]) -> Any:

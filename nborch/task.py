@@ -106,12 +106,13 @@ class TaskOptions:
     breaker: CircuitBreaker | None = None
     skip_if: Callable[..., Any] | None = None
     dedupe: bool = False
+    cache: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 OPTION_NAMES = frozenset(
     {"name", "retries", "retry_delay", "retry", "timeout", "trigger_rule", "limit", "limit_by",
-     "breaker", "skip_if", "dedupe"}
+     "breaker", "skip_if", "dedupe", "cache"}
 )
 
 
@@ -162,6 +163,8 @@ def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
         changes["skip_if"] = given["skip_if"]
     if given.get("dedupe") is not None:
         changes["dedupe"] = bool(given["dedupe"])
+    if given.get("cache") is not None:
+        changes["cache"] = bool(given["cache"])
     opts = replace(opts, **changes) if changes else opts
     if opts.limit_by and opts.limit is None:
         raise DefinitionError(f"{who}limit_by= needs limit=N as well (at most N at once per key)")
@@ -401,7 +404,7 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Turn a sync or async function into a task function.
 
     ``@task`` or ``@task(name=, retries=, retry_delay=, retry=RetryPolicy(...), timeout=,
-    trigger_rule=, limit=, limit_by=, breaker=, skip_if=, dedupe=)``. Options are checked
+    trigger_rule=, limit=, limit_by=, breaker=, skip_if=, dedupe=, cache=)``. Options are checked
     here, so a typo fails at definition time.
     """
     unknown = set(options) - OPTION_NAMES

@@ -1,0 +1,84 @@
+"""Durable runs: the SQLite store (history, attempts, the cache index) and cached values.
+
+Imported lazily by the runner: ``import nborch`` does not open a database.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import NborchError
+from ..record import ErrorRecord, Run
+from ..state import TaskState
+from .sqlite import Recorder, SqliteStore, StoreError, default_home
+
+__all__ = ["Recorder", "SqliteStore", "StoreError", "default_home", "get_store", "history", "load_run"]
+
+_stores: dict[Path, SqliteStore] = {}
+_lock = threading.Lock()
+
+
+def get_store(home: Any = None) -> SqliteStore:
+    """The store at ``home`` (default: ``$NBORCH_HOME`` or ``./.nborch``), opened once per process."""
+    path = Path(home).resolve() if home is not None else default_home().resolve()
+    with _lock:
+        store = _stores.get(path)
+        if store is None:
+            store = _stores[path] = SqliteStore(path)
+        return store
+
+
+def load_run(run_id: str, store: SqliteStore | None = None) -> Run:
+    """Reopen a recorded run: states, durations, attempts, cached values, errors as records."""
+    from .cache import Cache
+
+    store = store or get_store()
+    store.flush()
+    row, tasks, attempts = store.run_rows(run_id)
+    if row is None:
+        known = [r["id"] for r in store.runs(limit=5)]
+        raise NborchError(
+            f"no run {run_id!r} in {store.path}. Recent runs: {', '.join(known) or '(none)'}; "
+            "see nborch.history()."
+        )
+    cache = Cache(store)
+    run = Run(
+        row["id"],
+        started=row["started"] or 0.0,
+        finished=row["finished"] or 0.0,
+        duration=max((row["finished"] or 0.0) - (row["started"] or 0.0), 0.0),
+        states={}, errors={}, attempts={}, durations={}, parents={},
+    )
+    run.name = row["name"]
+    run.recorded_state = row["state"]
+    for t in tasks:
+        name = t["task"]
+        run.states[name] = TaskState(t["state"])
+        run.attempts[name] = t["attempts"] or 0
+        if t["started"] is not None and t["finished"] is not None and t["attempts"]:
+            run.durations[name] = max(t["finished"] - t["started"], 0.0)
+        if t["error_type"] and t["state"] == "failed":
+            run.errors[name] = ErrorRecord(t["error_type"], t["message"] or "", t["traceback"] or "")
+        if t["parent"]:
+            run.parents[name] = t["parent"]
+        if t["cached"]:
+            run.cached.add(name)
+        if t["cache_key"]:
+            run.cache_keys[name] = t["cache_key"]
+            hit, value, size = cache.load(t["cache_key"])
+            if hit:
+                run.results[name] = value
+                run.sizes[name] = size
+        if t["state"] == "failed" and run.first_failure is None:
+            run.first_failure = name
+    run.attempt_records = [dict(a) for a in attempts]
+    return run
+
+
+def history(limit: int | None = 20, store: SqliteStore | None = None) -> list[Run]:
+    """Recorded runs, newest first (``limit=None`` for all)."""
+    store = store or get_store()
+    store.flush()
+    return [load_run(r["id"], store) for r in store.runs(limit)]
