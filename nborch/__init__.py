@@ -24,7 +24,8 @@ from .errors import (
 )
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, TaskProgress, events
 from .policies import BreakerState, CircuitBreaker, RetryPolicy
-from .record import Run
+from .record import ErrorRecord, Run
+from .registry import register, workflows
 from . import cache
 from .progress import progress
 from .runner import RunHandle, cancelled, last_run, register_display, run, run_async
@@ -44,6 +45,7 @@ __all__ = [
     "CycleError",
     "DAG",
     "DefinitionError",
+    "ErrorRecord",
     "EventBus",
     "GraphError",
     "InvalidTaskError",
@@ -72,10 +74,12 @@ __all__ = [
     "last_run",
     "load_ipython_extension",
     "progress",
+    "register",
     "register_display",
     "run",
     "run_async",
     "task",
+    "workflows",
 ]
 
 

@@ -208,6 +208,7 @@ class CellTask:
     assigned: frozenset[str] = frozenset()
     is_async: bool = False
     filename: str = ""
+    flow: str = "default"
 
     def dependencies(self, known: Iterable[str]) -> list[str]:
         """The upstream tasks among ``known`` names: tasks this cell reads before assigning."""
@@ -277,6 +278,7 @@ def compile_cell(
     *,
     options: dict[str, Any] | None = None,
     after: Iterable[str] = (),
+    flow: str = "default",
 ) -> CellTask:
     """Check and analyse a task cell. Raises SyntaxError (line numbers within the body)."""
     filename = f"<task {name}>"
@@ -296,4 +298,5 @@ def compile_cell(
         assigned=frozenset(assigned.names),
         is_async=visitor.is_async,
         filename=filename,
+        flow=flow,
     )

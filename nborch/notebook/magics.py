@@ -43,6 +43,7 @@ def _options(args: Any) -> dict[str, Any]:
         "timeout": args.timeout,
         "trigger_rule": args.trigger,
         "limit": args.limit,
+        "cache": True if getattr(args, "cache", False) else None,
     }
     return {k: v for k, v in given.items() if v is not None}
 
@@ -54,8 +55,16 @@ def _orch_parser() -> MagicArgumentParser:
     r.add_argument("targets", nargs="*")
     r.add_argument("--max-concurrency", type=int, default=None, metavar="N")
     r.add_argument("--no-display", action="store_true", help="no live display")
-    sub.add_parser("graph", help="show the task graph")
-    sub.add_parser("mermaid", help="print the task graph as Mermaid text")
+    r.add_argument("--flow", default=None, metavar="FLOW", help="run this named workflow (default: all task cells)")
+    r.add_argument("--force", action="store_true", help="ignore cached values")
+    r.add_argument("--resume", nargs="?", const="last", default=None, metavar="RUN_ID",
+                   help="re-run what did not succeed in that run (default: the last %%orch run)")
+    g = sub.add_parser("graph", help="show the task graph")
+    g.add_argument("--flow", default=None, metavar="FLOW")
+    mm = sub.add_parser("mermaid", help="print the task graph as Mermaid text")
+    mm.add_argument("--flow", default=None, metavar="FLOW")
+    h = sub.add_parser("history", help="recorded runs, newest first")
+    h.add_argument("--limit", type=int, default=20, metavar="N")
     sub.add_parser("list", help="tasks, dependencies, trigger rules, last states and durations")
     show = sub.add_parser("show", help="print a task cell's source")
     show.add_argument("name")
@@ -83,6 +92,8 @@ class OrchMagics(Magics):
     @argument("--timeout", type=float, default=None, metavar="S")
     @argument("--trigger", default=None, metavar="RULE", help="trigger rule, e.g. one_failed")
     @argument("--limit", type=int, default=None, metavar="N")
+    @argument("--cache", action="store_true", help="reuse the stored value while code and inputs are unchanged")
+    @argument("--flow", default="default", metavar="FLOW", help="the named workflow this task belongs to")
     @argument("--run", action="store_true", help="run this task and its upstream now")
     @cell_magic
     def task(self, line: str, cell: str) -> None:
@@ -96,8 +107,10 @@ class OrchMagics(Magics):
             make_options(None, name=name, **options)
         except DefinitionError as err:
             raise UsageError(f"%%task: {err}. See '%%task?' for options.") from err
+        if not args.flow.isidentifier():
+            raise UsageError(f"%%task: the flow name must be a Python identifier, got {args.flow!r}")
         try:
-            cell_task = compile_cell(name, cell, options=options, after=args.after)
+            cell_task = compile_cell(name, cell, options=options, after=args.after, flow=args.flow)
         except SyntaxError as err:  # the previous definition stays; lines count within the body
             err._nborch_cell = True  # type: ignore[attr-defined]  # shown short by the extension
             raise err.with_traceback(None) from None
@@ -105,12 +118,14 @@ class OrchMagics(Magics):
         deps = self.workflow.dependencies(name)
         described = ", ".join(f"{k}={v}" for k, v in options.items())
         line_out = f"task {name}" + (f" <- {', '.join(deps)}" if deps else "")
+        if args.flow != "default":
+            line_out += f" [flow {args.flow}]"
         line_out += f" ({described})" if described else ""
         if stale:
             line_out += f"; stale until re-run: {', '.join(stale)}"
         print(line_out)
         if args.run:
-            self.run_targets([name])
+            self.run_targets([name], flow=args.flow)
 
     # -- %orch --------------------------------------------------------------------------------
 
@@ -124,17 +139,33 @@ class OrchMagics(Magics):
                 return None
             raise
         if args.command is None:
-            raise UsageError("%orch: expected a command: run, graph, mermaid, list, show or clear. See '%orch -h'.")
+            raise UsageError(
+                "%orch: expected a command: run, graph, mermaid, list, show, clear or history. See '%orch -h'."
+            )
         return getattr(self, f"cmd_{args.command}")(args)
 
     def cmd_run(self, args: Any) -> None:
-        self.run_targets(args.targets, max_concurrency=args.max_concurrency, display=not args.no_display)
+        resume = args.resume
+        if resume == "last":
+            if self.workflow.last_run is None:
+                raise UsageError("%orch run --resume: no earlier %orch run in this session; pass a run id "
+                                 "(see %orch history)")
+            resume = self.workflow.last_run.id
+        self.run_targets(
+            args.targets, flow=args.flow, max_concurrency=args.max_concurrency,
+            display=not args.no_display, force=args.force or None, resume=resume,
+        )
 
     def cmd_graph(self, args: Any) -> Any:
-        return self.dag().graph()
+        return self.dag(flow=args.flow).graph()
 
     def cmd_mermaid(self, args: Any) -> None:
-        print(self.dag().to_mermaid())
+        print(self.dag(flow=args.flow).to_mermaid())
+
+    def cmd_history(self, args: Any) -> Any:
+        from ..store import history
+
+        return HistoryTable(history(args.limit))
 
     def cmd_list(self, args: Any) -> Any:
         return TaskList(self.workflow)
@@ -154,16 +185,16 @@ class OrchMagics(Magics):
 
     # -- running ------------------------------------------------------------------------------
 
-    def dag(self, targets: list[str] | None = None) -> Any:
+    def dag(self, targets: list[str] | None = None, flow: str | None = None) -> Any:
         if not self.workflow.cells:
             raise UsageError("%orch: no task cells yet. Define one with %%task NAME at the top of a cell.")
         try:
-            return self.workflow.build(self.shell.user_ns, targets)
+            return self.workflow.build(self.shell.user_ns, targets, flow)
         except DefinitionError as err:
             raise UsageError(f"%orch: {err}") from err
 
-    def run_targets(self, targets: list[str], **options: Any) -> Run:
-        dag = self.dag(targets)
+    def run_targets(self, targets: list[str], flow: str | None = None, **options: Any) -> Run:
+        dag = self.dag(targets, flow)
         options = {k: v for k, v in options.items() if v is not None}
         try:
             record = run_node(dag, **options)
@@ -207,6 +238,41 @@ def failure_message(record: Run, cells: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class HistoryTable:
+    """``%orch history``: recorded runs, newest first."""
+
+    HEAD = ("run", "name", "state", "started", "duration", "tasks")
+
+    def __init__(self, runs: list[Run]) -> None:
+        import datetime
+
+        self.rows = []
+        for r in runs:
+            started = datetime.datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M:%S") if r.started else "-"
+            counts = ", ".join(f"{n} {s.value}" for s, n in r.counts().items()) or "-"
+            self.rows.append((r.id, r.name or "-", r.recorded_state or r.status, started,
+                              _fmt_seconds(r.duration) if r.finished else "-", counts))
+
+    def __repr__(self) -> str:
+        return _table_text(self.HEAD, self.rows)
+
+    def _repr_html_(self) -> str:
+        return _table_html(self.HEAD, self.rows, "nborch-history")
+
+
+def _table_text(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    table = [head, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table)
+
+
+def _table_html(head: tuple[str, ...], rows: list[tuple[str, ...]], css: str) -> str:
+    esc = html.escape
+    h = "".join(f"<th>{esc(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table class='{css}'><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
 class TaskList:
     """``%orch list``: tasks, dependencies, trigger rules, last states and durations."""
 
@@ -232,12 +298,7 @@ class TaskList:
     HEAD = ("task", "depends on", "trigger", "last state", "duration")
 
     def __repr__(self) -> str:
-        rows = [self.HEAD, *self.rows]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(self.HEAD))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+        return _table_text(self.HEAD, self.rows)
 
     def _repr_html_(self) -> str:
-        esc = html.escape
-        head = "".join(f"<th>{esc(h)}</th>" for h in self.HEAD)
-        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in self.rows)
-        return f"<table class='nborch-list'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return _table_html(self.HEAD, self.rows, "nborch-list")

@@ -50,9 +50,9 @@ class NotebookWorkflow:
         return [name]
 
     def dependencies(self, name: str) -> list[str]:
-        """Upstream task names of a cell: what it reads, then its --after names."""
+        """Upstream task names of a cell (in its flow): what it reads, then its --after names."""
         cell = self.cells[name]
-        deps = cell.dependencies(self.cells)
+        deps = cell.dependencies(n for n, c in self.cells.items() if c.flow == cell.flow)
         return deps + [a for a in cell.after if a not in deps]
 
     def downstream(self, name: str) -> list[str]:
@@ -88,11 +88,24 @@ class NotebookWorkflow:
                     stack.append(dep)
         return [n for n in self.cells if n in wanted]
 
-    def build(self, namespace: dict[str, Any], targets: Iterable[str] | None = None) -> DAG:
-        """A DAG of the target cells and their upstream (all cells when ``targets`` is empty)."""
+    def flows(self) -> list[str]:
+        """The flows that have task cells, in definition order."""
+        return list(dict.fromkeys(c.flow for c in self.cells.values()))
+
+    def build(
+        self, namespace: dict[str, Any], targets: Iterable[str] | None = None, flow: str | None = None
+    ) -> DAG:
+        """A DAG of the target cells and their upstream (all cells of ``flow`` when no targets)."""
         targets = list(targets or [])
         names = self.closure(targets) if targets else list(self.cells)
-        dag = DAG(name="notebook")
+        if flow is not None:
+            if flow not in self.flows():
+                raise GraphError(
+                    f"no task cell is in flow {flow!r}.{did_you_mean(flow, self.flows())} "
+                    f"Flows: {', '.join(self.flows()) or '(none yet)'}."
+                )
+            names = [n for n in names if self.cells[n].flow == flow]
+        dag = DAG(name=flow or "notebook")
         for name in names:
             cell = self.cells[name]
             deps = cell.dependencies(names)

@@ -106,7 +106,7 @@ class Cache:
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
         self.folder = store.home / "values"
-        self._warned: set[str] = set()
+        self._warned = store.warned  # one warning per task and store, not one per run
 
     def key(self, fn: Any, args: Any, kwargs: dict[str, Any], upstream_keys: Iterable[str]) -> str | None:
         """The key of one call, or None when its arguments cannot be fingerprinted."""
@@ -146,7 +146,7 @@ class Cache:
                     f"nborch: the value of task {task!r} cannot be pickled ({type(err).__name__}: {err}); "
                     "it is not cached.",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=1,
                 )
             return None
         name = f"{key}.pkl"

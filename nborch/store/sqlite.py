@@ -94,6 +94,7 @@ class SqliteStore:
         self._writer_lock = threading.Lock()
         self.interval = 0.05
         self.write_error: BaseException | None = None
+        self.warned: set[str] = set()  # tasks whose values could not be pickled (warned once)
         with self.connect() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:

@@ -175,3 +175,62 @@ def test_child_tasks_are_not_pushed(ip):
     assert ip.user_ns["extract"] == 6
     run = ip.user_ns["_orch_run"]
     assert "child" in run.states and "child" not in ip.user_ns or callable(ip.user_ns["child"])
+
+
+def test_cache_flag_reuses_values_and_an_upstream_code_change_invalidates(ip):
+    ip.user_ns["calls"] = []
+    cell(ip, "%%task extract --cache\ncalls.append('extract')\n[1, 2, 3]")
+    cell(ip, "%%task transform --cache\ncalls.append('transform')\n[x * 10 for x in extract]")
+    cell(ip, "%orch run --no-display")
+    cell(ip, "%orch run --no-display")
+    assert ip.user_ns["calls"] == ["extract", "transform"]  # the second run was all hits
+    assert ip.user_ns["_orch_run"].cached == {"extract", "transform"}
+
+    cell(ip, "%%task extract --cache\ncalls.append('extract')\n[1, 2, 3, 4]")  # the upstream changed
+    cell(ip, "%orch run --no-display")
+    assert ip.user_ns["calls"][2:] == ["extract", "transform"]  # and so is everything downstream
+    assert ip.user_ns["transform"] == [10, 20, 30, 40]
+
+    cell(ip, "%orch run --no-display --force")
+    assert ip.user_ns["calls"][4:] == ["extract", "transform"]
+
+
+def test_resume_reruns_only_what_failed(ip):
+    ip.user_ns["calls"] = []
+    ip.user_ns["broken"] = True
+    cell(ip, "%%task extract --cache\ncalls.append('extract')\n5")
+    cell(ip, "%%task transform\ncalls.append('transform')\nif broken:\n    raise ValueError('bug')\nextract * 2")
+    assert isinstance(cell(ip, "%orch run --no-display").error_in_exec, CellTaskFailed)
+    ip.user_ns["broken"] = False
+    assert cell(ip, "%orch run --no-display --resume").error_in_exec is None
+    assert ip.user_ns["calls"] == ["extract", "transform", "transform"]
+    assert ip.user_ns["transform"] == 10
+
+
+def test_flows_are_separate_workflows(ip):
+    cell(ip, "%%task extract\n1")
+    cell(ip, "%%task load --flow nightly\n'nightly only'")
+    cell(ip, "%orch run --flow nightly --no-display")
+    assert ip.user_ns["load"] == "nightly only" and "extract" not in ip.user_ns
+    result = cell(ip, "%orch run --flow nighty --no-display")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "Did you mean 'nightly'?" in str(result.error_in_exec)
+
+
+def test_orch_history_shows_recorded_runs(ip):
+    cell(ip, "%%task extract\n1")
+    cell(ip, "%orch run --no-display")
+    run_id = ip.user_ns["_orch_run"].id
+    table = cell(ip, "%orch history --limit 3").result
+    assert run_id in repr(table) and run_id in table._repr_html_()
+
+
+def test_register_and_workflows():
+    @nborch.task
+    def a():
+        return 1
+
+    dag = nborch.register("etl", nborch.DAG(a))
+    assert nborch.workflows()["etl"] is dag
+    with pytest.raises(nborch.DefinitionError, match=r"^register\('x', \.\.\.\) expects a task or composite"):
+        nborch.register("x", 42)

@@ -1,0 +1,221 @@
+"""@task(cache=True): keys from code and inputs, hits across interpreters, invalidation, resume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import nborch
+from nborch import DAG, Parallel, TaskState, task
+from nborch.store import SqliteStore, load_run
+from nborch.store.cache import code_hash
+
+
+@pytest.fixture
+def store(tmp_path):
+    return SqliteStore(tmp_path / "home")
+
+
+def test_a_hit_skips_the_work_and_is_flagged_everywhere(store):
+    calls = []
+
+    @task(cache=True)
+    def load(n):
+        calls.append(n)
+        return list(range(n))
+
+    first = nborch.run(load(3), store=store)
+    events = []
+    second = nborch.run(load(3), store=store, on_event=events.append)
+
+    assert calls == [3]
+    assert second.value == [0, 1, 2] and second.ok
+    assert second.cached == {"load"} and first.cached == set()
+    (done,) = [e for e in events if getattr(e, "task", None) == "load"]
+    assert done.state is TaskState.SUCCEEDED and done.cached is True
+    assert "succeeded (cached)" in second.report() and "stored" in second.report()
+    assert second.sizes["load"] > 0
+    assert "(cached)" in second._repr_html_()
+
+
+def test_the_value_is_on_disk_before_succeeded_goes_out(store):
+    checked = []
+
+    @task(cache=True)
+    def make():
+        return {"big": list(range(1000))}
+
+    def on_event(e):
+        if getattr(e, "state", None) is TaskState.SUCCEEDED and e.task == "make":
+            entry = store.cache_entry(e.cache_key)
+            checked.append(entry is not None and (store.home / "values" / entry[0]).exists())
+
+    nborch.run(make(), store=store, on_event=on_event)
+    assert checked == [True]
+
+
+def test_changed_arguments_code_or_helpers_invalidate_the_key():
+    def helper(x):
+        return x + 1
+
+    def f(x):
+        return helper(x)
+
+    before = code_hash(f)
+
+    def helper(x):  # noqa: F811 - the point: a changed helper changes the task's key
+        return x + 2
+
+    def f(x):  # noqa: F811
+        return helper(x)
+
+    assert code_hash(f) != before
+
+    def g(x):
+        return x * 2
+
+    def g2(x):
+        return x * 3
+
+    assert code_hash(g) != code_hash(g2)
+
+
+def test_a_changed_closure_value_invalidates_the_key():
+    def make(k):
+        def f(x):
+            return x * k
+        return f
+
+    assert code_hash(make(2)) != code_hash(make(3))
+    assert code_hash(make(2)) == code_hash(make(2))
+
+
+def test_changed_upstream_invalidates_downstream(store):
+    ran = []
+    factor = {"v": 1}
+
+    @task(cache=True)
+    def source():
+        ran.append("source")
+        return factor["v"]
+
+    @task(cache=True)
+    def double(source):
+        ran.append("double")
+        return source * 2
+
+    nborch.run(DAG(source, double), store=store)
+    nborch.run(DAG(source, double), store=store)
+    assert ran == ["source", "double"]  # the second run was all hits
+
+    nborch.run(DAG(source, double), store=store, force=True)
+    assert ran[2:] == ["source", "double"]  # force ignores the cache
+
+
+def test_a_value_that_cannot_be_pickled_warns_once_and_is_not_cached(store):
+    @task(cache=True)
+    def lock():
+        return threading.Lock()
+
+    with pytest.warns(RuntimeWarning, match=r"the value of task 'lock' cannot be pickled .*; it is not cached\."):
+        run = nborch.run(lock(), store=store)
+    assert run.ok and "lock" not in run.cached
+    assert nborch.run(lock(), store=store).cached == set()
+
+
+def test_cache_clear_empties_it(store):
+    calls = []
+
+    @task(cache=True)
+    def one():
+        calls.append(1)
+        return 1
+
+    nborch.run(one(), store=store)
+    assert nborch.cache.clear(store) == 1
+    nborch.run(one(), store=store)
+    assert calls == [1, 1]
+
+
+FRESH = textwrap.dedent(
+    """
+    import pathlib, sys, nborch
+
+    marker = pathlib.Path(sys.argv[1])
+
+    @nborch.task(cache=True)
+    def expensive(n):
+        with marker.open("a") as f:
+            f.write("ran\\n")
+        return sum(range(n))
+
+    run = nborch.run(expensive(1000))
+    print(run.value, sorted(run.cached))
+    """
+)
+
+
+def test_a_hit_survives_a_fresh_interpreter(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(FRESH)
+    marker = tmp_path / "ran.txt"
+    env = {**os.environ, "NBORCH_HOME": str(tmp_path / "home")}
+    outs = [
+        subprocess.run([sys.executable, str(script), str(marker)], env=env, capture_output=True, text=True,
+                       check=True, timeout=60).stdout
+        for _ in range(2)
+    ]
+    assert outs == ["499500 []\n", "499500 ['expensive']\n"]
+    assert marker.read_text() == "ran\n"  # the second interpreter did not run it
+
+
+def test_resume_reruns_what_did_not_succeed(store):
+    ran = []
+    broken = {"yes": True}
+
+    @task(cache=True)
+    def extract():
+        ran.append("extract")
+        return [1, 2, 3]
+
+    @task
+    def plain():
+        ran.append("plain")
+        return 10
+
+    @task
+    def transform(extract, plain):
+        ran.append("transform")
+        if broken["yes"]:
+            raise ValueError("bug")
+        return [x + plain for x in extract]
+
+    failed = nborch.run(DAG(extract, plain, transform), store=store)
+    assert not failed.ok and sorted(ran) == ["extract", "plain", "transform"]
+
+    broken["yes"] = False
+    ran.clear()
+    resumed = nborch.run(DAG(extract, plain, transform), store=store, resume=failed.id)
+    assert resumed.ok and resumed.value["transform"] == [11, 12, 13]
+    # extract's value was stored: reused; plain's was not but transform needs it: run again
+    assert sorted(ran) == ["plain", "transform"]
+    assert "extract" in resumed.cached
+
+
+def test_resume_of_an_unknown_run_is_a_clear_error(store):
+    with pytest.raises(nborch.NborchError, match=r"^no run 'nope'"):
+        nborch.run(task(lambda: 1)(), store=store, resume="nope")
+
+
+def test_run_load_brings_back_cached_values(store):
+    @task(cache=True)
+    def value():
+        return {"k": [1, 2]}
+
+    run = nborch.run(Parallel(value()), store=store)
+    assert load_run(run.id, store).results == {"value": {"k": [1, 2]}}

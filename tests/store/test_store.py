@@ -1,0 +1,168 @@
+"""Durable runs: a real SQLite file, history, Run.load, crash safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import nborch
+from nborch import Parallel, Sequence, TaskState, task
+from nborch.record import ErrorRecord
+from nborch.store import SqliteStore, history, load_run
+
+
+@pytest.fixture
+def store(tmp_path):
+    return SqliteStore(tmp_path / "home")
+
+
+def test_a_run_is_recorded_and_reopened_with_states_attempts_and_errors(store):
+    calls = {"n": 0}
+
+    @task(retries=1)
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("first try fails")
+        return "ok"
+
+    @task
+    def broken():
+        raise KeyError("missing column")
+
+    @task
+    def after(broken):
+        return 1
+
+    run = nborch.run(Parallel(flaky(), Sequence(broken(), after())), store=store)
+    loaded = load_run(run.id, store)
+
+    assert loaded.states == {"flaky": TaskState.SUCCEEDED, "broken": TaskState.FAILED,
+                             "after": TaskState.UPSTREAM_FAILED}
+    assert loaded.attempts["flaky"] == 2 and loaded.attempts["after"] == 0
+    assert set(loaded.durations) == {"flaky", "broken"}
+    err = loaded.errors["broken"]
+    assert isinstance(err, ErrorRecord)
+    assert err.type_name == "KeyError" and err.message == "'missing column'"
+    assert "raise KeyError(\"missing column\")" in err.traceback
+    assert loaded.first_failure == "broken" and loaded.ok is False
+    retried = [a for a in loaded.attempt_records if a["task"] == "flaky"]
+    assert [(a["attempt"], a["error_type"]) for a in retried] == [(1, "ConnectionError")]
+
+
+def test_history_lists_runs_newest_first(store):
+    ids = [nborch.run(Sequence(task(lambda: i)()), store=store).id for i in range(3)]
+    assert [r.id for r in history(store=store)][:3] == ids[::-1]
+    assert [r.id for r in history(limit=2, store=store)] == ids[::-1][:2]
+
+
+def test_run_load_names_recent_runs_when_the_id_is_unknown(store):
+    nborch.run(task(lambda: 1)(), store=store)
+    with pytest.raises(nborch.NborchError, match=r"^no run 'nope' in .*nborch\.db\. Recent runs: [0-9a-f]{12}"):
+        nborch.Run.load("nope", store=store)
+
+
+def test_store_false_records_nothing(store):
+    run = nborch.run(task(lambda: 1)(), store=False)
+    with pytest.raises(nborch.NborchError):
+        load_run(run.id, store)
+
+
+def test_a_finished_task_is_on_disk_while_the_run_is_still_going(store):
+    release = threading.Event()
+
+    @task
+    def quick():
+        return 1
+
+    @task
+    def waits():
+        assert release.wait(10)
+        return 2
+
+    seen_at: list[float] = []
+
+    def watch():
+        db = sqlite3.connect(store.path)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            row = db.execute("SELECT state FROM tasks WHERE task = 'quick'").fetchone()
+            if row:
+                seen_at.append(time.monotonic())
+                break
+            time.sleep(0.005)
+        release.set()
+
+    finished: list[float] = []
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    nborch.run(Parallel(quick(), waits()), store=store,
+               on_event=lambda e: finished.append(time.monotonic())
+               if getattr(e, "task", None) == "quick" and e.state is TaskState.SUCCEEDED else None)
+    watcher.join()
+    assert seen_at, "the finished task never reached the database while the run was going"
+    assert seen_at[0] - finished[0] < 1.0  # committed in batches every 50 ms; generous bound
+
+
+CRASH = textwrap.dedent(
+    """
+    import time, nborch
+    from nborch import Parallel, task
+
+    @task(cache=True)
+    def part(i):
+        return {"part": i}
+
+    @task
+    def forever():
+        while True:
+            time.sleep(0.05)
+
+    print("starting", flush=True)
+    nborch.run(Parallel(*[part(i) for i in range(5)], forever()))
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_mid_run_leaves_a_readable_database_with_finished_tasks_and_values(tmp_path):
+    home = tmp_path / "home"
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH)
+    env = {**os.environ, "NBORCH_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        db_path = home / "nborch.db"
+        deadline = time.monotonic() + 30
+        done = 0
+        while time.monotonic() < deadline:
+            if db_path.exists():
+                try:
+                    db = sqlite3.connect(db_path)
+                    done = db.execute("SELECT COUNT(*) FROM tasks WHERE state = 'succeeded'").fetchone()[0]
+                    db.close()
+                except sqlite3.Error:
+                    done = 0
+                if done == 5:
+                    break
+            time.sleep(0.02)
+        assert done == 5, proc.stderr.read1().decode() if proc.poll() is not None else "timed out"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    store = SqliteStore(home)
+    (run_row,) = store.runs()
+    loaded = load_run(run_row["id"], store)
+    assert {n: s for n, s in loaded.states.items() if n.startswith("part")} == {
+        n: TaskState.SUCCEEDED for n in ["part", "part[2]", "part[3]", "part[4]", "part[5]"]
+    }
+    assert sorted(v["part"] for v in loaded.results.values()) == [0, 1, 2, 3, 4]
+    assert loaded.recorded_state == "running"  # it never finished
