@@ -29,8 +29,9 @@ class _Router(io.TextIOBase):
         frame = current_frame()
         if frame is None or not text:
             return self.original.write(text)
-        if frame.engine.capture(frame.inv.name, self.stream, text):
-            self.original.write(text)
+        through = frame.engine.capture(frame.inv.name, self.stream, text)
+        if through:
+            self.original.write(through)
         return len(text)
 
     def flush(self) -> None:
@@ -88,6 +89,15 @@ def install() -> None:
             # task.logger.info(...) must reach the capture even when the root logger says WARNING
             task_logger.setLevel(logging.INFO)
             _saved["level"] = True
+
+
+def flush(engine: Any) -> None:
+    """Write out what the run's tasks printed without a final newline."""
+    for stream, text in engine.flush_partial():
+        target = _saved.get(stream) or getattr(sys, stream)
+        if isinstance(target, _Router):
+            target = target.original
+        target.write(text + "\n")
 
 
 def uninstall() -> None:

@@ -160,6 +160,7 @@ class Engine:
         self.force = False  # ignore cached values (still store new ones)
         self.preset: dict[str, tuple[Any, str | None]] = {}  # resume: name -> (value, cache key)
         self.echo = True  # pass task output through to the real stream too (no display shows it)
+        self.partial: dict[tuple[str, str], str] = {}  # (task, stream) -> text after its last newline
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -192,12 +193,26 @@ class Engine:
         except RuntimeError:  # the loop is closed: an abandoned thread printing after its run
             pass
 
-    def capture(self, name: str, stream: str, text: str) -> bool:
-        """File ``text`` written by task ``name``; True if it should reach the real stream too."""
+    def capture(self, name: str, stream: str, text: str) -> str:
+        """File ``text`` written by task ``name``; returns what to pass through to the real
+        stream: nothing when a display shows task output, else whole lines only, so that the
+        output of tasks running side by side never interleaves within a line."""
         self.logs.setdefault(name, []).append(text)
         if self.listening:
             self.publish_threadsafe(TaskOutput(self.run_id, name, stream, text, self.now()))
-        return self.echo
+        if not self.echo:
+            return ""
+        key = (name, stream)
+        pending = self.partial.get(key, "") + text
+        head, sep, tail = pending.rpartition("\n")
+        self.partial[key] = tail
+        return head + sep
+
+    def flush_partial(self) -> list[tuple[str, str]]:
+        """(stream, text) of output a task left without a final newline (written at run end)."""
+        left = [(stream, text) for (_, stream), text in self.partial.items() if text]
+        self.partial.clear()
+        return left
 
     def emit(self, inv: Inv, state: TaskState, *, delay: float | None = None) -> None:
         if events._subscribers or (self.bus is not None and self.bus._subscribers):

@@ -280,16 +280,17 @@ class _Builder:
         if self.problems:
             raise GraphError("\n".join(self.problems))
         taken = self.taken | set(explicit)
+        next_index: dict[str, int] = {}  # base -> the next [n] to try: naming stays linear
         for spec in sorted((s for s in self.new if not s.explicit), key=lambda s: s.order):
             base = spec.base
             if base not in taken:
                 spec.name = base
             else:
-                for i in itertools.count(2):
-                    candidate = f"{base}[{i}]"
-                    if candidate not in taken:
-                        spec.name = candidate
-                        break
+                i = next_index.get(base, 2)
+                while f"{base}[{i}]" in taken:
+                    i += 1
+                spec.name = f"{base}[{i}]"
+                next_index[base] = i + 1
             taken.add(spec.name)
 
     # -- pass 3: edges --------------------------------------------------------------------------

@@ -182,6 +182,7 @@ async def run_async(node: Any, **options: Any) -> Run:
         await engine.execute()
     finally:
         if capturing:
+            capture.flush(engine)
             capture.uninstall()
         record = make_record(engine, node, started)
         _last[:] = [record]

@@ -62,17 +62,3 @@ def recorder() -> Recorder:
 def fake_clock() -> FakeClock:
     return FakeClock()
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _nborch_home(tmp_path_factory):
-    """Runs record into a store: keep it out of the working directory."""
-    import os
-
-    home = tmp_path_factory.mktemp("nborch-home")
-    old = os.environ.get("NBORCH_HOME")
-    os.environ["NBORCH_HOME"] = str(home)
-    yield home
-    if old is None:
-        os.environ.pop("NBORCH_HOME", None)
-    else:
-        os.environ["NBORCH_HOME"] = old

@@ -1,0 +1,80 @@
+"""Graph -> Mermaid flowchart text (``flowchart TD``), for Markdown cells, docs and ``.mmd`` files.
+
+Ids are the task names made safe (letters, digits, ``_``; Mermaid keywords such as ``end``
+and names starting with a digit get a ``t_`` prefix; clashes a ``_2`` suffix); the real name goes in the quoted label, with
+every character that Mermaid or HTML would interpret written as an entity code (``#60;``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from ..graph import Graph, build_graph
+from .dot import COLORS
+from .state import RunView
+
+if TYPE_CHECKING:
+    from ..task import Node
+
+__all__ = ["graph_mermaid", "node_mermaid"]
+
+_RESERVED = frozenset({"end", "graph", "subgraph", "flowchart", "style", "class", "classdef", "click",
+                       "linkstyle", "direction", "default", "call", "href"})
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+_LABEL_UNSAFE = re.compile(r'[<>"&#`\\\[\]{}()|;]')
+
+
+def _label(name: str) -> str:
+    """A quoted Mermaid label showing ``name`` literally (nothing in it is markup)."""
+    name = " ".join(name.splitlines())
+    return '"' + _LABEL_UNSAFE.sub(lambda m: f"#{ord(m.group())};", name) + '"'
+
+
+def _ids(names: list[str]) -> dict[str, str]:
+    """Readable, unique, safe Mermaid ids for ``names``, stable in their order."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for name in names:
+        base = _UNSAFE.sub("_", name) or "task"
+        if base.lower() in _RESERVED or base[0].isdigit():
+            base = "t_" + base
+        candidate, i = base, 2
+        while candidate in used:
+            candidate, i = f"{base}_{i}", i + 1
+        used.add(candidate)
+        out[name] = candidate
+    return out
+
+
+def graph_mermaid(graph: Graph, view: RunView | None = None) -> str:
+    """Mermaid ``flowchart TD`` text for ``graph``: a node per task, an arrow per dependency, a
+    dotted arrow from a parent task to each child task it called; with a ``view``, nodes get
+    classes (``st_failed``...) coloured like the live display."""
+    specs = graph.specs
+    ids = _ids(list(specs))
+    lines = ["flowchart TD"]
+    for name in specs:
+        lines.append(f"    {ids[name]}[{_label(name)}]")
+    for name, spec in specs.items():
+        for up in spec.up:
+            if up.name in ids:
+                lines.append(f"    {ids[up.name]} --> {ids[name]}")
+        if spec.parent is not None and spec.parent in ids:
+            lines.append(f"    {ids[spec.parent]} -.-> {ids[name]}")
+    if view is not None:
+        by_state: dict[str, list[str]] = {}
+        for name in specs:
+            st = view.tasks.get(name)
+            if st is not None:
+                by_state.setdefault(st.state.value, []).append(ids[name])
+        for state, (fill, font) in COLORS.items():
+            if state.value in by_state:
+                lines.append(f"    classDef st_{state.value} fill:{fill},color:{font}")
+                lines.append(f"    class {','.join(by_state[state.value])} st_{state.value}")
+    return "\n".join(lines) + "\n"
+
+
+def node_mermaid(node: Node) -> str:
+    """``node``'s workflow as Mermaid text (what ``Node.to_mermaid()`` returns)."""
+    return graph_mermaid(build_graph(node))

@@ -1,0 +1,327 @@
+"""DOT text, real Graphviz rendering, the collapsed graph, and the recolourable SVG template."""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+
+import graphviz
+import pytest
+
+import nborch
+from nborch import DAG, DefinitionError, NborchError, Task, TaskState, task
+from nborch.display.dot import (
+    SvgTemplate, graph_dot, graph_model, group_id, layout_dot, node_digraph, node_id, node_notes, node_states,
+    render_svg, state_css,
+)
+from nborch.display.state import RunView
+from nborch.graph import build_graph
+
+S = TaskState
+SVG = "{http://www.w3.org/2000/svg}"
+EVIL = "<script>alert(1)</script>"
+
+
+def svg_nodes(svg: str) -> dict[str, str]:
+    """id -> class of every node group in an SVG (the XML parser decodes &#45; back to '-')."""
+    root = ET.fromstring(svg)
+    return {g.get("id"): g.get("class") for g in root.iter(f"{SVG}g") if "node" in (g.get("class") or "")}
+
+
+def pipeline() -> DAG:
+    @task
+    def load():
+        return 1
+
+    @task
+    def clean(load):
+        return load
+
+    @task
+    def report(clean):
+        return clean
+
+    return DAG(load, clean, report)
+
+
+@pytest.fixture
+def no_dot(tmp_path, monkeypatch):
+    """A PATH with no Graphviz on it."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+
+def test_node_ids_are_unique_and_css_safe():
+    assert node_id("load") == "task-load"
+    assert node_id("fetch[2]") == "task-fetch-5b-2-5d-"
+    assert node_id("fetch[2]") != node_id("fetch_2_") != node_id("fetch-5b-2-5d-")
+    assert group_id("fetch") == "group-fetch"
+
+
+def test_graph_dot_has_ids_classes_and_edges():
+    text = graph_dot(build_graph(pipeline()))
+
+    assert text.startswith("digraph nborch {")
+    assert '"load" [id="task-load", class="st-pending", label="load"' in text
+    assert '"load" -> "clean"' in text and '"clean" -> "report"' in text
+
+
+def test_rendered_svg_carries_ids_and_state_classes():
+    node = pipeline()
+    graph = build_graph(node)
+    view = RunView(graph)
+    nborch.run(node, on_event=view)
+
+    svg = render_svg(graph_dot(graph, view))
+
+    assert svg is not None and svg.startswith("<svg")
+    assert svg_nodes(svg) == {
+        "task-load": "node st-succeeded", "task-clean": "node st-succeeded", "task-report": "node st-succeeded",
+    }
+
+
+def test_label_has_a_second_line_for_attempts_and_duration():
+    calls = []
+
+    @task(retries=1, retry_delay=0)
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("once")
+        return "ok"
+
+    node = flaky()
+    graph = build_graph(node)
+    view = RunView(graph)
+    nborch.run(node, on_event=view)
+
+    text = graph_dot(graph, view)
+
+    assert 'label="flaky\\n2 attempts · ' in text
+
+
+def test_a_task_name_never_reaches_the_svg_as_markup():
+    node = Task(lambda: 1, name=EVIL)
+
+    svg = render_svg(graph_dot(build_graph(node)))
+
+    assert svg is not None
+    assert "<script" not in svg
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in svg
+    ET.fromstring(svg)  # still well-formed
+
+
+def test_quotes_and_backslashes_in_names_stay_literal():
+    node = DAG(Task(lambda: 1, name='say "hi"\\N'))
+
+    svg = render_svg(graph_dot(build_graph(node)))
+
+    assert svg is not None
+    texts = [t.text for t in ET.fromstring(svg).iter(f"{SVG}text")]
+    assert 'say "hi"\\N' in texts
+
+
+def test_child_tasks_hang_from_their_parent_with_dashed_edges():
+    @task
+    async def fib(n):
+        if n < 2:
+            return n
+        return await fib(n - 1) + await fib(n - 2)
+
+    run_graph = {}
+
+    def keep(handle):
+        run_graph["g"] = handle.graph
+
+    unregister = nborch.register_display(keep)
+    try:
+        assert fib(3).run() == 2
+    finally:
+        unregister()
+
+    text = graph_dot(run_graph["g"])
+    assert '"fib" -> "fib[2]" [style=dashed]' in text
+    assert text.count("[style=dashed]") == len(run_graph["g"].specs) - 1
+
+
+def test_collapsed_graph_above_the_threshold_groups_by_function_with_counts():
+    @task
+    def fetch(i):
+        return i
+
+    @task
+    def combine(*parts):
+        return sum(parts)
+
+    parts = [fetch(i) for i in range(250)]
+    node = DAG(*parts, combine(*parts))
+    graph = build_graph(node)
+    view = RunView(graph)
+    nborch.run(node, on_event=view)
+
+    text = graph_dot(graph, view)
+
+    assert text.count("[id=") == 2
+    assert '"fetch" [id="group-fetch", class="st-succeeded", label="fetch\\n✓250"' in text
+    assert '"fetch" -> "combine"' in text
+    svg = render_svg(text)
+    assert svg is not None and set(svg_nodes(svg)) == {"group-fetch", "group-combine"}
+
+
+def test_collapsed_graph_of_named_tasks_groups_by_their_function():
+    async def nap():
+        return None
+
+    node = DAG(*[Task(nap, name=f"nap{i}") for i in range(300)])
+
+    model = graph_model(build_graph(node))
+
+    assert model.collapsed
+    assert [n.key for n in model.nodes.values()] == ["nap"]
+
+
+def test_collapsed_group_shows_its_most_telling_state():
+    @task
+    def work(i):
+        if i == 7:
+            raise ValueError("seven")
+        return i
+
+    node = DAG(*[work(i) for i in range(201)])
+    graph = build_graph(node)
+    view = RunView(graph)
+    nborch.run(node, on_event=view)
+
+    model = graph_model(graph)
+    assert node_states(model, view) == {"group-work": S.FAILED}
+    assert node_notes(model, view) == {"group-work": "✓200 ✗1"}
+
+
+def test_small_graphs_are_not_collapsed():
+    assert not graph_model(build_graph(pipeline()), collapse_over=3).collapsed
+    assert graph_model(build_graph(pipeline()), collapse_over=2).collapsed
+
+
+def test_node_digraph_is_a_graphviz_digraph():
+    digraph = node_digraph(pipeline())
+
+    assert isinstance(digraph, graphviz.Digraph)
+    assert 'id="task-clean"' in digraph.source
+    assert 'id="task-clean"' in digraph.pipe(format="svg", encoding="utf-8").replace("&#45;", "-")
+
+
+def test_node_graph_method_returns_the_digraph():
+    assert isinstance(pipeline().graph(), graphviz.Digraph)
+
+
+def test_render_svg_is_none_without_the_dot_binary(no_dot):
+    assert render_svg("digraph { a -> b }") is None
+
+
+def test_svg_template_rewrites_classes_and_notes_without_layout():
+    node = pipeline()
+    graph = build_graph(node)
+    model = graph_model(graph)
+    svg = render_svg(layout_dot(model))
+    assert svg is not None
+    template = SvgTemplate(svg)
+    assert template.ids == {"task-load", "task-clean", "task-report"}
+
+    states = {"task-load": S.SUCCEEDED, "task-clean": S.FAILED, "task-report": S.UPSTREAM_FAILED}
+    filled = template.fill(states, {"task-load": "1.00s", "task-clean": "<b>x</b>"})
+
+    assert svg_nodes(filled) == {
+        "task-load": "node st-succeeded", "task-clean": "node st-failed", "task-report": "node st-upstream_failed",
+    }
+    texts = [t.text for t in ET.fromstring(filled).iter(f"{SVG}text")]
+    assert "1.00s" in texts and "<b>x</b>" in texts  # as text: escaped in the markup
+    assert "<b>" not in filled
+
+
+def test_layout_dot_depends_only_on_the_shape():
+    node = pipeline()
+    graph = build_graph(node)
+    before = layout_dot(graph_model(graph))
+    nborch.run(node)
+
+    assert layout_dot(graph_model(graph)) == before
+
+
+def test_state_css_colours_nodes_by_id_within_a_scope():
+    css = state_css("nb-1", {"task-a": S.FAILED, "task-b": S.RUNNING, "task-c": S.RUNNING})
+
+    assert ".nb-1 :is(#task-a)>:is(path,polygon,ellipse){fill:#e53935}" in css
+    assert ".nb-1 :is(#task-b,#task-c)>:is(path,polygon,ellipse){fill:#1e88e5}" in css
+
+
+def test_graph_dot_needs_no_graphviz(no_dot):
+    assert "digraph nborch" in graph_dot(build_graph(pipeline()))
+
+
+def test_async_child_graph_lays_out():
+    async def main():
+        @task
+        async def parent():
+            return await child()
+
+        @task
+        async def child():
+            return 1
+
+        seen = {}
+
+        def keep(handle):
+            seen["g"] = handle.graph  # returns None: no subscriber, just a look at the run's graph
+
+        unregister = nborch.register_display(keep)
+        try:
+            await nborch.run_async(parent())
+        finally:
+            unregister()
+        return seen["g"]
+
+    graph = asyncio.run(main())
+    svg = render_svg(graph_dot(graph))
+    assert svg is not None and set(svg_nodes(svg)) == {"task-parent", "task-child"}
+
+
+# -- visualize(): files by suffix ----------------------------------------------------------------
+
+
+def test_visualize_writes_svg(tmp_path):
+    path = tmp_path / "flow.svg"
+
+    assert pipeline().visualize(str(path)) == str(path)
+    assert set(svg_nodes(path.read_text())) == {"task-load", "task-clean", "task-report"}
+
+
+def test_visualize_writes_png(tmp_path):
+    path = tmp_path / "flow.PNG"
+
+    assert pipeline().visualize(path) == str(path)
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_visualize_writes_mermaid(tmp_path):
+    node = pipeline()
+    path = tmp_path / "flow.mmd"
+
+    assert node.visualize(str(path)) == str(path)
+    assert path.read_text() == node.to_mermaid()
+
+
+def test_visualize_without_a_path_returns_mermaid_text():
+    node = pipeline()
+    assert node.visualize() == node.to_mermaid()
+
+
+@pytest.mark.parametrize("name", ["flow.pdf", "flow"], ids=["other suffix", "no suffix"])
+def test_visualize_rejects_other_suffixes(tmp_path, name):
+    with pytest.raises(DefinitionError, match=r"visualize\(\) writes \.svg, \.png or \.mmd files, but .* has "):
+        pipeline().visualize(str(tmp_path / name))
+    assert not (tmp_path / name).exists()
+
+
+def test_visualize_svg_without_dot_says_how_to_install_it(tmp_path, no_dot):
+    with pytest.raises(NborchError, match=r"needs Graphviz's dot program on PATH: apt install graphviz"):
+        pipeline().visualize(str(tmp_path / "flow.svg"))
+    assert pipeline().visualize(str(tmp_path / "flow.mmd")).endswith("flow.mmd")
