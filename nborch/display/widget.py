@@ -117,7 +117,7 @@ class LiveDisplay:
         self.style.add_class("nborch-style")
         self.graph_html = w.HTML("<i>drawing the graph…</i>")
         self.graph_html.add_class("nborch-graph")
-        self.progress = w.IntProgress(value=0, min=0, max=max(len(self.view), 0))
+        self.progress = w.IntProgress(value=0, min=0, max=max(len(self.view), 0), layout=w.Layout(width="100%"))
         self.progress.add_class("nborch-progress")
         self.task_bars: w.VBox | None = None  # made when a task first reports progress
         self.table = w.HTML()
