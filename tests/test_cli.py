@@ -1,0 +1,307 @@
+"""The ``nborch`` command over notebooks, in real subprocesses (``python -m nborch``).
+
+Each notebook run is a fresh interpreter that imports IPython (about a second), so the module
+starts them all up front, a few at a time, and the tests read their results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("IPython")
+
+from nborch.cli import main, parse_param  # noqa: E402
+from nborch.notebook.ipynb import NotebookError, read_notebook  # noqa: E402
+from nborch.store import SqliteStore, history  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+PIPELINE = DATA / "pipeline.ipynb"
+NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+EXAMPLES = ["01_quickstart", "02_cell_magics", "03_resilience", "04_seed_gallery"]
+BAD_USAGE: list[list[object]] = [
+    [],
+    ["run"],
+    ["frobnicate"],
+    ["run", PIPELINE, "-p", "novalue"],
+    ["run", PIPELINE, "--max-concurrency", "0"],
+    ["graph", PIPELINE],
+    ["graph", PIPELINE, "-o", "dag.txt"],
+    ["history", "--limit", "x"],
+]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+    cwd: Path
+
+    @property
+    def home(self) -> Path:
+        return self.cwd / ".nborch"
+
+    def runs(self) -> list:
+        """The runs this invocation recorded, newest first."""
+        return history(None, store=SqliteStore(self.home))
+
+
+def nborch(*args: object, cwd: Path) -> Result:
+    """``python -m nborch ARGS`` in ``cwd``, with its own store (NBORCH_HOME=cwd/.nborch)."""
+    env = {**os.environ, "NBORCH_HOME": str(cwd / ".nborch"), "PYTHONIOENCODING": "utf-8"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "nborch", *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr, cwd)
+
+
+def jobs(tmp: Path) -> dict[str, list[object]]:
+    text_file = tmp / "notes.ipynb"
+    text_file.write_text("just some notes\n")
+    json_file = tmp / "data.ipynb"
+    json_file.write_text(json.dumps({"rows": [1, 2, 3]}))
+    out = {
+        "default": ["run", PIPELINE],
+        "params": ["run", PIPELINE, "-p", "n=5", "-p", "label=hello", "-p", "extra=[1, 2]"],
+        "target": ["run", PIPELINE, "numbers"],
+        "flow": ["run", PIPELINE, "--flow", "report"],
+        "failing_task": ["run", DATA / "failing_task.ipynb"],
+        "failing_cell": ["run", DATA / "failing_cell.ipynb", "-p", "q=1"],
+        "missing": ["run", tmp / "nope.ipynb"],
+        "bad_option": ["run", PIPELINE, "--bogus"],
+        "text_file": ["run", text_file],
+        "json_file": ["graph", json_file, "-o", "dag.mmd"],
+        "unknown_target": ["run", PIPELINE, "nosuchtask"],
+        "unknown_flow": ["run", PIPELINE, "--flow", "nosuchflow"],
+        "graph_mmd": ["graph", PIPELINE, "-o", "dag.mmd"],
+        "graph_flow": ["graph", PIPELINE, "-o", "report.mmd", "--flow", "report"],
+        "graph_svg": ["graph", PIPELINE, "-o", "dag.svg"],
+        "graph_png": ["graph", PIPELINE, "-o", "dag.png"],
+    }
+    for name in EXAMPLES:
+        if (NOTEBOOKS / f"{name}.ipynb").exists():
+            out[name] = ["run", NOTEBOOKS / f"{name}.ipynb"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
+    tmp = tmp_path_factory.mktemp("cli")
+    todo = jobs(tmp)
+    cwds = {key: tmp_path_factory.mktemp(key) for key in todo}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {key: pool.submit(nborch, *args, cwd=cwds[key]) for key, args in todo.items()}
+        return {key: f.result() for key, f in futures.items()}
+
+
+def no_traceback(r: Result) -> None:
+    assert "Traceback" not in r.err and "Traceback" not in r.out, r.err
+
+
+# -- run --------------------------------------------------------------------------------------------
+
+
+def test_run_executes_cells_then_the_task_graph(results):
+    r = results["default"]
+    assert r.code == 0, r.err
+    assert "RESULT total=5 label=base" in r.out  # a cell after %orch run reads the task values
+    assert "SUMMARY AGAIN total=5 label=base True None" in r.out
+    assert "3 succeeded" in r.err  # the summary table (rich, on stderr)
+    no_traceback(r)
+
+
+def test_parameters_override_the_parameters_cell(results):
+    r = results["params"]
+    assert r.code == 0, r.err
+    assert "RESULT total=30 label=hello" in r.out
+    # a name the parameters cell does not assign: a warning, and it is set anyway (as papermill does)
+    assert "-p extra" in r.err and "does not assign 'extra'" in r.err
+    assert "SUMMARY AGAIN total=30 label=hello True [1, 2]" in r.out
+
+
+def test_the_run_is_recorded_with_the_parameter_applied(results):
+    runs = results["params"].runs()
+    assert [run.name for run in runs] == ["pipeline"]
+    run = runs[0]
+    assert run.recorded_state == "succeeded"
+    assert {name: state.value for name, state in run.states.items()} == {
+        "numbers": "succeeded", "total": "succeeded", "caption": "succeeded",
+    }
+    assert run.results["total"] == 30  # `total --cache`: its value is stored with the run
+
+
+def test_targets_run_with_their_upstream_only(results):
+    r = results["target"]
+    assert r.code == 0, r.err
+    assert set(r.runs()[0].states) == {"numbers"}
+    # the cells reading `total` wait for it, then are skipped with a note: it was not run
+    assert "cell 10 skipped" in r.err and "RESULT" not in r.out
+
+
+def test_flow_runs_one_named_workflow(results):
+    r = results["flow"]
+    assert r.code == 0, r.err
+    run = r.runs()[0]
+    assert run.name == "pipeline:report" and set(run.states) == {"caption"}
+
+
+def test_failing_task_exits_1_with_the_short_block(results):
+    r = results["failing_task"]
+    assert r.code == 1
+    assert "task 'boom' failed: ValueError: bad value 2" in r.err
+    assert "line 2: raise ValueError" in r.err
+    assert "not run (upstream failed): after_boom" in r.err
+    assert "_orch_run" not in r.err  # the notebook hint means nothing on a command line
+    assert "AFTER" not in r.out
+    no_traceback(r)
+    assert r.runs()[0].recorded_state == "failed"
+
+
+def test_failing_cell_exits_1_with_cell_exception_and_line(results):
+    r = results["failing_cell"]
+    assert r.code == 1
+    assert "FIRST CELL RAN" in r.out and "NEVER" not in r.out
+    assert "cell 2 failed: ZeroDivisionError: division by zero" in r.err
+    assert "line 2: return 10 / v" in r.err
+    assert "no cell is tagged 'parameters'" in r.err  # -p q=1 with no parameters cell
+    no_traceback(r)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("missing", "does not exist"),
+        ("text_file", "is not a notebook: invalid JSON"),
+        ("json_file", "is not a notebook"),
+        ("unknown_target", "no task cell is named 'nosuchtask'"),
+        ("unknown_flow", "no task cell is in flow 'nosuchflow'"),
+    ],
+)
+def test_unreadable_notebooks_and_bad_names_exit_2(results, key, message):
+    r = results[key]
+    assert r.code == 2, r.err
+    assert message in r.err
+    assert r.out == ""
+    no_traceback(r)
+
+
+def test_bad_option_exits_2(results):
+    r = results["bad_option"]
+    assert r.code == 2
+    assert "usage: nborch" in r.err and "--bogus" in r.err
+    assert not r.home.exists()  # nothing ran
+
+
+@pytest.mark.parametrize("args", BAD_USAGE)
+def test_bad_usage_exits_2(args, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # in process: argparse exits before anything is imported or run
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    assert exc.value.code == 2
+    assert "usage: nborch" in capsys.readouterr().err
+    assert not (tmp_path / ".nborch").exists()
+
+
+# -- graph ------------------------------------------------------------------------------------------
+
+
+def test_graph_mmd_runs_no_cell(results):
+    r = results["graph_mmd"]
+    assert r.code == 0, r.err
+    text = (r.cwd / "dag.mmd").read_text()
+    assert text.startswith("flowchart")
+    assert "numbers --> total" in text and "caption" in text
+    assert r.out.strip() == "wrote dag.mmd"  # no `task ...` lines: no cell was executed
+    assert not r.home.exists()
+
+
+def test_graph_of_one_flow(results):
+    r = results["graph_flow"]
+    assert r.code == 0, r.err
+    text = (r.cwd / "report.mmd").read_text()
+    assert "caption" in text and "numbers" not in text
+
+
+@pytest.mark.parametrize(("key", "magic"), [("graph_svg", b"<svg"), ("graph_png", b"\x89PNG")])
+def test_graph_images(results, key, magic):
+    r = results[key]
+    if r.code == 1 and "Graphviz" in r.err:
+        pytest.skip("Graphviz's dot is not installed")
+    assert r.code == 0, r.err
+    data = (r.cwd / f"dag.{key[6:]}").read_bytes()
+    assert magic in data[:400]
+
+
+# -- history ----------------------------------------------------------------------------------------
+
+
+def test_history_lists_runs_newest_first(results, tmp_path):
+    source = results["params"]
+    run_id = source.runs()[0].id
+    r = nborch("history", cwd=source.cwd)
+    assert r.code == 0, r.err
+    assert run_id in r.out and "pipeline" in r.out and "3 succeeded" in r.out
+    r = nborch("history", cwd=tmp_path)  # an empty folder: says so, creates nothing
+    assert r.code == 0 and "no runs recorded" in r.out
+    assert not (tmp_path / ".nborch").exists()
+
+
+# -- the committed example notebooks ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_notebooks_run_headless(results, name):
+    if name not in results:
+        pytest.skip(f"notebooks/{name}.ipynb does not exist yet")
+    r = results[name]
+    assert r.code == 0, r.err
+    no_traceback(r)
+
+
+def test_cell_magics_example_runs_its_task_graph(results):
+    if "02_cell_magics" not in results:
+        pytest.skip("notebooks/02_cell_magics.ipynb does not exist yet")
+    r = results["02_cell_magics"]
+    assert r.code == 0, r.err
+    task_runs = [run for run in r.runs() if run.name == "02_cell_magics"]
+    assert len(task_runs) == 1 and task_runs[0].recorded_state == "succeeded"
+
+
+# -- pieces, in process -----------------------------------------------------------------------------
+
+
+def test_parse_param_reads_literals_else_strings():
+    assert parse_param("n=5") == ("n", 5)
+    assert parse_param("ratio=0.5") == ("ratio", 0.5)
+    assert parse_param("items=[1, 'a']") == ("items", [1, "a"])
+    assert parse_param("flag=True") == ("flag", True)
+    assert parse_param("city=Oslo") == ("city", "Oslo")
+    assert parse_param("expr=1 + ") == ("expr", "1 + ")
+    assert parse_param("empty=") == ("empty", "")
+    for bad in ("novalue", "1x=2", "=3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_param(bad)
+
+
+def test_read_notebook_cells_and_errors(tmp_path):
+    cells = read_notebook(PIPELINE)
+    assert [c.type for c in cells[:3]] == ["markdown", "code", "code"]
+    assert cells[2].tags == ("parameters",) and cells[2].number == 3
+    assert cells[4].source.startswith("%%task numbers\n")
+    old = tmp_path / "old.ipynb"
+    old.write_text(json.dumps({"nbformat": 3, "worksheets": []}))
+    cases = [(tmp_path / "missing.ipynb", "does not exist"), (tmp_path, "is a directory"),
+             (old, "nbformat 3")]
+    for path, message in cases:
+        with pytest.raises(NotebookError, match=message):
+            read_notebook(path)
