@@ -30,8 +30,9 @@ def get_store(home: Any = None) -> SqliteStore:
         return store
 
 
-def load_run(run_id: str, store: SqliteStore | None = None) -> Run:
-    """Reopen a recorded run: states, durations, attempts, cached values, errors as records."""
+def load_run(run_id: str, store: SqliteStore | None = None, *, values: bool = True) -> Run:
+    """Reopen a recorded run: states, durations, attempts, cached values (unless
+    ``values=False``), errors as records."""
     from .cache import Cache
 
     store = store or get_store()
@@ -67,6 +68,8 @@ def load_run(run_id: str, store: SqliteStore | None = None) -> Run:
             run.cached.add(name)
         if t["cache_key"]:
             run.cache_keys[name] = t["cache_key"]
+            if not values:
+                continue
             hit, value, size = cache.load(t["cache_key"])
             if hit:
                 run.results[name] = value
@@ -78,7 +81,8 @@ def load_run(run_id: str, store: SqliteStore | None = None) -> Run:
 
 
 def history(limit: int | None = 20, store: SqliteStore | None = None) -> list[Run]:
-    """Recorded runs, newest first (``limit=None`` for all)."""
+    """Recorded runs, newest first (``limit=None`` for all). Cached values are not loaded
+    here (a long history would unpickle them all): ``Run.load(run.id)`` brings them back."""
     store = store or get_store()
     store.flush()
-    return [load_run(r["id"], store) for r in store.runs(limit)]
+    return [load_run(r["id"], store, values=False) for r in store.runs(limit)]
