@@ -21,7 +21,7 @@ pytest.importorskip("IPython")
 
 from nborch.cli import main, parse_param  # noqa: E402
 from nborch.notebook.ipynb import NotebookError, read_notebook  # noqa: E402
-from nborch.store import SqliteStore, history  # noqa: E402
+from nborch.store import SqliteStore, history, load_run  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 PIPELINE = DATA / "pipeline.ipynb"
@@ -137,7 +137,8 @@ def test_the_run_is_recorded_with_the_parameter_applied(results):
     assert {name: state.value for name, state in run.states.items()} == {
         "numbers": "succeeded", "total": "succeeded", "caption": "succeeded",
     }
-    assert run.results["total"] == 30  # `total --cache`: its value is stored with the run
+    # `total --cache`: its value is stored with the run, and Run.load brings it back
+    assert load_run(run.id, SqliteStore(results["params"].home)).results["total"] == 30
 
 
 def test_targets_run_with_their_upstream_only(results):
