@@ -1,9 +1,10 @@
 """nborch: a notebook-native orchestrator.
 
 Map of the package: the core (``task``, ``workflow``, ``graph``, ``engine``, ``workers``,
-``policies``, ``state``, ``eventbus``, ``record``, ``runner``, ``clock``, ``errors``) imports only
-the standard library. ``display/`` renders graphs and progress (graphviz, ipywidgets and rich
-are imported lazily, inside it), and ``notebook/`` holds the IPython magics, loaded by
+``policies``, ``state``, ``eventbus``, ``record``, ``runner``, ``clock``, ``errors``,
+``executors``) imports only the standard library and cloudpickle; ``executors`` imports Dask
+on first use. ``display/`` renders graphs and progress (graphviz, ipywidgets and rich are
+imported lazily, inside it), and ``notebook/`` holds the IPython magics, loaded by
 ``%load_ext nborch``.
 """
 
@@ -22,6 +23,7 @@ from .errors import (
     Skip,
     TaskTimeoutError,
 )
+from .executors import DaskExecutor, Executor, ProcessExecutor, Remote
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, TaskProgress, events
 from .policies import BreakerState, CircuitBreaker, RetryPolicy
 from .record import ErrorRecord, Run
@@ -29,6 +31,7 @@ from .registry import register, workflows
 from . import cache
 from .progress import progress
 from .runner import RunHandle, cancelled, last_run, register_display, run, run_async
+from .schedule import Schedule, schedule
 from .state import TRIGGER_RULES, TaskState
 from .task import Node, Task, TaskFunction, task
 from .workflow import DAG, CircuitGroup, Parallel, Sequence
@@ -44,18 +47,23 @@ __all__ = [
     "Clock",
     "CycleError",
     "DAG",
+    "DaskExecutor",
     "DefinitionError",
     "ErrorRecord",
     "EventBus",
+    "Executor",
     "GraphError",
     "InvalidTaskError",
     "NborchError",
     "Node",
     "Parallel",
+    "ProcessExecutor",
+    "Remote",
     "RetryPolicy",
     "Run",
     "RunEvent",
     "RunHandle",
+    "Schedule",
     "Sequence",
     "Skip",
     "SystemClock",
@@ -78,6 +86,7 @@ __all__ = [
     "register_display",
     "run",
     "run_async",
+    "schedule",
     "task",
     "workflows",
 ]

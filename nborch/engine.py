@@ -2,7 +2,8 @@
 
 A task starts when its trigger rule says so (counted as its upstreams settle, so rules such
 as ``one_failed`` fire without waiting for the rest) and every limit it is under has room.
-Async bodies run on the loop; sync bodies in ``WorkerPool`` threads. A task waiting for a
+Async bodies run on the loop; sync bodies in ``WorkerPool`` threads, or on an executor (a
+process pool, Dask: ``nborch.executors``) whose futures the loop awaits. A task waiting for a
 child task, or sleeping before a retry, gives its slots back and takes them again (ahead of
 new work) before it continues: recursion deeper than the limits cannot deadlock.
 
@@ -12,6 +13,7 @@ The engine never imports a front end: it publishes events, and that is all anyon
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import gc
@@ -24,6 +26,9 @@ from typing import Any
 
 from .clock import Clock
 from .errors import CircuitOpenError, CycleError, Skip, TaskTimeoutError
+from .executors import Remote, fetch_all, get_executor, has_remote, materialize, prepare_for
+from .executors import _collect as collect_remotes
+from .executors import _replace as replace_remotes
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, events
 from .graph import Graph, Spec, build_graph
 from .policies import CircuitBreaker, Transition, breakers_of
@@ -79,7 +84,7 @@ class Inv:
         "spec", "name", "state", "value", "error", "attempts", "started", "finished",
         "n_up", "n_ok", "n_failed", "n_upfailed", "n_skipped", "limits", "holding",
         "job", "resume", "waiters", "frame", "call", "parent", "breakers", "stop", "rule", "simple",
-        "waiting", "cache_key", "cached", "size",
+        "waiting", "cache_key", "cached", "size", "executor", "ahead",
     )
 
     def __init__(self, spec: Spec, parent: Inv | None) -> None:
@@ -107,6 +112,8 @@ class Inv:
         self.cache_key: str | None = None
         self.cached = False
         self.size: int | None = None
+        self.executor: Any = None  # an Executor when the body runs in a process pool or on Dask
+        self.ahead: asyncio.Future[Any] | None = None  # submitted ahead to Dask (see submit_ahead)
         opts = spec.task.options
         self.rule = opts.trigger_rule
         # no retry, timeout, breaker, key or skip_if: the body runs without a wrapper coroutine
@@ -128,6 +135,7 @@ class Engine:
         max_concurrency: int | None = None,
         state: Any = None,
         bus: EventBus | None = None,
+        executor: Any = None,
     ) -> None:
         self.graph = graph
         self.run_id = run_id
@@ -161,6 +169,9 @@ class Engine:
         self.preset: dict[str, tuple[Any, str | None]] = {}  # resume: name -> (value, cache key)
         self.echo = True  # pass task output through to the real stream too (no display shows it)
         self.partial: dict[tuple[str, str], str] = {}  # (task, stream) -> text after its last newline
+        self.executor = executor  # the run's executor= for sync tasks (None/"thread": worker threads)
+        self.remotes = 0  # results left on a cluster (Remote): arguments must be checked for them
+        self.pending: dict[str, Remote] = {}  # tasks running on Dask, by name: their futures
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -254,6 +265,10 @@ class Engine:
                     lim = self.fn_limits[key] = Limit(opts.limit)
                 limits.append(lim)
             inv.limits = tuple(limits)
+            if opts.executor is not None or self.executor is not None:
+                inv.executor = self.executor_for(spec.task)
+                if inv.executor is not None:
+                    inv.simple = False
             if opts.breaker is not None or any(g.breaker for g in spec.groups):
                 inv.breakers = breakers_of([opts.breaker, *(g.breaker for g in spec.groups)])
                 inv.simple = False
@@ -309,6 +324,104 @@ class Engine:
                 if self.bus is not None:
                     await self.bus.drain()
 
+    def executor_for(self, task: Any) -> Any:
+        """Where ``task``'s body runs: None for the loop (async) or the worker threads (sync).
+
+        A task's own ``executor=`` wins; the run's applies to sync functions only."""
+        spec = task.options.executor
+        if spec is None:
+            if task.info.is_async:
+                return None
+            spec = self.executor
+        if spec == "thread" or spec is None:
+            return None
+        return get_executor(spec)
+
+    async def materialize_results(self) -> None:
+        """Replace the Remote results by their values (one batch per executor) for the Run
+        record, except those of executors built with ``gather=False``."""
+        remotes = [v for v in self.results.values() if isinstance(v, Remote) and v.executor.gather]
+        if not remotes:
+            return
+        await fetch_all(remotes)
+        for name, value in self.results.items():
+            if isinstance(value, Remote) and value.fetched:
+                self.results[name] = value.value
+                inv = self.invs.get(name)
+                if inv is not None:
+                    inv.value = value.value
+        for r in remotes:  # the value is here now: let the cluster forget it (events keep the Remote)
+            r.future = None
+
+    def submit_ahead(self, inv: Inv, remote: Remote) -> None:
+        """``inv`` was just submitted to Dask: submit now the downstream tasks that can only run
+        on the same executor, with ``inv``'s future as their argument, so that Dask starts each
+        as soon as its inputs exist, worker to worker, as plain ``client.submit`` chains do,
+        instead of waiting for a round trip through this loop. Only plain tasks qualify: the
+        default trigger rule, no retry, timeout, breaker, limit, cache, skip_if or context, and
+        upstreams that are done or on Dask without retries. Their states still follow the
+        engine (RUNNING once the upstreams succeeded); if an upstream fails, the engine decides
+        as usual and the early submission is cancelled."""
+        self.pending[inv.name] = remote
+        exe = inv.executor
+        stack = [inv]
+        while stack:
+            u = stack.pop()
+            for dspec in u.spec.down:
+                d = self.invs.get(dspec.name)
+                if (
+                    d is None or d.ahead is not None or d.state is not PENDING or d.call is not None
+                    or d.executor is not exe or d.limits or d.breakers or d.rule != "all_success"
+                    or not self.plain(d) or not all(self.done_or_pending(up.name) for up in dspec.up)
+                ):
+                    continue
+                try:
+                    args, kwargs = self.arguments(d, collections.ChainMap(self.pending, self.results))
+                except Exception:  # let the engine report it when the task starts
+                    continue
+                found: list[Remote] = []
+                collect_remotes((args, kwargs), found)
+                if any(not exe.owns(r) or r.future is None for r in found):
+                    continue
+                args, kwargs = replace_remotes(args, lambda r: r.future), replace_remotes(kwargs, lambda r: r.future)
+                d.ahead, self.pending[d.name] = exe.submit_remote(self.loop, d.spec.task.fn, args, kwargs, d.name)
+                stack.append(d)
+
+    def plain(self, inv: Inv) -> bool:
+        opts = inv.spec.task.options
+        return (
+            opts.retry is None and opts.timeout is None and opts.skip_if is None and not opts.cache
+            and not opts.limit_by and not inv.spec.wants_context
+        )
+
+    def done_or_pending(self, name: str) -> bool:
+        u = self.invs.get(name)
+        if u is None:
+            return False
+        if u.state is SUCCEEDED:
+            return True
+        return name in self.pending and u.spec.task.options.retry is None
+
+    def drop_ahead(self, inv: Inv) -> None:
+        """``inv`` settled: it no longer runs on Dask; an unused early submission is cancelled."""
+        self.pending.pop(inv.name, None)
+        ahead, inv.ahead = inv.ahead, None
+        if ahead is not None:
+            if ahead.done():
+                if not ahead.cancelled():
+                    ahead.exception()  # retrieved: its upstream's failure, already reported
+            else:
+                ahead.cancel()
+
+    def remote_output(self, name: str, stream: str, text: str) -> None:
+        """File what a task printed in a worker process, as if it had printed it here."""
+        import sys
+
+        through = self.capture(name, stream, text)
+        if through:
+            out = getattr(sys, stream)
+            getattr(out, "original", out).write(through)
+
     def outcome(self) -> TaskState:
         states = {inv.state for inv in self.invs.values()}
         if CANCELLED in states:
@@ -342,6 +455,8 @@ class Engine:
                 return
             if spec.task.options.limit_by:
                 inv.limits = (*inv.limits, self.keyed_limit(inv))
+            if self.remotes and inv.simple and has_remote(inv.call):
+                inv.simple = False  # a value on a cluster must be fetched first: not the fast path
         if inv.limits:
             if self.acquire(inv, front=False):
                 self.launch(inv)
@@ -495,28 +610,29 @@ class Engine:
 
     # -- arguments -------------------------------------------------------------------------------
 
-    def value_of(self, node: Node) -> Any:
-        return self.graph.value(node, self.results)
+    def value_of(self, node: Node, results: Any = None) -> Any:
+        return self.graph.value(node, self.results if results is None else results)
 
-    def resolve(self, value: Any) -> Any:
+    def resolve(self, value: Any, results: Any = None) -> Any:
         if isinstance(value, Node):
-            return self.value_of(value)
+            return self.value_of(value, results)
         if isinstance(value, list | tuple | set | frozenset):
-            return type(value)(self.resolve(v) for v in value)
+            return type(value)(self.resolve(v, results) for v in value)
         if isinstance(value, dict):
-            return {k: self.resolve(v) for k, v in value.items()}
+            return {k: self.resolve(v, results) for k, v in value.items()}
         return value
 
-    def arguments(self, inv: Inv) -> tuple[Any, dict[str, Any]]:
+    def arguments(self, inv: Inv, results: Any = None) -> tuple[Any, dict[str, Any]]:
+        """The call of ``inv`` from the upstream values in ``results`` (default: the run's)."""
         spec = inv.spec
         task = spec.task
         if spec.refs:
-            args: Any = tuple(self.resolve(a) for a in task.args)
-            kwargs = {k: self.resolve(v) for k, v in task.kwargs.items()}
+            args: Any = tuple(self.resolve(a, results) for a in task.args)
+            kwargs = {k: self.resolve(v, results) for k, v in task.kwargs.items()}
         else:
             args, kwargs = task.args, task.kwargs
         if spec.pipe is not None:
-            args = (self.value_of(spec.pipe), *args)
+            args = (self.value_of(spec.pipe, results), *args)
             if spec.pipe_names is not None:
                 kwargs = {**kwargs, **dict(zip(spec.pipe_names, args, strict=False))}
                 args = ()
@@ -524,7 +640,7 @@ class Engine:
             kwargs = dict(kwargs)
             if spec.named:
                 for param, node in spec.named.items():
-                    kwargs[param] = self.value_of(node)
+                    kwargs[param] = self.value_of(node, results)
             if spec.wants_context:
                 kwargs["context"] = self.context(inv)
             if spec.wants_state:
@@ -565,8 +681,26 @@ class Engine:
         is_async = task.info.is_async
         args, kwargs = (task.args, task.kwargs) if inv.call is AS_BOUND else inv.call  # type: ignore[misc]
         inv.started = self.now()
+        # the key hashes remote arguments where they are, before they are prepared
         if opts.cache and self.cache is not None and await self.from_cache(inv, fn, args, kwargs):
             return
+        exe = inv.executor
+        ahead, inv.ahead = inv.ahead, None
+        if ahead is not None:
+            pass  # submitted already, with its arguments (submit_ahead)
+        elif exe is not None or self.remotes:
+            try:  # Remotes stay remote for their own executor, are fetched for anyone else
+                if exe is not None:
+                    await exe.start()
+                args, kwargs = await prepare_for(exe, args, kwargs)
+            except asyncio.CancelledError:
+                self.settle(inv, CANCELLED)
+                return
+            except Exception as exc:
+                inv.error = exc
+                self.note(inv, exc)
+                self.settle(inv, FAILED)
+                return
         try:
             while True:
                 inv.attempts += 1
@@ -578,7 +712,21 @@ class Engine:
                     for b in inv.breakers:
                         self.emit_circuit(b, b.before_call())  # raises CircuitOpenError when open
                         admitted.append(b)
-                    if not is_async:
+                    if ahead is not None:
+                        job, ahead = ahead, None
+                    elif exe is not None and exe.ahead:
+                        job, remote = exe.submit_remote(self.loop, fn, args, kwargs, inv.name)
+                        if retry is None and self.global_limit is None:
+                            self.submit_ahead(inv, remote)
+                        del remote  # a failure's traceback keeps this frame: not the Dask future
+                    elif exe is not None:
+                        job = exe.submit(self.loop, fn, args, kwargs, inv.name, self.remote_output)
+                    if exe is not None:
+                        if timeout is None:
+                            value = await job
+                        else:
+                            value = await self.with_timeout(inv, job, timeout)
+                    elif not is_async:
                         value = await self.in_thread(inv, frame, fn, args, kwargs, timeout)
                     elif timeout is None:
                         value = await fn(*args, **kwargs)
@@ -605,11 +753,14 @@ class Engine:
                     for b in admitted:
                         self.emit_circuit(b, b.on_success())
                     if inv.cache_key is not None:  # on disk before SUCCEEDED goes out
-                        inv.size = await asyncio.to_thread(self.cache.save, inv.cache_key, inv.name, value)
+                        local = (await materialize(value)) if isinstance(value, Remote) else value
+                        inv.size = await asyncio.to_thread(self.cache.save, inv.cache_key, inv.name, local)
                         if inv.size is None:
                             inv.cache_key = None
                     inv.value = value
                     self.results[inv.name] = value
+                    if isinstance(value, Remote):
+                        self.remotes += 1
                     self.settle(inv, SUCCEEDED)
                     return
         except asyncio.CancelledError:
@@ -625,6 +776,8 @@ class Engine:
     async def from_cache(self, inv: Inv, fn: Any, args: Any, kwargs: Any) -> bool:
         """Compute the task's cache key; on a hit, settle it SUCCEEDED (cached) and say so."""
         ups = [self.invs[u.name].cache_key for u in inv.spec.up if u.name in self.invs]
+        if self.remotes and has_remote((args, kwargs)):
+            args, kwargs = await self.fingerprinted(args, kwargs)
         inv.cache_key = await asyncio.to_thread(self.cache.key, fn, args, kwargs, [k for k in ups if k])
         if inv.cache_key is None or self.force:
             return False
@@ -635,6 +788,20 @@ class Engine:
         self.results[inv.name] = value
         self.settle(inv, SUCCEEDED)
         return True
+
+    async def fingerprinted(self, args: Any, kwargs: Any) -> tuple[Any, Any]:
+        """Arguments for a cache key: a Remote already fetched (a cached upstream's) as its value,
+        the same key a local run computes; any other as a hash of its value computed on the
+        cluster, so the value does not come back for that."""
+        from .executors import _collect, _replace
+
+        found: list[Remote] = []
+        _collect((args, kwargs), found)
+        prints = {
+            id(r): r.value if r.fetched else ("nborch-remote-value", await r.executor.fingerprint(r))
+            for r in found
+        }
+        return _replace(args, lambda r: prints[id(r)]), _replace(kwargs, lambda r: prints[id(r)])
 
     async def with_timeout(self, inv: Inv, coro: Any, timeout: float) -> Any:
         try:
@@ -718,6 +885,8 @@ class Engine:
                             self.cancel_specs(grp.specs, work)
                 if inv.holding:
                     self.release(inv)
+                if inv.ahead is not None or self.pending:
+                    self.drop_ahead(inv)
                 if listening:
                     self.emit(inv, state)
                 self.unsettled -= 1
@@ -803,6 +972,10 @@ class Engine:
         for inv in self.invs.values():  # a task that ignored cancellation is recorded as cancelled
             if not inv.state.is_final:
                 self.settle(inv, CANCELLED)
+        # a cancelled run leaves nothing queued on a cluster: wait for the executors to confirm
+        executors = {id(inv.executor): inv.executor for inv in self.invs.values() if inv.executor is not None}
+        for exe in executors.values():
+            await exe.settle(grace)
 
     # -- child tasks -----------------------------------------------------------------------------
 
@@ -863,7 +1036,8 @@ class Engine:
                 if cause is not None and cause.error is not None:
                     raise cause.error
                 raise asyncio.CancelledError(f"child task {inv.name!r} was cancelled")
-        return self.value_of(node)
+        value = self.value_of(node)
+        return (await materialize(value)) if self.remotes else value
 
     def count_settled(self, inv: Inv, state: TaskState) -> None:
         if state is SUCCEEDED:

@@ -174,6 +174,9 @@ class Run:
 
     @property
     def status(self) -> str:
+        """"succeeded", "failed", "cancelled", or "skipped" for a schedule tick that did not run."""
+        if self.recorded_state == "skipped":
+            return "skipped"
         if self.cancelled:
             return "cancelled"
         return "succeeded" if self.ok else "failed"

@@ -27,6 +27,7 @@ from .clock import SystemClock, wall_time
 from .engine import Engine, current_frame, is_loop_thread
 from .errors import DefinitionError, NborchError, did_you_mean
 from .eventbus import EventBus
+from .executors import child_call_error, remote_task
 from .graph import Graph, build_graph
 from .record import Run
 from .state import TaskState
@@ -36,7 +37,7 @@ __all__ = ["cancelled", "last_run", "register_display", "run", "run_async"]
 
 RUN_OPTIONS = (
     "max_concurrency", "state", "on_event", "clock", "display", "run_id", "capture",
-    "store", "force", "resume", "name",
+    "store", "force", "resume", "name", "executor",
 )
 
 DisplayFactory = Callable[["RunHandle"], Any]
@@ -92,6 +93,10 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     mc = options.get("max_concurrency")
     if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
         raise DefinitionError(f"max_concurrency= expects an integer >= 1 or None, got {mc!r}")
+    if options.get("executor") is not None:
+        from .executors import check_executor
+
+        check_executor(options["executor"])
     on_event = options.get("on_event")
     if on_event is not None:
         subs = on_event if isinstance(on_event, list | tuple) else [on_event]
@@ -158,6 +163,7 @@ async def run_async(node: Any, **options: Any) -> Run:
         max_concurrency=options.get("max_concurrency"),
         state=options.get("state"),
         bus=bus,
+        executor=options.get("executor"),
     )
     engine.dedupe = dedupe
     engine.gc_was_enabled = gc_was_enabled
@@ -181,6 +187,11 @@ async def run_async(node: Any, **options: Any) -> Run:
     try:
         await engine.execute()
     finally:
+        if engine.remotes:  # values left on a cluster come back once, in one batch, for the record
+            try:
+                await engine.materialize_results()
+            except Exception:  # lost on the cluster: the record keeps the Remote handles
+                log.exception("could not fetch the values of run %s from the cluster", handle.run_id)
         if capturing:
             capture.flush(engine)
             capture.uninstall()
@@ -388,6 +399,8 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
 
 async def await_node(node: Node) -> Any:
     frame = current_frame()
+    if frame is None and remote_task() is not None:
+        raise child_call_error(node)
     if frame is not None:
         engine = frame.engine
         if engine.loop is asyncio.get_running_loop() and not engine.done.done():  # type: ignore[union-attr]
@@ -398,6 +411,8 @@ async def await_node(node: Node) -> Any:
 def blocking_result(node: Node) -> Any:
     frame = current_frame()
     if frame is None:
+        if remote_task() is not None:
+            raise child_call_error(node)
         return run_node(node, {})
     engine = frame.engine
     if is_loop_thread(engine):

@@ -107,12 +107,13 @@ class TaskOptions:
     skip_if: Callable[..., Any] | None = None
     dedupe: bool = False
     cache: bool = False
+    executor: Any = None  # None (threads for sync, the loop for async), "thread", "process", an Executor
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 OPTION_NAMES = frozenset(
     {"name", "retries", "retry_delay", "retry", "timeout", "trigger_rule", "limit", "limit_by",
-     "breaker", "skip_if", "dedupe", "cache"}
+     "breaker", "skip_if", "dedupe", "cache", "executor"}
 )
 
 
@@ -165,6 +166,10 @@ def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
         changes["dedupe"] = bool(given["dedupe"])
     if given.get("cache") is not None:
         changes["cache"] = bool(given["cache"])
+    if given.get("executor") is not None:
+        from .executors import check_executor
+
+        changes["executor"] = check_executor(given["executor"], who)
     opts = replace(opts, **changes) if changes else opts
     if opts.limit_by and opts.limit is None:
         raise DefinitionError(f"{who}limit_by= needs limit=N as well (at most N at once per key)")
@@ -404,8 +409,10 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Turn a sync or async function into a task function.
 
     ``@task`` or ``@task(name=, retries=, retry_delay=, retry=RetryPolicy(...), timeout=,
-    trigger_rule=, limit=, limit_by=, breaker=, skip_if=, dedupe=, cache=)``. Options are checked
-    here, so a typo fails at definition time.
+    trigger_rule=, limit=, limit_by=, breaker=, skip_if=, dedupe=, cache=, executor=)``. Options
+    are checked here, so a typo fails at definition time. ``executor="process"`` or
+    ``executor=DaskExecutor(...)`` runs the body in a process pool or on Dask (see
+    ``nborch.executors``); it also sends an async function there.
     """
     unknown = set(options) - OPTION_NAMES
     if unknown:

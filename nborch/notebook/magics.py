@@ -63,6 +63,13 @@ def _orch_parser() -> MagicArgumentParser:
     g.add_argument("--flow", default=None, metavar="FLOW")
     mm = sub.add_parser("mermaid", help="print the task graph as Mermaid text")
     mm.add_argument("--flow", default=None, metavar="FLOW")
+    s = sub.add_parser("schedule", help="run the targets (all by default) every S seconds or on a cron")
+    s.add_argument("targets", nargs="*")
+    s.add_argument("--every", type=float, default=None, metavar="S")
+    s.add_argument("--cron", default=None, metavar="EXPR")
+    s.add_argument("--times", type=int, default=None, metavar="N")
+    s.add_argument("--flow", default=None, metavar="FLOW")
+    s.add_argument("--cancel", action="store_true", help="cancel this notebook's schedules")
     h = sub.add_parser("history", help="recorded runs, newest first")
     h.add_argument("--limit", type=int, default=20, metavar="N")
     sub.add_parser("list", help="tasks, dependencies, trigger rules, last states and durations")
@@ -81,6 +88,7 @@ class OrchMagics(Magics):
         super().__init__(shell)
         self.workflow = NotebookWorkflow()
         self.parser = _orch_parser()
+        self.schedules: list[Any] = []
 
     # -- %%task -------------------------------------------------------------------------------
 
@@ -140,7 +148,8 @@ class OrchMagics(Magics):
             raise
         if args.command is None:
             raise UsageError(
-                "%orch: expected a command: run, graph, mermaid, list, show, clear or history. See '%orch -h'."
+                "%orch: expected a command: run, graph, mermaid, list, show, clear, schedule or history. "
+                "See '%orch -h'."
             )
         return getattr(self, f"cmd_{args.command}")(args)
 
@@ -161,6 +170,31 @@ class OrchMagics(Magics):
 
     def cmd_mermaid(self, args: Any) -> None:
         print(self.dag(flow=args.flow).to_mermaid())
+
+    def cmd_schedule(self, args: Any) -> Any:
+        from ..schedule import schedule
+
+        if args.cancel:
+            active = [h for h in self.schedules if h.running]
+            for h in active:
+                h.cancel()
+            self.schedules.clear()
+            print(f"cancelled {len(active)} schedule(s)")
+            return None
+        if (args.every is None) == (args.cron is None):
+            raise UsageError("%orch schedule: give exactly one of --every S or --cron EXPR (or --cancel)")
+        dag = self.dag(args.targets, args.flow)
+        try:
+            handle = schedule(dag, every=args.every, cron=args.cron, times=args.times, name=args.flow or "notebook")
+        except DefinitionError as err:
+            raise UsageError(f"%orch schedule: {err}") from err
+        self.schedules.append(handle)
+        self.shell.user_ns["_orch_schedule"] = handle
+        print(f"scheduled {', '.join(args.targets) or 'all tasks'} "
+              f"{'every ' + format(args.every, 'g') + 's' if args.every is not None else 'on ' + repr(args.cron)}"
+              f"{f' ({args.times} runs)' if args.times else ''}; the handle is _orch_schedule, "
+              "%orch schedule --cancel stops it")
+        return None
 
     def cmd_history(self, args: Any) -> Any:
         from ..store import history

@@ -234,3 +234,24 @@ def test_register_and_workflows():
     assert nborch.workflows()["etl"] is dag
     with pytest.raises(nborch.DefinitionError, match=r"^register\('x', \.\.\.\) expects a task or composite"):
         nborch.register("x", 42)
+
+
+def test_orch_schedule_runs_in_the_background_and_cancels(ip):
+    import asyncio
+
+    ip.user_ns["ticks"] = []
+    cell(ip, "%%task beat\nticks.append(1)\nlen(ticks)")
+
+    async def scenario():
+        # a kernel cell runs with the kernel's loop running: the schedule lives on that loop
+        result = ip.run_cell("%orch schedule --every 0.05 --times 3")
+        assert result.error_in_exec is None
+        handle = ip.user_ns["_orch_schedule"]
+        runs = await asyncio.wait_for(handle.wait_async(), 10)
+        return handle, runs
+
+    handle, _ = asyncio.run(scenario())
+    assert len(handle.runs) == 3 and all(r.ok for r in handle.runs)
+    assert ip.user_ns["ticks"] == [1, 1, 1]
+    assert isinstance(cell(ip, "%orch schedule").error_in_exec, UsageError)
+    assert cell(ip, "%orch schedule --cancel").error_in_exec is None

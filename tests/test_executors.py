@@ -1,0 +1,180 @@
+"""executor="process" and ProcessExecutor: sync bodies in a process pool, same semantics as threads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+import nborch
+from nborch import DAG, DefinitionError, NborchError, ProcessExecutor, TaskState, TaskTimeoutError, task
+from nborch.executors import RemoteTraceback
+
+
+def notebook_function(source: str, name: str):
+    """A function defined the way a notebook cell defines one: in ``__main__``, by value only."""
+    namespace = {"__name__": "__main__"}
+    exec(source, namespace)
+    fn = namespace[name]
+    assert fn.__module__ == "__main__"
+    return fn
+
+
+@pytest.fixture(scope="module")
+def pool():
+    executor = ProcessExecutor(max_workers=2)
+    yield executor
+    executor.shutdown()
+
+
+def test_notebook_defined_function_runs_in_a_worker_process(pool, recorder):
+    square = task(notebook_function("import os\ndef square(x):\n    return x * x, os.getpid()\n", "square"))
+
+    run = nborch.run(square(7), executor=pool, store=False, on_event=recorder)
+
+    value, pid = run.value
+    assert run.ok and value == 49
+    assert pid != os.getpid()
+    assert recorder.states("square") == [TaskState.RUNNING, TaskState.SUCCEEDED]
+
+
+def test_process_string_uses_the_shared_default_pool():
+    @task(executor="process")
+    def pid():
+        return os.getpid()
+
+    assert pid().run(store=False) != os.getpid()
+
+
+def test_output_printed_in_a_process_is_filed_under_its_task(pool, capsys):
+    shout = task(notebook_function("def shout(x):\n    print('hello', x)\n    return x\n", "shout"))
+
+    run = nborch.run(DAG(shout(1)), executor=pool, store=False)
+
+    assert run.logs == {"shout": "hello 1\n"}
+    assert "hello 1" in capsys.readouterr().out  # passed through, whole lines, as for threads
+
+
+def test_a_failing_process_task_raises_its_own_exception_with_the_remote_traceback(pool):
+    boom = task(notebook_function("def boom():\n    raise KeyError('missing')\n", "boom"))
+
+    with pytest.raises(KeyError, match="missing") as info:
+        boom().run(executor=pool, store=False)
+
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert 'File "<string>", line 2, in boom' in cause.tb
+    assert "nborch: raised in task 'boom', attempt 1 of 1" in info.value.__notes__
+
+
+def test_retries_in_a_process_run_the_function_again(pool, tmp_path):
+    marker = tmp_path / "attempts"
+
+    @task(retries=2)
+    def flaky(path):
+        with open(path, "a") as f:
+            f.write("x")
+        if len(open(path).read()) < 3:
+            raise ConnectionError("try again")
+        return "ok"
+
+    run = nborch.run(flaky(str(marker)), executor=pool, store=False)
+
+    assert run.value == "ok" and run.attempts["flaky"] == 3
+    assert marker.read_text() == "xxx"
+
+
+def test_a_timeout_in_a_process_raises_task_timeout_error(pool):
+    @task(timeout=0.3)
+    def slow():
+        time.sleep(1.0)
+
+    run = nborch.run(slow(), executor=pool, store=False)
+
+    assert run.states["slow"] is TaskState.FAILED
+    assert isinstance(run.errors["slow"], TaskTimeoutError)
+
+
+def test_the_run_executor_sends_sync_tasks_only_async_tasks_stay_on_the_loop(pool):
+    @task
+    def sync_pid():
+        return os.getpid()
+
+    @task
+    async def async_pid():
+        await asyncio.sleep(0)
+        return os.getpid()
+
+    run = nborch.run(DAG(sync_pid(), async_pid()), executor=pool, store=False)
+
+    assert run.results["sync_pid"] != os.getpid()
+    assert run.results["async_pid"] == os.getpid()
+
+
+def test_a_task_level_executor_sends_an_async_task_to_a_process(pool):
+    @task(executor=pool)
+    async def async_pid():
+        await asyncio.sleep(0)
+        return os.getpid()
+
+    assert async_pid().run(store=False) != os.getpid()
+
+
+def test_a_child_task_called_inside_a_process_task_raises_a_clear_error(pool):
+    @task
+    def leaf(n):
+        return n
+
+    @task(executor=pool)
+    def parent():
+        return leaf(1).result
+
+    with pytest.raises(NborchError, match=r"^task 'parent' runs on a process pool .*cannot start child task"):
+        parent().run(store=False)
+
+
+def test_a_thread_parent_may_send_its_children_to_a_process(pool):
+    @task(executor=pool)
+    def fib(n):
+        return n if n < 2 else fib_local(n - 1) + fib_local(n - 2)
+
+    def fib_local(n):
+        return n if n < 2 else fib_local(n - 1) + fib_local(n - 2)
+
+    @task
+    def parent(n):
+        return fib(n - 1).result + fib(n - 2).result
+
+    run = nborch.run(parent(12), store=False, max_concurrency=1)
+
+    assert run.value == 144
+    assert run.parents == {"fib": "parent", "fib[2]": "parent"}
+
+
+@pytest.mark.parametrize("where", ["task", "run"])
+def test_an_unknown_executor_is_refused_before_anything_runs(where):
+    message = r"executor= expects 'thread', 'process' or an executor such as nborch.DaskExecutor\(\), got 'gpu'"
+    with pytest.raises(DefinitionError, match=message):
+        if where == "task":
+            task(executor="gpu")(lambda: 1)
+        else:
+            nborch.run(task(lambda: 1)(), executor="gpu", store=False)
+
+
+def test_cached_values_from_a_process_are_reused(pool, tmp_path):
+    calls = tmp_path / "calls"
+
+    @task(cache=True)
+    def heavy(x, path):
+        with open(path, "a") as f:
+            f.write("x")
+        return x * 2
+
+    first = nborch.run(heavy(21, str(calls)), executor=pool, store=tmp_path / "store")
+    second = nborch.run(heavy(21, str(calls)), executor=pool, store=tmp_path / "store")
+
+    assert first.value == second.value == 42
+    assert second.cached == {"heavy"}
+    assert calls.read_text() == "x"
