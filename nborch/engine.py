@@ -449,9 +449,7 @@ class Engine:
                     self.settle(inv, SKIPPED)
                     return
             except Exception as exc:
-                inv.error = exc
-                self.note(inv, exc)
-                self.settle(inv, FAILED)
+                self.fail(inv, exc)
                 return
             if spec.task.options.limit_by:
                 inv.limits = (*inv.limits, self.keyed_limit(inv))
@@ -504,9 +502,7 @@ class Engine:
                 job = self.worker_pool().submit(contextvars.copy_context(), task.fn, args, kwargs)
         except Exception as exc:  # calling an async function failed at once (bad arguments)
             _frame.reset(token)
-            inv.error = exc
-            self.note(inv, exc)
-            self.settle(inv, FAILED)
+            self.fail(inv, exc)
             return
         _frame.reset(token)
         inv.job = job
@@ -531,9 +527,7 @@ class Engine:
             inv.error = exc
             self.settle(inv, SKIPPED)
         else:
-            inv.error = exc
-            self.note(inv, exc)
-            self.settle(inv, FAILED)
+            self.fail(inv, exc)
             if not isinstance(exc, Exception):  # KeyboardInterrupt/SystemExit inside a task
                 self.fatal = exc
                 self.cancel()
@@ -697,9 +691,7 @@ class Engine:
                 self.settle(inv, CANCELLED)
                 return
             except Exception as exc:
-                inv.error = exc
-                self.note(inv, exc)
-                self.settle(inv, FAILED)
+                self.fail(inv, exc)
                 return
         try:
             while True:
@@ -853,9 +845,14 @@ class Engine:
                 await asyncio.sleep(0)
             inv.state = RUNNING
             return True
+        self.fail(inv, exc)
+        return False
+
+    def fail(self, inv: Inv, exc: BaseException) -> None:
+        """End ``inv`` FAILED with ``exc`` (noted with the task and attempt)."""
+        inv.error = exc
         self.note(inv, exc)
         self.settle(inv, FAILED)
-        return False
 
     def note(self, inv: Inv, exc: BaseException) -> None:
         retry = inv.spec.task.options.retry

@@ -466,6 +466,8 @@ class DaskExecutor(Executor):
         self._own_client = client is None
         self._lock = threading.Lock()
         self._cancelling: set[ConcurrentFuture[Any]] = set()
+        self._handover: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], tuple[str, Any]]]] = {}
+        self._handover_lock = threading.Lock()
 
     def __repr__(self) -> str:
         where = self.address or ("client" if not self._own_client else "LocalCluster")
@@ -572,10 +574,7 @@ class DaskExecutor(Executor):
                     outcome = ("error", err)
             else:
                 outcome = ("cancelled", None)
-            try:
-                loop.call_soon_threadsafe(_deliver_dask, fut, outcome)
-            except RuntimeError:
-                pass
+            self._hand_over(loop, fut, outcome)
 
         def cancelled(f: asyncio.Future[Any]) -> None:
             if f.cancelled():  # a timeout or a cancelled run: the scheduler forgets the key
@@ -584,6 +583,27 @@ class DaskExecutor(Executor):
         dfut.add_done_callback(done)
         fut.add_done_callback(cancelled)
         return fut, remote
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], outcome: tuple[str, Any]) -> None:
+        """Pass a completion to the engine's loop. Completions that arrive together (a fan-out
+        finishing) go over in one wake-up of the loop, not one each."""
+        with self._handover_lock:
+            batch = self._handover.get(loop)
+            if batch is not None:
+                batch.append((fut, outcome))
+                return
+            self._handover[loop] = [(fut, outcome)]
+        try:
+            loop.call_soon_threadsafe(self._deliver_batch, loop)
+        except RuntimeError:  # the loop is closed: the run is over
+            with self._handover_lock:
+                self._handover.pop(loop, None)
+
+    def _deliver_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._handover_lock:
+            batch = self._handover.pop(loop, [])
+        for fut, outcome in batch:
+            _deliver_dask(fut, outcome)
 
     def cancel(self, futures: list[Any]) -> None:
         """Cancel Dask futures without waiting (the scheduler forgets them)."""
