@@ -13,7 +13,6 @@ The engine never imports a front end: it publishes events, and that is all anyon
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
 import functools
 import gc
@@ -24,13 +23,13 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
+from .children import ChildCalls
 from .clock import Clock
-from .errors import CircuitOpenError, CycleError, Skip, TaskTimeoutError
-from .executors import Remote, fetch_all, get_executor, has_remote, materialize, prepare_for
-from .executors import _collect as collect_remotes
-from .executors import _replace as replace_remotes
+from .errors import CircuitOpenError, Skip, TaskTimeoutError
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, events
-from .graph import Graph, Spec, build_graph
+from .executors import Remote, has_remote, materialize, prepare_for
+from .graph import Graph, Spec
+from .offload import Offload
 from .policies import CircuitBreaker, Transition, breakers_of
 from .state import RUN, TaskState, decide
 from .task import Node, fn_info
@@ -123,7 +122,7 @@ class Inv:
         )
 
 
-class Engine:
+class Engine(ChildCalls, Offload):
     """Executes a graph once. Build one per run; ``await engine.execute()``."""
 
     def __init__(
@@ -323,104 +322,6 @@ class Engine:
                 await events.drain()
                 if self.bus is not None:
                     await self.bus.drain()
-
-    def executor_for(self, task: Any) -> Any:
-        """Where ``task``'s body runs: None for the loop (async) or the worker threads (sync).
-
-        A task's own ``executor=`` wins; the run's applies to sync functions only."""
-        spec = task.options.executor
-        if spec is None:
-            if task.info.is_async:
-                return None
-            spec = self.executor
-        if spec == "thread" or spec is None:
-            return None
-        return get_executor(spec)
-
-    async def materialize_results(self) -> None:
-        """Replace the Remote results by their values (one batch per executor) for the Run
-        record, except those of executors built with ``gather=False``."""
-        remotes = [v for v in self.results.values() if isinstance(v, Remote) and v.executor.gather]
-        if not remotes:
-            return
-        await fetch_all(remotes)
-        for name, value in self.results.items():
-            if isinstance(value, Remote) and value.fetched:
-                self.results[name] = value.value
-                inv = self.invs.get(name)
-                if inv is not None:
-                    inv.value = value.value
-        for r in remotes:  # the value is here now: let the cluster forget it (events keep the Remote)
-            r.future = None
-
-    def submit_ahead(self, inv: Inv, remote: Remote) -> None:
-        """``inv`` was just submitted to Dask: submit now the downstream tasks that can only run
-        on the same executor, with ``inv``'s future as their argument, so that Dask starts each
-        as soon as its inputs exist, worker to worker, as plain ``client.submit`` chains do,
-        instead of waiting for a round trip through this loop. Only plain tasks qualify: the
-        default trigger rule, no retry, timeout, breaker, limit, cache, skip_if or context, and
-        upstreams that are done or on Dask without retries. Their states still follow the
-        engine (RUNNING once the upstreams succeeded); if an upstream fails, the engine decides
-        as usual and the early submission is cancelled."""
-        self.pending[inv.name] = remote
-        exe = inv.executor
-        stack = [inv]
-        while stack:
-            u = stack.pop()
-            for dspec in u.spec.down:
-                d = self.invs.get(dspec.name)
-                if (
-                    d is None or d.ahead is not None or d.state is not PENDING or d.call is not None
-                    or d.executor is not exe or d.limits or d.breakers or d.rule != "all_success"
-                    or not self.plain(d) or not all(self.done_or_pending(up.name) for up in dspec.up)
-                ):
-                    continue
-                try:
-                    args, kwargs = self.arguments(d, collections.ChainMap(self.pending, self.results))
-                except Exception:  # let the engine report it when the task starts
-                    continue
-                found: list[Remote] = []
-                collect_remotes((args, kwargs), found)
-                if any(not exe.owns(r) or r.future is None for r in found):
-                    continue
-                args, kwargs = replace_remotes(args, lambda r: r.future), replace_remotes(kwargs, lambda r: r.future)
-                d.ahead, self.pending[d.name] = exe.submit_remote(self.loop, d.spec.task.fn, args, kwargs, d.name)
-                stack.append(d)
-
-    def plain(self, inv: Inv) -> bool:
-        opts = inv.spec.task.options
-        return (
-            opts.retry is None and opts.timeout is None and opts.skip_if is None and not opts.cache
-            and not opts.limit_by and not inv.spec.wants_context
-        )
-
-    def done_or_pending(self, name: str) -> bool:
-        u = self.invs.get(name)
-        if u is None:
-            return False
-        if u.state is SUCCEEDED:
-            return True
-        return name in self.pending and u.spec.task.options.retry is None
-
-    def drop_ahead(self, inv: Inv) -> None:
-        """``inv`` settled: it no longer runs on Dask; an unused early submission is cancelled."""
-        self.pending.pop(inv.name, None)
-        ahead, inv.ahead = inv.ahead, None
-        if ahead is not None:
-            if ahead.done():
-                if not ahead.cancelled():
-                    ahead.exception()  # retrieved: its upstream's failure, already reported
-            else:
-                ahead.cancel()
-
-    def remote_output(self, name: str, stream: str, text: str) -> None:
-        """File what a task printed in a worker process, as if it had printed it here."""
-        import sys
-
-        through = self.capture(name, stream, text)
-        if through:
-            out = getattr(sys, stream)
-            getattr(out, "original", out).write(through)
 
     def outcome(self) -> TaskState:
         states = {inv.state for inv in self.invs.values()}
@@ -973,121 +874,6 @@ class Engine:
         executors = {id(inv.executor): inv.executor for inv in self.invs.values() if inv.executor is not None}
         for exe in executors.values():
             await exe.settle(grace)
-
-    # -- child tasks -----------------------------------------------------------------------------
-
-    async def call_child(self, node: Node, parent: Inv) -> Any:
-        """Run ``node`` inside this run on behalf of the running task ``parent``."""
-        if self.cancelling:
-            raise asyncio.CancelledError()
-        part = build_graph(node, taken=self.invs.keys(), known=self.graph.by_task, parent=parent.name,
-                           dedupe=self.dedupe)
-        targets = part.leaves(node)
-        self.check_wait_cycle(targets, parent)
-        new_specs = [s for s in part.specs.values() if s.name not in self.invs]
-        self.graph.merge(part)
-        new = self.add_specs(new_specs, parent)
-        for inv in new:
-            self.emit(inv, PENDING)
-        for inv in new:
-            ready = inv.n_up == 0
-            if not ready:
-                for up in inv.spec.up:
-                    u = self.invs[up.name]
-                    if u.state.is_final:
-                        self.count_settled(inv, u.state)
-                decision = decide(inv.spec.task.options.trigger_rule, inv.n_up, inv.n_ok, inv.n_failed,
-                                  inv.n_upfailed, inv.n_skipped)
-                if decision is None:
-                    continue
-                if decision != RUN:
-                    self.settle(inv, decision)  # type: ignore[arg-type]
-                    continue
-            if inv.state is PENDING and inv.call is None:
-                self.start(inv)
-        waits = []
-        for spec in targets:
-            inv = self.invs[spec.name]
-            if not inv.state.is_final:
-                fut = self.loop.create_future()  # type: ignore[union-attr]
-                if inv.waiters is None:
-                    inv.waiters = []
-                inv.waiters.append(fut)
-                waits.append(fut)
-        if waits:
-            parent.waiting += 1
-            if parent.waiting == 1:
-                self.release(parent)
-            try:
-                await asyncio.gather(*waits)
-            finally:
-                parent.waiting -= 1
-                if parent.waiting == 0 and not self.cancelling and not parent.state.is_final:
-                    await self.reacquire(parent)
-        for spec in targets:
-            inv = self.invs[spec.name]
-            if inv.state is FAILED and inv.error is not None:
-                raise inv.error
-            if inv.state in (CANCELLED, UPSTREAM_FAILED):
-                cause = self.first_failed_upstream(inv)
-                if cause is not None and cause.error is not None:
-                    raise cause.error
-                raise asyncio.CancelledError(f"child task {inv.name!r} was cancelled")
-        value = self.value_of(node)
-        return (await materialize(value)) if self.remotes else value
-
-    def count_settled(self, inv: Inv, state: TaskState) -> None:
-        if state is SUCCEEDED:
-            inv.n_ok += 1
-        elif state is FAILED:
-            inv.n_failed += 1
-        elif state is SKIPPED:
-            inv.n_skipped += 1
-        else:
-            inv.n_upfailed += 1
-
-    def first_failed_upstream(self, inv: Inv) -> Inv | None:
-        stack, seen = list(inv.spec.up), set()
-        while stack:
-            spec = stack.pop()
-            if spec.name in seen:
-                continue
-            seen.add(spec.name)
-            u = self.invs.get(spec.name)
-            if u is not None and u.state is FAILED:
-                return u
-            stack.extend(spec.up)
-        return None
-
-    def check_wait_cycle(self, targets: list[Spec], parent: Inv) -> None:
-        """Raise CycleError if ``parent`` would wait on itself or on one of its callers."""
-        chain: list[Inv] = []
-        p: Inv | None = parent
-        while p is not None:
-            chain.append(p)
-            p = p.parent
-        for spec in targets:
-            inv = self.invs.get(spec.name)
-            if inv is None or inv.state.is_final:
-                continue
-            if inv in chain:
-                names = [c.name for c in reversed(chain[: chain.index(inv) + 1])]
-                raise CycleError(
-                    [*names, inv.name],
-                    "A task cannot wait for an identical call of itself (dedupe=True makes equal calls one).",
-                )
-            # waiting on a task that (transitively) waits for the parent would hang as well
-            stack, seen = list(spec.up), set()
-            while stack:
-                s = stack.pop()
-                if s.name in seen:
-                    continue
-                seen.add(s.name)
-                if any(c.name == s.name for c in chain):
-                    raise CycleError([parent.name, spec.name, s.name],
-                                     "The awaited task depends on the task awaiting it.")
-                stack.extend(s.up)
-
 
 def is_loop_thread(engine: Engine) -> bool:
     """True when called on the thread that runs ``engine``'s loop."""

@@ -1,0 +1,143 @@
+"""Child tasks: a running task that awaits (or reads ``.result`` of) a node runs it inside its
+own run. Kept apart from the scheduler proper; ``Engine`` inherits it.
+
+The waiting parent gives its slots back and takes them again before it continues, so
+recursion deeper than the limits cannot deadlock; a wait on one of the caller's own ancestors
+is a ``CycleError`` instead of a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from .errors import CycleError
+from .executors import materialize
+from .graph import Spec, build_graph
+from .state import RUN, TaskState, decide
+from .task import Node
+
+if TYPE_CHECKING:
+    from .engine import Engine, Inv
+
+PENDING, SUCCEEDED, FAILED = TaskState.PENDING, TaskState.SUCCEEDED, TaskState.FAILED
+SKIPPED, UPSTREAM_FAILED, CANCELLED = TaskState.SKIPPED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED
+
+__all__ = ["ChildCalls"]
+
+
+class ChildCalls:
+    """The ``Engine`` methods that run child tasks."""
+
+
+    async def call_child(self: Engine, node: Node, parent: Inv) -> Any:
+        """Run ``node`` inside this run on behalf of the running task ``parent``."""
+        if self.cancelling:
+            raise asyncio.CancelledError()
+        part = build_graph(node, taken=self.invs.keys(), known=self.graph.by_task, parent=parent.name,
+                           dedupe=self.dedupe)
+        targets = part.leaves(node)
+        self.check_wait_cycle(targets, parent)
+        new_specs = [s for s in part.specs.values() if s.name not in self.invs]
+        self.graph.merge(part)
+        new = self.add_specs(new_specs, parent)
+        for inv in new:
+            self.emit(inv, PENDING)
+        for inv in new:
+            ready = inv.n_up == 0
+            if not ready:
+                for up in inv.spec.up:
+                    u = self.invs[up.name]
+                    if u.state.is_final:
+                        self.count_settled(inv, u.state)
+                decision = decide(inv.spec.task.options.trigger_rule, inv.n_up, inv.n_ok, inv.n_failed,
+                                  inv.n_upfailed, inv.n_skipped)
+                if decision is None:
+                    continue
+                if decision != RUN:
+                    self.settle(inv, decision)  # type: ignore[arg-type]
+                    continue
+            if inv.state is PENDING and inv.call is None:
+                self.start(inv)
+        waits = []
+        for spec in targets:
+            inv = self.invs[spec.name]
+            if not inv.state.is_final:
+                fut = self.loop.create_future()  # type: ignore[union-attr]
+                if inv.waiters is None:
+                    inv.waiters = []
+                inv.waiters.append(fut)
+                waits.append(fut)
+        if waits:
+            parent.waiting += 1
+            if parent.waiting == 1:
+                self.release(parent)
+            try:
+                await asyncio.gather(*waits)
+            finally:
+                parent.waiting -= 1
+                if parent.waiting == 0 and not self.cancelling and not parent.state.is_final:
+                    await self.reacquire(parent)
+        for spec in targets:
+            inv = self.invs[spec.name]
+            if inv.state is FAILED and inv.error is not None:
+                raise inv.error
+            if inv.state in (CANCELLED, UPSTREAM_FAILED):
+                cause = self.first_failed_upstream(inv)
+                if cause is not None and cause.error is not None:
+                    raise cause.error
+                raise asyncio.CancelledError(f"child task {inv.name!r} was cancelled")
+        value = self.value_of(node)
+        return (await materialize(value)) if self.remotes else value
+
+    def count_settled(self, inv: Inv, state: TaskState) -> None:
+        if state is SUCCEEDED:
+            inv.n_ok += 1
+        elif state is FAILED:
+            inv.n_failed += 1
+        elif state is SKIPPED:
+            inv.n_skipped += 1
+        else:
+            inv.n_upfailed += 1
+
+    def first_failed_upstream(self, inv: Inv) -> Inv | None:
+        stack, seen = list(inv.spec.up), set()
+        while stack:
+            spec = stack.pop()
+            if spec.name in seen:
+                continue
+            seen.add(spec.name)
+            u = self.invs.get(spec.name)
+            if u is not None and u.state is FAILED:
+                return u
+            stack.extend(spec.up)
+        return None
+
+    def check_wait_cycle(self, targets: list[Spec], parent: Inv) -> None:
+        """Raise CycleError if ``parent`` would wait on itself or on one of its callers."""
+        chain: list[Inv] = []
+        p: Inv | None = parent
+        while p is not None:
+            chain.append(p)
+            p = p.parent
+        for spec in targets:
+            inv = self.invs.get(spec.name)
+            if inv is None or inv.state.is_final:
+                continue
+            if inv in chain:
+                names = [c.name for c in reversed(chain[: chain.index(inv) + 1])]
+                raise CycleError(
+                    [*names, inv.name],
+                    "A task cannot wait for an identical call of itself (dedupe=True makes equal calls one).",
+                )
+            # waiting on a task that (transitively) waits for the parent would hang as well
+            stack, seen = list(spec.up), set()
+            while stack:
+                s = stack.pop()
+                if s.name in seen:
+                    continue
+                seen.add(s.name)
+                if any(c.name == s.name for c in chain):
+                    raise CycleError([parent.name, spec.name, s.name],
+                                     "The awaited task depends on the task awaiting it.")
+                stack.extend(s.up)
