@@ -232,7 +232,7 @@ class Engine(ChildCalls, Offload):
                     inv.value if state is SUCCEEDED else None,
                     inv.error if state in (FAILED, RETRYING, SKIPPED) else None,
                     delay, inv.parent.name if inv.parent is not None else None,
-                    inv.cached, inv.cache_key,
+                    inv.cached, inv.cache_key, inv.started if state.is_final else None,
                 )
             )
 
@@ -407,7 +407,9 @@ class Engine(ChildCalls, Offload):
             return
         _frame.reset(token)
         inv.job = job
-        if events._subscribers or (self.bus is not None and self.bus._subscribers):
+        # RUNNING of a single-attempt task is published only if someone wants it (a display
+        # does; the recorder reads the start from the final event instead)
+        if events._subscribers or (self.bus is not None and self.bus.wants_running):
             self.emit(inv, RUNNING)
         job.add_done_callback(functools.partial(self.finish, inv))
 

@@ -30,6 +30,7 @@ class TaskEvent(NamedTuple):
     the planned wait before the next one. ``parent`` names the task that called this one
     while it was running (a child task), else None. ``cached`` is True on a SUCCEEDED whose
     value came from the cache (or from the run being resumed); ``cache_key`` is the key.
+    ``started`` is set on final states: when the task's first attempt started.
 
     A NamedTuple rather than a frozen dataclass: it is immutable all the same, and it is
     built four times faster (0.4 µs against 1.8 µs), which matters at two events per task.
@@ -46,6 +47,7 @@ class TaskEvent(NamedTuple):
     parent: str | None = None
     cached: bool = False
     cache_key: str | None = None
+    started: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscribers: tuple[Subscriber, ...] = ()
+        self.wants_running = False
         self._lock = threading.Lock()
         self._pending: set[asyncio.Task[Any]] = set()
 
@@ -112,6 +115,7 @@ class EventBus:
             raise TypeError(f"subscribe() expected a callable, got {callback!r}")
         with self._lock:
             self._subscribers = (*self._subscribers, callback)
+            self._update()
 
         def unsubscribe() -> None:
             self.unsubscribe(callback)
@@ -125,11 +129,18 @@ class EventBus:
             if callback in subs:
                 subs.remove(callback)
             self._subscribers = tuple(subs)
+            self._update()
 
     def clear(self) -> None:
         """Remove every subscriber."""
         with self._lock:
             self._subscribers = ()
+            self._update()
+
+    def _update(self) -> None:
+        # A subscriber may say it has no use for the RUNNING events of single-attempt tasks
+        # (``wants_running = False``, as the store's recorder does), so they are not built.
+        self.wants_running = any(getattr(s, "wants_running", True) for s in self._subscribers)
 
     @property
     def subscribers(self) -> tuple[Subscriber, ...]:

@@ -228,6 +228,7 @@ class Recorder:
     """
 
     shows_output = False
+    wants_running = False  # the start comes with the final event (TaskEvent.started)
 
     def __init__(self, store: SqliteStore, run_id: str, *, name: str | None = None) -> None:
         self.store = store
@@ -260,7 +261,7 @@ class Recorder:
             message = str(error) if error is not None else None
         else:
             etype, message, tb = _error_fields(error)
-        started = self.started.get(e.task)
+        started = self.started.get(e.task, e.started)
         wall = self.offset
         start = None if started is None else started + wall
         if state is TaskState.RETRYING:  # a failed attempt that is tried again

@@ -166,3 +166,25 @@ def test_sigkill_mid_run_leaves_a_readable_database_with_finished_tasks_and_valu
     }
     assert sorted(v["part"] for v in loaded.results.values()) == [0, 1, 2, 3, 4]
     assert loaded.recorded_state == "running"  # it never finished
+
+
+def test_a_subscriber_that_does_not_want_running_events_still_gets_start_times():
+    class Quiet:
+        wants_running = False
+
+        def __init__(self):
+            self.events = []
+
+        def __call__(self, event):
+            self.events.append(event)
+
+    quiet = Quiet()
+    run = nborch.run(task(lambda: 1)(), store=False, on_event=quiet)
+    states = [e.state for e in quiet.events if hasattr(e, "task")]
+    assert states == [TaskState.SUCCEEDED]  # no RUNNING was built for it
+    (done,) = [e for e in quiet.events if hasattr(e, "task")]
+    assert done.started is not None and done.started <= done.time
+    loud = []
+    nborch.run(task(lambda: 1)(), store=False, on_event=loud.append)
+    assert [e.state for e in loud if hasattr(e, "task")] == [TaskState.RUNNING, TaskState.SUCCEEDED]
+    assert run.ok
