@@ -114,40 +114,25 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """A table of recorded runs; reads the store's rows only (no cached value is unpickled)."""
-    import datetime
-
     from rich.console import Console
     from rich.table import Table
 
-    from .record import _fmt_seconds
-    from .store import default_home, get_store
+    from .store import HISTORY_HEAD, default_home, get_store, history_rows
 
     home = default_home()
     if not (home / "nborch.db").exists():  # do not create a store just to say it is empty
         print(f"no runs recorded in {home}")
         return 0
-    store = get_store()
-    runs = store.runs(args.limit)
-    if not runs:
+    rows = history_rows(args.limit, get_store())
+    if not rows:
         print(f"no runs recorded in {home}")
         return 0
-    db = store.connect()
     table = Table(title=f"nborch runs in {home} (newest first)", title_justify="left")
-    for col in ("run", "name", "state", "started", "duration", "tasks"):
+    for col in HISTORY_HEAD:
         table.add_column(col, no_wrap=col != "tasks")
     colors = {"succeeded": "green", "failed": "bold red", "cancelled": "magenta", "running": "blue"}
-    count_sql = "SELECT state, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY state ORDER BY MIN(rowid)"
-    for r in runs:
-        counts = db.execute(count_sql, (r["id"],)).fetchall()
-        started = "-"
-        if r["started"]:
-            started = datetime.datetime.fromtimestamp(r["started"]).strftime("%Y-%m-%d %H:%M:%S")
-        duration = _fmt_seconds(r["finished"] - r["started"]) if r["finished"] and r["started"] else "-"
-        state = r["state"] or "-"
-        table.add_row(
-            r["id"], r["name"] or "-", f"[{colors.get(state, 'white')}]{state}[/]", started, duration,
-            ", ".join(f"{n} {s}" for s, n in counts) or "-",
-        )
+    for run_id, name, state, started, duration, counts in rows:
+        table.add_row(run_id, name, f"[{colors.get(state, 'white')}]{state}[/]", started, duration, counts)
     console = Console(highlight=False)
     if not console.is_terminal:  # piped or captured: 80 columns would fold every row
         console = Console(highlight=False, width=max(console.width, 160))

@@ -808,18 +808,12 @@ class Engine(ChildCalls, Offload):
                         work = work if work is not None else []
                         work.append((d, CANCELLED))
                         continue
-                    if state is SUCCEEDED:
+                    if state is SUCCEEDED and d.rule == "all_success":  # the common case, kept inline
                         d.n_ok += 1
-                        if d.rule == "all_success":
-                            if d.n_ok == d.n_up:
-                                self.start(d)
-                            continue
-                    elif state is FAILED:
-                        d.n_failed += 1
-                    elif state is SKIPPED:
-                        d.n_skipped += 1
-                    else:
-                        d.n_upfailed += 1
+                        if d.n_ok == d.n_up:
+                            self.start(d)
+                        continue
+                    self.count_settled(d, state)
                     decision = decide(d.rule, d.n_up, d.n_ok, d.n_failed, d.n_upfailed, d.n_skipped)
                     if decision is None:
                         continue

@@ -290,11 +290,6 @@ def _run_on_dask(fn: Callable[..., Any], task: str, args: Any, kwargs: Any) -> A
 # -- process pool ---------------------------------------------------------------------------------
 
 
-def _resolve_cancelled(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.cancel()
-
-
 class ProcessExecutor(Executor):
     """Sync task bodies in a process pool (``executor="process"`` uses a shared default one).
 

@@ -98,9 +98,6 @@ class Graph:
         """(upstream, downstream) pairs, by task name."""
         return [(u.name, s.name) for s in self.specs.values() for u in s.up]
 
-    def spec_of(self, task: Task) -> Spec:
-        return self.by_task[id(task)]
-
     def leaves(self, node: Node) -> list[Spec]:
         """The leaf specs a node stands for."""
         if isinstance(node, Task):

@@ -92,9 +92,6 @@ class Run:
         self.duration = duration
         self.first_failure = first_failure
         self.name: str | None = None
-        self.cached: set[str] = set()  # tasks whose value came from the cache
-        self.sizes: dict[str, int] = {}  # bytes of each cached value
-        self.cache_keys: dict[str, str] = {}
         self.recorded_state: str | None = None
         self.attempt_records: list[dict[str, Any]] = []
         # The per-task tables are built on first use from the engine's records (``invs``),
@@ -130,6 +127,21 @@ class Run:
         return {
             name: max(inv.finished - inv.started, 0.0) for name, inv in self._invs.items() if inv.attempts
         }
+
+    @cached_property
+    def cached(self) -> set[str]:
+        """Tasks whose value came from the cache (or from the run being resumed)."""
+        return {name for name, inv in self._invs.items() if inv.cached}
+
+    @cached_property
+    def sizes(self) -> dict[str, int]:
+        """Task name -> bytes of its stored value."""
+        return {name: inv.size for name, inv in self._invs.items() if inv.size is not None}
+
+    @cached_property
+    def cache_keys(self) -> dict[str, str]:
+        """Task name -> its cache key."""
+        return {name: inv.cache_key for name, inv in self._invs.items() if inv.cache_key is not None}
 
     @cached_property
     def parents(self) -> dict[str, str]:

@@ -277,13 +277,6 @@ def make_record(engine: Engine, node: Node, started: float) -> Run:
         logs={name: "".join(parts) for name, parts in engine.logs.items()},
     )
     record.name = getattr(node, "name", None)
-    for name, inv in engine.invs.items():
-        if inv.cached:
-            record.cached.add(name)
-        if inv.size is not None:
-            record.sizes[name] = inv.size
-        if inv.cache_key is not None:
-            record.cache_keys[name] = inv.cache_key
     return record
 
 

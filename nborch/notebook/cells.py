@@ -226,7 +226,6 @@ class CellTask:
         rebind = [n for n in self.reads if n in self.assigned and n not in deps]
         prologue = [ast.parse(f"if {n!r} in {_NS}: {n} = {_NS}[{n!r}]").body[0] for n in rebind]
         for stmt in prologue:
-            ast.increment_lineno(stmt, 0)
             for sub in ast.walk(stmt):
                 if hasattr(sub, "lineno"):
                     sub.lineno, sub.end_lineno = 1, 1  # type: ignore[attr-defined]

@@ -197,9 +197,9 @@ class OrchMagics(Magics):
         return None
 
     def cmd_history(self, args: Any) -> Any:
-        from ..store import history
+        from ..store import history_rows
 
-        return HistoryTable(history(args.limit))
+        return HistoryTable(history_rows(args.limit))
 
     def cmd_list(self, args: Any) -> Any:
         return TaskList(self.workflow)
@@ -275,17 +275,11 @@ def failure_message(record: Run, cells: dict[str, Any]) -> str:
 class HistoryTable:
     """``%orch history``: recorded runs, newest first."""
 
-    HEAD = ("run", "name", "state", "started", "duration", "tasks")
+    def __init__(self, rows: list[tuple[str, ...]]) -> None:
+        from ..store import HISTORY_HEAD
 
-    def __init__(self, runs: list[Run]) -> None:
-        import datetime
-
-        self.rows = []
-        for r in runs:
-            started = datetime.datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M:%S") if r.started else "-"
-            counts = ", ".join(f"{n} {s.value}" for s, n in r.counts().items()) or "-"
-            self.rows.append((r.id, r.name or "-", r.recorded_state or r.status, started,
-                              _fmt_seconds(r.duration) if r.finished else "-", counts))
+        self.HEAD = HISTORY_HEAD
+        self.rows = rows
 
     def __repr__(self) -> str:
         return _table_text(self.HEAD, self.rows)

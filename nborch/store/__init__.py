@@ -14,7 +14,10 @@ from ..record import ErrorRecord, Run
 from ..state import TaskState
 from .sqlite import Recorder, SqliteStore, StoreError, default_home
 
-__all__ = ["Recorder", "SqliteStore", "StoreError", "default_home", "get_store", "history", "load_run"]
+__all__ = [
+    "HISTORY_HEAD", "Recorder", "SqliteStore", "StoreError", "default_home", "get_store", "history",
+    "history_rows", "load_run",
+]
 
 _stores: dict[Path, SqliteStore] = {}
 _lock = threading.Lock()
@@ -78,6 +81,32 @@ def load_run(run_id: str, store: SqliteStore | None = None, *, values: bool = Tr
             run.first_failure = name
     run.attempt_records = [dict(a) for a in attempts]
     return run
+
+
+HISTORY_HEAD = ("run", "name", "state", "started", "duration", "tasks")
+
+
+def history_rows(limit: int | None = 20, store: SqliteStore | None = None) -> list[tuple[str, ...]]:
+    """Recorded runs, newest first, as text rows (``HISTORY_HEAD``) for tables. Reads the
+    store's rows only: no task record is built and no cached value unpickled."""
+    import datetime
+
+    from ..record import _fmt_seconds
+
+    store = store or get_store()
+    store.flush()
+    db = store.connect()
+    count_sql = "SELECT state, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY state ORDER BY MIN(rowid)"
+    rows = []
+    for r in store.runs(limit):
+        counts = db.execute(count_sql, (r["id"],)).fetchall()
+        started = "-"
+        if r["started"]:
+            started = datetime.datetime.fromtimestamp(r["started"]).strftime("%Y-%m-%d %H:%M:%S")
+        duration = _fmt_seconds(r["finished"] - r["started"]) if r["finished"] and r["started"] else "-"
+        rows.append((r["id"], r["name"] or "-", r["state"] or "-", started, duration,
+                     ", ".join(f"{n} {s}" for s, n in counts) or "-"))
+    return rows
 
 
 def history(limit: int | None = 20, store: SqliteStore | None = None) -> list[Run]:
