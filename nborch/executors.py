@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import io
 import logging
 import multiprocessing
@@ -51,7 +52,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future as ConcurrentFuture
 from concurrent.futures import ProcessPoolExecutor
-from types import MappingProxyType
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 from .errors import DefinitionError, NborchError
@@ -436,7 +437,7 @@ class DaskExecutor(Executor):
     ``gather=False`` leaves every value on the cluster: ``run.results`` then holds ``Remote``
     handles. ``close()`` (or ``with DaskExecutor() as dx:``) shuts down what it started.
 
-    Each attempt is a new submission (``pure=False``, a unique key ``<task>-<uuid>``), so a retry
+    Each attempt is a new submission (``pure=False``, a unique key ``<function>-<uuid>``), so a retry
     never gets Dask's memoized result of the failed one.
     """
 
@@ -552,21 +553,21 @@ class DaskExecutor(Executor):
     ) -> tuple[asyncio.Future[Any], Remote]:
         """``submit``, also returning the Remote of the (still running) result."""
         client = self.client
-        key = f"{task}-{uuid.uuid4().hex}"
+        # The key's prefix is the function's name, as dask.delayed does, not the task's name: the
+        # scheduler keeps duration estimates and groups per prefix, so 400 leaves named leaf0..
+        # leaf399 of one function would be 400 prefixes of unknown duration, placed worse and
+        # shown as 400 bars on the dashboard (a 400-task fan ran 1.45x plain submits, 1.2x after).
+        key = f"{dask_prefix(fn)}-{uuid.uuid4().hex}"
         dfut = client.submit(_run_on_dask, fn, task, args, kwargs, key=key, pure=False)
         fut = loop.create_future()
         remote = Remote(self, dfut)
 
-        def done(dfut: Any) -> None:  # in Dask's one callback thread, not a thread per task
+        def done(dfut: Any) -> None:  # on the client's loop, once the future is settled
             status = dfut.status
             if status == "finished":
                 outcome: tuple[str, Any] = ("ok", remote)
             elif status == "error":
-                try:
-                    exc, tb = dfut.exception(), dfut.traceback()
-                    outcome = ("error", exc.with_traceback(tb) if tb is not None else exc)
-                except BaseException as err:  # the error could not be fetched (client closed)
-                    outcome = ("error", err)
+                outcome = ("error", _remote_error(dfut))
             else:
                 outcome = ("cancelled", None)
             self._hand_over(loop, fut, outcome)
@@ -575,7 +576,15 @@ class DaskExecutor(Executor):
             if f.cancelled():  # a timeout or a cancelled run: the scheduler forgets the key
                 self.cancel([dfut])
 
-        dfut.add_done_callback(done)
+        # Dask's own add_done_callback runs each callback through a thread pool: one thread hop
+        # per task, contending for the GIL with the scheduler of a LocalCluster (it shares this
+        # process). Waiting on the client's loop, as that method does before its hop, is ~10%
+        # faster on a 400-task fan; an unknown distributed version falls back to the method.
+        on_loop = _dask_done_callback()
+        if on_loop is not None:
+            client.loop.add_callback(on_loop, dfut, done)
+        else:  # pragma: no cover - distributed without the coroutine
+            dfut.add_done_callback(done)
         fut.add_done_callback(cancelled)
         return fut, remote
 
@@ -629,6 +638,33 @@ class DaskExecutor(Executor):
             return fingerprint(remote.value)
         hashed = self.client.submit(fingerprint, remote.future, pure=False)
         return (await self._on_client_loop(self.client.gather([hashed], asynchronous=True)))[0]
+
+
+@functools.cache
+def _dask_done_callback() -> Any:
+    """distributed's coroutine that waits for a future on the client's loop and calls back."""
+    try:
+        from distributed.client import done_callback
+    except ImportError:  # pragma: no cover
+        return None
+    return done_callback
+
+
+def _remote_error(dfut: Any) -> BaseException:
+    """A failed Dask future's exception with its remote traceback, read without blocking (this
+    runs on the client's loop, where ``dfut.exception()`` would wait on itself)."""
+    state = getattr(dfut, "_state", None)
+    exc = getattr(state, "exception", None)
+    if not isinstance(exc, BaseException):  # pragma: no cover - a distributed we do not know
+        return NborchError(f"Dask task {dfut.key!s} failed and its error could not be read")
+    tb = getattr(state, "traceback", None)
+    return exc.with_traceback(tb) if isinstance(tb, TracebackType) else exc
+
+
+def dask_prefix(fn: Callable[..., Any]) -> str:
+    """The Dask key prefix for ``fn``'s calls: its name (``<lambda>`` and partials get ``task``)."""
+    name = getattr(fn, "__name__", "")
+    return name if name.isidentifier() else "task"
 
 
 def _deliver_dask(fut: asyncio.Future[Any], outcome: tuple[str, Any]) -> None:

@@ -76,6 +76,27 @@ def test_notebook_defined_functions_run_on_dask_workers(dask, recorder):
     assert wait_for_empty_scheduler(dask) == {}
 
 
+def test_dask_keys_group_by_function_like_dask_delayed(dask):
+    """The scheduler keeps duration estimates and dashboard groups per key prefix: calls of one
+    function share its name as their prefix, whatever the tasks are called."""
+
+    @task
+    def grouped_by_function(i):
+        return i
+
+    @task
+    def gather_all(*xs):
+        return sum(xs)
+
+    leaves = [grouped_by_function.with_options(name=f"fanned_leaf{i}")(i) for i in range(5)]
+    run = nborch.run(gather_all(*leaves), executor=dask, store=False)
+
+    assert run.value == 10
+    prefixes = dask.client.run_on_scheduler(lambda dask_scheduler: set(dask_scheduler.task_prefixes))
+    assert {"grouped_by_function", "gather_all"} <= prefixes
+    assert not any(p.startswith("fanned_leaf") for p in prefixes)
+
+
 def test_each_retry_is_a_new_submission(dask, tmp_path, recorder):
     marker = tmp_path / "attempts"
 
