@@ -226,13 +226,18 @@ class Engine(ChildCalls, Offload):
 
     def emit(self, inv: Inv, state: TaskState, *, delay: float | None = None) -> None:
         if events._subscribers or (self.bus is not None and self.bus._subscribers):
+            # identity tests only: TaskState's hash is Enum.__hash__, a Python call
+            if state is SUCCEEDED:
+                value, error = inv.value, None
+            else:
+                value = None
+                error = inv.error if state is FAILED or state is RETRYING or state is SKIPPED else None
+            parent = inv.parent
             self.publish(
                 TaskEvent(
-                    self.run_id, inv.name, state, inv.attempts, self.now(),
-                    inv.value if state is SUCCEEDED else None,
-                    inv.error if state in (FAILED, RETRYING, SKIPPED) else None,
-                    delay, inv.parent.name if inv.parent is not None else None,
-                    inv.cached, inv.cache_key, inv.started if state.is_final else None,
+                    self.run_id, inv.name, state, inv.attempts, self.now(), value, error, delay,
+                    None if parent is None else parent.name, inv.cached, inv.cache_key,
+                    None if state is RUNNING or state is RETRYING or state is PENDING else inv.started,
                 )
             )
 
@@ -324,12 +329,13 @@ class Engine(ChildCalls, Offload):
                     await self.bus.drain()
 
     def outcome(self) -> TaskState:
-        states = {inv.state for inv in self.invs.values()}
-        if CANCELLED in states:
-            return CANCELLED
-        if FAILED in states:
-            return FAILED
-        return SUCCEEDED
+        failed = False
+        for inv in self.invs.values():  # identity tests: hashing a TaskState is a Python call
+            state = inv.state
+            if state is CANCELLED:
+                return CANCELLED
+            failed = failed or state is FAILED
+        return FAILED if failed else SUCCEEDED
 
     # -- deciding and starting -------------------------------------------------------------------
 

@@ -69,6 +69,9 @@ def default_home() -> Path:
 _TASK = "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?)"
 _DETAIL = "INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _ATTEMPT = "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_RUN_END = "UPDATE runs SET state = ?, finished = ?, tasks = ? WHERE id = ?"
+_SUCCEEDED = TaskState.SUCCEEDED
+_CHECKPOINT = object()  # a request to the writer thread
 
 
 def _error_fields(error: BaseException | None) -> tuple[str | None, str | None, str | None]:
@@ -92,16 +95,18 @@ def _insert_rows(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) 
         db.execute(statement, list(itertools.chain.from_iterable(chunk)))
 
 
-def _write_rows(db: sqlite3.Connection, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+Groups = list[tuple[str, list[tuple[Any, ...]]]]  # (statement, the parameters of each row)
+
+
+def _write_groups(db: sqlite3.Connection, groups: Groups) -> None:
     """The body of a write transaction that has begun: commit it, or roll it back and raise.
-    Runs of one INSERT go in as multi-row INSERTs, other runs of one statement by executemany."""
+    A group of several INSERT rows goes in as multi-row INSERTs, other groups by executemany."""
     try:
-        for sql, group in itertools.groupby(statements, key=lambda s: s[0]):
-            params = [p for _, p in group]
-            if sql.startswith("INSERT INTO ") and " VALUES (" in sql and len(params) > 1:
-                _insert_rows(db, sql, params)
-            else:
-                db.executemany(sql, params)
+        for sql, rows in groups:
+            if len(rows) > 1 and sql.startswith("INSERT INTO ") and " VALUES (" in sql:
+                _insert_rows(db, sql, rows)
+            elif rows:
+                db.executemany(sql, rows)
     except BaseException:
         db.execute("ROLLBACK")
         raise
@@ -149,35 +154,39 @@ class SqliteStore:
             )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives a killed process
+            if not wait:  # the recorder's, on the run's loop: checkpoints (and their fsync) are
+                db.execute("PRAGMA wal_autocheckpoint=0")  # left to the writer thread
             setattr(self._local, name, db)
         return db
 
     # -- writing --------------------------------------------------------------------------
 
     def write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Run a batch of statements in one transaction (waiting for the write lock)."""
-        db = self.connect()
-        db.execute("BEGIN IMMEDIATE")
-        _write_rows(db, statements)
+        """Run statements, each with its parameters, in one transaction (waiting for the lock)."""
+        self.write_groups([(sql, [params]) for sql, params in statements])
 
-    def try_write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> bool:
-        """``write``, unless another connection holds the write lock: then False at once, and
-        nothing written. For the recorder, which writes from the run's own loop."""
-        db = self.connect(wait=False)
+    def write_groups(self, groups: Groups, *, wait: bool = True) -> bool:
+        """Run groups of rows ``(statement, [parameters, ...])`` in one transaction.
+
+        ``wait=False``: if another connection holds the write lock, return False at once with
+        nothing written, instead of waiting for it (the recorder writes from the run's loop)."""
+        db = self.connect(wait=wait)
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:  # "database is locked": someone else is writing
+            if wait:
+                raise
             return False
-        _write_rows(db, statements)
+        _write_groups(db, groups)
         return True
 
     def enqueue(self, sql: str, params: tuple[Any, ...]) -> None:
         """Queue a statement for the writer thread (committed within ``interval`` seconds)."""
-        self._put((sql, params))
+        self._put([(sql, [params])])
 
-    def enqueue_batch(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Queue statements for the writer thread, which waits for the write lock if need be."""
-        self._put(statements)
+    def enqueue_groups(self, groups: Groups) -> None:
+        """Queue groups of rows for the writer thread, which waits for the write lock if need be."""
+        self._put(groups)
 
     def _put(self, item: Any) -> None:
         if self._writer is None:
@@ -186,6 +195,10 @@ class SqliteStore:
                     self._writer = threading.Thread(target=self._write_loop, name="nborch-store", daemon=True)
                     self._writer.start()
         self._rows.put(item)
+
+    def checkpoint_later(self) -> None:
+        """Have the writer thread copy the write-ahead log into the database (in the background)."""
+        self._put(_CHECKPOINT)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until everything queued so far is committed."""
@@ -205,25 +218,31 @@ class SqliteStore:
             if not isinstance(first, threading.Event):
                 self._hurry.wait(self.interval)
             self._hurry.clear()
-            batch: list[tuple[str, tuple[Any, ...]]] = []
+            batch: Groups = []
             markers: list[threading.Event] = []
+            checkpoint = False
             item: Any = first
             while True:
                 if isinstance(item, threading.Event):
                     markers.append(item)
-                elif isinstance(item, list):
-                    batch.extend(item)
+                elif item is _CHECKPOINT:
+                    checkpoint = True
                 else:
-                    batch.append(item)
+                    batch.extend(item)
                 try:
                     item = rows.get_nowait()
                 except queue.Empty:
                     break
             if batch:
                 try:
-                    self.write(batch)
+                    self.write_groups(batch)
                 except Exception as err:  # recording must never break a run: keep the error
                     self.write_error = err
+            if checkpoint:
+                try:
+                    self.connect().execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:  # busy: the next one, or SQLite's own, will do it
+                    pass
             for m in markers:
                 m.set()
 
@@ -295,46 +314,82 @@ class Recorder:
         self.run_id = run_id
         self.name = name
         self.started: dict[str, float] = {}
-        self.rows: list[tuple[str, tuple[Any, ...]]] = []
+        # rows waiting for the next commit, one list per statement (a dict keeps their order),
+        # and the plain SUCCEEDED events, turned into rows all at once when committed
+        self.succeeded: list[TaskEvent] = []
+        self.pending: dict[str, list[tuple[Any, ...]]] = {}
         self.timer: asyncio.TimerHandle | None = None
         self.handed_off = False  # a batch went to the writer thread: later ones must follow it
+        self.outcome: str | None = None
+        self.count = 0  # tasks that reached a final state: every task of the run, at its end
         self.offset = time.time() - time.monotonic()  # engine clock -> wall time (SystemClock)
 
+    def __call__(self, e: Any) -> None:
+        if type(e) is TaskEvent:
+            # the common case: a task succeeded, with nothing for the details table
+            if e.state is _SUCCEEDED and e.cache_key is None and e.parent is None and not e.cached:
+                self.succeeded.append(e)
+                if self.timer is None:
+                    self.arm()
+            else:
+                self.task_event(e)
+        elif isinstance(e, RunEvent):
+            if e.state is TaskState.RUNNING:
+                self.put(
+                    "INSERT OR REPLACE INTO runs (id, name, state, started) VALUES (?, ?, ?, ?)",
+                    (self.run_id, self.name, "running", time.time()),
+                )
+            else:  # the run's outcome: the same word as Run.status, without a pass over its tasks
+                self.outcome = e.state.value
+
     def put(self, sql: str, params: tuple[Any, ...]) -> None:
-        self.rows.append((sql, params))
+        rows = self.pending.get(sql)
+        if rows is None:
+            rows = self.pending[sql] = []
+        rows.append(params)
         if self.timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # published outside a loop: nothing will come back to commit
-                self.commit()
-                return
-            self.timer = loop.call_later(self.store.interval, self.commit)
+            self.arm()
+
+    def arm(self) -> None:
+        """Commit ``store.interval`` seconds from now, on the run's loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # published outside a loop: nothing will come back to commit
+            self.commit()
+            return
+        self.timer = loop.call_later(self.store.interval, self.commit)
+
+    def take(self) -> Groups:
+        """The rows gathered since the last commit, grouped by statement."""
+        groups = [(sql, rows) for sql, rows in self.pending.items() if rows]
+        if self.succeeded:  # a task's start is its first attempt's (engine clock -> wall time)
+            run_id, wall = self.run_id, self.offset
+            rows = [
+                (run_id, e.task, e.attempt, "succeeded", (e.time if e.started is None else e.started) + wall,
+                 e.time + wall)
+                for e in self.succeeded
+            ]
+            groups.insert(0, (_TASK, rows))
+            self.count += len(rows)
+        self.succeeded = []
+        self.pending = {}
+        return groups
 
     def commit(self) -> None:
         """Commit the rows so far: now, from this thread, or through the writer thread when the
         database is locked by someone else (and from then on, to keep the rows in order)."""
         self.timer = None
-        rows, self.rows = self.rows, []
-        if not rows:
+        groups = self.take()
+        if not groups:
             return
         try:
-            if not self.handed_off and self.store.try_write(rows):
+            if not self.handed_off and self.store.write_groups(groups, wait=False):
                 return
         except Exception as err:  # recording must never break a run: keep the error
             self.store.write_error = err
             return
         self.handed_off = True
-        self.store.enqueue_batch(rows)
-
-    def __call__(self, event: Any) -> None:
-        if isinstance(event, TaskEvent):
-            self.task_event(event)
-        elif isinstance(event, RunEvent):
-            if event.state is TaskState.RUNNING:
-                self.put(
-                    "INSERT OR REPLACE INTO runs (id, name, state, started) VALUES (?, ?, ?, ?)",
-                    (self.run_id, self.name, "running", time.time()),
-                )
+        self.store.enqueue_groups(groups)
 
     def task_event(self, e: TaskEvent) -> None:
         state = e.state
@@ -349,12 +404,15 @@ class Recorder:
             message = str(error) if error is not None else None
         else:
             etype, message, tb = _error_fields(error)
-        started = self.started.get(e.task, e.started)
         wall = self.offset
-        start = None if started is None else started + wall
-        if state is TaskState.RETRYING:  # a failed attempt that is tried again
+        if state is TaskState.RETRYING:  # a failed attempt that is tried again: its own start
+            started = self.started.get(e.task)
+            start = None if started is None else started + wall
             self.put(_ATTEMPT, (self.run_id, e.task, e.attempt, start, e.time + wall, etype, message, tb, e.delay))
             return
+        self.count += 1
+        started = e.started if e.started is not None else self.started.get(e.task)  # the first attempt's
+        start = None if started is None else started + wall
         self.put(_TASK, (self.run_id, e.task, e.attempt, state.value, start, e.time + wall))
         if message is not None or e.cached or e.cache_key or e.parent:
             self.put(_DETAIL, (self.run_id, e.task, etype, message, tb, int(e.cached), e.cache_key, e.parent))
@@ -363,16 +421,18 @@ class Recorder:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.rows.append((
-            "UPDATE runs SET state = ?, finished = ?, tasks = ? WHERE id = ?",
-            (run.status, time.time(), len(run.states), self.run_id),
-        ))
-        rows, self.rows = self.rows, []
-        if self.handed_off:
-            self.store.enqueue_batch(rows)
+        self.pending.setdefault(_RUN_END, []).append(
+            (self.outcome or run.status, time.time(), self.count, self.run_id)
+        )
+        groups: Groups | None = self.take()
+        if not self.handed_off:
+            try:
+                if self.store.write_groups(groups, wait=False):
+                    groups = None
+            except Exception as err:  # recording must never break a run: keep the error
+                self.store.write_error = err
+                groups = None
+        if groups is not None:  # earlier rows went to the writer thread, or the lock is taken
+            self.store.enqueue_groups(groups)
             self.store.flush()
-            return
-        try:
-            self.store.write(rows)  # the run is over: waiting for the lock is fine now
-        except Exception as err:
-            self.store.write_error = err
+        self.store.checkpoint_later()

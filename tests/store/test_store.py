@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -110,6 +111,88 @@ def test_a_finished_task_is_on_disk_while_the_run_is_still_going(store):
     watcher.join()
     assert seen_at, "the finished task never reached the database while the run was going"
     assert seen_at[0] - finished[0] < 1.0  # committed in batches every 50 ms; generous bound
+
+
+WATCH = textwrap.dedent(
+    """
+    import sqlite3, sys, time
+    db_path, task_name = sys.argv[1], sys.argv[2]
+    print("watching", flush=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            db = sqlite3.connect(db_path)
+            row = db.execute("SELECT 1 FROM tasks WHERE task = ?", (task_name,)).fetchone()
+            db.close()
+        except sqlite3.Error:
+            row = None
+        if row:
+            print(time.time(), flush=True)
+            break
+        time.sleep(0.005)
+    """
+)
+
+
+def test_a_finished_task_is_on_disk_while_async_tasks_keep_the_loop_busy(store, tmp_path):
+    """A loop that never idles (an async task working a millisecond at a time between yields)
+    gives up the GIL at every poll and takes it straight back: a writer thread waited for the
+    end of the run (measured: 3.0 s here).
+    The rows must reach the disk during the run all the same. Watched from another process,
+    since a thread here would be held back the same way."""
+    script = tmp_path / "watch.py"
+    script.write_text(WATCH)
+    watcher = subprocess.Popen(
+        [sys.executable, str(script), str(store.path), "quick"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert watcher.stdout.readline().strip() == "watching"
+
+        @task
+        async def quick():
+            return 1
+
+        @task
+        async def busy():
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                sum(range(20_000))  # about a millisecond of work between polls
+                await asyncio.sleep(0)
+
+        finished: list[float] = []
+
+        def on_event(e):
+            if getattr(e, "task", None) == "quick" and e.state is TaskState.SUCCEEDED:
+                finished.append(time.time())
+
+        run = nborch.run(Parallel(quick(), busy()), store=store, on_event=on_event)
+        seen = float(watcher.communicate(timeout=30)[0].strip())
+    finally:
+        watcher.kill()
+        watcher.wait(10)
+    assert run.ok
+    assert seen - finished[0] < 1.0  # 50 ms batches; were they held to the end, it would be ~3 s
+
+
+def test_a_run_recorded_while_another_process_holds_the_write_lock_is_complete(store):
+    """The recorder commits from the run's loop without waiting for the lock; when another
+    connection holds it, the rows go to the store's writer thread, which waits, in order."""
+    other = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # a writer in another notebook, mid-transaction
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+
+    @task
+    def step(i):
+        time.sleep(0.05)
+        return i
+
+    run = nborch.run(Sequence(*[step(i) for i in range(8)]), store=store)
+    release.join()
+    loaded = load_run(run.id, store)
+    assert loaded.recorded_state == "succeeded"
+    assert loaded.states == run.states and len(loaded.states) == 8
+    other.close()
 
 
 CRASH = textwrap.dedent(
