@@ -6,7 +6,8 @@
 Every figure is measured in this process, in one run, so the ratios compare like with like.
 The engine rows run with ``store=False`` (no recording); recording is measured on its own.
 Per-task cost = wall time of the whole run (graph building and validation included, node
-construction excluded on both sides) divided by the number of tasks; best of ``--repeat``.
+construction excluded on both sides) divided by the number of tasks; best of ``--repeat`` (of 2 at
+100,000 tasks).
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def recording(n: int = 10_000) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as home:
         store = SqliteStore(home)
         times: dict[bool, list[float]] = {False: [], True: []}
-        for _ in range(3):
+        for _ in range(5):  # interleaved; single runs vary by +-15% on a shared 2-core VM
             for recorded in (False, True):
                 dag = build_nborch(deps, sync=False)
                 gc.collect()
@@ -224,7 +225,7 @@ def main() -> None:
         has_dask = False
 
     print(f"nborch {nborch.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} cores")
-    print("per-task cost in µs (best of %d); ratio = nborch / hand-written baseline\n" % args.repeat)
+    print("per-task cost in µs (best of %d, of 2 at 100,000); ratio = nborch / hand-written baseline\n" % args.repeat)
     header = f"{'kind':5} {'shape':8} {'tasks':>7} {'baseline':>9} {'nborch':>8} {'ratio':>6}"
     if has_dask:
         header += f" {'dask-thr':>9}"
@@ -238,7 +239,7 @@ def main() -> None:
         for shape in SHAPES:
             for n in sizes:
                 dask_here = has_dask and n <= 10_000  # Dask needs minutes at 100,000
-                r = measure(shape, n, sync, args.repeat if n < 100_000 else 1, dask_here)
+                r = measure(shape, n, sync, args.repeat if n < 100_000 else 2, dask_here)
                 ratio = r["nborch"] / r["base"]
                 per_size.setdefault((kind, shape), {})[n] = r["nborch"]
                 line = f"{kind:5} {shape:8} {n:>7,} {us(r['base']):>9} {us(r['nborch']):>8} {ratio:6.2f}"

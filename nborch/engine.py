@@ -41,6 +41,7 @@ PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RET
 SUCCEEDED, FAILED, SKIPPED = TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED
 UPSTREAM_FAILED, CANCELLED = TaskState.UPSTREAM_FAILED, TaskState.CANCELLED
 FINAL = frozenset({SUCCEEDED, FAILED, UPSTREAM_FAILED, SKIPPED, CANCELLED})
+_new_event = tuple.__new__  # all of TaskEvent's fields given, in order
 AS_BOUND: Any = ("as bound",)
 # Ready tasks launched in one loop iteration at most; the rest wait one iteration each. When
 # 100,000 tasks become ready at once, launching them all before any can finish keeps 100,000
@@ -234,11 +235,11 @@ class Engine(ChildCalls, Offload):
                 error = inv.error if state is FAILED or state is RETRYING or state is SKIPPED else None
             parent = inv.parent
             self.publish(
-                TaskEvent(
+                _new_event(TaskEvent, (  # TaskEvent(...) without its Python-level __new__: 2x faster
                     self.run_id, inv.name, state, inv.attempts, self.now(), value, error, delay,
                     None if parent is None else parent.name, inv.cached, inv.cache_key,
                     None if state is RUNNING or state is RETRYING or state is PENDING else inv.started,
-                )
+                ))
             )
 
     def emit_circuit(self, breaker: CircuitBreaker, transition: Transition | None) -> None:

@@ -86,6 +86,9 @@ def test_sync_subscriber_gets_task_events_with_their_fields(collected):
     assert done.error is None
     assert isinstance(done.time, float)
     assert events[-2].time <= done.time
+    # every field is there and in its place (the engine builds events without TaskEvent.__new__)
+    assert len(done) == len(TaskEvent._fields) and done == TaskEvent(**done._asdict())
+    assert done.started is not None and done.started <= done.time and events[-2].started is None
 
 
 def test_failed_task_event_carries_the_tasks_own_exception(collected):
