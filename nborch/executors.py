@@ -145,11 +145,12 @@ _MISSING: Any = object()
 class Remote:
     """A task's value left where it was computed (a Dask future) until something here needs it."""
 
-    __slots__ = ("executor", "future", "value")
+    __slots__ = ("executor", "future", "task", "value")
 
-    def __init__(self, executor: Executor, future: Any) -> None:
+    def __init__(self, executor: Executor, future: Any, task: str = "") -> None:
         self.executor = executor
         self.future = future
+        self.task = task  # the name of the task that computed it
         self.value = _MISSING  # set once fetched: a Remote travels back at most once
 
     @property
@@ -163,9 +164,10 @@ class Remote:
         return self.value
 
     def __repr__(self) -> str:
+        of = f" of {self.task}" if self.task else ""
         if self.future is None:
-            return f"<Remote fetched from {self.executor.name}: {self.value!r:.60}>"
-        return f"<Remote {self.future.key!s} on {self.executor.name}>"
+            return f"<Remote{of} fetched from {self.executor.name}: {self.value!r:.60}>"
+        return f"<Remote{of} on {self.executor.name}, key {self.future.key!s}>"
 
     def __reduce__(self) -> Any:
         raise TypeError(
@@ -581,7 +583,7 @@ class DaskExecutor(Executor):
         extra = (kwargs,) if kwargs else ()
         dfut = client.submit(_DaskCall(fn, task, bool(extra)), *args, *extra, key=key, pure=False)
         fut = loop.create_future()
-        remote = Remote(self, dfut)
+        remote = Remote(self, dfut, task)
 
         def done(dfut: Any) -> None:  # on the client's loop, once the future is settled
             status = dfut.status

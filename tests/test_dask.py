@@ -212,6 +212,7 @@ def test_an_upstream_value_stays_on_the_cluster_between_dask_tasks(dask):
     assert fetched == []  # `size` got the future itself: Dask moved the value worker to worker
     assert Counted.loads == 0
     assert isinstance(run.results["make"], Remote) and run.results["make"].result().data[-1] == 999
+    assert repr(run.results["make"]).startswith("<Remote of make on dask, key make-")
     del run, fetched
 
 
