@@ -617,7 +617,9 @@ class Engine(ChildCalls, Offload):
                     if ahead is not None:
                         job, ahead = ahead, None
                     elif exe is not None and exe.ahead:
-                        job, remote = exe.submit_remote(self.loop, fn, args, kwargs, inv.name)
+                        job, remote = exe.submit_remote(
+                            self.loop, fn, args, kwargs, inv.name, self.remote_output
+                        )
                         if retry is None and self.global_limit is None:
                             self.submit_ahead(inv, remote)
                         del remote  # a failure's traceback keeps this frame: not the Dask future

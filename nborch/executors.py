@@ -47,6 +47,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 import traceback
 import uuid
@@ -283,27 +284,85 @@ def _run_in_process(payload: bytes) -> tuple[bool, bytes, str, str, str]:
         _remote.reset(token)
 
 
+OUTPUT_TOPIC = "nborch-output"  # the Dask event topic that carries what tasks print
+_printed: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    "nborch_printed", default=None
+)
+
+
+class _WorkerStream(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` of a Dask worker process once it ran an nborch task: what a
+    task writes (in its own thread: a context variable) is kept for it; the rest goes through."""
+
+    def __init__(self, original: Any, stream: str) -> None:
+        self.original, self.stream = original, stream
+
+    def write(self, text: str) -> int:
+        kept = _printed.get()
+        if kept is None or not text:
+            return self.original.write(text)
+        kept.append((self.stream, text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.original.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.original, name)
+
+
+def _send_printed(key: str, task: str, printed: list[tuple[str, str]]) -> None:
+    """Send what a task printed to the client, as a Dask event it subscribed to (it reaches
+    the client before the task's result does: both travel the scheduler's ordered streams)."""
+    merged: list[list[str]] = []
+    for stream, text in printed:
+        if merged and merged[-1][0] == stream:
+            merged[-1][1] += text
+        else:
+            merged.append([stream, text])
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(OUTPUT_TOPIC, {"key": key, "task": task, "output": merged})
+    except Exception:  # not on a worker after all: print it here
+        for stream, text in merged:
+            out = getattr(sys, stream)
+            getattr(out, "original", out).write(text)
+
+
 class _DaskCall:
     """What Dask runs for one task: ``fn(*args, **kwargs)``, with the task's name at hand for the
-    error a child call raises there. Positional arguments travel flat, as in a plain
+    error a child call raises there, and what it prints kept and sent to the client (as a
+    process pool's output is). Positional arguments travel flat, as in a plain
     ``client.submit(fn, *args)``, so Dask finds the futures among them without building a
     nested task for a tuple; keyword arguments, when there are any, travel as one last dict
     (their names could clash with ``client.submit``'s own: key, workers, pure...)."""
 
-    __slots__ = ("fn", "keywords", "task")
+    __slots__ = ("fn", "key", "keywords", "task")
 
-    def __init__(self, fn: Callable[..., Any], task: str, keywords: bool) -> None:
-        self.fn, self.task, self.keywords = fn, task, keywords
+    def __init__(self, fn: Callable[..., Any], task: str, keywords: bool, key: str) -> None:
+        self.fn, self.task, self.keywords, self.key = fn, task, keywords, key
 
     def __call__(self, *args: Any) -> Any:
         kwargs: dict[str, Any] = {}
         if self.keywords:
             args, kwargs = args[:-1], args[-1]
-        token = _remote.set((self.task, "a Dask worker"))
+        if not isinstance(sys.stdout, _WorkerStream):  # once per worker process
+            sys.stdout = _WorkerStream(sys.stdout, "stdout")
+        if not isinstance(sys.stderr, _WorkerStream):
+            sys.stderr = _WorkerStream(sys.stderr, "stderr")
+        printed: list[tuple[str, str]] = []
+        token, kept = _remote.set((self.task, "a Dask worker")), _printed.set(printed)
         try:
             return _call(self.fn, args, kwargs)
         finally:
+            _printed.reset(kept)
             _remote.reset(token)
+            if printed:
+                _send_printed(self.key, self.task, printed)
 
 
 # -- process pool ---------------------------------------------------------------------------------
@@ -480,9 +539,12 @@ class DaskExecutor(Executor):
         self._own_client = client is None
         self._lock = threading.Lock()
         self._cancelling: set[ConcurrentFuture[Any]] = set()
-        self._handover: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], tuple[str, Any]]]] = {}
+        self._handover: dict[asyncio.AbstractEventLoop, list[tuple[Callable[..., Any], tuple[Any, ...]]]] = {}
         self._handover_lock = threading.Lock()
         self._watching: list[tuple[Any, Callable[[Any], None]]] = []
+        # a running task's Dask key -> its run's loop and output callback (for what it prints)
+        self._routes: dict[str, tuple[asyncio.AbstractEventLoop, Callable[..., Any]]] = {}
+        self._subscribed: Any = None  # the client whose output events come to _on_output
         self._token = uuid.uuid4().hex
         self._counter = itertools.count()
 
@@ -567,12 +629,19 @@ class DaskExecutor(Executor):
         task: str,
         output: Callable[[str, str, str], Any] | None = None,
     ) -> asyncio.Future[Any]:
-        return self.submit_remote(loop, fn, args, kwargs, task)[0]
+        return self.submit_remote(loop, fn, args, kwargs, task, output)[0]
 
     def submit_remote(
-        self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], args: Any, kwargs: Any, task: str
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fn: Callable[..., Any],
+        args: Any,
+        kwargs: Any,
+        task: str,
+        output: Callable[[str, str, str], Any] | None = None,
     ) -> tuple[asyncio.Future[Any], Remote]:
-        """``submit``, also returning the Remote of the (still running) result."""
+        """``submit``, also returning the Remote of the (still running) result. ``output(task,
+        stream, text)`` gets what the task prints on its worker, on ``loop``."""
         client = self.client
         # The key's prefix is the function's name, as dask.delayed does, not the task's name: the
         # scheduler keeps duration estimates and groups per prefix, so 400 leaves named leaf0..
@@ -580,8 +649,13 @@ class DaskExecutor(Executor):
         # shown as 400 bars on the dashboard (a 400-task fan ran 1.45x plain submits, 1.2x after).
         # Unique per executor (a random token) and per submission (a counter): every retry is new.
         key = f"{dask_prefix(fn)}-{self._token}-{next(self._counter)}"
+        if output is not None:
+            self._routes[key] = (loop, output)
+            if self._subscribed is not client:  # before the first submission: the scheduler
+                client.subscribe_topic(OUTPUT_TOPIC, self._on_output)  # keeps the order
+                self._subscribed = client
         extra = (kwargs,) if kwargs else ()
-        dfut = client.submit(_DaskCall(fn, task, bool(extra)), *args, *extra, key=key, pure=False)
+        dfut = client.submit(_DaskCall(fn, task, bool(extra), key), *args, *extra, key=key, pure=False)
         fut = loop.create_future()
         remote = Remote(self, dfut, task)
 
@@ -593,7 +667,8 @@ class DaskExecutor(Executor):
                 outcome = ("error", _remote_error(dfut))
             else:
                 outcome = ("cancelled", None)
-            self._hand_over(loop, fut, outcome)
+            self._routes.pop(key, None)
+            self._hand_over(loop, _deliver_dask, fut, outcome)
 
         def cancelled(f: asyncio.Future[Any]) -> None:
             if f.cancelled():  # a timeout or a cancelled run: the scheduler forgets the key
@@ -628,20 +703,18 @@ class DaskExecutor(Executor):
         for dfut, done in batch:
             asyncio.ensure_future(waiter(dfut, done))
 
-    def _hand_over(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], outcome: tuple[str, Any]) -> None:
-        """Pass a completion to the engine's loop. Completions that arrive together (a fan-out
-        finishing) go over in one wake-up of the loop, not one each."""
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, call: Callable[..., Any], *args: Any) -> None:
+        """Have ``call(*args)`` run on the engine's loop (a completion, or output a task printed),
+        in order. What arrives together (a fan-out finishing) goes over in one wake-up of the
+        loop, not one each."""
         with self._handover_lock:
             batch = self._handover.get(loop)
             if batch is not None:
-                batch.append((fut, outcome))
+                batch.append((call, args))
                 return
-            self._handover[loop] = [(fut, outcome)]
+            self._handover[loop] = [(call, args)]
         try:
-            if COAL[0]:
-                loop.call_soon_threadsafe(loop.call_later, COAL[0], self._deliver_batch, loop)
-            else:
-                loop.call_soon_threadsafe(self._deliver_batch, loop)
+            loop.call_soon_threadsafe(self._deliver_batch, loop)
         except RuntimeError:  # the loop is closed: the run is over
             with self._handover_lock:
                 self._handover.pop(loop, None)
@@ -649,8 +722,18 @@ class DaskExecutor(Executor):
     def _deliver_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._handover_lock:
             batch = self._handover.pop(loop, [])
-        for fut, outcome in batch:
-            _deliver_dask(fut, outcome)
+        for call, args in batch:
+            call(*args)
+
+    def _on_output(self, event: tuple[float, Any]) -> None:
+        """A task printed on a worker (a Dask event, on the client's loop): file it in its run."""
+        msg = event[1]
+        route = self._routes.get(msg.get("key")) if isinstance(msg, dict) else None
+        if route is None:  # its run is over, or it is someone else's
+            return
+        loop, output = route
+        for stream, text in msg["output"]:
+            self._hand_over(loop, output, msg["task"], stream, text)
 
     def cancel(self, futures: list[Any]) -> None:
         """Cancel Dask futures without waiting (the scheduler forgets them)."""
@@ -702,9 +785,6 @@ def _remote_error(dfut: Any) -> BaseException:
         return NborchError(f"Dask task {dfut.key!s} failed and its error could not be read")
     tb = getattr(state, "traceback", None)
     return exc.with_traceback(tb) if isinstance(tb, TracebackType) else exc
-
-
-COAL = [0.0]
 
 
 def dask_prefix(fn: Callable[..., Any]) -> str:

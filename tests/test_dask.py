@@ -97,6 +97,27 @@ def test_dask_keys_group_by_function_like_dask_delayed(dask):
     assert not any(p.startswith("fanned_leaf") for p in prefixes)
 
 
+def test_output_printed_on_a_dask_worker_is_filed_under_its_task(dask, capsys, recorder):
+    shout = task(notebook_function(
+        "import sys\ndef shout(x):\n    print('hello', x)\n    print('careful', file=sys.stderr)\n"
+        "    return x\n", "shout",
+    ))
+
+    @task
+    def quiet(a, b):  # downstream on Dask too (submitted ahead), printing nothing
+        return a + b
+
+    run = nborch.run(quiet(shout(1), shout(2)), executor=dask, store=False, on_event=recorder)
+
+    assert run.value == 3
+    assert run.logs == {"shout": "hello 1\ncareful\n", "shout[2]": "hello 2\ncareful\n"}
+    out = capsys.readouterr()
+    assert "hello 1" in out.out and "careful" in out.err  # passed through, as for threads
+    outputs = [e for e in recorder.events if isinstance(e, nborch.TaskOutput)]
+    assert {(e.task, e.stream) for e in outputs} >= {("shout", "stdout"), ("shout[2]", "stderr")}
+    assert dask._routes == {}  # nothing kept once the tasks are done
+
+
 def test_each_retry_is_a_new_submission(dask, tmp_path, recorder):
     marker = tmp_path / "attempts"
 
@@ -342,10 +363,10 @@ def test_a_plain_downstream_task_is_submitted_before_its_upstream_ends(dask, rec
     submitted: list[tuple[str, list[str]]] = []
     original = dask.submit_remote
 
-    def spy(loop, fn, args, kwargs, task):
+    def spy(loop, fn, args, kwargs, task, output=None):
         running = [e.task for e in recorder.task_events() if e.state is TaskState.SUCCEEDED]
         submitted.append((task, running))
-        return original(loop, fn, args, kwargs, task)
+        return original(loop, fn, args, kwargs, task, output)
 
     dask.submit_remote = spy
 
