@@ -1,8 +1,10 @@
 """The embedded store: one SQLite file (WAL) with every run, every attempt and the cache index.
 
-Recording is a subscriber (``Recorder``): the engine only publishes events. Rows are handed
-to a writer thread that commits a batch at least every 50 ms, so a finished attempt is on disk
-within 100 ms while a 10,000-task run pays for a few dozen transactions, not 10,000.
+Recording is a subscriber (``Recorder``): the engine only publishes events. The recorder
+commits its rows in one transaction every 50 ms from the run's own loop, so a finished attempt
+is on disk within 100 ms while a 10,000-task run pays for a handful of transactions, not 10,000.
+A writer thread takes over when another connection holds the write lock, writes the rows of
+``enqueue`` (schedules' skipped ticks) and runs WAL checkpoints.
 The schema lives here only and is versioned with ``PRAGMA user_version``.
 """
 
