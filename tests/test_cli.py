@@ -70,8 +70,17 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
     text_file.write_text("just some notes\n")
     json_file = tmp / "data.ipynb"
     json_file.write_text(json.dumps({"rows": [1, 2, 3]}))
+    deferred = tmp / "deferred.ipynb"
+    deferred.write_text(json.dumps(notebook(
+        "%load_ext nborch",
+        "%%task total\n21 * 2",
+        "print('report starts')\nprint('total is', total)",
+        "def late():\n    return total\nprint('calling late')\nprint('late says', late())",
+        "print('after the report')",
+    )))
     out = {
         "default": ["run", PIPELINE],
+        "deferred": ["run", deferred],
         "params": ["run", PIPELINE, "-p", "n=5", "-p", "label=hello", "-p", "extra=[1, 2]"],
         "target": ["run", PIPELINE, "numbers"],
         "flow": ["run", PIPELINE, "--flow", "report"],
@@ -92,6 +101,12 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
         if (NOTEBOOKS / f"{name}.ipynb").exists():
             out[name] = ["run", NOTEBOOKS / f"{name}.ipynb"]
     return out
+
+
+def notebook(*sources: str) -> dict[str, object]:
+    cells = [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}
+             for src in sources]
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells}
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +133,18 @@ def test_run_executes_cells_then_the_task_graph(results):
     assert "SUMMARY AGAIN total=5 label=base True None" in r.out
     assert "3 succeeded" in r.err  # the summary table (rich, on stderr)
     no_traceback(r)
+
+
+def test_cells_that_read_task_values_wait_for_the_graph_and_run_once(results):
+    r = results["deferred"]
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    # a read seen in the code: the cell waits before anything in it runs
+    assert lines.count("report starts") == 1 and "total is 42" in lines
+    # a read inside a function it calls: it stops on the NameError, waits, runs again
+    assert "late says 42" in lines
+    # cells that do not read task values run in order, before the graph
+    assert lines.index("after the report") < lines.index("report starts")
 
 
 def test_parameters_override_the_parameters_cell(results):

@@ -189,6 +189,21 @@ def parse_cell(source: str, filename: str) -> ast.Module:
     return compile(source, filename, "exec", _FLAGS, dont_inherit=True)  # type: ignore[no-any-return]
 
 
+class _EagerReads(_Reads):
+    """``_Reads`` without the bodies of functions and lambdas: only what the cell reads as it
+    runs (a function's body reads its names when it is called)."""
+
+    def function_scope(self, args: ast.arguments, body: Iterable[ast.AST]) -> None:
+        pass
+
+
+def eager_reads(source: str) -> tuple[str, ...]:
+    """Names a (transformed) cell reads while it runs, before assigning them, in order."""
+    visitor = _EagerReads()
+    visitor.visit(parse_cell(source, "<cell>"))
+    return tuple(visitor.reads)
+
+
 def infer_reads(source: str, filename: str = "<cell>") -> tuple[tuple[str, ...], bool]:
     """Names the cell reads before assigning them, in order, and whether it awaits at top level."""
     visitor = _Reads()

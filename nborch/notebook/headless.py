@@ -4,7 +4,8 @@
 
 1. the code cells in order: ``%%task`` cells define tasks, ``%orch`` lines are dropped (the CLI
    runs the graph itself), the cell tagged ``parameters`` is followed by the ``-p`` values; an
-   ordinary cell that stops on a NameError for a task's name reads a task's value, so it waits;
+   ordinary cell that reads a task's value waits: seen in its code before it runs, or, for
+   reads hidden in a function it calls, when it stops on a NameError for a task's name;
 2. the task graph (targets and their upstream, or everything), with console progress;
 3. the cells that waited, now that the task values are in the namespace.
 
@@ -166,6 +167,19 @@ def _strip_orch(source: str) -> str:
     )
 
 
+def _reads_waited(source: str, shell: Any, waits_for: set[str]) -> bool:
+    """Whether a cell reads, as it runs, a name that only the task graph will define. Reads the
+    AST cannot see (a function defined earlier reading a task's value) still stop the cell with
+    a NameError, and it waits then."""
+    from .cells import eager_reads
+
+    try:
+        reads = eager_reads(shell.transform_cell(source))
+    except SyntaxError:  # reported when the cell runs
+        return False
+    return any(name in waits_for and name not in shell.user_ns for name in reads)
+
+
 def _assigned(source: str, shell: Any) -> set[str]:
     """Names a cell binds at top level (so cells reading them wait too when it waits)."""
     try:
@@ -294,6 +308,10 @@ def run_notebook(
         is_task = cell.number in task_lines
         source = cell.source if is_task else _strip_orch(cell.source)
         if not source.strip():
+            continue
+        if not is_task and cell is not param_cell and _reads_waited(source, shell, waits_for):
+            deferred.append((cell, source))  # decided before it runs: nothing in it runs twice
+            waits_for |= _assigned(source, shell)
             continue
         err = _execute(shell, source)
         if err is None:
