@@ -29,6 +29,9 @@ __all__ = ["OUTPUT_TOPIC", "DaskExecutor"]
 # -- the worker side (these travel by reference) --------------------------------------------------
 
 OUTPUT_TOPIC = "nborch-output"  # the Dask event topic that carries what tasks print
+# True in a process that made a DaskExecutor: a LocalCluster(processes=False) runs its
+# workers as threads in there, and its sys.stdout (the notebook's) must not be replaced.
+_client_process = False
 _printed: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
     "nborch_printed", default=None
 )
@@ -94,11 +97,12 @@ class _DaskCall:
         kwargs: dict[str, Any] = {}
         if self.keywords:
             args, kwargs = args[:-1], args[-1]
-        if not isinstance(sys.stdout, _WorkerStream):  # once per worker process
-            sys.stdout = _WorkerStream(sys.stdout, "stdout")
-        if not isinstance(sys.stderr, _WorkerStream):
-            sys.stderr = _WorkerStream(sys.stderr, "stderr")
         printed: list[tuple[str, str]] = []
+        if not _client_process:  # a worker process (in-process workers leave the streams alone)
+            if not isinstance(sys.stdout, _WorkerStream):  # once per worker process
+                sys.stdout = _WorkerStream(sys.stdout, "stdout")
+            if not isinstance(sys.stderr, _WorkerStream):
+                sys.stderr = _WorkerStream(sys.stderr, "stderr")
         token, kept = _remote.set((self.task, "a Dask worker")), _printed.set(printed)
         try:
             return _call(self.fn, args, kwargs)
@@ -139,6 +143,8 @@ class DaskExecutor(Executor):
                 "DaskExecutor: cluster options only apply to the LocalCluster it starts; "
                 f"got {', '.join(sorted(cluster_options))} with an address or a client"
             )
+        global _client_process
+        _client_process = True
         self.address = address
         self.gather = gather
         self.cluster_options = cluster_options

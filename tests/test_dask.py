@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sys
 import time
 import traceback
 
@@ -116,6 +117,23 @@ def test_output_printed_on_a_dask_worker_is_filed_under_its_task(dask, capsys, r
     outputs = [e for e in recorder.events if isinstance(e, nborch.TaskOutput)]
     assert {(e.task, e.stream) for e in outputs} >= {("shout", "stdout"), ("shout[2]", "stderr")}
     assert dask._routes == {}  # nothing kept once the tasks are done
+
+
+def test_in_process_dask_workers_leave_this_processs_streams_alone():
+    """A LocalCluster(processes=False) runs its workers as threads here: the notebook's own
+    sys.stdout must not be replaced by the worker-side capture."""
+    stdout, stderr = sys.stdout, sys.stderr
+
+    @task
+    def chatty():
+        print("from a worker thread")
+        return 1
+
+    with DaskExecutor(processes=False, n_workers=1, threads_per_worker=1) as local:
+        run = nborch.run(chatty(), executor=local, store=False)
+
+    assert run.value == 1
+    assert sys.stdout is stdout and sys.stderr is stderr
 
 
 def test_each_retry_is_a_new_submission(dask, tmp_path, recorder):
