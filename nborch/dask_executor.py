@@ -26,6 +26,8 @@ from .executors import Executor, Remote, _call, _remote
 
 __all__ = ["OUTPUT_TOPIC", "DaskExecutor"]
 
+log = logging.getLogger("nborch.dask")
+
 # -- the worker side (these travel by reference) --------------------------------------------------
 
 OUTPUT_TOPIC = "nborch-output"  # the Dask event topic that carries what tasks print
@@ -337,7 +339,10 @@ class DaskExecutor(Executor):
         with self._handover_lock:
             batch = self._handover.pop(loop, [])
         for call, args in batch:
-            call(*args)
+            try:
+                call(*args)
+            except Exception:  # one bad hand-over must not lose the completions behind it
+                log.exception("nborch: a Dask completion could not be delivered")
 
     def _on_output(self, event: tuple[float, Any]) -> None:
         """A task printed on a worker (a Dask event, on the client's loop): file it in its run."""
