@@ -23,12 +23,29 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
+from .attempts import Attempts
 from .children import ChildCalls
 from .clock import Clock
-from .errors import CircuitOpenError, Skip, TaskTimeoutError
+from .errors import Skip
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, events
-from .executors import Remote, has_remote, materialize, prepare_for
+from .executors import Remote, has_remote
 from .graph import Graph, Spec
+from .invocation import (
+    AS_BOUND,
+    CANCELLED,
+    FAILED,
+    FINAL,
+    PENDING,
+    RETRYING,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    Frame,
+    Inv,
+    Limit,
+    _frame,
+    current_frame,
+)
 from .offload import Offload
 from .policies import CircuitBreaker, Transition, breakers_of
 from .state import RUN, TaskState, decide
@@ -37,93 +54,14 @@ from .workers import WorkerPool
 
 __all__ = ["Engine", "Frame", "current_frame"]
 
-PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
-SUCCEEDED, FAILED, SKIPPED = TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED
-UPSTREAM_FAILED, CANCELLED = TaskState.UPSTREAM_FAILED, TaskState.CANCELLED
-FINAL = frozenset({SUCCEEDED, FAILED, UPSTREAM_FAILED, SKIPPED, CANCELLED})
 _new_event = tuple.__new__  # all of TaskEvent's fields given, in order
-AS_BOUND: Any = ("as bound",)
 # Ready tasks launched in one loop iteration at most; the rest wait one iteration each. When
 # 100,000 tasks become ready at once, launching them all before any can finish keeps 100,000
 # coroutines alive together; in bursts, early ones finish while later ones start. Every ready
 # task still starts within a few milliseconds, so nothing waits on a hidden concurrency cap.
-BURST = 1000  # Inv.call marker: the task's own args and kwargs, nothing to resolve
+BURST = 1000
 
-
-class Frame:
-    """What a running task's code can reach through ``current_frame()``: its engine and run."""
-
-    __slots__ = ("engine", "inv", "cancelled", "attempt")
-
-    def __init__(self, engine: Engine, inv: Inv, attempt: int) -> None:
-        self.engine = engine
-        self.inv = inv
-        self.attempt = attempt
-        self.cancelled = False
-
-
-_frame: contextvars.ContextVar[Frame | None] = contextvars.ContextVar("nborch_frame", default=None)
-current_frame = _frame.get
-
-
-class Limit:
-    """A counting slot pool (max_concurrency, a Parallel's limit, a task's limit=)."""
-
-    __slots__ = ("cap", "used", "waiters")
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.used = 0
-        self.waiters: deque[Inv] = deque()
-
-
-class Inv:
-    """One task's life in one run."""
-
-    __slots__ = (
-        "spec", "name", "state", "value", "error", "attempts", "started", "finished",
-        "n_up", "n_ok", "n_failed", "n_upfailed", "n_skipped", "limits", "holding",
-        "job", "resume", "waiters", "frame", "call", "parent", "breakers", "stop", "rule", "simple",
-        "waiting", "cache_key", "cached", "size", "executor", "ahead",
-    )
-
-    def __init__(self, spec: Spec, parent: Inv | None) -> None:
-        self.spec = spec
-        self.name = spec.name
-        self.state = PENDING
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.attempts = 0
-        self.started = 0.0
-        self.finished = 0.0
-        self.n_up = len(spec.up)
-        self.n_ok = self.n_failed = self.n_upfailed = self.n_skipped = 0
-        self.limits: tuple[Limit, ...] = ()
-        self.holding = False
-        self.job: asyncio.Task[None] | None = None
-        self.resume: asyncio.Future[None] | None = None
-        self.waiters: list[asyncio.Future[None]] | None = None
-        self.frame: Frame | None = None
-        self.call: tuple[Any, dict[str, Any]] | None = None
-        self.parent = parent
-        self.breakers: tuple[CircuitBreaker, ...] = ()
-        self.stop = False  # cancellation requested by the engine (run cancel or fail_fast)
-        self.waiting = 0  # child calls this task is waiting on (gather may await several)
-        self.cache_key: str | None = None
-        self.cached = False
-        self.size: int | None = None
-        self.executor: Any = None  # an Executor when the body runs in a process pool or on Dask
-        self.ahead: asyncio.Future[Any] | None = None  # submitted ahead to Dask (see submit_ahead)
-        opts = spec.task.options
-        self.rule = opts.trigger_rule
-        # no retry, timeout, breaker, key or skip_if: the body runs without a wrapper coroutine
-        self.simple = (
-            opts.retry is None and opts.timeout is None and opts.skip_if is None and not opts.limit_by
-            and not opts.cache
-        )
-
-
-class Engine(ChildCalls, Offload):
+class Engine(ChildCalls, Offload, Attempts):
     """Executes a graph once. Build one per run; ``await engine.execute()``."""
 
     def __init__(
@@ -572,207 +510,6 @@ class Engine(ChildCalls, Offload):
         if "context" in info.params:
             kwargs["context"] = self.context(inv)
         return fn(**kwargs)
-
-    # -- running one task ------------------------------------------------------------------------
-
-    async def run_task(self, inv: Inv) -> None:
-        spec = inv.spec
-        task = spec.task
-        fn = task.fn
-        opts = task.options
-        retry = opts.retry
-        timeout = opts.timeout
-        is_async = task.info.is_async
-        args, kwargs = (task.args, task.kwargs) if inv.call is AS_BOUND else inv.call  # type: ignore[misc]
-        inv.started = self.now()
-        # the key hashes remote arguments where they are, before they are prepared
-        if opts.cache and self.cache is not None and await self.from_cache(inv, fn, args, kwargs):
-            return
-        exe = inv.executor
-        ahead, inv.ahead = inv.ahead, None
-        if ahead is not None:
-            pass  # submitted already, with its arguments (submit_ahead)
-        elif exe is not None or self.remotes:
-            try:  # Remotes stay remote for their own executor, are fetched for anyone else
-                if exe is not None:
-                    await exe.start()
-                args, kwargs = await prepare_for(exe, args, kwargs)
-            except asyncio.CancelledError:
-                self.settle(inv, CANCELLED)
-                return
-            except Exception as exc:
-                self.fail(inv, exc)
-                return
-        try:
-            while True:
-                inv.attempts += 1
-                frame = inv.frame = Frame(self, inv, inv.attempts)
-                _frame.set(frame)
-                self.emit(inv, RUNNING)
-                admitted: list[CircuitBreaker] = []
-                try:
-                    for b in inv.breakers:
-                        self.emit_circuit(b, b.before_call())  # raises CircuitOpenError when open
-                        admitted.append(b)
-                    if ahead is not None:
-                        job, ahead = ahead, None
-                    elif exe is not None and exe.ahead:
-                        job, remote = exe.submit_remote(
-                            self.loop, fn, args, kwargs, inv.name, self.remote_output
-                        )
-                        if retry is None and self.global_limit is None:
-                            self.submit_ahead(inv, remote)
-                        del remote  # a failure's traceback keeps this frame: not the Dask future
-                    elif exe is not None:
-                        job = exe.submit(self.loop, fn, args, kwargs, inv.name, self.remote_output)
-                    if exe is not None:
-                        if timeout is None:
-                            value = await job
-                        else:
-                            value = await self.with_timeout(inv, job, timeout)
-                    elif not is_async:
-                        value = await self.in_thread(inv, frame, fn, args, kwargs, timeout)
-                    elif timeout is None:
-                        value = await fn(*args, **kwargs)
-                    else:
-                        value = await self.with_timeout(inv, fn(*args, **kwargs), timeout)
-                except Skip as exc:
-                    for b in admitted:
-                        b.release()
-                    inv.error = exc
-                    self.settle(inv, SKIPPED)
-                    return
-                except asyncio.CancelledError:
-                    if inv.stop or self.cancelling:
-                        for b in admitted:
-                            b.release()
-                        self.settle(inv, CANCELLED)
-                        return
-                    raise
-                except Exception as exc:
-                    if await self.failed_attempt(inv, exc, retry, admitted):
-                        continue
-                    return
-                else:
-                    for b in admitted:
-                        self.emit_circuit(b, b.on_success())
-                    if inv.cache_key is not None:  # on disk before SUCCEEDED goes out
-                        local = (await materialize(value)) if isinstance(value, Remote) else value
-                        inv.size = await asyncio.to_thread(self.cache.save, inv.cache_key, inv.name, local)
-                        if inv.size is None:
-                            inv.cache_key = None
-                    inv.value = value
-                    self.results[inv.name] = value
-                    if isinstance(value, Remote):
-                        self.remotes += 1
-                    self.settle(inv, SUCCEEDED)
-                    return
-        except asyncio.CancelledError:
-            if not inv.state.is_final:
-                self.settle(inv, CANCELLED)
-        except BaseException as exc:  # KeyboardInterrupt/SystemExit from a task, or a bug here
-            if not inv.state.is_final:
-                inv.error = exc
-                self.settle(inv, FAILED)
-            if not isinstance(exc, Exception):
-                raise
-
-    async def from_cache(self, inv: Inv, fn: Any, args: Any, kwargs: Any) -> bool:
-        """Compute the task's cache key; on a hit, settle it SUCCEEDED (cached) and say so."""
-        ups = [self.invs[u.name].cache_key for u in inv.spec.up if u.name in self.invs]
-        if self.remotes and has_remote((args, kwargs)):
-            args, kwargs = await self.fingerprinted(args, kwargs)
-        inv.cache_key = await asyncio.to_thread(self.cache.key, fn, args, kwargs, [k for k in ups if k])
-        if inv.cache_key is None or self.force:
-            return False
-        hit, value, size = await asyncio.to_thread(self.cache.load, inv.cache_key)
-        if not hit:
-            return False
-        inv.value, inv.cached, inv.size = value, True, size
-        self.results[inv.name] = value
-        self.settle(inv, SUCCEEDED)
-        return True
-
-    async def fingerprinted(self, args: Any, kwargs: Any) -> tuple[Any, Any]:
-        """Arguments for a cache key: a Remote already fetched (a cached upstream's) as its value,
-        the same key a local run computes; any other as a hash of its value computed on the
-        cluster, so the value does not come back for that."""
-        from .executors import _collect, _replace
-
-        found: list[Remote] = []
-        _collect((args, kwargs), found)
-        prints = {
-            id(r): r.value if r.fetched else ("nborch-remote-value", await r.executor.fingerprint(r))
-            for r in found
-        }
-        return _replace(args, lambda r: prints[id(r)]), _replace(kwargs, lambda r: prints[id(r)])
-
-    async def with_timeout(self, inv: Inv, coro: Any, timeout: float) -> Any:
-        try:
-            async with asyncio.timeout(timeout) as scope:
-                return await coro
-        except TimeoutError:
-            if scope.expired():
-                raise TaskTimeoutError(inv.name, timeout) from None
-            raise
-
-    async def in_thread(
-        self, inv: Inv, frame: Frame, fn: Callable[..., Any], args: Any, kwargs: Any, timeout: float | None
-    ) -> Any:
-        fut = self.worker_pool().submit(contextvars.copy_context(), fn, args, kwargs)
-        try:
-            if timeout is None:
-                return await fut
-            done, _ = await asyncio.wait((fut,), timeout=timeout)
-            if not done:
-                raise TaskTimeoutError(inv.name, timeout)
-            return fut.result()
-        except BaseException:
-            # the thread cannot be stopped: tell it (nborch.cancelled()) and drop its result
-            frame.cancelled = True
-            if not fut.done():
-                fut.cancel()
-            raise
-
-    async def failed_attempt(
-        self, inv: Inv, exc: BaseException, retry: Any, admitted: list[CircuitBreaker]
-    ) -> bool:
-        """Record a failed attempt; True if the task should try again."""
-        refused = isinstance(exc, CircuitOpenError) and len(admitted) < len(inv.breakers)
-        for b in admitted:  # a breaker that refused the call records nothing
-            if refused:
-                b.release()
-            else:
-                self.emit_circuit(b, b.on_failure())
-        inv.error = exc
-        if retry is not None and not refused and retry.should_retry(exc, inv.attempts):
-            delay = retry.delay_for(inv.attempts)
-            inv.state = RETRYING
-            self.emit(inv, RETRYING, delay=delay)
-            if delay > 0:
-                self.release(inv)
-                await self.clock.sleep(delay)
-                await self.reacquire(inv)
-            else:
-                await asyncio.sleep(0)
-            inv.state = RUNNING
-            return True
-        self.fail(inv, exc)
-        return False
-
-    def fail(self, inv: Inv, exc: BaseException) -> None:
-        """End ``inv`` FAILED with ``exc`` (noted with the task and attempt)."""
-        inv.error = exc
-        self.note(inv, exc)
-        self.settle(inv, FAILED)
-
-    def note(self, inv: Inv, exc: BaseException) -> None:
-        retry = inv.spec.task.options.retry
-        total = retry.max_attempts if retry is not None else 1
-        attempt = max(inv.attempts, 1)
-        note = f"nborch: raised in task {inv.name!r}, attempt {attempt} of {total}"
-        if note not in getattr(exc, "__notes__", ()):
-            exc.add_note(note)
 
     # -- settling --------------------------------------------------------------------------------
 

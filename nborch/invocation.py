@@ -1,0 +1,97 @@
+"""One task's life in one run (``Inv``), what its running code can reach (``Frame``), the
+slot pools of limits (``Limit``), and the state names the engine's modules share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .state import TaskState
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .graph import Spec
+    from .policies import CircuitBreaker
+
+__all__ = ["Frame", "Inv", "Limit", "current_frame"]
+
+PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
+SUCCEEDED, FAILED, SKIPPED = TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED
+UPSTREAM_FAILED, CANCELLED = TaskState.UPSTREAM_FAILED, TaskState.CANCELLED
+FINAL = frozenset({SUCCEEDED, FAILED, UPSTREAM_FAILED, SKIPPED, CANCELLED})
+AS_BOUND: Any = ("as bound",)  # Inv.call marker: the task's own args and kwargs, nothing to resolve
+
+
+class Frame:
+    """What a running task's code can reach through ``current_frame()``: its engine and run."""
+
+    __slots__ = ("engine", "inv", "cancelled", "attempt")
+
+    def __init__(self, engine: Engine, inv: Inv, attempt: int) -> None:
+        self.engine = engine
+        self.inv = inv
+        self.attempt = attempt
+        self.cancelled = False
+
+
+_frame: contextvars.ContextVar[Frame | None] = contextvars.ContextVar("nborch_frame", default=None)
+current_frame = _frame.get
+
+
+class Limit:
+    """A counting slot pool (max_concurrency, a Parallel's limit, a task's limit=)."""
+
+    __slots__ = ("cap", "used", "waiters")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.used = 0
+        self.waiters: deque[Inv] = deque()
+
+
+class Inv:
+    """One task's life in one run."""
+
+    __slots__ = (
+        "spec", "name", "state", "value", "error", "attempts", "started", "finished",
+        "n_up", "n_ok", "n_failed", "n_upfailed", "n_skipped", "limits", "holding",
+        "job", "resume", "waiters", "frame", "call", "parent", "breakers", "stop", "rule", "simple",
+        "waiting", "cache_key", "cached", "size", "executor", "ahead",
+    )
+
+    def __init__(self, spec: Spec, parent: Inv | None) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.state = PENDING
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.attempts = 0
+        self.started = 0.0
+        self.finished = 0.0
+        self.n_up = len(spec.up)
+        self.n_ok = self.n_failed = self.n_upfailed = self.n_skipped = 0
+        self.limits: tuple[Limit, ...] = ()
+        self.holding = False
+        self.job: asyncio.Task[None] | None = None
+        self.resume: asyncio.Future[None] | None = None
+        self.waiters: list[asyncio.Future[None]] | None = None
+        self.frame: Frame | None = None
+        self.call: tuple[Any, dict[str, Any]] | None = None
+        self.parent = parent
+        self.breakers: tuple[CircuitBreaker, ...] = ()
+        self.stop = False  # cancellation requested by the engine (run cancel or fail_fast)
+        self.waiting = 0  # child calls this task is waiting on (gather may await several)
+        self.cache_key: str | None = None
+        self.cached = False
+        self.size: int | None = None
+        self.executor: Any = None  # an Executor when the body runs in a process pool or on Dask
+        self.ahead: asyncio.Future[Any] | None = None  # submitted ahead to Dask (see submit_ahead)
+        opts = spec.task.options
+        self.rule = opts.trigger_rule
+        # no retry, timeout, breaker, key or skip_if: the body runs without a wrapper coroutine
+        self.simple = (
+            opts.retry is None and opts.timeout is None and opts.skip_if is None and not opts.limit_by
+            and not opts.cache
+        )
