@@ -23,7 +23,7 @@ from .errors import (
     Skip,
     TaskTimeoutError,
 )
-from .executors import DaskExecutor, Executor, ProcessExecutor, Remote
+from .executors import Executor, ProcessExecutor, Remote
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, TaskProgress, events
 from .policies import BreakerState, CircuitBreaker, RetryPolicy
 from .record import ErrorRecord, Run
@@ -90,6 +90,18 @@ __all__ = [
     "task",
     "workflows",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DaskExecutor":  # imported on first use: most runs never need it
+        from .dask_executor import DaskExecutor
+
+        return DaskExecutor
+    raise AttributeError(f"module 'nborch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # tab completion sees the lazy name too
+    return sorted({*globals(), "DaskExecutor"})
 
 
 def history(limit: int | None = 20) -> list[Run]:

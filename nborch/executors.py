@@ -415,4 +415,10 @@ def check_executor(spec: Any, who: str = "") -> Any:
     raise DefinitionError(who + check_executor_message(spec))
 
 
-from .dask_executor import DaskExecutor  # noqa: E402  (the public name stays here too)
+
+def __getattr__(name: str) -> Any:
+    if name == "DaskExecutor":  # the public name stays here too, imported on first use
+        from .dask_executor import DaskExecutor
+
+        return DaskExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
