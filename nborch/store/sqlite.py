@@ -422,19 +422,10 @@ class Recorder:
     def close(self, run: Any) -> None:
         if self.timer is not None:
             self.timer.cancel()
-            self.timer = None
-        self.pending.setdefault(_RUN_END, []).append(
-            (self.outcome or run.status, time.time(), self.count, self.run_id)
-        )
-        groups: Groups | None = self.take()
-        if not self.handed_off:
-            try:
-                if self.store.write_groups(groups, wait=False):
-                    groups = None
-            except Exception as err:  # recording must never break a run: keep the error
-                self.store.write_error = err
-                groups = None
-        if groups is not None:  # earlier rows went to the writer thread, or the lock is taken
-            self.store.enqueue_groups(groups)
+        tasks = self.count + len(self.succeeded)  # the last batch is counted when taken
+        end = (self.outcome or run.status, time.time(), tasks, self.run_id)
+        self.pending.setdefault(_RUN_END, []).append(end)
+        self.commit()
+        if self.handed_off:  # rows went to the writer thread: the run ends once they are on disk
             self.store.flush()
         self.store.checkpoint_later()

@@ -59,6 +59,17 @@ def test_a_run_is_recorded_and_reopened_with_states_attempts_and_errors(store):
     assert [(a["attempt"], a["error_type"]) for a in retried] == [(1, "ConnectionError")]
 
 
+def test_the_run_row_counts_every_task(store):
+    @task
+    def one(i):
+        return i
+
+    run = nborch.run(Parallel(*[one(i) for i in range(7)]), store=store)  # one short batch
+    db = sqlite3.connect(store.path)
+    assert db.execute("SELECT state, tasks FROM runs WHERE id = ?", (run.id,)).fetchone() == ("succeeded", 7)
+    assert db.execute("SELECT COUNT(*) FROM tasks WHERE run_id = ?", (run.id,)).fetchone() == (7,)
+
+
 def test_history_lists_runs_newest_first(store):
     ids = [nborch.run(Sequence(task(lambda: i)()), store=store).id for i in range(3)]
     assert [r.id for r in history(store=store)][:3] == ids[::-1]
