@@ -33,6 +33,7 @@ from .graph import Graph, Spec
 from .invocation import (
     AS_BOUND,
     CANCELLED,
+    DECIDED,
     FAILED,
     FINAL,
     PENDING,
@@ -101,6 +102,8 @@ class Engine(ChildCalls, Offload, Attempts):
         self.logs: dict[str, list[str]] = {}
         self.burst = 0
         self.deferred: deque[Inv] = deque()
+        self.settling = False  # settle() is processing: further settles wait in ``queue``
+        self.queue: deque[tuple[Inv, TaskState]] = deque()
         self.gc_was_enabled = gc.isenabled()  # the runner pauses the GC while it builds
         self.cache: Any = None  # a store.cache.Cache when the run caches values
         self.force = False  # ignore cached values (still store new ones)
@@ -514,67 +517,83 @@ class Engine(ChildCalls, Offload, Attempts):
     # -- settling --------------------------------------------------------------------------------
 
     def settle(self, inv: Inv, state: TaskState) -> None:
-        """Give ``inv`` its final state, then decide its downstream (iteratively, no recursion)."""
-        work: list[tuple[Inv, TaskState]] | None = None
-        invs = self.invs
-        listening = events._subscribers or (self.bus is not None and self.bus._subscribers)
-        while True:
-            if inv.state not in FINAL:
-                inv.state = state
-                inv.finished = self.now()
-                if not inv.started:
-                    inv.started = inv.finished
-                if state is FAILED:
-                    for grp in inv.spec.groups:  # before the slot is freed: no sibling may take it
-                        if grp.fail_fast:
-                            work = work if work is not None else []
-                            self.cancel_specs(grp.specs, work)
-                if inv.holding:
-                    self.release(inv)
-                if inv.ahead is not None or self.pending:
-                    self.drop_ahead(inv)
-                if listening:
-                    self.emit(inv, state)
-                self.unsettled -= 1
-                if inv.waiters:
-                    for fut in inv.waiters:
-                        if not fut.done():
-                            fut.set_result(None)
-                    inv.waiters = None
-                if state is not SUCCEEDED:
-                    if inv.frame is not None and state is CANCELLED:
-                        inv.frame.cancelled = True
-                    if state is FAILED and self.first_failure is None:
-                        self.first_failure = inv
-                for dspec in inv.spec.down:
-                    d = invs.get(dspec.name)
-                    if d is None or d.state is not PENDING or d.call is not None:
-                        continue  # not in this run yet, or already decided (one_success fires early)
-                    if self.cancelling:  # a stopped run starts nothing and decides nothing
-                        work = work if work is not None else []
-                        work.append((d, CANCELLED))
-                        continue
-                    if state is SUCCEEDED and d.rule == "all_success":  # the common case, kept inline
-                        d.n_ok += 1
-                        if d.n_ok == d.n_up:
-                            self.start(d)
-                        continue
-                    self.count_settled(d, state)
-                    decision = decide(d.rule, d.n_up, d.n_ok, d.n_failed, d.n_upfailed, d.n_skipped)
-                    if decision is None:
-                        continue
-                    if decision == RUN:
-                        self.start(d)
-                    else:
-                        work = work if work is not None else []
-                        work.append((d, decision))  # type: ignore[arg-type]
-            if not work:
-                break
-            inv, state = work.pop()
+        """Give ``inv`` its final state, then decide its downstream.
+
+        Never re-entrant: a settle asked for while another is being processed (a task that
+        ``start`` skips at once, a downstream decided UPSTREAM_FAILED, a fail_fast sibling) is
+        queued and processed after it, so every settled task has been counted for all of its
+        downstream before any of them is started or settled. Trigger rules are therefore
+        always decided on complete counts, as Airflow decides them after each state change.
+        """
+        if self.settling:
+            self.queue.append((inv, state))
+            return
+        self.settling = True
+        try:
+            self._settle(inv, state)
+            queue = self.queue
+            while queue:
+                inv, state = queue.popleft()
+                self._settle(inv, state)
+        finally:
+            self.settling = False
         if self.unsettled <= 0 and self.done is not None and not self.done.done():
             self.done.set_result(None)
 
-    def cancel_specs(self, specs: list[Spec], work: list[tuple[Inv, TaskState]]) -> None:
+    def _settle(self, inv: Inv, state: TaskState) -> None:
+        if inv.state in FINAL:
+            return
+        queue = self.queue
+        inv.state = state
+        inv.finished = self.now()
+        if not inv.started:
+            inv.started = inv.finished
+        if state is FAILED:
+            for grp in inv.spec.groups:  # before the slot is freed: no sibling may take it
+                if grp.fail_fast:
+                    self.cancel_specs(grp.specs)
+        if inv.holding:
+            self.release(inv)
+        if inv.ahead is not None or self.pending:
+            self.drop_ahead(inv)
+        if events._subscribers or (self.bus is not None and self.bus._subscribers):
+            self.emit(inv, state)
+        self.unsettled -= 1
+        if inv.waiters:
+            for fut in inv.waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            inv.waiters = None
+        if state is not SUCCEEDED:
+            if inv.frame is not None and state is CANCELLED:
+                inv.frame.cancelled = True
+            if state is FAILED and self.first_failure is None:
+                self.first_failure = inv
+        invs = self.invs
+        for dspec in inv.spec.down:
+            d = invs.get(dspec.name)
+            if d is None or d.state is not PENDING or d.call is not None:
+                continue  # not in this run yet, or already decided (one_success fires early)
+            if self.cancelling:  # a stopped run starts nothing and decides nothing
+                d.call = DECIDED
+                queue.append((d, CANCELLED))
+                continue
+            if state is SUCCEEDED and d.rule == "all_success":  # the common case, kept inline
+                d.n_ok += 1
+                if d.n_ok == d.n_up:
+                    self.start(d)
+                continue
+            self.count_settled(d, state)
+            decision = decide(d.rule, d.n_up, d.n_ok, d.n_failed, d.n_upfailed, d.n_skipped)
+            if decision is None:
+                continue
+            if decision == RUN:
+                self.start(d)
+            else:
+                d.call = DECIDED  # its state is decided: no later settle may decide it again
+                queue.append((d, decision))  # type: ignore[arg-type]
+
+    def cancel_specs(self, specs: list[Spec]) -> None:
         for spec in specs:
             inv = self.invs.get(spec.name)
             if inv is None or inv.state.is_final:
@@ -583,7 +602,7 @@ class Engine(ChildCalls, Offload, Attempts):
             if inv.job is not None and not inv.job.done():
                 inv.job.cancel()
             else:
-                work.append((inv, CANCELLED))
+                self.settle(inv, CANCELLED)
 
     def cancel(self) -> None:
         """Stop the run: cancel running tasks, mark every unstarted one CANCELLED."""

@@ -22,6 +22,7 @@ SUCCEEDED, FAILED, SKIPPED = TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SK
 UPSTREAM_FAILED, CANCELLED = TaskState.UPSTREAM_FAILED, TaskState.CANCELLED
 FINAL = frozenset({SUCCEEDED, FAILED, UPSTREAM_FAILED, SKIPPED, CANCELLED})
 AS_BOUND: Any = ("as bound",)  # Inv.call marker: the task's own args and kwargs, nothing to resolve
+DECIDED: Any = ("decided",)  # Inv.call marker: its trigger rule decided a final state, queued to settle
 
 
 class Frame:

@@ -329,3 +329,35 @@ def test_one_failed_alert_is_skipped_when_nothing_failed():
 
     assert result.states["alert"] is TaskState.SKIPPED
     assert result.ok is True
+
+
+def test_a_task_skipped_at_once_inside_a_settle_does_not_decide_on_a_partial_count():
+    """`load` waits on `extract` and `audit`; `audit` (all_done, skip_if) is skipped the moment
+    `extract` fails. `load` must still see `extract`'s failure: UPSTREAM_FAILED, so the
+    one_failed handler runs and the none_failed task does not (Airflow, at every moment)."""
+    ran: list[str] = []
+
+    def extract():
+        raise ValueError("boom")
+
+    def handler(load):
+        ran.append("handler")
+
+    def guarded(load):
+        ran.append("guarded")
+
+    audit = Task(lambda extract: ran.append("audit"), name="audit", trigger_rule="all_done",
+                 skip_if=lambda: True)
+    dag = DAG(
+        extract,
+        audit,
+        Task(lambda extract, audit: ran.append("load"), name="load"),
+        Task(handler, trigger_rule="one_failed"),
+        Task(guarded, trigger_rule="none_failed"),
+    )
+    run = nborch.run(dag, store=False)
+    assert run.states == {
+        "extract": TaskState.FAILED, "audit": TaskState.SKIPPED, "load": TaskState.UPSTREAM_FAILED,
+        "handler": TaskState.SUCCEEDED, "guarded": TaskState.UPSTREAM_FAILED,
+    }
+    assert ran == ["handler"]
