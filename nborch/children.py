@@ -34,7 +34,7 @@ class ChildCalls:
         """Run ``node`` inside this run on behalf of the running task ``parent``."""
         if self.cancelling:
             raise asyncio.CancelledError()
-        part = build_graph(node, taken=self.invs.keys(), known=self.graph.by_task, parent=parent.name,
+        part = build_graph(node, names=self.graph.names, known=self.graph.by_task, parent=parent.name,
                            dedupe=self.dedupe)
         targets = part.leaves(node)
         self.check_wait_cycle(targets, parent)
@@ -73,7 +73,10 @@ class ChildCalls:
             if parent.waiting == 1:
                 self.release(parent)
             try:
-                await asyncio.gather(*waits)
+                if len(waits) == 1:
+                    await waits[0]
+                else:
+                    await asyncio.gather(*waits)
             finally:
                 parent.waiting -= 1
                 if parent.waiting == 0 and not self.cancelling and not parent.state.is_final:

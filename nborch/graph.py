@@ -18,7 +18,7 @@ from .policies import CircuitBreaker
 from .task import INJECTED, Node, Task
 from .workflow import DAG, CircuitGroup, Composite, Parallel, Sequence
 
-__all__ = ["Graph", "Group", "Spec", "build_graph", "find_nodes"]
+__all__ = ["Graph", "Group", "Names", "Spec", "build_graph", "find_nodes"]
 
 
 class Group:
@@ -44,7 +44,7 @@ class Spec:
 
     def __init__(self, task: Task, scope: DAG | None, parent: str | None = None) -> None:
         self.task = task
-        self.explicit = task.options.name is not None
+        self.explicit = task.own_name  # named as a node: Task(f, name=...), not @task(name=...)
         self.base = task.base_name
         self.name = ""
         self.scope = scope
@@ -86,6 +86,7 @@ class Graph:
         self.members: dict[int, list[Spec]] = {}  # id(composite) -> its leaves, for DAG values
         self.groups: list[Group] = []
         self.nodes: dict[int, Node] = {}  # keeps every visited node alive while ids are used
+        self.names = Names()  # the run's names (shared with the graphs of its child tasks)
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -125,30 +126,45 @@ class Graph:
         return [self.value(c, results) for c in node.children]
 
 
+class Names:
+    """The task names of one run: those taken, the next ``[n]`` to try per base name, and
+    which function owns each function-level name (``@task(name=...)``). A run keeps one and
+    hands it to every graph built for its child tasks, so naming a child costs the same in
+    a run of ten tasks as in a run of a million."""
+
+    __slots__ = ("taken", "next_index", "owners")
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set()
+        self.next_index: dict[str, int] = {}  # base -> the next [n] to try
+        self.owners: dict[str, Any] = {}  # function-level name -> its function
+
+
 def build_graph(
     root: Node,
     *,
-    taken: Iterable[str] = (),
+    names: Names | None = None,
     known: dict[int, Spec] | None = None,
     parent: str | None = None,
     dedupe: dict[Any, Spec] | None = None,
 ) -> Graph:
     """Flatten and validate ``root``.
 
-    ``taken``, ``known`` and ``dedupe`` extend a running graph (child tasks): names in use,
-    Task ids already in the run, and the run's ``dedupe=True`` calls.
+    ``names``, ``known`` and ``dedupe`` extend a running graph (child tasks): the run's
+    names, the Task ids already in the run, and the run's ``dedupe=True`` calls.
     Raises DefinitionError (GraphError, CycleError, InvalidTaskError) naming the culprit.
     """
-    return _Builder(root, set(taken), known or {}, parent, dedupe).build()
+    return _Builder(root, names if names is not None else Names(), known or {}, parent, dedupe).build()
 
 
 class _Builder:
     def __init__(
-        self, root: Node, taken: set[str], known: dict[int, Spec], parent: str | None,
+        self, root: Node, names: Names, known: dict[int, Spec], parent: str | None,
         dedupe: dict[Any, Spec] | None,
     ) -> None:
         self.graph = Graph(root)
-        self.taken = taken
+        self.graph.names = names
+        self.names = names
         self.known = known
         self.parent = parent
         self.new: list[Spec] = []
@@ -164,12 +180,17 @@ class _Builder:
     def build(self) -> Graph:
         self.collect(self.graph.root, None, [])
         self.name_all()
-        for spec in self.new:
-            self.graph.specs[spec.name] = spec
-        self.wire(self.graph.root)
-        if self.problems:
-            raise GraphError("\n".join(self.problems) if len(self.problems) > 1 else self.problems[0])
-        self.check_cycles()
+        try:
+            for spec in self.new:
+                self.graph.specs[spec.name] = spec
+            self.wire(self.graph.root)
+            if self.problems:
+                raise GraphError("\n".join(self.problems) if len(self.problems) > 1 else self.problems[0])
+            self.check_cycles()
+        except BaseException:
+            self.forget(self.added, self.touched)
+            raise
+        self.names.owners.update(self.claimed)
         return self.graph
 
     # -- pass 1: collect leaves -----------------------------------------------------------------
@@ -261,34 +282,75 @@ class _Builder:
     # -- pass 2: names --------------------------------------------------------------------------
 
     def name_all(self) -> None:
+        """Give every new leaf its run-unique name. Names given to a node (``Task(f, name=)``)
+        are used as they are and must be unique; the calls of a function (named after it, or
+        by ``@task(name=...)``) are numbered in call order: ``sum``, ``sum[2]``, ``sum[3]``.
+        Nothing is committed to the run's names unless every name is valid."""
+        names = self.names
+        taken, owners = names.taken, names.owners
         explicit: dict[str, Spec] = {}
+        claimed: dict[str, Any] = {}  # function-level names claimed by this build
         for spec in self.new:
+            base = spec.base
             if spec.explicit:
-                if spec.base in explicit or spec.base in self.taken:
+                if base in explicit:
                     self.problems.append(
-                        f"two different tasks are named {spec.base!r}: {explicit[spec.base].task!r} and "
+                        f"two different tasks are named {base!r}: {explicit[base].task!r} and "
                         f"{spec.task!r}. Give each a unique name=."
-                        if spec.base in explicit
-                        else f"a task named {spec.base!r} already exists in this run; give {spec.task!r} another name="
                     )
-                    continue
-                explicit[spec.base] = spec
-                spec.name = spec.base
+                elif base in taken or base in claimed:
+                    self.problems.append(
+                        f"a task named {base!r} already exists in this run; give {spec.task!r} another name="
+                    )
+                else:
+                    explicit[base] = spec
+                    spec.name = base
+            elif spec.task.options.name is not None:  # @task(name=...): the function's name
+                fn = _owner(spec.task.fn)
+                other = owners.get(base, claimed.get(base, fn))
+                if other is not fn or base in explicit:
+                    self.problems.append(
+                        f"two different functions are named {base!r} (@task(name={base!r})): "
+                        f"{_describe(other) if base not in explicit else repr(explicit[base].task)} and "
+                        f"{_describe(fn)}. Give each a unique name=."
+                    )
+                else:
+                    claimed[base] = fn
         if self.problems:
             raise GraphError("\n".join(self.problems))
-        taken = self.taken | set(explicit)
-        next_index: dict[str, int] = {}  # base -> the next [n] to try: naming stays linear
-        for spec in sorted((s for s in self.new if not s.explicit), key=lambda s: s.order):
-            base = spec.base
-            if base not in taken:
-                spec.name = base
+        added: list[str] = list(explicit)
+        next_index = names.next_index
+        touched: dict[str, int | None] = {}
+        try:
+            taken.update(explicit)
+            for spec in sorted((s for s in self.new if not s.explicit), key=lambda s: s.order):
+                base = spec.base
+                if base not in taken:
+                    name = base
+                else:
+                    i = next_index.get(base, 2)
+                    while f"{base}[{i}]" in taken:
+                        i += 1
+                    name = f"{base}[{i}]"
+                    if base not in touched:
+                        touched[base] = next_index.get(base)
+                    next_index[base] = i + 1
+                spec.name = name
+                taken.add(name)
+                added.append(name)
+        except BaseException:
+            self.forget(added, touched)
+            raise
+        self.added, self.touched, self.claimed = added, touched, claimed
+
+    def forget(self, added: list[str], touched: dict[str, int | None]) -> None:
+        """Give back the names of a build that failed."""
+        self.names.taken.difference_update(added)
+        for base, old in touched.items():
+            if old is None:
+                self.names.next_index.pop(base, None)
             else:
-                i = next_index.get(base, 2)
-                while f"{base}[{i}]" in taken:
-                    i += 1
-                spec.name = f"{base}[{i}]"
-                next_index[base] = i + 1
-            taken.add(spec.name)
+                self.names.next_index[base] = old
 
     # -- pass 3: edges --------------------------------------------------------------------------
 
@@ -479,6 +541,8 @@ class _Builder:
         return names[0]
 
     def check_cycles(self) -> None:
+        if len(self.new) == 1 and not self.new[0].up:  # a single new call (a child task): no cycle
+            return
         sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
         for spec in self.new:
             sorter.add(spec.name, *(u.name for u in spec.up))
@@ -487,6 +551,17 @@ class _Builder:
         except graphlib.CycleError as err:
             cycle = list(err.args[1])  # graphlib lists it upstream -> downstream already
             raise CycleError(cycle) from None
+
+
+def _owner(fn: Any) -> Any:
+    """The function behind a callable (a bound method's function), to tell functions apart."""
+    return getattr(fn, "__func__", fn)
+
+
+def _describe(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module and module not in ("__main__", "builtins") else name
 
 
 def _freeze(value: Any) -> Any:

@@ -305,7 +305,7 @@ class Task(Node):
     task runs, and running this task runs them first.
     """
 
-    __slots__ = ("fn", "args", "kwargs", "options", "seq", "info")
+    __slots__ = ("fn", "args", "kwargs", "options", "seq", "info", "own_name")
 
     def __init__(self, fn: Callable[..., Any], *args: Any, **keywords: Any) -> None:
         base: TaskOptions | None = None
@@ -320,6 +320,9 @@ class Task(Node):
         self.args = args
         self.kwargs = kwargs
         self.options = make_options(base, **option_kw) if option_kw else (base or _DEFAULTS)
+        # A name given to this node must be unique in its run; a task function's name
+        # (@task(name=...)) names every call of it, numbered like an unnamed function's.
+        self.own_name = option_kw.get("name") is not None
         self.seq = next(_sequence)
         self.info = fn_info(fn)
         self._after = ()

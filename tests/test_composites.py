@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import pytest
 
 import nborch
-from nborch import DAG, Parallel, Run, Sequence, Task, TaskState, task
+from nborch import DAG, GraphError, Parallel, Run, Sequence, Task, TaskState, task
 
 
 @task
@@ -325,6 +325,80 @@ def test_derived_name_steps_aside_for_an_explicit_name():
     result = nborch.run(Parallel(fetch(1), Task(fetch, 2, name="fetch")))
 
     assert result.results == {"fetch": 2, "fetch[2]": 1}
+
+
+def test_a_task_function_name_names_every_call_numbered_in_call_order():
+    """@task(name=...) names the function, not each call (Pynenc's parallelize, DremioFrame's
+    @task(name="extract", retries=3)): three calls are sum, sum[2], sum[3]."""
+
+    @task(name="sum")
+    def add(a, b):
+        return a + b
+
+    result = nborch.run(Parallel(add(1, 2), add(3, 4), add(5, 6)), store=False)
+
+    assert result.results == {"sum": 3, "sum[2]": 7, "sum[3]": 11}
+
+
+def test_a_named_task_function_called_as_child_tasks_keeps_numbering():
+    @task(name="leaf")
+    async def one(i):
+        return i
+
+    @task
+    async def parent():
+        return [await one(i) for i in range(3)]
+
+    result = nborch.run(parent(), store=False)
+
+    assert result.value == [0, 1, 2]
+    assert sorted(result.states) == ["leaf", "leaf[2]", "leaf[3]", "parent"]
+
+
+def test_two_functions_decorated_with_one_name_are_rejected():
+    @task(name="extract")
+    def one():
+        return 1
+
+    @task(name="extract")
+    def two():
+        return 2
+
+    with pytest.raises(GraphError, match=r"^two different functions are named 'extract' .* Give each a unique name=\.$"):
+        nborch.run(Parallel(one(), two()), store=False)
+
+
+def test_a_node_name_and_a_function_name_that_clash_are_rejected():
+    @task(name="load")
+    def one():
+        return 1
+
+    with pytest.raises(GraphError, match=r"named 'load'"):
+        nborch.run(Parallel(Task(lambda: 2, name="load"), one()), store=False)
+
+
+def test_a_failed_build_gives_its_names_back():
+    """Numbering stays contiguous after a child call whose graph was rejected."""
+
+    @task
+    async def leaf(i):
+        return i
+
+    @task
+    async def parent():
+        first = await leaf(0)
+        a, b = leaf(1), leaf(1)
+        a >> b >> a  # a cycle: found after the names were given
+        try:
+            await DAG(a, b)
+        except nborch.CycleError:
+            pass
+        return [first, await leaf(2)]
+
+    result = nborch.run(parent(), store=False)
+
+    assert result.value == [0, 2]
+    assert sorted(result.states) == ["leaf", "leaf[2]", "parent"]
 
 
 # -- 6. Sequence --------------------------------------------------------------------------------
