@@ -52,6 +52,11 @@ class Attempts:
             except Exception as exc:
                 self.fail(inv, exc)
                 return
+        if inv.circuits:
+            refused = self.admit(inv)
+            if refused is not None:  # a CircuitGroup's circuit is open: fail without running
+                self.fail(inv, refused)
+                return
         try:
             while True:
                 inv.attempts += 1

@@ -26,14 +26,15 @@ from typing import Any
 from .attempts import Attempts
 from .children import ChildCalls
 from .clock import Clock
-from .errors import Skip
+from .errors import CircuitOpenError, Skip
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, events
 from .executors import Remote, has_remote
-from .graph import Graph, Spec
+from .graph import Graph, Group, Spec
 from .invocation import (
     AS_BOUND,
     CANCELLED,
     DECIDED,
+    CircuitCall,
     FAILED,
     FINAL,
     PENDING,
@@ -48,7 +49,7 @@ from .invocation import (
     current_frame,
 )
 from .offload import Offload
-from .policies import CircuitBreaker, Transition, breakers_of
+from .policies import CircuitBreaker, Transition
 from .state import RUN, TaskState, decide
 from .task import Node, fn_info
 from .workers import WorkerPool
@@ -97,6 +98,7 @@ class Engine(ChildCalls, Offload, Attempts):
         self.global_limit = Limit(max_concurrency) if max_concurrency else None
         self.fn_limits: dict[Any, Limit] = {}
         self.group_limits: dict[int, Limit] = {}
+        self.circuits: dict[int, CircuitCall] = {}  # id(CircuitGroup's Group) -> this run's call
         self.dedupe: dict[Any, Spec] = {}
         self.fatal: BaseException | None = None
         self.logs: dict[str, list[str]] = {}
@@ -215,13 +217,55 @@ class Engine(ChildCalls, Offload, Attempts):
                 inv.executor = self.executor_for(spec.task)
                 if inv.executor is not None:
                     inv.simple = False
-            if opts.breaker is not None or any(g.breaker for g in spec.groups):
-                inv.breakers = breakers_of([opts.breaker, *(g.breaker for g in spec.groups)])
+            if opts.breaker is not None:
+                inv.breakers = (opts.breaker,)
+                inv.simple = False
+            if spec.groups and any(g.breaker for g in spec.groups):
+                inv.circuits = tuple(self.circuit_call(g) for g in spec.groups if g.breaker is not None)
                 inv.simple = False
             self.invs[spec.name] = inv
             new.append(inv)
         self.unsettled += len(new)
         return new
+
+    def circuit_call(self, grp: Group) -> CircuitCall:
+        """This run's call of a CircuitGroup's breaker (made with the group's first step)."""
+        call = self.circuits.get(id(grp))
+        if call is None:
+            call = self.circuits[id(grp)] = CircuitCall(grp.breaker, len(grp.specs))  # type: ignore[arg-type]
+        return call
+
+    def admit(self, inv: Inv) -> CircuitOpenError | None:
+        """Before ``inv``'s first attempt: its CircuitGroups' calls are admitted (once per
+        group and run), or the error it fails with because a group's circuit is open."""
+        for call in inv.circuits:
+            if call.admitted is None:
+                try:
+                    self.emit_circuit(call.breaker, call.breaker.before_call())
+                    call.admitted = True
+                except CircuitOpenError as exc:
+                    call.admitted = False
+                    call.refusal = (exc.failures, exc.retry_in)
+            if call.admitted is False:
+                return CircuitOpenError(call.breaker.name, *call.refusal)  # type: ignore[misc]
+        return None
+
+    def count_circuits(self, inv: Inv, state: TaskState) -> None:
+        """``inv`` settled: once every step of a group did, its breaker records the outcome."""
+        for call in inv.circuits:
+            call.remaining -= 1
+            if state is FAILED:
+                call.failed = True
+            elif state is CANCELLED:
+                call.cancelled = True
+            if call.remaining == 0 and call.admitted:
+                breaker = call.breaker
+                if call.failed:
+                    self.emit_circuit(breaker, breaker.on_failure())
+                elif call.cancelled:
+                    breaker.release()  # stopped: no outcome to record
+                else:
+                    self.emit_circuit(breaker, breaker.on_success())
 
     async def execute(self) -> None:
         """Run every task to a final state. Cancelling this coroutine cancels the run."""
@@ -556,6 +600,8 @@ class Engine(ChildCalls, Offload, Attempts):
             self.release(inv)
         if inv.ahead is not None or self.pending:
             self.drop_ahead(inv)
+        if inv.circuits:
+            self.count_circuits(inv, state)
         if events._subscribers or (self.bus is not None and self.bus._subscribers):
             self.emit(inv, state)
         self.unsettled -= 1

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .graph import Spec
     from .policies import CircuitBreaker
 
-__all__ = ["Frame", "Inv", "Limit", "current_frame"]
+__all__ = ["CircuitCall", "Frame", "Inv", "Limit", "current_frame"]
 
 PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
 SUCCEEDED, FAILED, SKIPPED = TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED
@@ -52,6 +52,21 @@ class Limit:
         self.waiters: deque[Inv] = deque()
 
 
+class CircuitCall:
+    """One run of a CircuitGroup: one call of its breaker, admitted when its first step is
+    about to start, a failure when any step fails, a success when all succeed."""
+
+    __slots__ = ("breaker", "remaining", "admitted", "refusal", "failed", "cancelled")
+
+    def __init__(self, breaker: CircuitBreaker, steps: int) -> None:
+        self.breaker = breaker
+        self.remaining = steps  # steps not settled yet
+        self.admitted: bool | None = None  # None: no step has started yet
+        self.refusal: tuple[int, float] | None = None  # the open circuit's (failures, retry in)
+        self.failed = False
+        self.cancelled = False
+
+
 class Inv:
     """One task's life in one run."""
 
@@ -59,7 +74,7 @@ class Inv:
         "spec", "name", "state", "value", "error", "attempts", "started", "finished",
         "n_up", "n_ok", "n_failed", "n_upfailed", "n_skipped", "limits", "holding",
         "job", "resume", "waiters", "frame", "call", "parent", "breakers", "stop", "rule", "simple",
-        "waiting", "cache_key", "cached", "size", "executor", "ahead",
+        "waiting", "cache_key", "cached", "size", "executor", "ahead", "circuits",
     )
 
     def __init__(self, spec: Spec, parent: Inv | None) -> None:
@@ -89,6 +104,7 @@ class Inv:
         self.size: int | None = None
         self.executor: Any = None  # an Executor when the body runs in a process pool or on Dask
         self.ahead: asyncio.Future[Any] | None = None  # submitted ahead to Dask (see submit_ahead)
+        self.circuits: tuple[CircuitCall, ...] = ()  # the CircuitGroups this task is a step of
         opts = spec.task.options
         self.rule = opts.trigger_rule
         # no retry, timeout, breaker, key or skip_if: the body runs without a wrapper coroutine

@@ -9,7 +9,6 @@ import enum
 import itertools
 import random
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .clock import Clock, SystemClock
@@ -201,12 +200,3 @@ class CircuitBreaker:
     def _move(self, new: BreakerState) -> Transition:
         old, self._state = self._state, new
         return (old, new)
-
-
-def breakers_of(items: Iterable[CircuitBreaker | None]) -> tuple[CircuitBreaker, ...]:
-    """The breakers among ``items``, without None and without repeats, in order."""
-    seen: dict[int, CircuitBreaker] = {}
-    for b in items:
-        if b is not None:
-            seen.setdefault(id(b), b)
-    return tuple(seen.values())

@@ -77,9 +77,12 @@ class Parallel(Composite):
 class CircuitGroup(Composite):
     """Steps side by side (as in a Parallel) guarded by one circuit breaker, ``.breaker``.
 
-    Every call of every step goes through the breaker: ``fail_max`` consecutive failures open
-    it, and while open the remaining steps fail at once with ``CircuitOpenError``. The breaker
-    outlives runs, so a group that keeps failing fails fast on the next run too.
+    The group is guarded as one call, as the seed systems' breakers wrapped a whole group:
+    one run of the group is one call of its breaker, admitted when its first step starts, a
+    failure when any step fails and a success only when every step succeeds. ``fail_max``
+    failing runs in a row open it; while it is open every step fails at once with
+    ``CircuitOpenError`` without running. The breaker outlives runs, so a group that keeps
+    failing fails fast on the next run too. (``@task(breaker=b)`` counts every call.)
     """
 
     __slots__ = ("breaker",)

@@ -567,7 +567,8 @@ def test_circuit_group_runs_its_steps_side_by_side_and_returns_values_in_order()
     assert asyncio.run(main()) == ["a", "b"]
 
 
-def test_circuit_group_opens_after_fail_max_failures_and_then_fails_fast_without_running(bus_events):
+def test_circuit_group_opens_after_fail_max_failing_runs_and_then_fails_fast_without_running(bus_events):
+    """One run of the group is one call of its breaker: two failing steps in one run count once."""
     calls: list[str] = []
 
     @task
@@ -578,16 +579,78 @@ def test_circuit_group_opens_after_fail_max_failures_and_then_fails_fast_without
     group = CircuitGroup(bad(1), bad(2), fail_max=2, reset_timeout=60, name="grp")
     first = nborch.run(group)
     assert not first.ok
+    assert group.breaker.state is BreakerState.CLOSED
+    assert group.breaker.failure_count == 1
+    second = nborch.run(group)
     assert group.breaker.state is BreakerState.OPEN
     assert group.breaker.failure_count == 2
-    assert sorted(calls) == ["bad1", "bad2"]
+    assert sorted(calls) == ["bad1", "bad1", "bad2", "bad2"]
 
     calls.clear()
-    second = nborch.run(group)  # the same group, next run: the breaker is still open
+    third = nborch.run(group)  # the same group, next run: the breaker is still open
     assert calls == []
-    assert all(isinstance(e, CircuitOpenError) for e in second.errors.values())
-    assert len(second.errors) == 2
+    assert all(isinstance(e, CircuitOpenError) for e in third.errors.values())
+    assert len(third.errors) == 2
+    assert third.attempts == {"bad": 0, "bad[2]": 0}
     assert circuit_moves(bus_events, "grp") == [(BreakerState.CLOSED, BreakerState.OPEN)]
+
+
+def test_circuit_group_counts_a_run_with_one_failing_step_as_one_failure():
+    """The async_orch example: a group of a fetch that succeeds and a service call that
+    fails, run 5 times: failed, failed, then CircuitOpenError three times without calling the
+    service. Counted per step, the succeeding fetch would reset the count and never open it."""
+    calls: list[int] = []
+
+    async def fetch():
+        return "data"
+
+    async def service():
+        calls.append(1)
+        raise ConnectionError("service unavailable")
+
+    group = CircuitGroup(Task(fetch), Task(service), fail_max=2, reset_timeout=10, name="api")
+    outcomes = []
+    for _ in range(5):
+        run = nborch.run(group, store=False)
+        outcomes.append(type(run.errors["service"]).__name__)
+
+    assert outcomes == ["ConnectionError", "ConnectionError", "CircuitOpenError", "CircuitOpenError",
+                        "CircuitOpenError"]
+    assert len(calls) == 2
+    assert group.breaker.state is BreakerState.OPEN
+
+
+def test_circuit_group_success_needs_every_step_to_succeed():
+    healthy = {"b": False}
+
+    async def a():
+        return "a"
+
+    async def b():
+        if not healthy["b"]:
+            raise ConnectionError("down")
+        return "b"
+
+    group = CircuitGroup(Task(a), Task(b), fail_max=3, reset_timeout=10, name="pair")
+    nborch.run(group, store=False)
+    nborch.run(group, store=False)
+    assert group.breaker.failure_count == 2
+    healthy["b"] = True
+    assert nborch.run(group, store=False).ok
+    assert group.breaker.failure_count == 0
+    assert group.breaker.state is BreakerState.CLOSED
+
+
+def test_task_breaker_keeps_counting_each_call():
+    b = CircuitBreaker(fail_max=2, reset_timeout=60)
+
+    @task(breaker=b)
+    def bad(i):
+        raise ConnectionError(f"down {i}")
+
+    nborch.run(Parallel(bad(1), bad(2)), store=False)
+    assert b.state is BreakerState.OPEN
+    assert b.failure_count == 2
 
 
 def test_circuit_group_closes_again_after_reset_timeout_and_a_successful_trial():
