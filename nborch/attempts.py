@@ -173,19 +173,30 @@ class Attempts:
     async def in_thread(
         self, inv: Inv, frame: Frame, fn: Callable[..., Any], args: Any, kwargs: Any, timeout: float | None
     ) -> Any:
-        fut = self.worker_pool().submit(contextvars.copy_context(), fn, args, kwargs)
+        pool = self.worker_pool()
+        ctx = contextvars.copy_context()
+        if timeout is None:
+            job = pool.submit_job(ctx, fn, args, kwargs)
+        else:  # the timeout counts from when the body starts, not from the queue
+            job = pool.submit_job(ctx, fn, args, kwargs, on_start=self.loop.create_future())
+        fut = job.fut
         try:
             if timeout is None:
                 return await fut
-            done, _ = await asyncio.wait((fut,), timeout=timeout)
-            if not done:
-                raise TaskTimeoutError(inv.name, timeout)
+            await asyncio.wait((fut, job.on_start), return_when=asyncio.FIRST_COMPLETED)
+            if not fut.done():
+                done, _ = await asyncio.wait((fut,), timeout=timeout)
+                if not done:
+                    pool.abandon(job)  # it keeps its thread until it returns, but not a slot
+                    raise TaskTimeoutError(inv.name, timeout)
             return fut.result()
         except BaseException:
-            # the thread cannot be stopped: tell it (nborch.cancelled()) and drop its result
+            # the thread cannot be stopped: tell it (nborch.cancelled()) and drop its result;
+            # a call still queued never starts
             frame.cancelled = True
             if not fut.done():
                 fut.cancel()
+                pool.abandon(job)
             raise
 
     async def failed_attempt(

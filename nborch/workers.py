@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["WorkerPool"]
+__all__ = ["Job", "WorkerPool"]
 
 
 def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -29,35 +29,83 @@ def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
+def _started(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Job:
+    """One call queued for (or running in) a worker thread."""
+
+    __slots__ = ("fut", "ctx", "fn", "args", "kwargs", "on_start", "running", "abandoned")
+
+    def __init__(
+        self, fut: asyncio.Future[Any], ctx: contextvars.Context, fn: Callable[..., Any], args: Any,
+        kwargs: Any, on_start: asyncio.Future[None] | None,
+    ) -> None:
+        self.fut, self.ctx, self.fn, self.args, self.kwargs = fut, ctx, fn, args, kwargs
+        self.on_start = on_start  # resolved on the loop when the body starts
+        self.running = False
+        self.abandoned = False  # its caller gave up on it (a timeout): it no longer holds a slot
+
+
 class WorkerPool:
-    """Runs callables in daemon threads and resolves asyncio futures on ``loop``."""
+    """Runs callables in daemon threads and resolves asyncio futures on ``loop``.
+
+    A job whose future is already done when a worker takes it (its run was cancelled, its
+    timeout fired, a fail_fast sibling failed) is dropped without running: nothing starts
+    after cancellation. Workers blocked on a child task (``blocking()``) and calls abandoned by
+    a timeout (``abandon()``) do not count toward ``size``, so neither can starve the run.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
         self.size = max(1, size)
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0  # workers waiting for a job
         self._pending = 0  # jobs queued and not yet taken
         self._blocked = 0  # workers waiting on a child task: they do not count toward size
+        self._abandoned = 0  # workers still running a call whose caller gave up on it
         self._closed = False
 
     def submit(
         self, ctx: contextvars.Context, fn: Callable[..., Any], args: Any, kwargs: Any
     ) -> asyncio.Future[Any]:
         """Run ``ctx.run(fn, *args, **kwargs)`` in a worker; the future gets its outcome."""
-        fut = self.loop.create_future()
-        self._jobs.put((fut, ctx, fn, args, kwargs))
+        return self.submit_job(ctx, fn, args, kwargs).fut
+
+    def submit_job(
+        self, ctx: contextvars.Context, fn: Callable[..., Any], args: Any, kwargs: Any,
+        on_start: asyncio.Future[None] | None = None,
+    ) -> Job:
+        """``submit``, returning the ``Job`` (for ``abandon``); ``on_start`` is resolved on the
+        loop when a worker starts the body (a timeout counts from there, not from the queue)."""
+        job = Job(self.loop.create_future(), ctx, fn, args, kwargs, on_start)
+        self._jobs.put(job)
         with self._lock:
             self._pending += 1
             spawn = self._should_spawn()
         if spawn:
             self._spawn()
-        return fut
+        return job
+
+    def abandon(self, job: Job) -> None:
+        """The caller gave up on ``job`` (its timeout fired): if it is still running, its thread
+        stops counting toward ``size`` until it returns, and another worker may start."""
+        with self._lock:
+            if not job.running or job.abandoned:
+                return
+            job.abandoned = True
+            self._abandoned += 1
+            spawn = self._should_spawn()
+        if spawn:
+            self._spawn()
 
     def _should_spawn(self) -> bool:  # called with the lock held
-        if self._closed or self._pending <= self._idle or self._threads - self._blocked >= self.size:
+        busy = self._threads - self._blocked - self._abandoned
+        if self._closed or self._pending <= self._idle or busy >= self.size:
             return False
         self._threads += 1
         return True
@@ -75,13 +123,24 @@ class WorkerPool:
                 self._idle -= 1
                 if job is not None:
                     self._pending -= 1
+                    # cancelled, timed out or its run ended while it waited: never start it
+                    skip = job.fut.done()
+                    job.running = not skip
             if job is None:
                 break
-            fut, ctx, fn, args, kwargs = job
+            if skip:
+                continue
+            fut = job.fut
             try:
-                value, ok = ctx.run(fn, *args, **kwargs), True
+                if job.on_start is not None:
+                    call_soon(_started, job.on_start)
+                value, ok = job.ctx.run(job.fn, *job.args, **job.kwargs), True
             except BaseException as exc:  # handed to the awaiting coroutine, which re-raises it
                 value, ok = exc, False
+            with lock:
+                job.running = False
+                if job.abandoned:
+                    self._abandoned -= 1
             try:
                 call_soon(_deliver, fut, ok, value)
             except RuntimeError:  # the loop is closed: the run is over, nobody wants this value

@@ -1,0 +1,99 @@
+"""Sync task bodies in worker threads: nothing starts after cancellation, a timeout counts
+from when the body starts, and calls abandoned by a timeout do not hold a slot."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+import nborch
+from nborch import Parallel, Task, TaskState
+
+POOL = 32  # the worker pool's size on a machine with few cores (max(32, cpus + 4))
+
+
+def workers_alive() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "nborch-worker")
+
+
+def wait_until(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def test_sync_tasks_queued_for_a_worker_never_start_once_the_run_is_cancelled():
+    started: list[int] = []
+    lock = threading.Lock()
+    gate = threading.Event()
+
+    def body(i):
+        with lock:
+            started.append(i)
+        gate.wait(20)
+
+    async def main():
+        job = asyncio.create_task(nborch.run_async(Parallel(*[Task(body, i) for i in range(100)]), store=False))
+        while True:  # every worker is busy and 68 calls wait in the queue
+            with lock:
+                if len(started) >= POOL:
+                    break
+            await asyncio.sleep(0.01)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+
+    asyncio.run(main())
+    run = nborch.last_run()
+    gate.set()
+    wait_until(lambda: workers_alive() == 0)  # every worker has exited: nothing else can start
+
+    assert len(started) == POOL
+    assert run.counts() == {TaskState.CANCELLED: 100}
+
+
+def test_a_sync_timeout_counts_from_when_the_body_starts_not_from_the_queue():
+    """40 one-second tasks on 32 workers: 8 wait a second for a thread, then run a second; a
+    timeout of 1.8 s must not count that wait."""
+
+    def body(i):
+        time.sleep(1.0)
+        return i
+
+    run = nborch.run(Parallel(*[Task(body, i, timeout=1.8) for i in range(40)]), store=False)
+
+    assert run.ok, run.report()
+    assert run.value == list(range(40))
+
+
+def test_calls_abandoned_by_a_timeout_do_not_hold_the_pool():
+    """32 calls time out but keep running (a sync function cannot be stopped); the rest of
+    the run must not wait for them to return."""
+    gate = threading.Event()
+    later_ran = threading.Event()
+
+    def stuck(i):
+        gate.wait(30)
+
+    def later(stuck):  # runs after every stuck call settled (timed out)
+        later_ran.set()
+        return "ran"
+
+    stucks = Parallel(*[Task(stuck, i, timeout=0.2) for i in range(POOL)])
+    node = Task(later, stucks, trigger_rule="all_done")
+    box: dict[str, object] = {}
+    runner = threading.Thread(target=lambda: box.setdefault("run", nborch.run(node, store=False)))
+    runner.start()
+    try:
+        assert later_ran.wait(20), "the run waited for abandoned calls to return"
+    finally:
+        gate.set()
+        runner.join(30)
+    run = box["run"]
+    assert run.value == "ran"  # type: ignore[attr-defined]
+    assert sum(isinstance(e, nborch.TaskTimeoutError) for e in run.errors.values()) == POOL  # type: ignore[attr-defined]
