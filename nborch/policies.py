@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 import random
 import threading
 from dataclasses import dataclass, field
@@ -15,6 +16,13 @@ from .clock import Clock, SystemClock
 from .errors import CircuitOpenError, DefinitionError
 
 __all__ = ["BreakerState", "CircuitBreaker", "RetryPolicy"]
+
+
+def is_seconds(value: object, *, zero: bool = False) -> bool:
+    """True for a finite number of seconds (> 0, or >= 0 with ``zero``); never for a bool or NaN."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return value >= 0 if zero else value > 0
 
 
 def _exception_types(retry_on: object) -> tuple[type[BaseException], ...]:
@@ -46,24 +54,28 @@ class RetryPolicy:
     _random: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
             raise DefinitionError(
                 f"RetryPolicy(max_attempts=...) expects an integer >= 1, got {self.max_attempts!r}"
             )
-        for name in ("delay", "backoff", "jitter"):
+        for name in ("delay", "backoff", "jitter", "max_delay"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
+            if value is None and name == "max_delay":
+                continue
+            if not is_seconds(value, zero=True):
+                expects = "must be >= 0" if name == "max_delay" else "expects a number >= 0"
+                finite = isinstance(value, int | float) and not isinstance(value, bool) and value == value
                 raise DefinitionError(
-                    f"RetryPolicy({name}=...) expects a number >= 0, got {value!r}"
+                    f"RetryPolicy({name}=...) {expects}, got {value!r}"
+                    + (" (it must be finite: a task would wait forever)" if finite and value > 0 else "")
+                    + (" (NaN is not a number of seconds)" if value != value else "")
                 )
-        if self.max_delay is not None and self.max_delay < 0:
-            raise DefinitionError(f"RetryPolicy(max_delay=...) must be >= 0, got {self.max_delay!r}")
         object.__setattr__(self, "retry_on", _exception_types(self.retry_on))
 
     @classmethod
     def from_retries(cls, retries: int, retry_delay: float = 0.0) -> RetryPolicy:
         """The ``retries=N, retry_delay=s`` shortcut: N more attempts, exponential back-off."""
-        if not isinstance(retries, int) or retries < 0:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise DefinitionError(f"retries= expects an integer >= 0, got {retries!r}")
         return cls(max_attempts=retries + 1, delay=retry_delay, backoff=2.0)
 
@@ -73,7 +85,10 @@ class RetryPolicy:
 
     def delay_for(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based)."""
-        wait = self.delay * self.backoff ** (attempt - 1)
+        try:
+            wait = self.delay * self.backoff ** (attempt - 1)
+        except OverflowError:  # a huge attempt number: the cap (if any) still holds
+            wait = math.inf
         if self.max_delay is not None:
             wait = min(wait, self.max_delay)
         if self.jitter:
@@ -116,9 +131,9 @@ class CircuitBreaker:
         *,
         clock: Clock | None = None,
     ) -> None:
-        if not isinstance(fail_max, int) or fail_max < 1:
+        if isinstance(fail_max, bool) or not isinstance(fail_max, int) or fail_max < 1:
             raise DefinitionError(f"CircuitBreaker(fail_max=...) expects an integer >= 1, got {fail_max!r}")
-        if not isinstance(reset_timeout, int | float) or reset_timeout < 0:
+        if isinstance(reset_timeout, bool) or not isinstance(reset_timeout, int | float) or not reset_timeout >= 0:
             raise DefinitionError(
                 f"CircuitBreaker(reset_timeout=...) expects seconds >= 0, got {reset_timeout!r}"
             )

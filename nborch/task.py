@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import DefinitionError, InvalidTaskError
-from .policies import CircuitBreaker, RetryPolicy
+from .policies import CircuitBreaker, RetryPolicy, is_seconds
 from .state import check_trigger_rule
 
 if TYPE_CHECKING:
@@ -127,19 +127,37 @@ def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
         if not isinstance(name, str) or not name:
             raise DefinitionError(f"{who}name= expects a non-empty string, got {name!r}")
         changes["name"] = name
+    retry_delay = given.get("retry_delay")
+    if retry_delay is not None and not is_seconds(retry_delay, zero=True):
+        raise DefinitionError(f"{who}retry_delay= expects a finite number of seconds >= 0, got {retry_delay!r}")
     if given.get("retry") is not None:
         if not isinstance(given["retry"], RetryPolicy):
             raise DefinitionError(
                 f"{who}retry= expects a RetryPolicy, got {given['retry']!r}. "
                 "Write retry=RetryPolicy(max_attempts=3, delay=1.0)."
             )
+        if given.get("retries") is not None or retry_delay is not None:
+            raise DefinitionError(
+                f"{who}give either retry=RetryPolicy(...) or retries=/retry_delay=, not both "
+                "(put the delay in RetryPolicy(delay=...))"
+            )
         changes["retry"] = given["retry"]
     elif given.get("retries") is not None:
-        changes["retry"] = RetryPolicy.from_retries(given["retries"], given.get("retry_delay") or 0.0)
+        changes["retry"] = RetryPolicy.from_retries(given["retries"], retry_delay or 0.0)
+    elif retry_delay is not None:
+        if opts.retry is None:
+            raise DefinitionError(
+                f"{who}retry_delay= has no effect without retries=N. "
+                f"Write retries=3, retry_delay={retry_delay!r}."
+            )
+        changes["retry"] = replace(opts.retry, delay=float(retry_delay))
     if given.get("timeout") is not None:
         t = given["timeout"]
-        if isinstance(t, bool) or not isinstance(t, int | float) or t <= 0:
-            raise DefinitionError(f"{who}timeout= expects seconds > 0, got {t!r}")
+        if not is_seconds(t):
+            raise DefinitionError(
+                f"{who}timeout= expects seconds > 0, got {t!r}"
+                + (" (leave it out for no timeout)" if t == float("inf") else "")
+            )
         changes["timeout"] = float(t)
     if given.get("trigger_rule") is not None:
         changes["trigger_rule"] = check_trigger_rule(given["trigger_rule"], task=given.get("name") or opts.name)
@@ -326,6 +344,8 @@ class Task(Node):
         self.seq = next(_sequence)
         self.info = fn_info(fn)
         self._after = ()
+        if option_kw and self.options.limit_by:
+            check_for(fn, self.options, self.info)
         if kwargs and self.info.signature is not None and not self.info.var_keyword:
             unknown = [k for k in kwargs if k not in self.info.params]
             if unknown:
@@ -360,6 +380,21 @@ class Task(Node):
 _DEFAULTS = TaskOptions()
 
 
+def check_for(fn: Callable[..., Any], options: TaskOptions, info: FnInfo) -> None:
+    """The checks of ``options`` that need the function: ``limit_by=`` names its parameters."""
+    if options.limit_by and info.signature is not None and not info.var_keyword:
+        missing = [p for p in options.limit_by if p not in info.params]
+        if missing:
+            from .errors import did_you_mean
+
+            name = options.name or fn_name(fn)
+            raise DefinitionError(
+                f"task {name!r}: limit_by= names {missing[0]!r}, but {fn_name(fn)}() has no such "
+                f"parameter.{did_you_mean(missing[0], info.params)} "
+                f"Its parameters: {', '.join(info.params) or '(none)'}."
+            )
+
+
 def _check_callable(fn: Any, where: str) -> None:
     if inspect.iscoroutine(fn):
         label = getattr(fn, "__qualname__", "coroutine")
@@ -370,6 +405,14 @@ def _check_callable(fn: Any, where: str) -> None:
         )
     if not callable(fn):
         raise InvalidTaskError(f"{where} expected a callable, got {fn!r} ({type(fn).__name__})")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        kind = "an async generator" if inspect.isasyncgenfunction(fn) else "a generator"
+        name = fn_name(fn)
+        raise InvalidTaskError(
+            f"{where}: {name}() is {kind} function, so calling it would not run its body. "
+            f"A task returns its value: collect the items and return them "
+            f"(`return list(...)`, or `return [x async for x in ...]`)."
+        )
 
 
 class TaskFunction:
@@ -380,6 +423,7 @@ class TaskFunction:
         self.fn = fn
         self.options = options
         self.info = fn_info(fn)
+        check_for(fn, options, self.info)
         functools.update_wrapper(self, fn)
 
     @property

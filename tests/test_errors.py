@@ -20,6 +20,7 @@ from nborch import (
     GraphError,
     InvalidTaskError,
     NborchError,
+    RetryPolicy,
     Sequence,
     Task,
     TaskTimeoutError,
@@ -486,3 +487,92 @@ def test_running_a_workflow_does_not_import_notebook_or_heavy_packages():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
 
     assert out.stdout.strip() == "[]"
+
+
+# -- options that would hang, overflow or be ignored: refused at definition ----------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"delay": float("inf")}, r"^RetryPolicy\(delay=\.\.\.\) expects a number >= 0, got inf \(it must be finite"),
+        ({"delay": float("nan")}, r"^RetryPolicy\(delay=\.\.\.\) expects a number >= 0, got nan \(NaN"),
+        ({"backoff": float("nan")}, r"^RetryPolicy\(backoff=\.\.\.\) expects a number >= 0, got nan"),
+        ({"jitter": float("inf")}, r"^RetryPolicy\(jitter=\.\.\.\) expects a number >= 0, got inf"),
+        ({"max_delay": float("nan")}, r"^RetryPolicy\(max_delay=\.\.\.\) must be >= 0, got nan"),
+        ({"max_attempts": True}, r"^RetryPolicy\(max_attempts=\.\.\.\) expects an integer >= 1, got True$"),
+    ],
+    ids=["inf-delay", "nan-delay", "nan-backoff", "inf-jitter", "nan-max-delay", "bool-attempts"],
+)
+def test_retry_policy_refuses_values_that_would_hang_or_mean_nothing(kwargs, message):
+    with pytest.raises(DefinitionError, match=message):
+        RetryPolicy(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"timeout": float("nan")}, r"timeout= expects seconds > 0, got nan"),
+        ({"timeout": float("inf")}, r"timeout= expects seconds > 0, got inf \(leave it out for no timeout\)"),
+        ({"retries": True}, r"^retries= expects an integer >= 0, got True$"),
+        ({"retry_delay": 5}, r"retry_delay= has no effect without retries=N\. Write retries=3, retry_delay=5\."),
+        ({"retries": 2, "retry_delay": float("nan")}, r"retry_delay= expects a finite number of seconds >= 0"),
+        ({"retry": RetryPolicy(), "retries": 2}, r"give either retry=RetryPolicy\(\.\.\.\) or retries=/retry_delay="),
+    ],
+    ids=["nan-timeout", "inf-timeout", "bool-retries", "delay-without-retries", "nan-retry-delay", "both-retry-forms"],
+)
+def test_task_options_that_would_be_ignored_or_hang_are_refused_at_definition(options, message):
+    with pytest.raises(DefinitionError, match=message):
+
+        @task(**options)
+        def fn():
+            return 1
+
+
+def test_circuit_breaker_refuses_a_nan_reset_timeout():
+    with pytest.raises(DefinitionError, match=r"reset_timeout=\.\.\.\) expects seconds >= 0, got nan"):
+        nborch.CircuitBreaker(reset_timeout=float("nan"))
+
+
+def test_limit_by_naming_no_parameter_is_refused_at_definition():
+    with pytest.raises(DefinitionError, match=r"^task 'fetch': limit_by= names 'user', but fetch\(\) has no such "
+                                              r"parameter\. Did you mean 'users'\? Its parameters: users, page\.$"):
+
+        @task(limit=2, limit_by=("user",))
+        def fetch(users, page):
+            return 1
+
+    def g(user):
+        return user
+
+    with pytest.raises(DefinitionError, match=r"limit_by= names 'host'"):
+        Task(g, 1, limit=1, limit_by="host")
+
+    @task(limit=1, limit_by=("user",))  # **kwargs may carry it: allowed
+    def h(**kwargs):
+        return kwargs
+
+    assert nborch.run(h(user=1), store=False).value == {"user": 1}
+
+
+def test_the_retry_cap_holds_at_any_attempt_number():
+    policy = RetryPolicy(max_attempts=1100, delay=1, max_delay=40)
+
+    assert [policy.delay_for(n) for n in (1, 2, 1024, 1025, 1099)] == [1.0, 2.0, 40.0, 40.0, 40.0]
+    assert RetryPolicy(max_attempts=2000, delay=1).delay_for(1500) == float("inf")
+
+
+@pytest.mark.parametrize("kind", ["generator", "async generator"])
+def test_generator_functions_are_refused_because_their_body_would_never_run(kind):
+    if kind == "generator":
+        def rows():
+            yield 1
+    else:
+        async def rows():
+            yield 1
+
+    message = rf"^@task: rows\(\) is an? {kind} function, so calling it would not run its body\."
+    with pytest.raises(InvalidTaskError, match=message):
+        task(rows)
+    with pytest.raises(InvalidTaskError, match=rf"rows\(\) is an? {kind} function"):
+        Task(rows)
