@@ -29,6 +29,8 @@ __all__ = [
     "NborchError",
     "Skip",
     "TaskTimeoutError",
+    "did_you_mean",
+    "safe_str",
 ]
 
 
@@ -92,3 +94,12 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     """A " Did you mean 'x'?" suffix, or "" when nothing is close."""
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or ``<exception str() failed>`` when its ``__str__`` raises, as ``traceback``
+    shows it: every place that turns a task's error into text must survive any exception."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<exception str() failed>"

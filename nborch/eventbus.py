@@ -100,7 +100,9 @@ class EventBus:
 
     Sync callbacks are called in the publisher's thread; async ones are scheduled on the
     running loop (a run waits for them before it returns). A subscriber that raises is
-    logged and unsubscribed, so a broken observer can never break a run.
+    logged and unsubscribed, so a broken observer can never break a run; one that says
+    ``keep_on_error = True`` (nborch's recorder and displays) is logged and kept, so that one
+    bad event cannot cost a run its record or its display.
     """
 
     def __init__(self) -> None:
@@ -179,6 +181,9 @@ class EventBus:
         job.add_done_callback(self._pending.discard)
 
     def _drop(self, callback: Subscriber) -> None:
+        if getattr(callback, "keep_on_error", False):  # nborch's own (recorder, displays)
+            log.exception("event subscriber %r failed on one event; it stays subscribed", callback)
+            return
         log.exception("event subscriber %r raised; it has been unsubscribed", callback)
         self.unsubscribe(callback)
 

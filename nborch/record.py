@@ -6,6 +6,7 @@ import html
 from functools import cached_property
 from typing import Any
 
+from .errors import safe_str
 from .state import TaskState
 
 __all__ = ["ErrorRecord", "Run"]
@@ -50,7 +51,8 @@ def _fmt_size(n: int | None) -> str:
 def _short_error(err: BaseException | None, width: int = 80) -> str:
     if err is None:
         return ""
-    text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    message = safe_str(err)
+    text = f"{type(err).__name__}: {message}" if message else type(err).__name__
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 

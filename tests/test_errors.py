@@ -576,3 +576,61 @@ def test_generator_functions_are_refused_because_their_body_would_never_run(kind
         task(rows)
     with pytest.raises(InvalidTaskError, match=rf"rows\(\) is an? {kind} function"):
         Task(rows)
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise KeyError("no message")
+
+
+def test_an_exception_whose_str_raises_is_reported_and_recorded(tmp_path):
+    @task
+    def boom():
+        raise Unprintable()
+
+    @task
+    def fine():
+        return 1
+
+    run = nborch.run(DAG(boom, fine), store=str(tmp_path))
+
+    assert run.states["boom"] is nborch.TaskState.FAILED
+    assert "Unprintable: <exception str() failed>" in run.report()
+    assert "&lt;exception str() failed&gt;" in run._repr_html_()
+    assert run.summary().startswith(f"run {run.id} failed")
+    # the recorder was not dropped by the event it could not render: the run is on disk
+    from nborch.store import get_store
+
+    loaded = nborch.Run.load(run.id, store=get_store(tmp_path))
+    assert loaded.status == "failed"
+    assert loaded.states == {"boom": nborch.TaskState.FAILED, "fine": nborch.TaskState.SUCCEEDED}
+    assert loaded.errors["boom"].type_name == "Unprintable"
+    assert loaded.errors["boom"].message == "<exception str() failed>"
+    assert 'raise Unprintable()' in loaded.errors["boom"].traceback
+
+
+def test_a_subscriber_of_nborchs_own_survives_an_event_it_fails_on():
+    seen: list[str] = []
+
+    class Own:
+        keep_on_error = True
+
+        def __call__(self, event):
+            if isinstance(event, nborch.TaskEvent) and event.task == "a":
+                raise RuntimeError("cannot render this one")
+            if isinstance(event, nborch.TaskEvent):
+                seen.append(event.task)
+
+    def user(event):
+        if isinstance(event, nborch.TaskEvent) and event.task == "a":
+            raise RuntimeError("a user's broken observer")
+        if isinstance(event, nborch.TaskEvent):
+            seen.append("user:" + event.task)
+
+    a = Task(lambda: 1, name="a")
+    b = Task(lambda: 2, name="b")
+    a >> b
+    nborch.run(DAG(a, b), on_event=[Own(), user], store=False)
+
+    assert "b" in seen  # kept after failing on a's events
+    assert "user:b" not in seen  # a user's subscriber that raises is still unsubscribed

@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ..errors import NborchError
+from ..errors import NborchError, safe_str
 from ..eventbus import RunEvent, TaskEvent
 from ..state import TaskState
 
@@ -80,7 +80,7 @@ def _error_fields(error: BaseException | None) -> tuple[str | None, str | None, 
     if error is None:
         return None, None, None
     tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return type(error).__name__, str(error), tb
+    return type(error).__name__, safe_str(error), tb
 
 
 def _insert_rows(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -310,6 +310,7 @@ class Recorder:
 
     shows_output = False
     wants_running = False  # the start comes with the final event (TaskEvent.started)
+    keep_on_error = True  # one event it fails on must not cost the run its record
 
     def __init__(self, store: SqliteStore, run_id: str, *, name: str | None = None) -> None:
         self.store = store
@@ -403,7 +404,7 @@ class Recorder:
         error = e.error
         if error is None or state is TaskState.SKIPPED:
             etype = tb = None
-            message = str(error) if error is not None else None
+            message = safe_str(error) if error is not None else None
         else:
             etype, message, tb = _error_fields(error)
         wall = self.offset
