@@ -96,13 +96,16 @@ class Attempts:
                     inv.error = exc
                     self.settle(inv, SKIPPED)
                     return
-                except asyncio.CancelledError:
+                except asyncio.CancelledError as exc:
                     if inv.stop or self.cancelling:
                         for b in admitted:
                             b.release()
                         self.settle(inv, CANCELLED)
                         return
-                    raise
+                    # the body raised CancelledError itself (nobody cancelled it): a failure
+                    if await self.failed_attempt(inv, exc, retry, admitted):
+                        continue
+                    return
                 except Exception as exc:
                     if await self.failed_attempt(inv, exc, retry, admitted):
                         continue
@@ -126,9 +129,11 @@ class Attempts:
                 self.settle(inv, CANCELLED)
         except BaseException as exc:  # KeyboardInterrupt/SystemExit from a task, or a bug here
             if not inv.state.is_final:
-                inv.error = exc
-                self.settle(inv, FAILED)
-            if not isinstance(exc, Exception):
+                self.fail(inv, exc)
+            if isinstance(exc, KeyboardInterrupt):  # the user's interrupt: stop the whole run
+                self.fatal = exc
+                self.cancel()
+            elif not isinstance(exc, Exception | SystemExit):
                 raise
 
     async def from_cache(self, inv: Inv, fn: Any, args: Any, kwargs: Any) -> bool:
@@ -197,6 +202,8 @@ class Attempts:
             if not fut.done():
                 fut.cancel()
                 pool.abandon(job)
+            for call in list(frame.calls or ()):  # the child tasks it is blocked on stop too
+                call.cancel()
             raise
 
     async def failed_attempt(

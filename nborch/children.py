@@ -77,6 +77,9 @@ class ChildCalls:
                     await waits[0]
                 else:
                     await asyncio.gather(*waits)
+            except asyncio.CancelledError:  # the caller timed out or was cancelled
+                self.drop_children(new, waits)
+                raise
             finally:
                 parent.waiting -= 1
                 if parent.waiting == 0 and not self.cancelling and not parent.state.is_final:
@@ -92,6 +95,21 @@ class ChildCalls:
                 raise asyncio.CancelledError(f"child task {inv.name!r} was cancelled")
         value = self.value_of(node)
         return (await materialize(value)) if self.remotes else value
+
+    def drop_children(self: Engine, new: list[Inv], waits: list[asyncio.Future[None]]) -> None:
+        """The task that started ``new`` stopped waiting for them (its attempt timed out or was
+        cancelled): cancel those nobody else waits for, so nothing runs on its behalf."""
+        mine = set(map(id, waits))
+        for inv in new:
+            if inv.state.is_final or any(id(w) not in mine and not w.done() for w in inv.waiters or ()):
+                continue
+            inv.stop = True
+            if inv.frame is not None:
+                inv.frame.cancelled = True
+            if inv.job is not None and not inv.job.done():
+                inv.job.cancel()
+            else:
+                self.settle(inv, CANCELLED)
 
     def count_settled(self, inv: Inv, state: TaskState) -> None:
         if state is SUCCEEDED:

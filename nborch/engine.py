@@ -411,9 +411,15 @@ class Engine(ChildCalls, Offload, Attempts):
         if inv.state in FINAL:
             return
         if job.cancelled():
-            self.settle(inv, CANCELLED)
-            return
-        exc = job.exception()
+            if inv.stop or self.cancelling:
+                self.settle(inv, CANCELLED)
+                return
+            try:  # the body raised CancelledError itself: a failure like any other
+                job.result()
+            except asyncio.CancelledError as err:
+                exc: BaseException | None = err
+        else:
+            exc = job.exception()
         if exc is None:
             inv.value = value = job.result()
             self.results[inv.name] = value
@@ -423,7 +429,7 @@ class Engine(ChildCalls, Offload, Attempts):
             self.settle(inv, SKIPPED)
         else:
             self.fail(inv, exc)
-            if not isinstance(exc, Exception):  # KeyboardInterrupt/SystemExit inside a task
+            if isinstance(exc, KeyboardInterrupt):  # the user's interrupt: stop the whole run
                 self.fatal = exc
                 self.cancel()
 

@@ -28,13 +28,14 @@ DECIDED: Any = ("decided",)  # Inv.call marker: its trigger rule decided a final
 class Frame:
     """What a running task's code can reach through ``current_frame()``: its engine and run."""
 
-    __slots__ = ("engine", "inv", "cancelled", "attempt")
+    __slots__ = ("engine", "inv", "cancelled", "attempt", "calls")
 
     def __init__(self, engine: Engine, inv: Inv, attempt: int) -> None:
         self.engine = engine
         self.inv = inv
         self.attempt = attempt
         self.cancelled = False
+        self.calls: set[Any] | None = None  # child calls a sync body is blocked on (their futures)
 
 
 _frame: contextvars.ContextVar[Frame | None] = contextvars.ContextVar("nborch_frame", default=None)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import gc
 import logging
@@ -417,5 +418,14 @@ def blocking_result(node: Node) -> Any:
         raise asyncio.CancelledError(f"task {frame.inv.name!r} was cancelled")
     future = asyncio.run_coroutine_threadsafe(engine.call_child(node, frame.inv), engine.loop)  # type: ignore[arg-type]
     assert engine.pool is not None
-    with engine.pool.blocking():
-        return future.result()
+    calls = frame.calls
+    if calls is None:
+        calls = frame.calls = set()
+    calls.add(future)  # cancelled if this attempt is abandoned (a timeout): its children stop too
+    try:
+        with engine.pool.blocking():
+            return future.result()
+    except concurrent.futures.CancelledError:
+        raise asyncio.CancelledError(f"task {frame.inv.name!r} was cancelled") from None
+    finally:
+        calls.discard(future)

@@ -376,3 +376,71 @@ def test_child_that_retries_succeeds_for_its_parent():
     record = nborch.run(parent())
     assert record.value == "ok"
     assert record.attempts["flaky"] == 3
+
+
+@pytest.mark.parametrize("parent_kind", ["async", "sync"])
+def test_a_timed_out_parent_cancels_the_child_it_was_waiting_for(parent_kind):
+    seen = {"finished": False, "cancelled": False}
+
+    @task
+    async def child():
+        try:
+            await asyncio.sleep(5)
+            seen["finished"] = True
+        except asyncio.CancelledError:
+            seen["cancelled"] = True
+            raise
+
+    if parent_kind == "async":
+
+        @task(timeout=0.2)
+        async def parent():
+            return await child()
+    else:
+
+        @task(timeout=0.2)
+        def parent():
+            return child().result
+
+    run = nborch.run(parent(), store=False)
+
+    assert run.states == {"parent": TaskState.FAILED, "child": TaskState.CANCELLED}
+    assert isinstance(run.errors["parent"], nborch.TaskTimeoutError)
+    assert seen == {"finished": False, "cancelled": True}
+    assert run.duration < 3
+
+
+def test_a_child_awaited_by_another_task_too_is_not_cancelled_with_one_of_them():
+    @task(dedupe=True)
+    async def shared():
+        await asyncio.sleep(0.5)
+        return "done"
+
+    @task(timeout=0.1)
+    async def impatient():
+        return await shared()
+
+    @task
+    async def patient():
+        return await shared()
+
+    run = nborch.run(Parallel(impatient(), patient()), store=False)
+
+    assert run.states["shared"] is TaskState.SUCCEEDED
+    assert run.results["patient"] == "done"
+    assert isinstance(run.errors["impatient"], nborch.TaskTimeoutError)
+
+
+def test_awaiting_a_child_that_was_skipped_gives_none():
+    @task
+    async def child():
+        raise nborch.Skip("nothing to do")
+
+    @task
+    async def parent():
+        return ("got", await child())
+
+    run = nborch.run(parent(), store=False)
+
+    assert run.value == ("got", None)
+    assert run.states["child"] is TaskState.SKIPPED

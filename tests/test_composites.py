@@ -1062,3 +1062,37 @@ def test_nested_composites_share_one_set_of_names():
     result = nborch.run(Parallel(Sequence(fetch(1), fetch(2)), DAG(fetch(3))))
 
     assert result.results == {"fetch": 1, "fetch[2]": 2, "fetch[3]": 3}
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_body_raising_cancelled_error_itself_fails_its_task_and_the_run_goes_on(kind):
+    """Sync or async alike: nobody cancelled it, so it is a failure (FAILED, its own exception),
+    not a cancelled run; independent tasks still run."""
+    if kind == "sync":
+        def quits():
+            raise asyncio.CancelledError("gave up")
+    else:
+        async def quits():
+            raise asyncio.CancelledError("gave up")
+
+    run = nborch.run(DAG(Task(quits), Task(lambda: "fine", name="other")), store=False)
+
+    assert run.states == {"quits": TaskState.FAILED, "other": TaskState.SUCCEEDED}
+    assert isinstance(run.errors["quits"], asyncio.CancelledError)
+    assert run.status == "failed"
+    with pytest.raises(asyncio.CancelledError, match="gave up"):
+        Task(quits).run(store=False)
+
+
+def test_a_sync_task_calling_sys_exit_fails_like_any_task():
+    """In a thread, SystemExit is a failure of that task (asyncio itself lets an async task's
+    SystemExit stop the loop: there it reaches the caller, with the run recorded)."""
+    import sys
+
+    def leave():
+        sys.exit(0)
+
+    run = nborch.run(DAG(Task(leave), Task(lambda: "fine", name="other")), store=False)
+
+    assert run.states == {"leave": TaskState.FAILED, "other": TaskState.SUCCEEDED}
+    assert isinstance(run.errors["leave"], SystemExit)
