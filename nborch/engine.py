@@ -109,7 +109,7 @@ class Engine(ChildCalls, Offload, Attempts):
         self.gc_was_enabled = gc.isenabled()  # the runner pauses the GC while it builds
         self.cache: Any = None  # a store.cache.Cache when the run caches values
         self.force = False  # ignore cached values (still store new ones)
-        self.preset: dict[str, tuple[Any, str | None]] = {}  # resume: name -> (value, cache key)
+        self.preset: dict[str, tuple[Any, str | None, bool]] = {}  # resume: name -> (value, key, stored)
         self.echo = True  # pass task output through to the real stream too (no display shows it)
         self.partial: dict[tuple[str, str], str] = {}  # (task, stream) -> text after its last newline
         self.executor = executor  # the run's executor= for sync tasks (None/"thread": worker threads)
@@ -182,6 +182,7 @@ class Engine(ChildCalls, Offload, Attempts):
                     self.run_id, inv.name, state, inv.attempts, self.now(), value, error, delay,
                     None if parent is None else parent.name, inv.cached, inv.cache_key,
                     None if state is RUNNING or state is RETRYING or state is PENDING else inv.started,
+                    inv.reused,
                 ))
             )
 
@@ -285,11 +286,13 @@ class Engine(ChildCalls, Offload, Attempts):
         if self.gc_was_enabled:
             gc.enable()
         try:
-            for name, (value, key) in self.preset.items():  # resumed: succeeded last time
+            for name, (value, key, stored) in self.preset.items():  # resumed: succeeded last time
                 inv = self.invs[name]
-                inv.value, inv.cache_key, inv.cached = value, key, True
-                self.results[name] = value
                 inv.call = AS_BOUND
+                inv.reused = True
+                if stored:  # its value was stored: it comes back, from the cache
+                    inv.value, inv.cache_key, inv.cached = value, key, True
+                    self.results[name] = value
                 self.settle(inv, SUCCEEDED)
             for inv in invs:
                 if inv.n_up == 0 and inv.state is PENDING and inv.call is None:

@@ -30,7 +30,9 @@ class TaskEvent(NamedTuple):
     the planned wait before the next one. ``parent`` names the task that called this one
     while it was running (a child task), else None. ``cached`` is True on a SUCCEEDED whose
     value came from the cache (or from the run being resumed); ``cache_key`` is the key.
-    ``started`` is set on final states: when the task's first attempt started.
+    ``started`` is set on final states: when the task's first attempt started. ``reused`` is
+    True on a SUCCEEDED of a task that did not run because an earlier run's outcome stands
+    (resume); its ``result`` is None unless its value was stored (then ``cached`` is True).
 
     A NamedTuple rather than a frozen dataclass: it is immutable all the same, and it is
     built four times faster (0.4 µs against 1.8 µs), which matters at two events per task.
@@ -48,6 +50,7 @@ class TaskEvent(NamedTuple):
     cached: bool = False
     cache_key: str | None = None
     started: float | None = None
+    reused: bool = False
 
 
 @dataclass(frozen=True, slots=True)

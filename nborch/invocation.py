@@ -75,7 +75,7 @@ class Inv:
         "spec", "name", "state", "value", "error", "attempts", "started", "finished",
         "n_up", "n_ok", "n_failed", "n_upfailed", "n_skipped", "limits", "holding",
         "job", "resume", "waiters", "frame", "call", "parent", "breakers", "stop", "rule", "simple",
-        "waiting", "cache_key", "cached", "size", "executor", "ahead", "circuits",
+        "waiting", "cache_key", "cached", "size", "executor", "ahead", "circuits", "reused",
     )
 
     def __init__(self, spec: Spec, parent: Inv | None) -> None:
@@ -102,6 +102,7 @@ class Inv:
         self.waiting = 0  # child calls this task is waiting on (gather may await several)
         self.cache_key: str | None = None
         self.cached = False
+        self.reused = False  # it did not run: an earlier run's outcome stands (resume)
         self.size: int | None = None
         self.executor: Any = None  # an Executor when the body runs in a process pool or on Dask
         self.ahead: asyncio.Future[Any] | None = None  # submitted ahead to Dask (see submit_ahead)

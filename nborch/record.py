@@ -57,6 +57,12 @@ def _short_error(err: BaseException | None, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _label(name: str, run: Run) -> str:
+    if name in run.cached:
+        return " (cached)"
+    return " (reused)" if name in run.reused else ""
+
+
 class Run:
     """What happened in one run: per task state, value, error, attempts and duration.
 
@@ -136,6 +142,12 @@ class Run:
         return {name for name, inv in self._invs.items() if inv.cached}
 
     @cached_property
+    def reused(self) -> set[str]:
+        """Tasks that did not run because an earlier run's outcome stands (``resume=``); those
+        whose value was not stored have none in ``results``."""
+        return {name for name, inv in self._invs.items() if getattr(inv, "reused", False)}
+
+    @cached_property
     def sizes(self) -> dict[str, int]:
         """Task name -> bytes of its stored value."""
         return {name: inv.size for name, inv in self._invs.items() if inv.size is not None}
@@ -207,7 +219,7 @@ class Run:
             rows.append(
                 (
                     name,
-                    state.value + (" (cached)" if name in self.cached else ""),
+                    state.value + _label(name, self),
                     str(self.attempts.get(name, 0)),
                     _fmt_seconds(self.durations.get(name)),
                     _short_error(self.errors.get(name)) or _fmt_size(self.sizes.get(name)),
@@ -239,7 +251,7 @@ class Run:
                 "<tr>"
                 f"<td style='text-align:left'><code>{esc(name)}</code></td>"
                 f"<td style='text-align:left;color:{color}'>{esc(state.value)}"
-                f"{' (cached)' if name in self.cached else ''}</td>"
+                f"{esc(_label(name, self))}</td>"
                 f"<td>{self.attempts.get(name, 0)}</td>"
                 f"<td>{esc(_fmt_seconds(self.durations.get(name)))}</td>"
                 f"<td style='text-align:left'>{esc(_short_error(self.errors.get(name), 200))}</td>"

@@ -220,11 +220,13 @@ def _open_store(option: Any) -> Any:
     return get_store(None if option is True else option)
 
 
-def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, tuple[Any, str | None]]:
-    """Tasks of ``run_id`` that need not run again, with their stored values.
+def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, Preset]:
+    """Tasks of ``run_id`` that need not run again: name -> (value, cache key, stored).
 
     Everything that did not succeed runs again, and so does any succeeded task whose value a
-    re-run task needs but which was not stored (only ``cache=True`` values are stored).
+    re-run task needs but which was not stored (only ``cache=True`` values are stored). A
+    succeeded task that nothing re-run needs stands as it was, without a value when none was
+    stored (``stored`` False): it is reported as reused, and no value is made up for it.
     """
     from .store import load_run
 
@@ -238,7 +240,13 @@ def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, 
             if up.name in succeeded and up.name not in stored and up.name not in rerun:
                 rerun.add(up.name)
                 frontier.append(up.name)
-    return {n: stored.get(n, (None, None)) for n in succeeded if n not in rerun}
+    return {
+        n: (*stored[n], True) if n in stored else (None, None, False)
+        for n in succeeded if n not in rerun
+    }
+
+
+Preset = tuple[Any, "str | None", bool]
 
 
 def _open_displays(handle: RunHandle) -> list[Any]:

@@ -255,3 +255,15 @@ def test_orch_schedule_runs_in_the_background_and_cancels(ip):
     assert ip.user_ns["ticks"] == [1, 1, 1]
     assert isinstance(cell(ip, "%orch schedule").error_in_exec, UsageError)
     assert cell(ip, "%orch schedule --cancel").error_in_exec is None
+
+
+def test_resume_leaves_the_namespace_value_of_an_uncached_task_alone(ip):
+    ip.user_ns["broken"] = True
+    cell(ip, "%%task side\n'good value'")
+    cell(ip, "%%task flaky\nif broken:\n    raise ValueError('bug')\n'fixed'")
+    assert isinstance(cell(ip, "%orch run --no-display").error_in_exec, CellTaskFailed)
+    assert ip.user_ns["side"] == "good value"
+    ip.user_ns["broken"] = False
+    assert cell(ip, "%orch run --no-display --resume").error_in_exec is None
+    assert ip.user_ns["side"] == "good value"  # not overwritten with None
+    assert ip.user_ns["flaky"] == "fixed"

@@ -219,3 +219,34 @@ def test_run_load_brings_back_cached_values(store):
 
     run = nborch.run(Parallel(value()), store=store)
     assert load_run(run.id, store).results == {"value": {"k": [1, 2]}}
+
+
+def test_resume_never_makes_up_a_value_for_a_task_whose_value_was_not_stored(store):
+    """A succeeded, uncached task that no re-run task needs stands as it was: reused, reported
+    without a value (not as cached, not as None in the results)."""
+    ran = []
+    broken = {"yes": True}
+
+    @task
+    def side():  # succeeds, not cached, nothing downstream of it re-runs
+        ran.append("side")
+        return "side value"
+
+    @task
+    def flaky():
+        ran.append("flaky")
+        if broken["yes"]:
+            raise ValueError("bug")
+        return "fixed"
+
+    failed = nborch.run(DAG(side, flaky), store=store)
+    broken["yes"] = False
+    ran.clear()
+    resumed = nborch.run(DAG(side, flaky), store=store, resume=failed.id)
+
+    assert ran == ["flaky"]
+    assert resumed.ok
+    assert "side" not in resumed.results  # no value was stored: none is made up
+    assert resumed.results["flaky"] == "fixed"
+    assert "side" in resumed.reused and "side" not in resumed.cached
+    assert "succeeded (reused)" in resumed.report()
