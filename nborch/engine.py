@@ -679,10 +679,17 @@ class Engine(ChildCalls, Offload, Attempts):
             self.settle(inv, state)
 
     async def unwind(self, grace: float = 1.0) -> None:
-        """Give cancelled async tasks up to ``grace`` seconds to run their cleanup."""
+        """Give cancelled tasks up to ``grace`` seconds to run their cleanup (async ones are
+        cancelled; sync ones see ``nborch.cancelled()`` and may return early)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace / 2
         jobs = [inv.job for inv in self.invs.values() if inv.job is not None and not inv.job.done()]
         if jobs:
             await asyncio.wait(jobs, timeout=grace)
+        # sync bodies cannot be stopped, but those that poll nborch.cancelled() stop soon: wait
+        # for them a little (half the grace), so that what stops stopped when the run returns
+        while self.pool is not None and self.pool.running and loop.time() < deadline:
+            await asyncio.sleep(0.01)
         for inv in self.invs.values():  # a task that ignored cancellation is recorded as cancelled
             if not inv.state.is_final:
                 self.settle(inv, CANCELLED)

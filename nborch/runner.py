@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import gc
 import logging
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from . import capture
@@ -359,8 +360,19 @@ def _run_nested(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any])
 
 
 def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run on a fresh loop in a worker thread while this thread waits (a running loop that
+    cannot be re-entered: a plain Jupyter cell, or ``node.run()`` inside ``asyncio.run``).
+
+    The wait is on an event the worker sets once ``asyncio.run`` has returned (every task
+    settled, the record made), never on ``Thread.join`` alone: an interrupted join can mark a
+    live thread as finished (python/cpython#90882), which let KeyboardInterrupt reach the cell
+    while the run was still unwinding. An interrupt cancels the run, waits for that event
+    (further interrupts while it unwinds are absorbed: the unwinding is bounded), then
+    re-raises KeyboardInterrupt.
+    """
     box: dict[str, Any] = {}
     started = threading.Event()
+    finished = threading.Event()
 
     async def main() -> Any:
         box["loop"], box["task"] = asyncio.get_running_loop(), asyncio.current_task()
@@ -374,26 +386,59 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
             box["error"] = exc
         finally:
             started.set()
+            finished.set()
 
     ctx = contextvars.copy_context()  # the caller's contextvars stay visible in the run
     worker = threading.Thread(target=ctx.run, args=(target,), name="nborch-loop", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.1)  # short joins keep KeyboardInterrupt prompt on every platform
-    except BaseException:  # KeyboardInterrupt (kernel Stop, Ctrl-C): cancel, wait, re-raise
-        started.wait()
-        loop, job = box.get("loop"), box.get("task")
-        if loop is not None and job is not None:
-            try:
-                loop.call_soon_threadsafe(job.cancel)
-            except RuntimeError:
+    with _interruptible():
+        worker.start()
+        try:
+            while not finished.wait(0.1):  # short waits keep KeyboardInterrupt prompt everywhere
                 pass
-        worker.join()
-        raise
+        except BaseException:  # KeyboardInterrupt (kernel Stop, Ctrl-C): cancel, wait, re-raise
+            _cancel_and_wait(box, started, finished)
+            raise
+    worker.join()  # it has set ``finished``: only its last instructions are left
     if "error" in box:
         raise box["error"]
     return box.get("result")
+
+
+def _cancel_and_wait(box: dict[str, Any], started: threading.Event, finished: threading.Event) -> None:
+    started.wait()
+    loop, job = box.get("loop"), box.get("task")
+    if loop is not None and job is not None:
+        try:
+            loop.call_soon_threadsafe(job.cancel)
+        except RuntimeError:  # its loop is closed: the run is over
+            pass
+    while True:
+        try:
+            finished.wait()
+            return
+        except KeyboardInterrupt:  # another interrupt while it unwinds: keep waiting
+            continue
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Inside ``asyncio.run`` on the main thread, asyncio's SIGINT handler only cancels the
+    main task, which cannot run while this thread blocks in a wait, so the first Ctrl-C would
+    be lost. For the wait, SIGINT raises KeyboardInterrupt here instead."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.getsignal(signal.SIGINT)
+        handler = getattr(handler, "func", handler)  # asyncio installs a functools.partial
+        if getattr(handler, "__func__", None) is asyncio.runners.Runner._on_sigint:
+            try:
+                previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+            except ValueError:  # pragma: no cover - not the main interpreter
+                previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 # -- awaiting and .result inside and outside runs ------------------------------------------------

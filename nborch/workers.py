@@ -68,6 +68,7 @@ class WorkerPool:
         self._pending = 0  # jobs queued and not yet taken
         self._blocked = 0  # workers waiting on a child task: they do not count toward size
         self._abandoned = 0  # workers still running a call whose caller gave up on it
+        self._running = 0  # calls running now
         self._closed = False
 
     def submit(
@@ -126,6 +127,7 @@ class WorkerPool:
                     # cancelled, timed out or its run ended while it waited: never start it
                     skip = job.fut.done()
                     job.running = not skip
+                    self._running += not skip
             if job is None:
                 break
             if skip:
@@ -139,6 +141,7 @@ class WorkerPool:
                 value, ok = exc, False
             with lock:
                 job.running = False
+                self._running -= 1
                 if job.abandoned:
                     self._abandoned -= 1
             try:
@@ -148,6 +151,12 @@ class WorkerPool:
             del job, fut, value
         with lock:
             self._threads -= 1
+
+    @property
+    def running(self) -> int:
+        """Calls running now that no timeout gave up on (a cancelled run waits for them)."""
+        with self._lock:
+            return self._running - self._abandoned
 
     @contextlib.contextmanager
     def blocking(self) -> Iterator[None]:

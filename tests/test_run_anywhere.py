@@ -140,6 +140,61 @@ def test_ctrl_c_during_run_in_a_script_cancels_the_run_and_the_next_run_works(tm
     assert result["caught_at"] - sent < 1.5
 
 
+def test_one_ctrl_c_stops_a_blocking_run_made_inside_asyncio_run(tmp_path):
+    """asyncio.run's SIGINT handler only cancels the main task, which is stuck in nborch's
+    wait; one Ctrl-C must still cancel the run and reach the script."""
+    script = tmp_path / "inner.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, json, time
+            import nborch
+            from nborch import task
+
+            cleanup = []
+
+            @task
+            async def forever():
+                try:
+                    print("started", flush=True)
+                    await asyncio.Event().wait()
+                finally:
+                    cleanup.append("forever")
+
+            async def main():
+                return forever().run()  # blocking, inside a running loop: a worker-thread loop
+
+            try:
+                asyncio.run(main())
+                outcome = "returned"
+            except KeyboardInterrupt:
+                outcome = "KeyboardInterrupt"
+            caught_at = time.monotonic()
+            print(json.dumps({"outcome": outcome, "cleanup": cleanup, "caught_at": caught_at,
+                              "states": {k: v.value for k, v in nborch.last_run().states.items()}}),
+                  flush=True)
+            """
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)  # once
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    result = last_json(out)
+    assert result["outcome"] == "KeyboardInterrupt", err
+    assert result["cleanup"] == ["forever"]
+    assert result["states"] == {"forever": "cancelled"}
+    assert result["caught_at"] - sent < 1.5
+
+
 # -- inside a running event loop -----------------------------------------------------------------
 
 
@@ -740,6 +795,36 @@ def test_kernel_interrupt_during_blocking_run_stops_the_run(kernel):
     assert kernel.check(KERNEL_REPORT).json() == STOPPED
     again = kernel.check("print(json.dumps(Sequence(double(1), double(2)).run()))")
     assert again.last_value() == [2, 4]
+
+
+@pytest.mark.timeout(240)
+def test_an_interrupt_reaches_the_cell_only_after_the_run_has_settled_every_time(kernel):
+    """KeyboardInterrupt must reach the cell after every task settled: last_run() is the
+    interrupted run, its loop thread is gone and the sync task's cleanup ran (an interrupted
+    Thread.join can mark a live thread finished: python/cpython#90882). 25 interrupts in one
+    kernel session (a Python 3.12.1 kernel once crashed in the GC after a few of them)."""
+    kernel.check("import threading")
+    for attempt in range(25):
+        kernel.check("reset(); run_ids = []")
+        result = kernel.execute(
+            """
+            try:
+                wf.run(on_event=lambda e: (seen.append(e), run_ids.append(getattr(e, "run_id", None))))
+                at = "returned"
+            except KeyboardInterrupt:
+                last = nborch.last_run()
+                at = {"loop_thread": any(t.name == "nborch-loop" for t in threading.enumerate()),
+                      "last_is_this_run": last is not None and last.id == run_ids[0],
+                      "settled": last is not None and all(s.is_final for s in last.states.values()),
+                      "cleanup": sorted(cleanup)}
+            """,
+            interrupt_when=kernel.mark.exists, timeout=30,
+        )
+        assert result.error is None, (attempt, result)
+        at = kernel.check("print(json.dumps(at))").json()
+        assert at == {"loop_thread": False, "last_is_this_run": True, "settled": True,
+                      "cleanup": ["async finally", "sync finally"]}, attempt
+    assert kernel.check("print(json.dumps(Sequence(double(1), double(2)).run()))").last_value() == [2, 4]
 
 
 @pytest.mark.timeout(120)
