@@ -12,9 +12,9 @@ import inspect
 import itertools
 import logging
 import weakref
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .errors import DefinitionError, InvalidTaskError
 from .policies import CircuitBreaker, RetryPolicy, is_seconds
@@ -314,7 +314,12 @@ _sequence = itertools.count()
 _NO_KWARGS: dict[str, Any] = {}  # shared and never mutated: most tasks bind no keywords
 
 
-class Task(Node):
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Task(Node, Generic[R_co]):
     """One call of a function, with its arguments bound; nothing runs until the node is run.
 
     ``Task(fn, *args, name=None, **options)``: keywords that are task options (``retries``,
@@ -325,7 +330,14 @@ class Task(Node):
 
     __slots__ = ("fn", "args", "kwargs", "options", "seq", "info", "own_name")
 
-    def __init__(self, fn: Callable[..., Any], *args: Any, **keywords: Any) -> None:
+    @overload
+    def __init__(self, fn: TaskFunction[..., R_co], /, *args: Any, **keywords: Any) -> None: ...
+    @overload
+    def __init__(self, fn: Callable[..., Coroutine[Any, Any, R_co]], /, *args: Any, **keywords: Any) -> None: ...
+    @overload
+    def __init__(self, fn: Callable[..., R_co], /, *args: Any, **keywords: Any) -> None: ...
+
+    def __init__(self, fn: Any, /, *args: Any, **keywords: Any) -> None:
         base: TaskOptions | None = None
         if isinstance(fn, TaskFunction):
             base, fn = fn.options, fn.fn
@@ -376,6 +388,17 @@ class Task(Node):
         """Call the plain function, bypassing the engine."""
         return self.fn(*args, **kwargs)
 
+    if TYPE_CHECKING:  # what type checkers see: a Task's value is its function's result
+
+        def run(self, **options: Any) -> R_co: ...
+
+        async def run_async(self, **options: Any) -> R_co: ...
+
+        def __await__(self) -> Generator[Any, None, R_co]: ...
+
+        @property
+        def result(self) -> R_co: ...
+
 
 _DEFAULTS = TaskOptions()
 
@@ -415,8 +438,12 @@ def _check_callable(fn: Any, where: str) -> None:
         )
 
 
-class TaskFunction:
-    """A function turned into a task factory by ``@task``: calling it builds a ``Task``."""
+class TaskFunction(Generic[P, R_co]):
+    """A function turned into a task factory by ``@task``: calling it builds a ``Task``.
+
+    Typed for checkers: ``@task def f(x: int) -> str`` is a ``TaskFunction[[int], str]``,
+    ``f(1)`` a ``Task[str]``, and ``f(1).run()`` a ``str`` (for an async function, what it
+    returns when awaited)."""
 
     def __init__(self, fn: Callable[..., Any], options: TaskOptions) -> None:
         _check_callable(fn, "@task")
@@ -436,10 +463,10 @@ class TaskFunction:
         """A logger named ``nborch.task.<name>``."""
         return logging.getLogger(f"nborch.task.{self.name}")
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Task:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task[R_co]:
         return Task(self, *args, kwargs=kwargs)
 
-    def with_options(self, **options: Any) -> TaskFunction:
+    def with_options(self, **options: Any) -> TaskFunction[P, R_co]:
         """A copy with some options changed: ``fetch.with_options(retries=5)``."""
         return TaskFunction(self.fn, make_options(self.options, **options))
 
@@ -450,6 +477,23 @@ class TaskFunction:
         if obj is None:
             return self
         return TaskFunction(self.fn.__get__(obj, objtype), self.options)  # type: ignore[attr-defined]
+
+
+class _Decorator(Protocol):
+    """What ``@task(...)`` with options returns: a decorator as precisely typed as ``@task``."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> TaskFunction[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+
+
+@overload
+def task(fn: Callable[P, Coroutine[Any, Any, R]], /) -> TaskFunction[P, R]: ...
+@overload
+def task(fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+@overload
+def task(fn: None = None, /, **options: Any) -> _Decorator: ...
 
 
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
