@@ -1,5 +1,5 @@
 """Child tasks: a running task that awaits (or reads ``.result`` of) a node runs it inside its
-own run. Kept apart from the scheduler proper; ``Engine`` inherits it.
+own run. Kept apart from the scheduler proper; each ``Engine`` has one.
 
 The waiting parent gives its slots back and takes them again before it continues, so
 recursion deeper than the limits cannot deadlock; a wait on one of the caller's own ancestors
@@ -27,43 +27,48 @@ __all__ = ["ChildCalls"]
 
 
 class ChildCalls:
-    """The ``Engine`` methods that run child tasks."""
+    """Runs the child tasks of an ``Engine``'s running tasks (inside the same run)."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
 
-    async def call_child(self: Engine, node: Node, parent: Inv) -> Any:
+    async def call_child(self, node: Node, parent: Inv) -> Any:
         """Run ``node`` inside this run on behalf of the running task ``parent``."""
-        if self.cancelling:
+        if self.engine.cancelling:
             raise asyncio.CancelledError()
-        part = build_graph(node, names=self.graph.names, known=self.graph.by_task, parent=parent.name,
-                           dedupe=self.dedupe)
+        part = build_graph(node, names=self.engine.graph.names, known=self.engine.graph.by_task, parent=parent.name,
+                           dedupe=self.engine.dedupe)
         targets = part.leaves(node)
         self.check_wait_cycle(targets, parent)
-        new_specs = [s for s in part.specs.values() if s.name not in self.invs]
-        self.graph.merge(part)
-        new = self.add_specs(new_specs, parent)
+        new_specs = [s for s in part.specs.values() if s.name not in self.engine.invs]
+        self.engine.graph.merge(part)
+        new = self.engine.add_specs(new_specs, parent)
         for inv in new:
-            self.emit(inv, PENDING)
+            self.engine.emit(inv, PENDING)
         for inv in new:
             ready = inv.n_up == 0
             if not ready:
                 for up in inv.spec.up:
-                    u = self.invs[up.name]
+                    u = self.engine.invs[up.name]
                     if u.state.is_final:
-                        self.count_settled(inv, u.state)
+                        self.engine.count_settled(inv, u.state)
                 decision = decide(inv.spec.task.options.trigger_rule, inv.n_up, inv.n_ok, inv.n_failed,
                                   inv.n_upfailed, inv.n_skipped)
                 if decision is None:
                     continue
                 if decision != RUN:
-                    self.settle(inv, decision)  # type: ignore[arg-type]
+                    self.engine.settle(inv, decision)  # type: ignore[arg-type]
                     continue
             if inv.state is PENDING and inv.call is None:
-                self.start(inv)
+                self.engine.start(inv)
         waits = []
         for spec in targets:
-            inv = self.invs[spec.name]
+            inv = self.engine.invs[spec.name]
             if not inv.state.is_final:
-                fut = self.loop.create_future()  # type: ignore[union-attr]
+                fut = self.engine.loop.create_future()  # type: ignore[union-attr]
                 if inv.waiters is None:
                     inv.waiters = []
                 inv.waiters.append(fut)
@@ -71,7 +76,7 @@ class ChildCalls:
         if waits:
             parent.waiting += 1
             if parent.waiting == 1:
-                self.release(parent)
+                self.engine.release(parent)
             try:
                 if len(waits) == 1:
                     await waits[0]
@@ -82,10 +87,10 @@ class ChildCalls:
                 raise
             finally:
                 parent.waiting -= 1
-                if parent.waiting == 0 and not self.cancelling and not parent.state.is_final:
-                    await self.reacquire(parent)
+                if parent.waiting == 0 and not self.engine.cancelling and not parent.state.is_final:
+                    await self.engine.reacquire(parent)
         for spec in targets:
-            inv = self.invs[spec.name]
+            inv = self.engine.invs[spec.name]
             if inv.state is FAILED and inv.error is not None:
                 raise inv.error
             if inv.state in (CANCELLED, UPSTREAM_FAILED):
@@ -93,10 +98,10 @@ class ChildCalls:
                 if cause is not None and cause.error is not None:
                     raise cause.error
                 raise asyncio.CancelledError(f"child task {inv.name!r} was cancelled")
-        value = self.value_of(node)
-        return (await materialize(value)) if self.remotes else value
+        value = self.engine.value_of(node)
+        return (await materialize(value)) if self.engine.remotes else value
 
-    def drop_children(self: Engine, new: list[Inv], waits: list[asyncio.Future[None]]) -> None:
+    def drop_children(self, new: list[Inv], waits: list[asyncio.Future[None]]) -> None:
         """The task that started ``new`` stopped waiting for them (its attempt timed out or was
         cancelled): cancel those nobody else waits for, so nothing runs on its behalf."""
         mine = set(map(id, waits))
@@ -109,17 +114,7 @@ class ChildCalls:
             if inv.job is not None and not inv.job.done():
                 inv.job.cancel()
             else:
-                self.settle(inv, CANCELLED)
-
-    def count_settled(self, inv: Inv, state: TaskState) -> None:
-        if state is SUCCEEDED:
-            inv.n_ok += 1
-        elif state is FAILED:
-            inv.n_failed += 1
-        elif state is SKIPPED:
-            inv.n_skipped += 1
-        else:
-            inv.n_upfailed += 1
+                self.engine.settle(inv, CANCELLED)
 
     def first_failed_upstream(self, inv: Inv) -> Inv | None:
         stack, seen = list(inv.spec.up), set()
@@ -128,7 +123,7 @@ class ChildCalls:
             if spec.name in seen:
                 continue
             seen.add(spec.name)
-            u = self.invs.get(spec.name)
+            u = self.engine.invs.get(spec.name)
             if u is not None and u.state is FAILED:
                 return u
             stack.extend(spec.up)
@@ -142,7 +137,7 @@ class ChildCalls:
             chain.append(p)
             p = p.parent
         for spec in targets:
-            inv = self.invs.get(spec.name)
+            inv = self.engine.invs.get(spec.name)
             if inv is None or inv.state.is_final:
                 continue
             if inv in chain:

@@ -63,7 +63,7 @@ _new_event = tuple.__new__  # all of TaskEvent's fields given, in order
 # task still starts within a few milliseconds, so nothing waits on a hidden concurrency cap.
 BURST = 1000
 
-class Engine(ChildCalls, Offload, Attempts):
+class Engine(Offload):
     """Executes a graph once. Build one per run; ``await engine.execute()``."""
 
     def __init__(
@@ -115,6 +115,8 @@ class Engine(ChildCalls, Offload, Attempts):
         self.executor = executor  # the run's executor= for sync tasks (None/"thread": worker threads)
         self.remotes = 0  # results left on a cluster (Remote): arguments must be checked for them
         self.pending: dict[str, Remote] = {}  # tasks running on Dask, by name: their futures
+        self.attempts = Attempts(self)  # the slow path: one task's attempts
+        self.children = ChildCalls(self)  # tasks that running tasks call
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -381,7 +383,7 @@ class Engine(ChildCalls, Offload, Attempts):
     def launch(self, inv: Inv) -> None:
         inv.state = RUNNING
         if not inv.simple:
-            inv.job = self.loop.create_task(self.run_task(inv))  # type: ignore[union-attr]
+            inv.job = self.loop.create_task(self.attempts.run_task(inv))  # type: ignore[union-attr]
             return
         # The fast path: the task's own coroutine (or thread future) is the job, and one done
         # callback settles it, as a hand-written scheduler would do.
@@ -413,14 +415,12 @@ class Engine(ChildCalls, Offload, Attempts):
         inv.job = None  # a finished asyncio Task keeps its coroutine: let both go
         if inv.state in FINAL:
             return
+        exc: BaseException | None
         if job.cancelled():
             if inv.stop or self.cancelling:
                 self.settle(inv, CANCELLED)
                 return
-            try:  # the body raised CancelledError itself: a failure like any other
-                job.result()
-            except asyncio.CancelledError as err:
-                exc: BaseException | None = err
+            exc = _cancelled_error(job)  # the body raised CancelledError itself: a failure
         else:
             exc = job.exception()
         if exc is None:
@@ -435,6 +435,31 @@ class Engine(ChildCalls, Offload, Attempts):
             if isinstance(exc, KeyboardInterrupt):  # the user's interrupt: stop the whole run
                 self.fatal = exc
                 self.cancel()
+
+    def fail(self, inv: Inv, exc: BaseException) -> None:
+        """End ``inv`` FAILED with ``exc`` (noted with the task and attempt)."""
+        inv.error = exc
+        self.note(inv, exc)
+        self.settle(inv, FAILED)
+
+    def note(self, inv: Inv, exc: BaseException) -> None:
+        retry = inv.spec.task.options.retry
+        total = retry.max_attempts if retry is not None else 1
+        attempt = max(inv.attempts, 1)
+        note = f"nborch: raised in task {inv.name!r}, attempt {attempt} of {total}"
+        if note not in getattr(exc, "__notes__", ()):
+            exc.add_note(note)
+
+    def count_settled(self, inv: Inv, state: TaskState) -> None:
+        """Count a settled upstream of ``inv`` by its state (CANCELLED counts as upstream_failed)."""
+        if state is SUCCEEDED:
+            inv.n_ok += 1
+        elif state is FAILED:
+            inv.n_failed += 1
+        elif state is SKIPPED:
+            inv.n_skipped += 1
+        else:
+            inv.n_upfailed += 1
 
     def worker_pool(self) -> WorkerPool:
         if self.pool is None:
@@ -697,6 +722,15 @@ class Engine(ChildCalls, Offload, Attempts):
         executors = {id(inv.executor): inv.executor for inv in self.invs.values() if inv.executor is not None}
         for exe in executors.values():
             await exe.settle(grace)
+
+def _cancelled_error(job: asyncio.Future[Any]) -> BaseException:
+    """The CancelledError a cancelled job raises (with its traceback, where it has one)."""
+    try:
+        job.result()
+    except asyncio.CancelledError as err:
+        return err
+    return asyncio.CancelledError()  # pragma: no cover - a cancelled job always raises
+
 
 def is_loop_thread(engine: Engine) -> bool:
     """True when called on the thread that runs ``engine``'s loop."""

@@ -207,10 +207,8 @@ class _Builder:
                         grp.specs.append(spec)
                 return [spec]
             g.nodes[key] = node
-            spec = self.known.get(key)
-            if spec is None:
-                spec = self.dedupe_match(node)
-            if spec is None:
+            found = self.known.get(key) or self.dedupe_match(node)
+            if found is None:
                 spec = Spec(node, scope, self.parent)
                 self.new.append(spec)
                 self.is_new.add(spec)
@@ -230,7 +228,7 @@ class _Builder:
                 if node._after:
                     self.collect_after(node, scope)
             else:
-                g.by_task[key] = spec
+                spec = g.by_task[key] = found
             return [spec]
         if not isinstance(node, Composite):  # pragma: no cover - guarded by iter_nodes
             raise DefinitionError(f"not a node: {node!r}")

@@ -64,12 +64,12 @@ class RetryPolicy:
                 continue
             if not is_seconds(value, zero=True):
                 expects = "must be >= 0" if name == "max_delay" else "expects a number >= 0"
-                finite = isinstance(value, int | float) and not isinstance(value, bool) and value == value
-                raise DefinitionError(
-                    f"RetryPolicy({name}=...) {expects}, got {value!r}"
-                    + (" (it must be finite: a task would wait forever)" if finite and value > 0 else "")
-                    + (" (NaN is not a number of seconds)" if value != value else "")
-                )
+                why = ""
+                if isinstance(value, float) and math.isnan(value):
+                    why = " (NaN is not a number of seconds)"
+                elif value == math.inf:
+                    why = " (it must be finite: a task would wait forever)"
+                raise DefinitionError(f"RetryPolicy({name}=...) {expects}, got {value!r}{why}")
         object.__setattr__(self, "retry_on", _exception_types(self.retry_on))
 
     @classmethod

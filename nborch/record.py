@@ -41,10 +41,11 @@ def _fmt_seconds(s: float | None) -> str:
 def _fmt_size(n: int | None) -> str:
     if n is None:
         return ""
+    size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"stored {n:.0f} {unit}" if unit == "B" else f"stored {n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
+        if size < 1024 or unit == "GiB":
+            return f"stored {size:.0f} {unit}" if unit == "B" else f"stored {size:.1f} {unit}"
+        size /= 1024
     return ""  # pragma: no cover
 
 

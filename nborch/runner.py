@@ -429,7 +429,7 @@ def _interruptible() -> Iterator[None]:
     if threading.current_thread() is threading.main_thread():
         handler = signal.getsignal(signal.SIGINT)
         handler = getattr(handler, "func", handler)  # asyncio installs a functools.partial
-        if getattr(handler, "__func__", None) is asyncio.runners.Runner._on_sigint:
+        if getattr(handler, "__func__", None) is getattr(asyncio.runners.Runner, "_on_sigint", ()):
             try:
                 previous = signal.signal(signal.SIGINT, signal.default_int_handler)
             except ValueError:  # pragma: no cover - not the main interpreter
@@ -451,7 +451,7 @@ async def await_node(node: Node) -> Any:
     if frame is not None:
         engine = frame.engine
         if engine.loop is asyncio.get_running_loop() and not engine.done.done():  # type: ignore[union-attr]
-            return await engine.call_child(node, frame.inv)
+            return await engine.children.call_child(node, frame.inv)
     return await run_node_async(node, {})
 
 
@@ -469,7 +469,7 @@ def blocking_result(node: Node) -> Any:
         )
     if frame.cancelled or engine.done is None or engine.done.done():
         raise asyncio.CancelledError(f"task {frame.inv.name!r} was cancelled")
-    future = asyncio.run_coroutine_threadsafe(engine.call_child(node, frame.inv), engine.loop)  # type: ignore[arg-type]
+    future = asyncio.run_coroutine_threadsafe(engine.children.call_child(node, frame.inv), engine.loop)  # type: ignore[arg-type]
     assert engine.pool is not None
     calls = frame.calls
     if calls is None:

@@ -445,7 +445,10 @@ class TaskFunction(Generic[P, R_co]):
     ``f(1)`` a ``Task[str]``, and ``f(1).run()`` a ``str`` (for an async function, what it
     returns when awaited)."""
 
-    def __init__(self, fn: Callable[..., Any], options: TaskOptions) -> None:
+    fn: Callable[P, Any]
+    """The plain function, with its own signature."""
+
+    def __init__(self, fn: Callable[P, Any], options: TaskOptions) -> None:
         _check_callable(fn, "@task")
         self.fn = fn
         self.options = options
@@ -463,7 +466,15 @@ class TaskFunction(Generic[P, R_co]):
         """A logger named ``nborch.task.<name>``."""
         return logging.getLogger(f"nborch.task.{self.name}")
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task[R_co]:
+    # Any argument may be a node standing for its value (``transform(extract())``), which
+    # ParamSpec cannot say: checkers show the parameters (the first overload, for signature
+    # help) and the result type, but accept nodes in place of values (the second).
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task[R_co]: ...
+    @overload
+    def __call__(self, *args: Any, **kwargs: Any) -> Task[R_co]: ...
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Task[R_co]:
         return Task(self, *args, kwargs=kwargs)
 
     def with_options(self, **options: Any) -> TaskFunction[P, R_co]:

@@ -120,6 +120,7 @@ class WorkerPool:
             with lock:
                 self._idle += 1
             job = get()
+            skip = False
             with lock:
                 self._idle -= 1
                 if job is not None:
