@@ -37,10 +37,26 @@ class ChildCalls:
 
     async def call_child(self, node: Node, parent: Inv) -> Any:
         """Run ``node`` inside this run on behalf of the running task ``parent``."""
-        if self.engine.cancelling:
-            raise asyncio.CancelledError()
-        part = build_graph(node, names=self.engine.graph.names, known=self.engine.graph.by_task, parent=parent.name,
-                           dedupe=self.engine.dedupe)
+        engine = self.engine
+        if engine.cancelling or parent.stop or parent.state.is_final:  # a stopped task starts nothing
+            raise asyncio.CancelledError(f"task {parent.name!r} was cancelled")
+        me = asyncio.current_task()
+        frame = parent.frame
+        if me is not None and me is not parent.job and frame is not None:
+            # a sync parent's call (its own asyncio task): cancelled with the parent's attempt
+            if frame.calls is None:
+                frame.calls = set()
+            frame.calls.add(me)
+            try:
+                return await self.call(node, parent)
+            finally:
+                frame.calls.discard(me)
+        return await self.call(node, parent)
+
+    async def call(self, node: Node, parent: Inv) -> Any:
+        engine = self.engine
+        part = build_graph(node, names=engine.graph.names, known=engine.graph.by_task, parent=parent.name,
+                           dedupe=engine.dedupe)
         targets = part.leaves(node)
         self.check_wait_cycle(targets, parent)
         new_specs = [s for s in part.specs.values() if s.name not in self.engine.invs]

@@ -296,8 +296,8 @@ class Engine(Offload):
                     inv.value, inv.cache_key, inv.cached = value, key, True
                     self.results[name] = value
                 self.settle(inv, SUCCEEDED)
-            for inv in invs:
-                if inv.n_up == 0 and inv.state is PENDING and inv.call is None:
+            for inv in invs:  # no upstream, or `always` (Airflow: runs before any upstream settles)
+                if (inv.n_up == 0 or inv.rule == "always") and inv.state is PENDING and inv.call is None:
                     self.start(inv)
             if self.unsettled:
                 await self.done
@@ -383,7 +383,8 @@ class Engine(Offload):
     def launch(self, inv: Inv) -> None:
         inv.state = RUNNING
         if not inv.simple:
-            inv.job = self.loop.create_task(self.attempts.run_task(inv))  # type: ignore[union-attr]
+            job = inv.job = self.loop.create_task(self.attempts.run_task(inv))  # type: ignore[union-attr]
+            job.add_done_callback(functools.partial(self.ended, inv))
             return
         # The fast path: the task's own coroutine (or thread future) is the job, and one done
         # callback settles it, as a hand-written scheduler would do.
@@ -409,6 +410,17 @@ class Engine(Offload):
         if events._subscribers or (self.bus is not None and self.bus.wants_running):
             self.emit(inv, RUNNING)
         job.add_done_callback(functools.partial(self.finish, inv))
+
+    def ended(self, inv: Inv, job: asyncio.Future[Any]) -> None:
+        """Done callback of a slow-path job: ``run_task`` settles its task itself, except when
+        it was cancelled before its first step (a fail_fast sibling failed at that moment)."""
+        inv.job = None
+        if inv.state in FINAL:
+            return
+        if job.cancelled():
+            self.settle(inv, CANCELLED)
+        else:  # pragma: no cover - run_task settles every way it ends
+            self.fail(inv, job.exception() or RuntimeError("the task ended without a state"))
 
     def finish(self, inv: Inv, job: asyncio.Future[Any]) -> None:
         """Done callback of a fast-path job."""
@@ -604,6 +616,8 @@ class Engine(Offload):
         always decided on complete counts, as Airflow decides them after each state change.
         """
         if self.settling:
+            if inv.state is PENDING and inv.call is None:
+                inv.call = DECIDED  # its state is decided: nothing may start or decide it now
             self.queue.append((inv, state))
             return
         self.settling = True
@@ -645,8 +659,12 @@ class Engine(Offload):
                     fut.set_result(None)
             inv.waiters = None
         if state is not SUCCEEDED:
-            if inv.frame is not None and state is CANCELLED:
-                inv.frame.cancelled = True
+            frame = inv.frame
+            if frame is not None and state is CANCELLED:
+                frame.cancelled = True
+                if frame.calls:  # a sync body blocked on child tasks: they stop with it
+                    for call in list(frame.calls):
+                        call.cancel()
             if state is FAILED and self.first_failure is None:
                 self.first_failure = inv
         invs = self.invs
@@ -679,6 +697,8 @@ class Engine(Offload):
             if inv is None or inv.state.is_final:
                 continue
             inv.stop = True
+            if inv.frame is not None:  # a sync body sees nborch.cancelled() at once
+                inv.frame.cancelled = True
             if inv.job is not None and not inv.job.done():
                 inv.job.cancel()
             else:

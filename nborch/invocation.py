@@ -35,7 +35,7 @@ class Frame:
         self.inv = inv
         self.attempt = attempt
         self.cancelled = False
-        self.calls: set[Any] | None = None  # child calls a sync body is blocked on (their futures)
+        self.calls: set[Any] | None = None  # child calls a sync body is blocked on (their asyncio tasks)
 
 
 _frame: contextvars.ContextVar[Frame | None] = contextvars.ContextVar("nborch_frame", default=None)

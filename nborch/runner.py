@@ -471,14 +471,8 @@ def blocking_result(node: Node) -> Any:
         raise asyncio.CancelledError(f"task {frame.inv.name!r} was cancelled")
     future = asyncio.run_coroutine_threadsafe(engine.children.call_child(node, frame.inv), engine.loop)  # type: ignore[arg-type]
     assert engine.pool is not None
-    calls = frame.calls
-    if calls is None:
-        calls = frame.calls = set()
-    calls.add(future)  # cancelled if this attempt is abandoned (a timeout): its children stop too
     try:
         with engine.pool.blocking():
             return future.result()
-    except concurrent.futures.CancelledError:
+    except concurrent.futures.CancelledError:  # this attempt was abandoned or cancelled
         raise asyncio.CancelledError(f"task {frame.inv.name!r} was cancelled") from None
-    finally:
-        calls.discard(future)
