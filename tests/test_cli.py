@@ -78,6 +78,15 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
         "def late():\n    return total\nprint('calling late')\nprint('late says', late())",
         "print('after the report')",
     )))
+    builtin_name = tmp / "builtin_name.ipynb"
+    builtin_name.write_text(json.dumps(notebook(
+        "%load_ext nborch",
+        "print('FIRST CELL RAN')",
+        "%%task len\n[1]",
+        "%%task total\nlen([1, 2])",
+    )))
+    keyword_name = tmp / "keyword_name.ipynb"
+    keyword_name.write_text(json.dumps(notebook("%%task for\n1")))
     out = {
         "default": ["run", PIPELINE],
         "deferred": ["run", deferred],
@@ -96,6 +105,9 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
         "graph_flow": ["graph", PIPELINE, "-o", "report.mmd", "--flow", "report"],
         "graph_svg": ["graph", PIPELINE, "-o", "dag.svg"],
         "graph_png": ["graph", PIPELINE, "-o", "dag.png"],
+        "builtin_name_run": ["run", builtin_name],
+        "builtin_name_graph": ["graph", builtin_name, "-o", "dag.mmd"],
+        "keyword_name_graph": ["graph", keyword_name, "-o", "dag.mmd"],
     }
     for name in EXAMPLES:
         if (NOTEBOOKS / f"{name}.ipynb").exists():
@@ -203,6 +215,30 @@ def test_failing_cell_exits_1_with_cell_exception_and_line(results):
     assert "line 2: return 10 / v" in r.err
     assert "no cell is tagged 'parameters'" in r.err  # -p q=1 with no parameters cell
     no_traceback(r)
+
+
+def test_a_builtin_task_name_fails_its_cell_headless_as_in_a_notebook(results):
+    r = results["builtin_name_run"]
+    assert r.code == 1, r.err
+    assert "FIRST CELL RAN" in r.out  # the cells before it ran, as Run All does
+    assert ("nborch: cell 3 (%%task len) failed: UsageError: %%task: 'len' is a built-in name: a task named "
+            "'len' would shadow the built-in") in r.err
+    assert not r.home.exists()  # no task ran
+    no_traceback(r)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("builtin_name_graph", "nborch: cell 3 (%%task len): %%task: 'len' is a built-in name"),
+        ("keyword_name_graph", "nborch: cell 1 (%%task for): %%task: 'for' is a Python keyword"),
+    ],
+)
+def test_graph_refuses_keyword_and_builtin_task_names(results, key, message):
+    r = results[key]
+    assert r.code == 1, r.err
+    assert r.err.startswith(message) and len(r.err.splitlines()) == 1, r.err
+    assert not (r.cwd / "dag.mmd").exists()
 
 
 @pytest.mark.parametrize(

@@ -22,13 +22,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .header import check_task_name
 from .scopes import MODULE, Scope, annotations_of, bind_scopes
 
-__all__ = ["CellTask", "compile_cell", "infer_reads"]
+__all__ = ["CellTask", "compile_cell", "eager_reads", "infer_reads"]
 
 _FLAGS = ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 _NS = "__nborch_ns__"
-
 
 class _Reads(ast.NodeVisitor):
     """Walks a cell in execution order, noting the module-level names it reads before the cell
@@ -327,7 +327,9 @@ def compile_cell(
     after: Iterable[str] = (),
     flow: str = "default",
 ) -> CellTask:
-    """Check and analyse a task cell. Raises SyntaxError (line numbers within the body)."""
+    """Check and analyse a task cell. Raises DefinitionError for a name that cannot name a task
+    (``check_task_name``), SyntaxError (line numbers within the body)."""
+    check_task_name(name)
     filename = f"<task {name}>"
     visitor = _analyse(parse_cell(source, filename))
     # the compiled task's locals: what the cell binds at its top level, but not its ``global`` names

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DefinitionError, NborchError, did_you_mean
+from .header import TaskLine, parse_task_line
 from .ipynb import Cell, read_notebook
 
 __all__ = ["NotebookFailed", "TaskCell", "notebook_graph", "run_notebook", "task_cells"]
@@ -50,16 +51,16 @@ class TaskCell:
     cell: Cell
     line: str
     body: str
-    args: Any = None
+    spec: TaskLine | None = None
     error: str | None = None
 
     @property
     def name(self) -> str | None:
-        return self.args.name if self.args is not None else None
+        return self.spec.name if self.spec is not None else None
 
     @property
     def flow(self) -> str:
-        return self.args.flow if self.args is not None else "default"
+        return self.spec.flow if self.spec is not None else "default"
 
 
 def split_task_cell(source: str) -> tuple[str, str] | None:
@@ -76,23 +77,18 @@ def split_task_cell(source: str) -> tuple[str, str] | None:
 
 
 def task_cells(cells: list[Cell]) -> list[TaskCell]:
-    """Every ``%%task`` cell, its line parsed by the magic's own parser (so options never drift)."""
-    from IPython.core.error import UsageError
-    from IPython.core.magic_arguments import parse_argstring
-
-    from .magics import OrchMagics
-
+    """Every ``%%task`` cell, its line parsed as the magic parses it (so options never drift)."""
     found = []
     for cell in cells:
         split = split_task_cell(cell.source) if cell.is_code else None
         if split is None:
             continue
-        spec = TaskCell(cell, *split)
+        found_cell = TaskCell(cell, *split)
         try:
-            spec.args = parse_argstring(OrchMagics.task, spec.line)
-        except UsageError as err:
-            spec.error = f"%%task: {err}"
-        found.append(spec)
+            found_cell.spec = parse_task_line(found_cell.line)
+        except DefinitionError as err:
+            found_cell.error = f"%%task: {err}"
+        found.append(found_cell)
     return found
 
 
@@ -100,21 +96,17 @@ def notebook_graph(path: str | os.PathLike[str], flow: str | None = None) -> Any
     """The notebook's task graph as a DAG (``flow``: that named workflow only). No cell runs:
     each task function is compiled, never called. Raises NotebookError or NotebookFailed."""
     from .cells import compile_cell
-    from .magics import _options
     from .workflow import NotebookWorkflow
 
     cells = read_notebook(path)
     workflow = NotebookWorkflow()
-    for spec in task_cells(cells):
-        where = f"cell {spec.cell.number} (%%task {spec.line})"
-        if spec.error is not None:
-            raise NotebookFailed(f"{where}: {spec.error}")
-        if not spec.name.isidentifier():
-            raise NotebookFailed(f"{where}: the task name must be a Python identifier")
+    for found in task_cells(cells):
+        where = f"cell {found.cell.number} (%%task {found.line})"
+        if found.spec is None:
+            raise NotebookFailed(f"{where}: {found.error}")
+        spec = found.spec
         try:
-            compiled = compile_cell(
-                spec.name, spec.body, options=_options(spec.args), after=spec.args.after, flow=spec.flow
-            )
+            compiled = compile_cell(spec.name, found.body, options=spec.options, after=spec.after, flow=spec.flow)
         except SyntaxError as err:
             raise NotebookFailed(f"{where}: SyntaxError: {err.msg}{_syntax_where(err, 1)}") from None
         workflow.define(compiled)
@@ -290,7 +282,7 @@ def run_notebook(
             known = ", ".join(names) or "(none)"
             raise NotebookFailed(f"no task cell is named {t!r}.{did_you_mean(t, names)} Tasks: {known}.", 2)
     if flow is not None:
-        _check_flow(flow, list(dict.fromkeys(s.flow for s in specs if s.args is not None)))
+        _check_flow(flow, list(dict.fromkeys(s.flow for s in specs if s.spec is not None)))
     params = dict(params or {})
     task_lines = {s.cell.number: s.line for s in specs}
     shell, magics = _shell()

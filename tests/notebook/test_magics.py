@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("IPython")
@@ -110,6 +112,53 @@ def test_bad_options_give_a_usage_error_and_define_nothing(ip, line, message):
     assert isinstance(result.error_in_exec, UsageError)
     assert message in str(result.error_in_exec)
     assert ip.magics_manager.registry["OrchMagics"].workflow.cells == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("for", r"^%%task: 'for' is a Python keyword, so it cannot name a task \(its value becomes a variable "
+                r"of that name\)\. Choose another name, such as 'for_'\.$"),
+        ("None", r"^%%task: 'None' is a Python keyword"),
+        ("len", r"^%%task: 'len' is a built-in name: a task named 'len' would shadow the built-in in the "
+                r"notebook's namespace once it runs, and every cell that uses len would depend on this task\. "
+                r"Choose another name, such as 'len_'\.$"),
+        ("print", r"^%%task: 'print' is a built-in name"),
+        ("display", r"^%%task: 'display' is a built-in name"),
+        ("_", r"^%%task: '_' cannot name a task: IPython reassigns it after every cell"),
+        ("_2", r"^%%task: '_2' cannot name a task: IPython reassigns it after every cell"),
+        ("Out", r"^%%task: 'Out' cannot name a task: it is IPython's output history"),
+        ("_orch_run", r"^%%task: '_orch_run' cannot name a task: %orch run puts its run record there"),
+    ],
+    ids=["keyword", "None", "builtin", "print", "ipython-display", "underscore", "output-cache", "Out",
+         "orch-run"],
+)
+def test_keywords_builtins_and_ipython_names_are_refused(ip, name, message):
+    cell(ip, "%%task extract\n[1, 2]")
+    result = cell(ip, f"%%task {name}\n[3]")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert re.search(message, str(result.error_in_exec)), str(result.error_in_exec)
+    workflow = ip.magics_manager.registry["OrchMagics"].workflow
+    assert list(workflow.cells) == ["extract"]  # nothing defined
+    cell(ip, "%%task total\nlen(extract)")
+    assert workflow.dependencies("total") == ["extract"]
+    assert cell(ip, "%orch run --no-display").error_in_exec is None
+    assert ip.user_ns["total"] == 2 and ip.user_ns.get(name) != [3]  # the refused cell never ran
+
+
+def test_the_magic_and_the_command_line_share_one_option_list():
+    from nborch.notebook.header import TASK_ARGUMENTS, parse_task_line
+    from nborch.notebook.magics import OrchMagics
+
+    magic = {a.dest for a in OrchMagics.task.parser._actions}
+    assert magic == {flags[0].lstrip("-").replace("-", "_") for flags, _ in TASK_ARGUMENTS}
+    for flags, _ in TASK_ARGUMENTS[1:]:
+        assert flags[0] in OrchMagics.task.__doc__  # %%task? lists it
+    spec = parse_task_line("load --after a b --retries 2 --retry-delay 0.5 --timeout 3 --trigger all_done "
+                           "--limit 2 --cache --flow nightly --run")
+    assert spec.options == {"retries": 2, "retry_delay": 0.5, "timeout": 3.0, "trigger_rule": "all_done",
+                            "limit": 2, "cache": True}
+    assert (spec.name, spec.after, spec.flow, spec.run) == ("load", ("a", "b"), "nightly", True)
 
 
 def test_syntax_error_keeps_the_previous_definition(ip):
