@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import NborchError
 from ..graph import Graph, build_graph
 from ..state import TaskState
 from ..task import fn_name
@@ -26,11 +27,13 @@ if TYPE_CHECKING:
     from ..task import Node
 
 __all__ = [
-    "COLLAPSE_OVER", "COLORS", "GraphModel", "SvgTemplate", "graph_dot", "graph_model", "group_id", "group_tasks",
+    "COLLAPSE_OVER", "COLORS", "NOTEBOOK_EXTRA", "GraphModel", "SvgTemplate", "graph_dot", "graph_model", "group_id", "group_tasks",
     "node_digraph", "node_id", "node_looks", "render_svg", "state_css",
 ]
 
 COLLAPSE_OVER = 200
+# How to get what the notebook needs (IPython, ipywidgets, graphviz): said by every message about one
+NOTEBOOK_EXTRA = 'pip install "nborch[notebook]"'
 
 S = TaskState
 COLORS: dict[TaskState, tuple[str, str]] = {  # state -> (fill, text)
@@ -273,8 +276,15 @@ def layout_dot(model: GraphModel) -> str:
 
 
 def node_digraph(node: Node) -> graphviz.Digraph:
-    """``node``'s workflow as a ``graphviz.Digraph`` (collapsed above 200 tasks)."""
-    import graphviz
+    """``node``'s workflow as a ``graphviz.Digraph`` (collapsed above 200 tasks). Raises
+    NborchError, saying which extra to install, when the graphviz package is missing."""
+    try:
+        import graphviz
+    except ImportError as err:
+        raise NborchError(
+            f"node.graph() needs the graphviz package, which comes with nborch's notebook extra: {NOTEBOOK_EXTRA} "
+            "(node.to_mermaid() needs nothing)"
+        ) from err
 
     model = graph_model(build_graph(node))
     notes = node_notes(model, None) if model.collapsed else None

@@ -14,13 +14,13 @@ from ..errors import NborchError
 from ..graph import Graph, build_graph
 from ..record import _fmt_seconds
 from ..state import TaskState
-from .dot import COLLAPSE_OVER, COLORS, GROUP_PRIORITY, graph_dot, group_note, group_tasks, render_svg
+from .dot import COLLAPSE_OVER, COLORS, GROUP_PRIORITY, NOTEBOOK_EXTRA, graph_dot, group_note, group_tasks, render_svg
 from .state import RunView, TaskStatus
 
 if TYPE_CHECKING:
     from ..task import Node
 
-__all__ = ["GRAPHVIZ_HINT", "header_html", "node_html", "state_badge", "task_list_html", "task_table_html"]
+__all__ = ["GRAPHVIZ_HINT", "PACKAGE_HINT", "graphviz_hint", "header_html", "node_html", "state_badge", "task_list_html", "task_table_html"]
 
 esc = html.escape
 S = TaskState
@@ -30,8 +30,21 @@ GRAPHVIZ_HINT = (
     "this graph: its <code>dot</code> program must be on PATH (<code>apt install graphviz</code>, "
     "<code>brew install graphviz</code> or <code>conda install graphviz</code>).</p>"
 )
+PACKAGE_HINT = (
+    "<p class='nborch-hint' style='color:#757575;font-size:90%;margin:4px 0'>Install the graphviz package "
+    f"to draw this graph: it comes with nborch's notebook extra, <code>{esc(NOTEBOOK_EXTRA)}</code>.</p>"
+)
 # Shown first when a table has to be cut: what needs a look.
 _NOTABLE = frozenset({S.FAILED, S.RETRYING, S.RUNNING, S.UPSTREAM_FAILED, S.CANCELLED})
+
+
+def graphviz_hint() -> str:
+    """Why no graph was drawn: the graphviz package is missing, or Graphviz's ``dot`` program."""
+    try:
+        import graphviz  # noqa: F401
+    except ImportError:
+        return PACKAGE_HINT
+    return GRAPHVIZ_HINT
 
 
 def state_badge(state: TaskState) -> str:
@@ -85,7 +98,7 @@ def task_list_html(
     body = "".join(items) or "<li><i>no tasks</i></li>"
     return (
         "<div class='nborch-tasks'><ul style='list-style:none;padding-left:0;margin:0'>" + body + "</ul>"
-        + (GRAPHVIZ_HINT if hint else "") + "</div>"
+        + (graphviz_hint() if hint else "") + "</div>"
     )
 
 

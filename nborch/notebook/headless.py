@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..display.dot import NOTEBOOK_EXTRA
 from ..errors import DefinitionError, NborchError, did_you_mean
 from .header import TaskLine, parse_task_line
 from .ipynb import Cell, read_notebook
@@ -269,7 +270,13 @@ def run_notebook(
 ) -> Any:
     """Run a notebook headless (see the module docstring); returns the task run's ``Run`` (None
     without task cells). Raises NotebookError (unreadable notebook) or NotebookFailed."""
-    from IPython.core.error import UsageError
+    try:
+        from IPython.core.error import UsageError
+    except ImportError:
+        raise NotebookFailed(
+            "nborch run needs IPython (it runs the notebook's cells in an IPython shell), which comes with "
+            f"nborch's notebook extra: {NOTEBOOK_EXTRA}"
+        ) from None
 
     from .magics import CellTaskFailed
 
