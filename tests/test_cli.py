@@ -85,6 +85,17 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
         "%%task len\n[1]",
         "%%task total\nlen([1, 2])",
     )))
+    exits = tmp / "exits.ipynb"
+    exits.write_text(json.dumps(notebook(
+        "%load_ext nborch",
+        "%%task fine\n1",
+        "%%task quits\nimport sys\nsys.exit(0)",
+        "%%task after_quit\nquits",
+        "%orch run",
+        "print('AFTER THE RUN', fine)",
+    )))
+    exiting_cell = tmp / "exiting_cell.ipynb"
+    exiting_cell.write_text(json.dumps(notebook("print('FIRST')", "import sys\nsys.exit(0)", "print('NEVER')")))
     keyword_name = tmp / "keyword_name.ipynb"
     keyword_name.write_text(json.dumps(notebook("%%task for\n1")))
     out = {
@@ -106,6 +117,8 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
         "graph_svg": ["graph", PIPELINE, "-o", "dag.svg"],
         "graph_png": ["graph", PIPELINE, "-o", "dag.png"],
         "builtin_name_run": ["run", builtin_name],
+        "task_exits": ["run", exits],
+        "cell_exits": ["run", exiting_cell],
         "builtin_name_graph": ["graph", builtin_name, "-o", "dag.mmd"],
         "keyword_name_graph": ["graph", keyword_name, "-o", "dag.mmd"],
     }
@@ -205,6 +218,25 @@ def test_failing_task_exits_1_with_the_short_block(results):
     assert "AFTER" not in r.out
     no_traceback(r)
     assert r.runs()[0].recorded_state == "failed"
+
+
+def test_a_task_calling_sys_exit_fails_the_run_and_exits_1(results):
+    r = results["task_exits"]
+    assert r.code == 1, r.err
+    assert "nborch: task 'quits' failed: SystemExit: 0\n" in r.err
+    assert "  cell 'quits', line 2: sys.exit(0)\n" in r.err
+    assert "not run (upstream failed): after_quit" in r.err
+    assert "AFTER THE RUN" not in r.out
+    no_traceback(r)
+    run = r.runs()[0]
+    assert run.recorded_state == "failed" and run.states["fine"].value == "succeeded"
+
+
+def test_an_ordinary_cell_calling_sys_exit_fails_like_any_cell(results):
+    r = results["cell_exits"]
+    assert r.code == 1, r.err
+    assert r.out == "FIRST\n"
+    assert r.err == "nborch: cell 2 failed: SystemExit: 0\n  line 2: sys.exit(0)\n"  # no IPython hint on exit()
 
 
 def test_failing_cell_exits_1_with_cell_exception_and_line(results):

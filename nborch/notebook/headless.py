@@ -19,6 +19,7 @@ import ast
 import os
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,8 @@ def _shell() -> tuple[Any, Any]:
     # Errors are reported once, short, by run_notebook: never IPython's pages of frames.
     for name in ("showtraceback", "_showtraceback", "showsyntaxerror", "showindentationerror"):
         setattr(shell, name, lambda *args, **kwargs: None)
+    # A cell calling sys.exit() fails like any cell; IPython's "To exit: use 'exit'..." is for a REPL.
+    warnings.filterwarnings("ignore", message="To exit: use", category=UserWarning, module="IPython")
     nborch.load_ipython_extension(shell)
     return shell, shell.magics_manager.registry["OrchMagics"]
 

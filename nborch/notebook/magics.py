@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import shlex
 import traceback
+import uuid
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -18,6 +19,7 @@ from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_ar
 
 from ..errors import DefinitionError, NborchError
 from ..record import Run, _fmt_seconds, _short_error
+from ..runner import last_run
 from ..runner import run as run_node
 from ..state import TaskState
 from .cells import compile_cell
@@ -209,10 +211,18 @@ class OrchMagics(Magics):
     def run_targets(self, targets: list[str], flow: str | None = None, **options: Any) -> Run:
         dag = self.dag(targets, flow)
         options = {k: v for k, v in options.items() if v is not None}
+        run_id = options.setdefault("run_id", uuid.uuid4().hex[:12])
         try:
             record = run_node(dag, **options)
         except DefinitionError as err:
             raise UsageError(f"%orch run: {err}") from err
+        except SystemExit:
+            # A task called sys.exit(): the engine records it FAILED, then re-raises it. It fails
+            # the run like any task error, instead of ending the command (with status 0 for
+            # sys.exit(0)) or reaching the cell without the run's record.
+            record = last_run()  # type: ignore[assignment]
+            if record is None or record.id != run_id:
+                raise
         self.workflow.last_run = record
         cells = self.workflow.cells
         for name, value in record.results.items():  # child tasks are not pushed

@@ -186,6 +186,20 @@ def test_a_failed_run_fails_the_cell_with_a_short_block_after_pushing_successes(
     assert "nborch/engine.py" not in out  # no engine frames
 
 
+def test_a_task_calling_sys_exit_fails_the_run_like_any_task_error(ip, capsys):
+    cell(ip, "%%task extract\n[1, 2]")
+    cell(ip, "%%task quits\nimport sys\nsys.exit(3)")
+    cell(ip, "%%task load\nquits")
+    capsys.readouterr()
+    result = cell(ip, "%orch run --no-display")
+    assert isinstance(result.error_in_exec, CellTaskFailed)
+    assert isinstance(result.error_in_exec.error, SystemExit)
+    assert ip.user_ns["extract"] == [1, 2]  # the successes were pushed
+    assert ip.user_ns["_orch_run"].states["quits"].value == "failed"
+    out = capsys.readouterr().out
+    assert "task 'quits' failed: SystemExit: 3" in out and "cell 'quits', line 2: sys.exit(3)" in out
+
+
 def test_one_failed_alert_cell(ip):
     cell(ip, "%%task extract\nraise ValueError('source down')")
     cell(ip, "%%task alert --after extract --trigger one_failed\n'alerted'")
