@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +29,41 @@ DATA = Path(__file__).parent / "data"
 PIPELINE = DATA / "pipeline.ipynb"
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 EXAMPLES = ["01_quickstart", "02_cell_magics", "03_resilience", "04_seed_gallery"]
+def _notebook_json(cells: list[object], **top: object) -> bytes:
+    return json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells, **top}).encode()
+
+
+# name -> file content (None: a directory), each with the one line `nborch run` / `graph` must print
+BAD_NOTEBOOKS: dict[str, bytes | None] = {
+    "not_json": b"just some notes\n",
+    "not_a_notebook": b"[1, 2, 3]",
+    "no_cells": b'{"nbformat": 4, "metadata": {}}',
+    "cells_not_a_list": _notebook_json({"a": 1}),  # type: ignore[arg-type]
+    "cell_not_an_object": _notebook_json([42]),
+    "cell_without_source": _notebook_json([{"cell_type": "code", "metadata": {}, "outputs": []}]),
+    "source_not_text": _notebook_json([{"cell_type": "code", "metadata": {}, "source": 7}]),
+    "directory": None,
+    "unreadable": b"{}",
+    "empty": b"",
+    "nbformat_3": b'{"nbformat": 3, "nbformat_minor": 0, "worksheets": [{"cells": []}]}',
+    "not_utf8": b'{"cells": "\xff"}',
+    "deeply_nested": b"[" * 100_000 + b"]" * 100_000,
+}
+BAD_NOTEBOOK_MESSAGES = {
+    "not_json": "is not a notebook: invalid JSON at line 1, column 1 (Expecting value)",
+    "not_a_notebook": "is not a notebook: JSON without a 'cells' list",
+    "no_cells": "is not a notebook: JSON without a 'cells' list",
+    "cells_not_a_list": "is not a notebook: JSON without a 'cells' list",
+    "cell_not_an_object": "is not a valid notebook: cell 1 has no cell_type",
+    "cell_without_source": "is not a valid notebook: cell 1 has no 'source'",
+    "source_not_text": "is not a valid notebook: cell 1: a source must be a string or a list of strings, got int",
+    "directory": "is a directory, not a notebook file",
+    "unreadable": "cannot read",
+    "empty": "is not a notebook: the file is empty",
+    "nbformat_3": "is an nbformat 3 notebook; nborch reads nbformat 4",
+    "not_utf8": "is not a notebook: it is not UTF-8 text",
+    "deeply_nested": "is not a notebook: its JSON is nested too deeply",
+}
 BAD_USAGE: list[list[object]] = [
     [],
     ["run"],
@@ -34,7 +71,6 @@ BAD_USAGE: list[list[object]] = [
     ["run", PIPELINE, "-p", "novalue"],
     ["run", PIPELINE, "--max-concurrency", "0"],
     ["graph", PIPELINE],
-    ["graph", PIPELINE, "-o", "dag.txt"],
     ["history", "--limit", "x"],
 ]
 
@@ -55,11 +91,17 @@ class Result:
         return history(None, store=SqliteStore(self.home))
 
 
+# Root reads and writes through any permission bits: drop that power so "unreadable" means it.
+AS_USER = (["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+           if os.geteuid() == 0 and shutil.which("setpriv") else [])
+CAN_TEST_PERMISSIONS = os.geteuid() != 0 or bool(AS_USER)
+
+
 def nborch(*args: object, cwd: Path) -> Result:
     """``python -m nborch ARGS`` in ``cwd``, with its own store (NBORCH_HOME=cwd/.nborch)."""
     env = {**os.environ, "NBORCH_HOME": str(cwd / ".nborch"), "PYTHONIOENCODING": "utf-8"}
     proc = subprocess.run(
-        [sys.executable, "-m", "nborch", *map(str, args)],
+        [*AS_USER, sys.executable, "-m", "nborch", *map(str, args)],
         cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr, cwd)
@@ -98,6 +140,18 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
     exiting_cell.write_text(json.dumps(notebook("print('FIRST')", "import sys\nsys.exit(0)", "print('NEVER')")))
     keyword_name = tmp / "keyword_name.ipynb"
     keyword_name.write_text(json.dumps(notebook("%%task for\n1")))
+    for name, content in BAD_NOTEBOOKS.items():
+        path = tmp / f"{name}.ipynb"
+        if content is None:
+            path.mkdir()
+        else:
+            path.write_bytes(content)
+            if name == "unreadable":
+                path.chmod(0)
+    readonly = tmp / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    (tmp / "taken.mmd").mkdir()
     out = {
         "default": ["run", PIPELINE],
         "deferred": ["run", deferred],
@@ -122,6 +176,13 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
         "builtin_name_graph": ["graph", builtin_name, "-o", "dag.mmd"],
         "keyword_name_graph": ["graph", keyword_name, "-o", "dag.mmd"],
     }
+    for name in BAD_NOTEBOOKS:
+        out[f"bad_run_{name}"] = ["run", tmp / f"{name}.ipynb"]
+        out[f"bad_graph_{name}"] = ["graph", tmp / f"{name}.ipynb", "-o", "dag.mmd"]
+    out["out_directory"] = ["graph", PIPELINE, "-o", tmp / "taken.mmd"]
+    out["out_no_folder"] = ["graph", PIPELINE, "-o", tmp / "nofolder" / "dag.svg"]
+    out["out_readonly"] = ["graph", PIPELINE, "-o", readonly / "dag.mmd"]
+    out["out_suffix"] = ["graph", PIPELINE, "-o", "dag.txt"]
     for name in EXAMPLES:
         if (NOTEBOOKS / f"{name}.ipynb").exists():
             out[name] = ["run", NOTEBOOKS / f"{name}.ipynb"]
@@ -289,6 +350,44 @@ def test_unreadable_notebooks_and_bad_names_exit_2(results, key, message):
     assert message in r.err
     assert r.out == ""
     no_traceback(r)
+
+
+def one_line(r: Result) -> str:
+    assert r.err.endswith("\n") and r.err.count("\n") == 1, r.err
+    assert r.err.startswith("nborch: "), r.err
+    return r.err[len("nborch: "):-1]
+
+
+@pytest.mark.parametrize("command", ["run", "graph"])
+@pytest.mark.parametrize("name", list(BAD_NOTEBOOKS))
+def test_a_bad_notebook_is_one_line_and_exit_2(results, command, name):
+    if name == "unreadable" and not CAN_TEST_PERMISSIONS:
+        pytest.skip("running as root without setpriv: permission bits do not apply")
+    r = results[f"bad_{command}_{name}"]
+    assert r.code == 2, r.err
+    line = one_line(r)
+    assert f"{name}.ipynb" in line and BAD_NOTEBOOK_MESSAGES[name] in line, line  # the file, and why
+    assert r.out == "" and not r.home.exists()  # nothing ran
+    assert not (r.cwd / "dag.mmd").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("out_directory", r"^cannot write '.*taken\.mmd': it is a directory$"),
+        ("out_no_folder", r"^cannot write '.*dag\.svg': the folder '.*nofolder' does not exist$"),
+        ("out_readonly", r"^cannot write '.*readonly/dag\.mmd': Permission denied$"),
+        ("out_suffix", r"^cannot write 'dag\.txt': nborch graph writes \.svg, \.png or \.mmd files, and "
+                       r"'dag\.txt' has suffix '\.txt'$"),
+    ],
+)
+def test_a_bad_output_path_is_one_line_and_exit_2(results, key, message):
+    if key == "out_readonly" and not CAN_TEST_PERMISSIONS:
+        pytest.skip("running as root without setpriv: permission bits do not apply")
+    r = results[key]
+    assert r.code == 2, r.err
+    assert re.match(message, one_line(r)), r.err
+    assert r.out == ""
 
 
 def test_bad_option_exits_2(results):

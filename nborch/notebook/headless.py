@@ -273,6 +273,7 @@ def run_notebook(
 ) -> Any:
     """Run a notebook headless (see the module docstring); returns the task run's ``Run`` (None
     without task cells). Raises NotebookError (unreadable notebook) or NotebookFailed."""
+    cells = read_notebook(path)
     try:
         from IPython.core.error import UsageError
     except ImportError:
@@ -283,7 +284,6 @@ def run_notebook(
 
     from .magics import CellTaskFailed
 
-    cells = read_notebook(path)
     specs = task_cells(cells)
     names = [s.name for s in specs if s.name]
     targets = list(targets)
