@@ -34,7 +34,7 @@ from ..record import Run
 from ..runner import RunHandle
 from ..state import TaskState
 from .dot import (
-    COLLAPSE_OVER, NOTEBOOK_EXTRA, SvgTemplate, graph_model, layout_dot, node_looks, render_svg, state_css,
+    COLLAPSE_OVER, NOTEBOOK_EXTRA, SvgTemplate, graph_model, layout_dot, node_looks, printable, render_svg, state_css,
 )
 from .html import header_html, task_list_html, task_table_html
 from .state import RunView
@@ -323,7 +323,7 @@ class LiveDisplay:
             st = tasks[name]
             parts = self._bars.get(name)
             if parts is None:
-                label = w.HTML(f"<code>{html.escape(name)}</code>", layout=w.Layout(width="30%"))
+                label = w.HTML(f"<code>{html.escape(printable(name))}</code>", layout=w.Layout(width="30%"))
                 bar = w.IntProgress(min=0, max=1, layout=w.Layout(flex="1"))
                 bar.add_class("nborch-task-progress")
                 text = w.HTML(layout=w.Layout(width="8em"))
