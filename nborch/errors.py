@@ -88,6 +88,15 @@ class Skip(Exception):  # noqa: N818 - it reads as a verb at the raise site: rai
         super().__init__(reason)
 
 
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or ``<exception str() failed>`` when its ``__str__`` raises, as ``traceback``
+    shows it: what every place that turns an error into text uses."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<exception str() failed>"
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """A " Did you mean 'x'?" suffix, or "" when nothing is close."""
     close = difflib.get_close_matches(name, list(known), n=1)

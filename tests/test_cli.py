@@ -138,6 +138,11 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
     )))
     exiting_cell = tmp / "exiting_cell.ipynb"
     exiting_cell.write_text(json.dumps(notebook("print('FIRST')", "import sys\nsys.exit(0)", "print('NEVER')")))
+    unprintable = "class Unprintable(Exception):\n    def __str__(self):\n        raise KeyError('no str')"
+    unprintable_cell = tmp / "unprintable_cell.ipynb"
+    unprintable_cell.write_text(json.dumps(notebook(unprintable, "x = 1\nraise Unprintable()")))
+    unprintable_task = tmp / "unprintable_task.ipynb"
+    unprintable_task.write_text(json.dumps(notebook("%load_ext nborch", unprintable, "%%task bad\nraise Unprintable()")))
     keyword_name = tmp / "keyword_name.ipynb"
     keyword_name.write_text(json.dumps(notebook("%%task for\n1")))
     for name, content in BAD_NOTEBOOKS.items():
@@ -173,6 +178,8 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
         "builtin_name_run": ["run", builtin_name],
         "task_exits": ["run", exits],
         "cell_exits": ["run", exiting_cell],
+        "unprintable_cell": ["run", unprintable_cell],
+        "unprintable_task": ["run", unprintable_task],
         "builtin_name_graph": ["graph", builtin_name, "-o", "dag.mmd"],
         "keyword_name_graph": ["graph", keyword_name, "-o", "dag.mmd"],
     }
@@ -298,6 +305,15 @@ def test_an_ordinary_cell_calling_sys_exit_fails_like_any_cell(results):
     assert r.code == 1, r.err
     assert r.out == "FIRST\n"
     assert r.err == "nborch: cell 2 failed: SystemExit: 0\n  line 2: sys.exit(0)\n"  # no IPython hint on exit()
+
+
+def test_an_exception_whose_str_raises_is_reported_as_traceback_shows_it(results):
+    r = results["unprintable_cell"]
+    assert r.code == 1
+    assert r.err == "nborch: cell 2 failed: Unprintable: <exception str() failed>\n  line 2: raise Unprintable()\n"
+    r = results["unprintable_task"]
+    assert r.code == 1
+    assert "nborch: task 'bad' failed: Unprintable: <exception str() failed>\n  cell 'bad', line 1" in r.err
 
 
 def test_failing_cell_exits_1_with_cell_exception_and_line(results):
@@ -486,6 +502,19 @@ def test_parse_param_reads_literals_else_strings():
     for bad in ("novalue", "1x=2", "=3"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_param(bad)
+
+
+def test_describe_failure_survives_an_exception_whose_str_raises():
+    from nborch.notebook.headless import describe_failure
+    from nborch.notebook.ipynb import Cell
+
+    class Unprintable(Exception):
+        def __str__(self):
+            raise KeyError("no str")
+
+    assert describe_failure(Cell(4, "code", "boom()"), Unprintable()) == (
+        "cell 4 failed: Unprintable: <exception str() failed>"
+    )
 
 
 def test_read_notebook_cells_and_errors(tmp_path):

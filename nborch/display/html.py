@@ -11,7 +11,7 @@ import html
 import re
 from typing import TYPE_CHECKING
 
-from ..errors import NborchError
+from ..errors import NborchError, safe_str
 from ..graph import Graph, build_graph
 from ..record import _fmt_seconds
 from ..state import TaskState
@@ -78,7 +78,7 @@ def node_html(node: Node) -> str:
     try:
         graph = build_graph(node)
     except NborchError as err:
-        return f"<pre class='nborch-error'>{esc(type(err).__name__)}: {esc(str(err))}</pre>"
+        return f"<pre class='nborch-error'>{esc(type(err).__name__)}: {esc(safe_str(err))}</pre>"
     svg = render_svg(graph_dot(graph))
     if svg is not None:
         return f"<div class='nborch-graph'>{svg}</div>"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..display.dot import NOTEBOOK_EXTRA
-from ..errors import DefinitionError, NborchError, did_you_mean
+from ..errors import DefinitionError, NborchError, did_you_mean, safe_str
 from .header import TaskLine, parse_task_line
 from .ipynb import Cell, read_notebook
 
@@ -144,6 +144,11 @@ def _shell() -> tuple[Any, Any]:
     # Errors are reported once, short, by run_notebook: never IPython's pages of frames.
     for name in ("showtraceback", "_showtraceback", "showsyntaxerror", "showindentationerror"):
         setattr(shell, name, lambda *args, **kwargs: None)
+    # IPython 9 formats each failed cell's traceback for its (disabled) history, with str(error):
+    # an exception whose __str__ raises would be replaced by that error. Nothing reads it here.
+    shell._format_exception_for_storage = lambda error, *args, **kwargs: {
+        "ename": type(error).__name__, "evalue": safe_str(error), "traceback": [],
+    }
     # A cell calling sys.exit() fails like any cell; IPython's "To exit: use 'exit'..." is for a REPL.
     warnings.filterwarnings("ignore", message="To exit: use", category=UserWarning, module="IPython")
     nborch.load_ipython_extension(shell)
@@ -238,7 +243,7 @@ def describe_failure(cell: Cell, err: BaseException, task_line: str | None = Non
         # a task body's line numbers count below the %%task line
         offset = 1 if getattr(err, "_nborch_cell", False) else 0
         return f"{where} failed: {type(err).__name__}: {err.msg}{_syntax_where(err, offset)}"
-    text = " ".join(str(err).split())
+    text = " ".join(safe_str(err).split())
     head = f"{where} failed: {type(err).__name__}" + (f": {text}" if text else "")
     line = _failing_line(err, cell)
     return head + (f"\n  {line}" if line else "")

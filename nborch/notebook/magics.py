@@ -18,7 +18,8 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 
 from ..errors import DefinitionError, NborchError
-from ..record import Run, _fmt_seconds, _short_error
+from ..display.state import error_line
+from ..record import Run, _fmt_seconds
 from ..runner import last_run
 from ..runner import run as run_node
 from ..state import TaskState
@@ -242,7 +243,7 @@ def failure_message(record: Run, cells: dict[str, Any]) -> str:
         return f"run {record.id} was cancelled ({len(cancelled)} tasks cancelled)"
     name = record.first_failure or "?"
     err = record.error
-    lines = [f"task {name!r} failed: {_short_error(err, 300)}"]
+    lines = [f"task {name!r} failed: {error_line(err, 300)}"]
     cell = cells.get(name)
     if cell is not None:
         for frame in reversed(traceback.extract_tb(err.__traceback__)):

@@ -200,6 +200,20 @@ def test_a_task_calling_sys_exit_fails_the_run_like_any_task_error(ip, capsys):
     assert "task 'quits' failed: SystemExit: 3" in out and "cell 'quits', line 2: sys.exit(3)" in out
 
 
+def test_an_exception_whose_str_raises_still_gives_the_short_block(ip, capsys):
+    cell(ip, "class Unprintable(Exception):\n    def __str__(self):\n        raise KeyError('no str')")
+    cell(ip, "%%task extract\n[1, 2]")
+    cell(ip, "%%task bad\nraise Unprintable()")
+    capsys.readouterr()
+    result = cell(ip, "%orch run --no-display")
+    assert isinstance(result.error_in_exec, CellTaskFailed)
+    assert str(result.error_in_exec).startswith(
+        "task 'bad' failed: Unprintable: <exception str() failed>\n  cell 'bad', line 1: raise Unprintable()"
+    )
+    assert ip.user_ns["extract"] == [1, 2]
+    assert "task 'bad' failed: Unprintable: <exception str() failed>" in capsys.readouterr().out
+
+
 def test_one_failed_alert_cell(ip):
     cell(ip, "%%task extract\nraise ValueError('source down')")
     cell(ip, "%%task alert --after extract --trigger one_failed\n'alerted'")
