@@ -279,8 +279,9 @@ class CellTask:
         names = set(known)
         return [r for r in self.reads if r in names and r != self.name]
 
-    def function(self, deps: list[str], namespace: dict[str, Any]) -> Any:
-        """Compile the cell into ``def NAME(*deps)`` whose globals are ``namespace``."""
+    def code(self, deps: list[str]) -> tuple[Any, bool]:
+        """The cell compiled into ``def NAME(*deps)``, and whether it takes the notebook namespace
+        (for names it reads, then rebinds). Raises SyntaxError (line numbers within the body)."""
         module = parse_cell(self.source, self.filename)
         body = list(module.body)
         if body and isinstance(body[-1], ast.Expr):
@@ -308,11 +309,15 @@ class CellTask:
         fdef = kind(**fields, lineno=1, col_offset=0)
         tree = ast.Module(body=[fdef], type_ignores=[])
         ast.fix_missing_locations(tree)
-        code = compile(tree, self.filename, "exec", dont_inherit=True)
+        return compile(tree, self.filename, "exec", dont_inherit=True), bool(rebind)
+
+    def function(self, deps: list[str], namespace: dict[str, Any]) -> Any:
+        """Compile the cell into ``def NAME(*deps)`` whose globals are ``namespace``."""
+        code, rebinds = self.code(deps)
         local: dict[str, Any] = {}
         exec(code, namespace, local)  # noqa: S102 - the user's own cell, run as they asked
         fn = local[self.name]
-        if rebind:
+        if rebinds:
             fn.__kwdefaults__ = {_NS: namespace}
         fn.__qualname__ = self.name
         fn.__doc__ = f"%%task {self.name}"
@@ -334,9 +339,7 @@ def compile_cell(
     visitor = _analyse(parse_cell(source, filename))
     # the compiled task's locals: what the cell binds at its top level, but not its ``global`` names
     assigned = visitor.module.bound - visitor.module.globals
-    # register the source so tracebacks show the cell's lines
-    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-    return CellTask(
+    cell = CellTask(
         name=name,
         source=source,
         options=dict(options or {}),
@@ -347,3 +350,10 @@ def compile_cell(
         filename=filename,
         flow=flow,
     )
+    # What only compiling the task function finds (a misplaced nonlocal, an await where it
+    # cannot be) is reported now, with the cell's line numbers, not when the workflow runs:
+    # every name it reads and does not bind counts as an upstream, the most a run can pass.
+    cell.code([r for r in cell.reads if r not in cell.assigned])
+    # register the source so tracebacks show the cell's lines
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    return cell

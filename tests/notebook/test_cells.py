@@ -72,6 +72,17 @@ def test_syntax_error_line_numbers_count_within_the_cell_body():
     assert info.value.lineno == 3
 
 
+def test_errors_only_compiling_finds_are_raised_at_definition_with_cell_line_numbers():
+    with pytest.raises(SyntaxError, match="no binding for nonlocal 'q' found") as info:
+        compile_cell("t", "x = 1\ndef f():\n    nonlocal q")
+    assert info.value.lineno == 3
+    # a nonlocal of a name the cell reads (an upstream: a parameter of the task) is fine
+    fn = compile_cell("t", "def bump():\n    nonlocal extract\n    extract += 1\nbump()\nextract").function(
+        ["extract"], {}
+    )
+    assert fn(1) == 2
+
+
 def test_value_is_the_last_expression_and_assignments_stay_local():
     ns: dict = {"helper": lambda v: v * 10}
     cell = compile_cell("t", "x = helper(extract)\nx + 1")
