@@ -93,7 +93,7 @@ def safe_str(exc: BaseException) -> str:
     shows it: what every place that turns an error into text uses."""
     try:
         return str(exc)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken __str__ may raise anything
         return "<exception str() failed>"
 
 

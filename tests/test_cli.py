@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -393,8 +393,8 @@ def test_a_bad_notebook_is_one_line_and_exit_2(results, command, name):
         ("out_directory", r"^cannot write '.*taken\.mmd': it is a directory$"),
         ("out_no_folder", r"^cannot write '.*dag\.svg': the folder '.*nofolder' does not exist$"),
         ("out_readonly", r"^cannot write '.*readonly/dag\.mmd': Permission denied$"),
-        ("out_suffix", r"^cannot write 'dag\.txt': nborch graph writes \.svg, \.png or \.mmd files, and "
-                       r"'dag\.txt' has suffix '\.txt'$"),
+        ("out_suffix", (r"^cannot write 'dag\.txt': nborch graph writes \.svg, \.png or \.mmd files, and "
+                        r"'dag\.txt' has suffix '\.txt'$")),
     ],
 )
 def test_a_bad_output_path_is_one_line_and_exit_2(results, key, message):

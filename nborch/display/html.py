@@ -16,7 +16,15 @@ from ..graph import Graph, build_graph
 from ..record import _fmt_seconds
 from ..state import TaskState
 from .dot import (
-    COLLAPSE_OVER, COLORS, GROUP_PRIORITY, NOTEBOOK_EXTRA, graph_dot, group_note, group_tasks, printable, render_svg,
+    COLLAPSE_OVER,
+    COLORS,
+    GROUP_PRIORITY,
+    NOTEBOOK_EXTRA,
+    graph_dot,
+    group_note,
+    group_tasks,
+    printable,
+    render_svg,
 )
 from .state import RunView, TaskStatus
 

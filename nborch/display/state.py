@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import safe_str
 from ..eventbus import CircuitEvent, RunEvent, TaskEvent, TaskOutput, TaskProgress
 from ..graph import Graph
-from ..errors import safe_str
 from ..record import Run, _fmt_seconds
 from ..state import TaskState
 

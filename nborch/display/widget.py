@@ -34,7 +34,15 @@ from ..record import Run
 from ..runner import RunHandle
 from ..state import TaskState
 from .dot import (
-    COLLAPSE_OVER, NOTEBOOK_EXTRA, SvgTemplate, graph_model, layout_dot, node_looks, printable, render_svg, state_css,
+    COLLAPSE_OVER,
+    NOTEBOOK_EXTRA,
+    SvgTemplate,
+    graph_model,
+    layout_dot,
+    node_looks,
+    printable,
+    render_svg,
+    state_css,
 )
 from .html import header_html, task_list_html, task_table_html
 from .state import RunView

@@ -260,11 +260,9 @@ def _symtable_globals(source: str) -> dict[tuple[str, int], set[str]]:
                 found |= names(child)
         return found
 
-    def walk(table) -> None:
-        if table.get_type() == symtable.SymbolTableType.FUNCTION if hasattr(symtable, "SymbolTableType") \
-                else table.get_type() == "function":
-            if table.get_name() not in _COMPREHENSION_TABLES | {"lambda"}:
-                out[(table.get_name(), table.get_lineno())] = names(table)
+    def walk(table) -> None:  # get_type() is a str, or a StrEnum equal to one (3.13+)
+        if table.get_type() == "function" and table.get_name() not in _COMPREHENSION_TABLES | {"lambda"}:
+            out[(table.get_name(), table.get_lineno())] = names(table)
         for child in table.get_children():
             walk(child)
 
@@ -273,7 +271,7 @@ def _symtable_globals(source: str) -> dict[tuple[str, int], set[str]]:
 
 
 def _our_globals(source: str) -> dict[tuple[str, int], set[str]]:
-    module, scopes = bind_scopes(ast.parse(source))
+    _, scopes = bind_scopes(ast.parse(source))
     out: dict[tuple[str, int], set[str]] = {}
     for scope in scopes.values():
         if scope.kind != "function" or not isinstance(scope.node, ast.FunctionDef | ast.AsyncFunctionDef):

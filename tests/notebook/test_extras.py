@@ -25,7 +25,7 @@ def python_without(missing: tuple[str, ...], code: str, *args: object, cwd: Path
     env = {**os.environ, "NBORCH_HOME": str(cwd / ".nborch"), "PYTHONIOENCODING": "utf-8"}
     return subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code), *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120,
+        cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120, check=False,
     )
 
 

@@ -117,12 +117,12 @@ def test_bad_options_give_a_usage_error_and_define_nothing(ip, line, message):
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("for", r"^%%task: 'for' is a Python keyword, so it cannot name a task \(its value becomes a variable "
-                r"of that name\)\. Choose another name, such as 'for_'\.$"),
+        ("for", (r"^%%task: 'for' is a Python keyword, so it cannot name a task \(its value becomes a variable "
+                 r"of that name\)\. Choose another name, such as 'for_'\.$")),
         ("None", r"^%%task: 'None' is a Python keyword"),
-        ("len", r"^%%task: 'len' is a built-in name: a task named 'len' would shadow the built-in in the "
-                r"notebook's namespace once it runs, and every cell that uses len would depend on this task\. "
-                r"Choose another name, such as 'len_'\.$"),
+        ("len", (r"^%%task: 'len' is a built-in name: a task named 'len' would shadow the built-in in the "
+                 r"notebook's namespace once it runs, and every cell that uses len would depend on this task\. "
+                 r"Choose another name, such as 'len_'\.$")),
         ("print", r"^%%task: 'print' is a built-in name"),
         ("display", r"^%%task: 'display' is a built-in name"),
         ("_", r"^%%task: '_' cannot name a task: IPython reassigns it after every cell"),
