@@ -127,6 +127,15 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
         "%%task len\n[1]",
         "%%task total\nlen([1, 2])",
     )))
+    binds = tmp / "binds.ipynb"
+    binds.write_text(json.dumps(notebook(
+        "%load_ext nborch",
+        "%%task total\n21 * 2",
+        "import asyncio\nx = await asyncio.sleep(0, total)",
+        "print('x is', x)",
+        "def setup():\n    global cfg\n    cfg = total + 1\nsetup()",
+        "print('cfg is', cfg)",
+    )))
     exits = tmp / "exits.ipynb"
     exits.write_text(json.dumps(notebook(
         "%load_ext nborch",
@@ -176,6 +185,7 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
         "graph_svg": ["graph", PIPELINE, "-o", "dag.svg"],
         "graph_png": ["graph", PIPELINE, "-o", "dag.png"],
         "builtin_name_run": ["run", builtin_name],
+        "binds": ["run", binds],
         "task_exits": ["run", exits],
         "cell_exits": ["run", exiting_cell],
         "unprintable_cell": ["run", unprintable_cell],
@@ -238,6 +248,13 @@ def test_cells_that_read_task_values_wait_for_the_graph_and_run_once(results):
     assert "late says 42" in lines
     # cells that do not read task values run in order, before the graph
     assert lines.index("after the report") < lines.index("report starts")
+
+
+def test_cells_reading_what_a_waiting_cell_binds_wait_too(results):
+    r = results["binds"]
+    assert r.code == 0, r.err
+    # bound by a top-level await, and through `global` in a function the waiting cell calls
+    assert r.out.splitlines()[-2:] == ["x is 42", "cfg is 43"]
 
 
 def test_parameters_override_the_parameters_cell(results):

@@ -15,7 +15,6 @@ Failures are raised as ``NotebookFailed`` with a short message and the exit stat
 
 from __future__ import annotations
 
-import ast
 import os
 import sys
 import traceback
@@ -182,24 +181,18 @@ def _reads_waited(source: str, shell: Any, waits_for: set[str]) -> bool:
 
 
 def _assigned(source: str, shell: Any) -> set[str]:
-    """Names a cell binds at top level (so cells reading them wait too when it waits)."""
+    """Names a cell binds at its top level, also through ``global`` in a function it defines and
+    by a top-level ``await`` (so cells reading them wait too when it waits)."""
+    from .cells import parse_cell
+    from .scopes import bind_scopes
+
     try:
-        tree = ast.parse(shell.transform_cell(source))
+        module, scopes = bind_scopes(parse_cell(shell.transform_cell(source), "<cell>"))
     except SyntaxError:
         return set()
-    names: set[str] = set()
-    stack: list[ast.AST] = list(tree.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-            continue  # their bodies are another scope
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        if not isinstance(node, ast.Lambda):
-            stack.extend(ast.iter_child_nodes(node))
+    names = set(module.bound)
+    for scope in scopes.values():
+        names |= scope.bound & scope.globals
     return names
 
 
