@@ -92,7 +92,8 @@ class Result:
 
 
 # Root reads and writes through any permission bits: drop that power so "unreadable" means it.
-AS_USER = (["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+_NO_OVERRIDE = "-dac_override,-dac_read_search"
+AS_USER = (["setpriv", f"--inh-caps={_NO_OVERRIDE}", f"--bounding-set={_NO_OVERRIDE}"]
            if os.geteuid() == 0 and shutil.which("setpriv") else [])
 CAN_TEST_PERMISSIONS = os.geteuid() != 0 or bool(AS_USER)
 
@@ -151,7 +152,9 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
     unprintable_cell = tmp / "unprintable_cell.ipynb"
     unprintable_cell.write_text(json.dumps(notebook(unprintable, "x = 1\nraise Unprintable()")))
     unprintable_task = tmp / "unprintable_task.ipynb"
-    unprintable_task.write_text(json.dumps(notebook("%load_ext nborch", unprintable, "%%task bad\nraise Unprintable()")))
+    unprintable_task.write_text(json.dumps(notebook(
+        "%load_ext nborch", unprintable, "%%task bad\nraise Unprintable()"
+    )))
     keyword_name = tmp / "keyword_name.ipynb"
     keyword_name.write_text(json.dumps(notebook("%%task for\n1")))
     for name, content in BAD_NOTEBOOKS.items():

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from ..task import Node
 
 __all__ = [
-    "COLLAPSE_OVER", "COLORS", "NOTEBOOK_EXTRA", "GraphModel", "SvgTemplate", "graph_dot", "graph_model", "group_id", "group_tasks",
-    "node_digraph", "node_id", "node_looks", "printable", "render_svg", "state_css",
+    "COLLAPSE_OVER", "COLORS", "NOTEBOOK_EXTRA", "GraphModel", "SvgTemplate", "graph_dot", "graph_model",
+    "group_id", "group_tasks", "node_digraph", "node_id", "node_looks", "printable", "render_svg",
+    "state_css",
 ]
 
 COLLAPSE_OVER = 200
@@ -306,8 +307,8 @@ def node_digraph(node: Node) -> graphviz.Digraph:
         import graphviz
     except ImportError as err:
         raise NborchError(
-            f"node.graph() needs the graphviz package, which comes with nborch's notebook extra: {NOTEBOOK_EXTRA} "
-            "(node.to_mermaid() needs nothing)"
+            "node.graph() needs the graphviz package, which comes with nborch's notebook extra: "
+            f"{NOTEBOOK_EXTRA} (node.to_mermaid() needs nothing)"
         ) from err
 
     model = graph_model(build_graph(node))

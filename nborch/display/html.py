@@ -31,7 +31,10 @@ from .state import RunView, TaskStatus
 if TYPE_CHECKING:
     from ..task import Node
 
-__all__ = ["GRAPHVIZ_HINT", "PACKAGE_HINT", "graphviz_hint", "header_html", "node_html", "state_badge", "task_list_html", "task_table_html"]
+__all__ = [
+    "GRAPHVIZ_HINT", "PACKAGE_HINT", "esc", "graphviz_hint", "header_html", "node_html", "state_badge",
+    "task_list_html", "task_table_html",
+]
 
 S = TaskState
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")  # terminal colour codes in captured output

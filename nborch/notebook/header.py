@@ -32,7 +32,8 @@ TASK_ARGUMENTS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--limit",), {"type": int, "default": None, "metavar": "N"}),
     (("--cache",), {"action": "store_true",
                     "help": "reuse the stored value while code and inputs are unchanged"}),
-    (("--flow",), {"default": "default", "metavar": "FLOW", "help": "the named workflow this task belongs to"}),
+    (("--flow",), {"default": "default", "metavar": "FLOW",
+                   "help": "the named workflow this task belongs to"}),
     (("--run",), {"action": "store_true", "help": "run this task and its upstream now"}),
 )
 
@@ -90,11 +91,15 @@ def check_task_name(name: str) -> None:
             "history). Choose another name."
         )
     if name in ("In", "Out"):
-        raise DefinitionError(f"{name!r} cannot name a task: it is IPython's {'input' if name == 'In' else 'output'} "
-                              "history. Choose another name.")
+        history = "input" if name == "In" else "output"
+        raise DefinitionError(
+            f"{name!r} cannot name a task: it is IPython's {history} history. Choose another name."
+        )
     if name in ("_orch_run", "_orch_schedule"):
-        raise DefinitionError(f"{name!r} cannot name a task: %orch {name[6:]} puts its "
-                              f"{'run record' if name == '_orch_run' else 'handle'} there. Choose another name.")
+        what = "run record" if name == "_orch_run" else "handle"
+        raise DefinitionError(
+            f"{name!r} cannot name a task: %orch {name[6:]} puts its {what} there. Choose another name."
+        )
 
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -107,7 +107,9 @@ def notebook_graph(path: str | os.PathLike[str], flow: str | None = None) -> Any
             raise NotebookFailed(f"{where}: {found.error}")
         spec = found.spec
         try:
-            compiled = compile_cell(spec.name, found.body, options=spec.options, after=spec.after, flow=spec.flow)
+            compiled = compile_cell(
+                spec.name, found.body, options=spec.options, after=spec.after, flow=spec.flow
+            )
         except SyntaxError as err:
             raise NotebookFailed(f"{where}: SyntaxError: {err.msg}{_syntax_where(err, 1)}") from None
         workflow.define(compiled)

@@ -21,7 +21,8 @@ from nborch.graph import build_graph
 
 SVG = "{http://www.w3.org/2000/svg}"
 NAMES = ["a\x00b", "x\ny", "x y", "\x1b[31m", "tab\there", "a\\x00b", "bell\x07\x7f\x85", "sep\u2028\ud800"]
-SHOWN = ["a\\x00b", "x\\ny", "x y", "\\x1b[31m", "tab\\there", "a\\x00b", "bell\\x07\\x7f\\x85", "sep\\u2028\\ud800"]
+SHOWN = ["a\\x00b", "x\\ny", "x y", "\\x1b[31m", "tab\\there", "a\\x00b", "bell\\x07\\x7f\\x85",
+         "sep\\u2028\\ud800"]
 
 
 def chain():

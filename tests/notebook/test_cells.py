@@ -191,7 +191,8 @@ READS = [
     ("class C:\n    x = 1\n    y = x", (), "class-body-reads-in-order"),
     ("class C:\n    x = 1\n    def m(self):\n        return x", ("x",), "method-does-not-see-class"),
     ("class C:\n    k = 1\n    f = lambda self: k", ("k",), "lambda-does-not-see-class"),
-    ("class C:\n    x = 1\n    ys = [x for _ in range(3)]", ("range", "x"), "comprehension-does-not-see-class"),
+    ("class C:\n    x = 1\n    ys = [x for _ in range(3)]", ("range", "x"),
+     "comprehension-does-not-see-class"),
     ("class C:\n    x = 1\n    ys = [i for i in x]", (), "first-iterable-is-in-the-class"),
     ("def f():\n    x = 1\n    class C:\n        y = x\n        x = 2\n    return C", ("x",),
      "class-name-read-before-bound-is-module-level"),
@@ -293,7 +294,8 @@ def test_function_scopes_agree_with_cpythons_symbol_table(source, expected):
 
 def test_the_issues_examples_are_not_dependencies():
     # PEP 572: `y` is the cell's own; `x` is local to `f`, so `g` reads f's `x`, not the task
-    assert compile_cell("t", "[y := extract for _ in range(2)]\ny").dependencies({"y", "extract"}) == ["extract"]
+    walrus = compile_cell("t", "[y := extract for _ in range(2)]\ny")
+    assert walrus.dependencies({"y", "extract"}) == ["extract"]
     assert compile_cell("t", "def f():\n    def g(): x\n    x = 0").dependencies({"x"}) == []
 
 

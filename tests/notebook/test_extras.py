@@ -20,7 +20,9 @@ EXTRA = 'pip install "nborch[notebook]"'
 NOTEBOOK_EXTRAS = ("IPython", "ipywidgets", "graphviz")
 
 
-def python_without(missing: tuple[str, ...], code: str, *args: object, cwd: Path) -> subprocess.CompletedProcess:
+def python_without(
+    missing: tuple[str, ...], code: str, *args: object, cwd: Path
+) -> subprocess.CompletedProcess:
     prelude = f"import sys\nfor _name in {missing!r}:\n    sys.modules[_name] = None\n"
     env = {**os.environ, "NBORCH_HOME": str(cwd / ".nborch"), "PYTHONIOENCODING": "utf-8"}
     return subprocess.run(
@@ -30,7 +32,8 @@ def python_without(missing: tuple[str, ...], code: str, *args: object, cwd: Path
 
 
 def nborch_without(missing: tuple[str, ...], *args: object, cwd: Path) -> subprocess.CompletedProcess:
-    return python_without(missing, "from nborch.cli import main\nsys.exit(main(sys.argv[1:]))", *args, cwd=cwd)
+    code = "from nborch.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return python_without(missing, code, *args, cwd=cwd)
 
 
 @pytest.fixture
