@@ -29,6 +29,8 @@ __all__ = [
     "NborchError",
     "Skip",
     "TaskTimeoutError",
+    "did_you_mean",
+    "safe_str",
 ]
 
 
@@ -88,16 +90,16 @@ class Skip(Exception):  # noqa: N818 - it reads as a verb at the raise site: rai
         super().__init__(reason)
 
 
-def safe_str(exc: BaseException) -> str:
-    """``str(exc)``, or ``<exception str() failed>`` when its ``__str__`` raises, as ``traceback``
-    shows it: what every place that turns an error into text uses."""
-    try:
-        return str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ may raise anything
-        return "<exception str() failed>"
-
-
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """A " Did you mean 'x'?" suffix, or "" when nothing is close."""
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or ``<exception str() failed>`` when its ``__str__`` raises, as ``traceback``
+    shows it: every place that turns a task's error into text must survive any exception."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<exception str() failed>"
