@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main", "parse_param"]
@@ -42,12 +43,6 @@ def _positive(text: str) -> int:
     return n
 
 
-def _graph_file(text: str) -> str:
-    if not text.lower().endswith(GRAPH_SUFFIXES):
-        raise argparse.ArgumentTypeError(f"the file must end in .svg, .png or .mmd, got {text!r}")
-    return text
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nborch", description="A notebook-native orchestrator.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -76,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
     )
     graph.add_argument("notebook", metavar="NOTEBOOK.ipynb")
     graph.add_argument(
-        "-o", "--output", required=True, type=_graph_file, metavar="FILE",
+        "-o", "--output", required=True, metavar="FILE",
         help="dag.svg, dag.png or dag.mmd (Mermaid text)",
     )
     graph.add_argument("--flow", default=None, metavar="FLOW", help="draw this named workflow only")
@@ -103,11 +98,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_graph(args: argparse.Namespace) -> int:
-    from .notebook.headless import notebook_graph
+def _check_output(text: str) -> Path:
+    """The graph file to write, checked before any work: a known suffix, not a directory, in a
+    folder that exists. Raises NotebookFailed (exit status 2) with the reason."""
+    from .notebook.headless import NotebookFailed
 
+    target = Path(text)
+    suffix = target.suffix.lower()
+    if suffix not in GRAPH_SUFFIXES:
+        got = f"suffix {suffix!r}" if suffix else "no suffix"
+        raise NotebookFailed(
+            f"cannot write {text!r}: nborch graph writes .svg, .png or .mmd files, and {text!r} has {got}", 2
+        )
+    if target.is_dir():
+        raise NotebookFailed(f"cannot write {text!r}: it is a directory", 2)
+    folder = target.parent
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise NotebookFailed(f"cannot write {text!r}: the folder {str(folder)!r} {problem}", 2)
+    return target
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .notebook.headless import NotebookFailed, notebook_graph
+
+    target = _check_output(args.output)
     dag = notebook_graph(args.notebook, flow=args.flow)
-    written = dag.visualize(args.output)
+    try:
+        written = dag.visualize(args.output)
+    except OSError as err:
+        if err.filename is None or Path(err.filename) != target:
+            raise
+        raise NotebookFailed(f"cannot write {args.output!r}: {err.strerror or err}", 2) from None
     print(f"wrote {written}")
     return 0
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +29,41 @@ DATA = Path(__file__).parent / "data"
 PIPELINE = DATA / "pipeline.ipynb"
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 EXAMPLES = ["01_quickstart", "02_cell_magics", "03_resilience", "04_seed_gallery"]
+def _notebook_json(cells: list[object], **top: object) -> bytes:
+    return json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells, **top}).encode()
+
+
+# name -> file content (None: a directory), each with the one line `nborch run` / `graph` must print
+BAD_NOTEBOOKS: dict[str, bytes | None] = {
+    "not_json": b"just some notes\n",
+    "not_a_notebook": b"[1, 2, 3]",
+    "no_cells": b'{"nbformat": 4, "metadata": {}}',
+    "cells_not_a_list": _notebook_json({"a": 1}),  # type: ignore[arg-type]
+    "cell_not_an_object": _notebook_json([42]),
+    "cell_without_source": _notebook_json([{"cell_type": "code", "metadata": {}, "outputs": []}]),
+    "source_not_text": _notebook_json([{"cell_type": "code", "metadata": {}, "source": 7}]),
+    "directory": None,
+    "unreadable": b"{}",
+    "empty": b"",
+    "nbformat_3": b'{"nbformat": 3, "nbformat_minor": 0, "worksheets": [{"cells": []}]}',
+    "not_utf8": b'{"cells": "\xff"}',
+    "deeply_nested": b"[" * 100_000 + b"]" * 100_000,
+}
+BAD_NOTEBOOK_MESSAGES = {
+    "not_json": "is not a notebook: invalid JSON at line 1, column 1 (Expecting value)",
+    "not_a_notebook": "is not a notebook: JSON without a 'cells' list",
+    "no_cells": "is not a notebook: JSON without a 'cells' list",
+    "cells_not_a_list": "is not a notebook: JSON without a 'cells' list",
+    "cell_not_an_object": "is not a valid notebook: cell 1 has no cell_type",
+    "cell_without_source": "is not a valid notebook: cell 1 has no 'source'",
+    "source_not_text": "is not a valid notebook: cell 1: a source must be a string or a list of strings, got int",
+    "directory": "is a directory, not a notebook file",
+    "unreadable": "cannot read",
+    "empty": "is not a notebook: the file is empty",
+    "nbformat_3": "is an nbformat 3 notebook; nborch reads nbformat 4",
+    "not_utf8": "is not a notebook: it is not UTF-8 text",
+    "deeply_nested": "is not a notebook: its JSON is nested too deeply",
+}
 BAD_USAGE: list[list[object]] = [
     [],
     ["run"],
@@ -34,7 +71,6 @@ BAD_USAGE: list[list[object]] = [
     ["run", PIPELINE, "-p", "novalue"],
     ["run", PIPELINE, "--max-concurrency", "0"],
     ["graph", PIPELINE],
-    ["graph", PIPELINE, "-o", "dag.txt"],
     ["history", "--limit", "x"],
 ]
 
@@ -55,11 +91,18 @@ class Result:
         return history(None, store=SqliteStore(self.home))
 
 
+# Root reads and writes through any permission bits: drop that power so "unreadable" means it.
+_NO_OVERRIDE = "-dac_override,-dac_read_search"
+AS_USER = (["setpriv", f"--inh-caps={_NO_OVERRIDE}", f"--bounding-set={_NO_OVERRIDE}"]
+           if os.geteuid() == 0 and shutil.which("setpriv") else [])
+CAN_TEST_PERMISSIONS = os.geteuid() != 0 or bool(AS_USER)
+
+
 def nborch(*args: object, cwd: Path) -> Result:
     """``python -m nborch ARGS`` in ``cwd``, with its own store (NBORCH_HOME=cwd/.nborch)."""
     env = {**os.environ, "NBORCH_HOME": str(cwd / ".nborch"), "PYTHONIOENCODING": "utf-8"}
     proc = subprocess.run(
-        [sys.executable, "-m", "nborch", *map(str, args)],
+        [*AS_USER, sys.executable, "-m", "nborch", *map(str, args)],
         cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr, cwd)
@@ -78,6 +121,54 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
         "def late():\n    return total\nprint('calling late')\nprint('late says', late())",
         "print('after the report')",
     )))
+    builtin_name = tmp / "builtin_name.ipynb"
+    builtin_name.write_text(json.dumps(notebook(
+        "%load_ext nborch",
+        "print('FIRST CELL RAN')",
+        "%%task len\n[1]",
+        "%%task total\nlen([1, 2])",
+    )))
+    binds = tmp / "binds.ipynb"
+    binds.write_text(json.dumps(notebook(
+        "%load_ext nborch",
+        "%%task total\n21 * 2",
+        "import asyncio\nx = await asyncio.sleep(0, total)",
+        "print('x is', x)",
+        "def setup():\n    global cfg\n    cfg = total + 1\nsetup()",
+        "print('cfg is', cfg)",
+    )))
+    exits = tmp / "exits.ipynb"
+    exits.write_text(json.dumps(notebook(
+        "%load_ext nborch",
+        "%%task fine\n1",
+        "%%task quits\nimport sys\nsys.exit(0)",
+        "%%task after_quit\nquits",
+        "%orch run",
+        "print('AFTER THE RUN', fine)",
+    )))
+    exiting_cell = tmp / "exiting_cell.ipynb"
+    exiting_cell.write_text(json.dumps(notebook("print('FIRST')", "import sys\nsys.exit(0)", "print('NEVER')")))
+    unprintable = "class Unprintable(Exception):\n    def __str__(self):\n        raise KeyError('no str')"
+    unprintable_cell = tmp / "unprintable_cell.ipynb"
+    unprintable_cell.write_text(json.dumps(notebook(unprintable, "x = 1\nraise Unprintable()")))
+    unprintable_task = tmp / "unprintable_task.ipynb"
+    unprintable_task.write_text(json.dumps(notebook(
+        "%load_ext nborch", unprintable, "%%task bad\nraise Unprintable()"
+    )))
+    keyword_name = tmp / "keyword_name.ipynb"
+    keyword_name.write_text(json.dumps(notebook("%%task for\n1")))
+    for name, content in BAD_NOTEBOOKS.items():
+        path = tmp / f"{name}.ipynb"
+        if content is None:
+            path.mkdir()
+        else:
+            path.write_bytes(content)
+            if name == "unreadable":
+                path.chmod(0)
+    readonly = tmp / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    (tmp / "taken.mmd").mkdir()
     out = {
         "default": ["run", PIPELINE],
         "deferred": ["run", deferred],
@@ -96,7 +187,22 @@ def jobs(tmp: Path) -> dict[str, list[object]]:
         "graph_flow": ["graph", PIPELINE, "-o", "report.mmd", "--flow", "report"],
         "graph_svg": ["graph", PIPELINE, "-o", "dag.svg"],
         "graph_png": ["graph", PIPELINE, "-o", "dag.png"],
+        "builtin_name_run": ["run", builtin_name],
+        "binds": ["run", binds],
+        "task_exits": ["run", exits],
+        "cell_exits": ["run", exiting_cell],
+        "unprintable_cell": ["run", unprintable_cell],
+        "unprintable_task": ["run", unprintable_task],
+        "builtin_name_graph": ["graph", builtin_name, "-o", "dag.mmd"],
+        "keyword_name_graph": ["graph", keyword_name, "-o", "dag.mmd"],
     }
+    for name in BAD_NOTEBOOKS:
+        out[f"bad_run_{name}"] = ["run", tmp / f"{name}.ipynb"]
+        out[f"bad_graph_{name}"] = ["graph", tmp / f"{name}.ipynb", "-o", "dag.mmd"]
+    out["out_directory"] = ["graph", PIPELINE, "-o", tmp / "taken.mmd"]
+    out["out_no_folder"] = ["graph", PIPELINE, "-o", tmp / "nofolder" / "dag.svg"]
+    out["out_readonly"] = ["graph", PIPELINE, "-o", readonly / "dag.mmd"]
+    out["out_suffix"] = ["graph", PIPELINE, "-o", "dag.txt"]
     for name in EXAMPLES:
         if (NOTEBOOKS / f"{name}.ipynb").exists():
             out[name] = ["run", NOTEBOOKS / f"{name}.ipynb"]
@@ -147,6 +253,13 @@ def test_cells_that_read_task_values_wait_for_the_graph_and_run_once(results):
     assert lines.index("after the report") < lines.index("report starts")
 
 
+def test_cells_reading_what_a_waiting_cell_binds_wait_too(results):
+    r = results["binds"]
+    assert r.code == 0, r.err
+    # bound by a top-level await, and through `global` in a function the waiting cell calls
+    assert r.out.splitlines()[-2:] == ["x is 42", "cfg is 43"]
+
+
 def test_parameters_override_the_parameters_cell(results):
     r = results["params"]
     assert r.code == 0, r.err
@@ -195,6 +308,34 @@ def test_failing_task_exits_1_with_the_short_block(results):
     assert r.runs()[0].recorded_state == "failed"
 
 
+def test_a_task_calling_sys_exit_fails_the_run_and_exits_1(results):
+    r = results["task_exits"]
+    assert r.code == 1, r.err
+    assert "nborch: task 'quits' failed: SystemExit: 0\n" in r.err
+    assert "  cell 'quits', line 2: sys.exit(0)\n" in r.err
+    assert "not run (upstream failed): after_quit" in r.err
+    assert "AFTER THE RUN" not in r.out
+    no_traceback(r)
+    run = r.runs()[0]
+    assert run.recorded_state == "failed" and run.states["fine"].value == "succeeded"
+
+
+def test_an_ordinary_cell_calling_sys_exit_fails_like_any_cell(results):
+    r = results["cell_exits"]
+    assert r.code == 1, r.err
+    assert r.out == "FIRST\n"
+    assert r.err == "nborch: cell 2 failed: SystemExit: 0\n  line 2: sys.exit(0)\n"  # no IPython hint on exit()
+
+
+def test_an_exception_whose_str_raises_is_reported_as_traceback_shows_it(results):
+    r = results["unprintable_cell"]
+    assert r.code == 1
+    assert r.err == "nborch: cell 2 failed: Unprintable: <exception str() failed>\n  line 2: raise Unprintable()\n"
+    r = results["unprintable_task"]
+    assert r.code == 1
+    assert "nborch: task 'bad' failed: Unprintable: <exception str() failed>\n  cell 'bad', line 1" in r.err
+
+
 def test_failing_cell_exits_1_with_cell_exception_and_line(results):
     r = results["failing_cell"]
     assert r.code == 1
@@ -203,6 +344,30 @@ def test_failing_cell_exits_1_with_cell_exception_and_line(results):
     assert "line 2: return 10 / v" in r.err
     assert "no cell is tagged 'parameters'" in r.err  # -p q=1 with no parameters cell
     no_traceback(r)
+
+
+def test_a_builtin_task_name_fails_its_cell_headless_as_in_a_notebook(results):
+    r = results["builtin_name_run"]
+    assert r.code == 1, r.err
+    assert "FIRST CELL RAN" in r.out  # the cells before it ran, as Run All does
+    assert ("nborch: cell 3 (%%task len) failed: UsageError: %%task: 'len' is a built-in name: a task named "
+            "'len' would shadow the built-in") in r.err
+    assert not r.home.exists()  # no task ran
+    no_traceback(r)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("builtin_name_graph", "nborch: cell 3 (%%task len): %%task: 'len' is a built-in name"),
+        ("keyword_name_graph", "nborch: cell 1 (%%task for): %%task: 'for' is a Python keyword"),
+    ],
+)
+def test_graph_refuses_keyword_and_builtin_task_names(results, key, message):
+    r = results[key]
+    assert r.code == 1, r.err
+    assert r.err.startswith(message) and len(r.err.splitlines()) == 1, r.err
+    assert not (r.cwd / "dag.mmd").exists()
 
 
 @pytest.mark.parametrize(
@@ -221,6 +386,44 @@ def test_unreadable_notebooks_and_bad_names_exit_2(results, key, message):
     assert message in r.err
     assert r.out == ""
     no_traceback(r)
+
+
+def one_line(r: Result) -> str:
+    assert r.err.endswith("\n") and r.err.count("\n") == 1, r.err
+    assert r.err.startswith("nborch: "), r.err
+    return r.err[len("nborch: "):-1]
+
+
+@pytest.mark.parametrize("command", ["run", "graph"])
+@pytest.mark.parametrize("name", list(BAD_NOTEBOOKS))
+def test_a_bad_notebook_is_one_line_and_exit_2(results, command, name):
+    if name == "unreadable" and not CAN_TEST_PERMISSIONS:
+        pytest.skip("running as root without setpriv: permission bits do not apply")
+    r = results[f"bad_{command}_{name}"]
+    assert r.code == 2, r.err
+    line = one_line(r)
+    assert f"{name}.ipynb" in line and BAD_NOTEBOOK_MESSAGES[name] in line, line  # the file, and why
+    assert r.out == "" and not r.home.exists()  # nothing ran
+    assert not (r.cwd / "dag.mmd").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("out_directory", r"^cannot write '.*taken\.mmd': it is a directory$"),
+        ("out_no_folder", r"^cannot write '.*dag\.svg': the folder '.*nofolder' does not exist$"),
+        ("out_readonly", r"^cannot write '.*readonly/dag\.mmd': Permission denied$"),
+        ("out_suffix", (r"^cannot write 'dag\.txt': nborch graph writes \.svg, \.png or \.mmd files, and "
+                        r"'dag\.txt' has suffix '\.txt'$")),
+    ],
+)
+def test_a_bad_output_path_is_one_line_and_exit_2(results, key, message):
+    if key == "out_readonly" and not CAN_TEST_PERMISSIONS:
+        pytest.skip("running as root without setpriv: permission bits do not apply")
+    r = results[key]
+    assert r.code == 2, r.err
+    assert re.match(message, one_line(r)), r.err
+    assert r.out == ""
 
 
 def test_bad_option_exits_2(results):
@@ -319,6 +522,19 @@ def test_parse_param_reads_literals_else_strings():
     for bad in ("novalue", "1x=2", "=3"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_param(bad)
+
+
+def test_describe_failure_survives_an_exception_whose_str_raises():
+    from nborch.notebook.headless import describe_failure
+    from nborch.notebook.ipynb import Cell
+
+    class Unprintable(Exception):
+        def __str__(self):
+            raise KeyError("no str")
+
+    assert describe_failure(Cell(4, "code", "boom()"), Unprintable()) == (
+        "cell 4 failed: Unprintable: <exception str() failed>"
+    )
 
 
 def test_read_notebook_cells_and_errors(tmp_path):

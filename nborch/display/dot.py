@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import NborchError
 from ..graph import Graph, build_graph
 from ..state import TaskState
 from ..task import fn_name
@@ -26,11 +27,14 @@ if TYPE_CHECKING:
     from ..task import Node
 
 __all__ = [
-    "COLLAPSE_OVER", "COLORS", "GraphModel", "SvgTemplate", "graph_dot", "graph_model", "group_id", "group_tasks",
-    "node_digraph", "node_id", "node_looks", "render_svg", "state_css",
+    "COLLAPSE_OVER", "COLORS", "NOTEBOOK_EXTRA", "GraphModel", "SvgTemplate", "graph_dot", "graph_model",
+    "group_id", "group_tasks", "node_digraph", "node_id", "node_looks", "printable", "render_svg",
+    "state_css",
 ]
 
 COLLAPSE_OVER = 200
+# How to get what the notebook needs (IPython, ipywidgets, graphviz): said by every message about one
+NOTEBOOK_EXTRA = 'pip install "nborch[notebook]"'
 
 S = TaskState
 COLORS: dict[TaskState, tuple[str, str]] = {  # state -> (fill, text)
@@ -62,6 +66,24 @@ TASK_PLACEHOLDER = "00 attempts · 00.00ms"
 GROUP_PLACEHOLDER = "✓0000 ✗000 ▶000 ○0000"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+# What must never reach DOT, SVG (XML 1.0), HTML or Mermaid raw: control characters (C0, DEL,
+# C1), line and paragraph separators, lone surrogates (not encodable) and XML's two noncharacters.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def printable(text: str, keep: str = "") -> str:
+    """``text`` with control characters (NUL, ESC, newlines...) written as Python escapes
+    (``\\x00``, ``\\x1b``, ``\\n``), except those in ``keep``: how a task name is shown in DOT, SVG,
+    HTML and Mermaid, where a raw one would be invalid, cut the string, or vanish."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), text)
 
 
 def _sanitize(name: str) -> str:
@@ -80,9 +102,15 @@ def group_id(base: str) -> str:
 
 
 def _q(text: str) -> str:
-    """A DOT double-quoted string; backslashes are doubled so ``\\N``-style escapes stay literal."""
-    text = " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT double-quoted string showing ``text``: control characters written as escapes
+    (``printable``), backslashes doubled so ``\\N``-style escapes stay literal."""
+    return '"' + printable(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _dot_key(name: str) -> str:
+    """The DOT node name of a task: ``_q`` of the name with its backslashes doubled first, so that
+    distinct names stay distinct nodes ("x\\ny" is not "x y", NUL is not the text "\\x00")."""
+    return _q(name.replace("\\", "\\\\"))
 
 
 def _attrs(attrs: dict[str, str]) -> str:
@@ -235,13 +263,13 @@ def dot_lines(model: GraphModel, states: dict[str, TaskState], notes: dict[str, 
         state = states.get(nid, S.PENDING)
         fill, font = COLORS[state]
         note = notes.get(nid) if notes is not None else None
-        key = _q(node.key)
-        label = key if note is None else key[:-1] + "\\n" + _q(note)[1:]  # "\n": DOT's line break
+        name = _q(node.key)
+        label = name if note is None else name[:-1] + "\\n" + _q(note)[1:]  # "\n": DOT's line break
         lines.append(
-            f'\t{key} [id={_q(nid)}, class="st-{state.value}", label={label}, '
+            f'\t{_dot_key(node.key)} [id={_q(nid)}, class="st-{state.value}", label={label}, '
             f"fillcolor={_q(fill)}, fontcolor={_q(font)}]\n"
         )
-    keys = {nid: _q(node.key) for nid, node in model.nodes.items()}
+    keys = {nid: _dot_key(node.key) for nid, node in model.nodes.items()}
     for up, down, dashed in model.edges:
         lines.append(f"\t{keys[up]} -> {keys[down]}{' [style=dashed]' if dashed else ''}\n")
     return lines
@@ -273,8 +301,15 @@ def layout_dot(model: GraphModel) -> str:
 
 
 def node_digraph(node: Node) -> graphviz.Digraph:
-    """``node``'s workflow as a ``graphviz.Digraph`` (collapsed above 200 tasks)."""
-    import graphviz
+    """``node``'s workflow as a ``graphviz.Digraph`` (collapsed above 200 tasks). Raises
+    NborchError, saying which extra to install, when the graphviz package is missing."""
+    try:
+        import graphviz
+    except ImportError as err:
+        raise NborchError(
+            "node.graph() needs the graphviz package, which comes with nborch's notebook extra: "
+            f"{NOTEBOOK_EXTRA} (node.to_mermaid() needs nothing)"
+        ) from err
 
     model = graph_model(build_graph(node))
     notes = node_notes(model, None) if model.collapsed else None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import DefinitionError, NborchError
 from ..graph import build_graph
-from .dot import graph_dot
+from .dot import NOTEBOOK_EXTRA, graph_dot
 from .mermaid import graph_mermaid
 
 if TYPE_CHECKING:
@@ -45,8 +45,8 @@ def visualize(node: Node, path: str | os.PathLike[str] | None = None) -> str:
         from graphviz.backend import ExecutableNotFound
     except ImportError as err:
         raise NborchError(
-            f"visualize({str(path)!r}) needs the graphviz package: pip install graphviz "
-            "(or write a .mmd file, which needs nothing)"
+            f"writing {str(path)!r} needs the graphviz package, which comes with nborch's notebook extra: "
+            f"{NOTEBOOK_EXTRA} (a .mmd file needs nothing)"
         ) from err
     try:
         data = graphviz.Source(graph_dot(graph)).pipe(format=suffix[1:])

@@ -8,30 +8,68 @@ goes through ``html.escape``: an exception message can never inject markup into 
 from __future__ import annotations
 
 import html
+import re
 from typing import TYPE_CHECKING
 
-from ..errors import NborchError
+from ..errors import NborchError, safe_str
 from ..graph import Graph, build_graph
 from ..record import _fmt_seconds
 from ..state import TaskState
-from .dot import COLLAPSE_OVER, COLORS, GROUP_PRIORITY, graph_dot, group_note, group_tasks, render_svg
+from .dot import (
+    COLLAPSE_OVER,
+    COLORS,
+    GROUP_PRIORITY,
+    NOTEBOOK_EXTRA,
+    graph_dot,
+    group_note,
+    group_tasks,
+    printable,
+    render_svg,
+)
 from .state import RunView, TaskStatus
 
 if TYPE_CHECKING:
     from ..task import Node
 
-__all__ = ["GRAPHVIZ_HINT", "header_html", "node_html", "state_badge", "task_list_html", "task_table_html"]
+__all__ = [
+    "GRAPHVIZ_HINT", "PACKAGE_HINT", "esc", "graphviz_hint", "header_html", "node_html", "state_badge",
+    "task_list_html", "task_table_html",
+]
 
-esc = html.escape
 S = TaskState
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")  # terminal colour codes in captured output
+
+
+def esc(text: str) -> str:
+    """``text`` for HTML: markup escaped, control characters written as escapes (``printable``)."""
+    return html.escape(printable(text))
+
+
+def _output_text(text: str) -> str:
+    """Captured output for a ``<pre>``: colour codes dropped, other control characters (but
+    tabs and line breaks) written as escapes."""
+    return html.escape(printable(_ANSI.sub("", text), keep="\t\n\r"))
 
 GRAPHVIZ_HINT = (
     "<p class='nborch-hint' style='color:#757575;font-size:90%;margin:4px 0'>Install Graphviz to draw "
     "this graph: its <code>dot</code> program must be on PATH (<code>apt install graphviz</code>, "
     "<code>brew install graphviz</code> or <code>conda install graphviz</code>).</p>"
 )
+PACKAGE_HINT = (
+    "<p class='nborch-hint' style='color:#757575;font-size:90%;margin:4px 0'>Install the graphviz package "
+    f"to draw this graph: it comes with nborch's notebook extra, <code>{esc(NOTEBOOK_EXTRA)}</code>.</p>"
+)
 # Shown first when a table has to be cut: what needs a look.
 _NOTABLE = frozenset({S.FAILED, S.RETRYING, S.RUNNING, S.UPSTREAM_FAILED, S.CANCELLED})
+
+
+def graphviz_hint() -> str:
+    """Why no graph was drawn: the graphviz package is missing, or Graphviz's ``dot`` program."""
+    try:
+        import graphviz  # noqa: F401
+    except ImportError:
+        return PACKAGE_HINT
+    return GRAPHVIZ_HINT
 
 
 def state_badge(state: TaskState) -> str:
@@ -51,7 +89,7 @@ def node_html(node: Node) -> str:
     try:
         graph = build_graph(node)
     except NborchError as err:
-        return f"<pre class='nborch-error'>{esc(type(err).__name__)}: {esc(str(err))}</pre>"
+        return f"<pre class='nborch-error'>{esc(type(err).__name__)}: {esc(safe_str(err))}</pre>"
     svg = render_svg(graph_dot(graph))
     if svg is not None:
         return f"<div class='nborch-graph'>{svg}</div>"
@@ -85,7 +123,7 @@ def task_list_html(
     body = "".join(items) or "<li><i>no tasks</i></li>"
     return (
         "<div class='nborch-tasks'><ul style='list-style:none;padding-left:0;margin:0'>" + body + "</ul>"
-        + (GRAPHVIZ_HINT if hint else "") + "</div>"
+        + (graphviz_hint() if hint else "") + "</div>"
     )
 
 
@@ -96,7 +134,7 @@ def _output_cell(st: TaskStatus) -> str:
     lines = st.output_lines or 1
     return (
         f"<details><summary>{lines} line{'s' if lines != 1 else ''}</summary>"
-        f"<pre style='max-height:16em;overflow:auto;margin:0'>{esc(text)}</pre></details>"
+        f"<pre style='max-height:16em;overflow:auto;margin:0'>{_output_text(text)}</pre></details>"
     )
 
 
@@ -117,7 +155,7 @@ def task_table_html(view: RunView, *, limit: int = 60, now: float | None = None)
         body.append(
             f"<tr class='st-{st.state.value}' data-task='{esc(st.name)}'>"
             f"<td style='text-align:left'><code>{esc(st.name)}</code>"
-            + (f" <small>&larr; {esc(st.parent)}</small>" if st.parent else "")
+            + (f" <small>&#8592; {esc(st.parent)}</small>" if st.parent else "")
             + f"</td><td style='text-align:left'>{state_badge(st.state)}</td>"
             f"<td>{st.attempts}</td><td>{esc(_fmt_seconds(elapsed))}</td>"
             f"<td style='text-align:left'>{esc(st.error)}</td>"

@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ..graph import Graph, build_graph
-from .dot import COLORS
+from .dot import COLORS, printable
 from .state import RunView
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ _LABEL_UNSAFE = re.compile(r'[<>"&#`\\\[\]{}()|;]')
 
 def _label(name: str) -> str:
     """A quoted Mermaid label showing ``name`` literally (nothing in it is markup)."""
-    name = " ".join(name.splitlines())
+    name = printable(name)  # a newline or NUL would end the label, or vanish
     return '"' + _LABEL_UNSAFE.sub(lambda m: f"#{ord(m.group())};", name) + '"'
 
 

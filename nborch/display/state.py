@@ -10,14 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import safe_str
 from ..eventbus import CircuitEvent, RunEvent, TaskEvent, TaskOutput, TaskProgress
 from ..graph import Graph
-from ..record import Run, _fmt_seconds, _short_error
+from ..record import Run, _fmt_seconds
 from ..state import TaskState
 
-__all__ = ["RunView", "TaskStatus"]
+__all__ = ["RunView", "TaskStatus", "error_line"]
 
 PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
+
+
+def error_line(err: BaseException | None, width: int = 80) -> str:
+    """An error on one line, cut to ``width``: "ValueError: bad row" (``safe_str``: never raises)."""
+    if err is None:
+        return ""
+    message = safe_str(err)
+    text = " ".join(f"{type(err).__name__}: {message}".split()) if message else type(err).__name__
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @dataclass(slots=True)
@@ -194,13 +204,13 @@ class RunView:
             if st.started is None:
                 st.started = e.time
         elif state is RETRYING:
-            st.error = _short_error(e.error)
+            st.error = error_line(e.error)
         elif state.is_final:
             st.ended = e.time
             if st.started is not None:
                 st.duration = max(e.time - st.started, 0.0)
             # a task that succeeded after retries no longer has an error worth showing
-            st.error = "" if state is TaskState.SUCCEEDED else _short_error(e.error)
+            st.error = "" if state is TaskState.SUCCEEDED else error_line(e.error)
         self._set_state(st, state)
 
     def _output(self, st: TaskStatus, text: str) -> None:
@@ -238,7 +248,7 @@ class RunView:
                 st.attempts = attempts.get(name, st.attempts)
                 st.duration = durations.get(name, st.duration)
                 if name in errors:
-                    st.error = _short_error(errors[name])
+                    st.error = error_line(errors[name])
                 elif state is TaskState.SUCCEEDED:
                     st.error = ""
         for name, log in run.logs.items():  # output a thread wrote just before the end

@@ -20,8 +20,10 @@ more than 200 tasks are drawn collapsed by task function.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import logging
+import sys
 import threading
 import uuid
 from concurrent.futures import Future
@@ -32,7 +34,15 @@ from ..record import Run
 from ..runner import RunHandle
 from ..state import TaskState
 from .dot import (
-    COLLAPSE_OVER, SvgTemplate, graph_model, layout_dot, node_looks, render_svg, state_css,
+    COLLAPSE_OVER,
+    NOTEBOOK_EXTRA,
+    SvgTemplate,
+    graph_model,
+    layout_dot,
+    node_looks,
+    printable,
+    render_svg,
+    state_css,
 )
 from .html import header_html, task_list_html, task_table_html
 from .state import RunView
@@ -321,7 +331,7 @@ class LiveDisplay:
             st = tasks[name]
             parts = self._bars.get(name)
             if parts is None:
-                label = w.HTML(f"<code>{html.escape(name)}</code>", layout=w.Layout(width="30%"))
+                label = w.HTML(f"<code>{html.escape(printable(name))}</code>", layout=w.Layout(width="30%"))
                 bar = w.IntProgress(min=0, max=1, layout=w.Layout(flex="1"))
                 bar.add_class("nborch-task-progress")
                 text = w.HTML(layout=w.Layout(width="8em"))
@@ -355,9 +365,20 @@ class LiveDisplay:
         return bundle
 
 
-def widget_factory(handle: RunHandle) -> LiveDisplay | None:
+@functools.cache
+def _warn_no_ipywidgets() -> None:
+    """Say once per process that the live display needs ipywidgets."""
+    print(
+        "nborch: the live display needs ipywidgets, which comes with nborch's notebook extra: "
+        f"{NOTEBOOK_EXTRA}; showing console progress instead",
+        file=sys.stderr, flush=True,
+    )
+
+
+def widget_factory(handle: RunHandle) -> Any:
     """A display factory for ``nborch.register_display``: inside an IPython kernel, show and
-    return a ``LiveDisplay``; elsewhere (a terminal IPython, a script) None."""
+    return a ``LiveDisplay``; elsewhere (a terminal IPython, a script) None. In a kernel without
+    ipywidgets: console progress, after saying once what to install."""
     try:
         from IPython import get_ipython
         from IPython.display import display
@@ -369,7 +390,13 @@ def widget_factory(handle: RunHandle) -> LiveDisplay | None:
     try:
         import ipywidgets  # noqa: F401
     except ImportError:
-        return None
+        from rich.console import Console
+
+        from .console import ConsoleProgress
+
+        _warn_no_ipywidgets()
+        # plain text on the cell's stderr: rich's own Jupyter output would need ipywidgets too
+        return ConsoleProgress(handle.graph, console=Console(stderr=True, force_jupyter=False))
     live = LiveDisplay(handle)
     display(live)
     return live

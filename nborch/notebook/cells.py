@@ -4,7 +4,9 @@ A ``%%task NAME`` cell becomes a function whose parameters are the upstream task
 
 * a task name the cell reads before assigning it is a dependency (f-strings included); a name
   assigned first, a comprehension variable, a function parameter or an attribute such as
-  ``ns.extract`` is not;
+  ``ns.extract`` is not. Names are resolved by Python's scoping rules (``scopes.py``): a name
+  bound by ``:=`` in a comprehension is the cell's own (PEP 572), a name local to an enclosing
+  function is not a read, methods do not see their class's names;
 * the cell's last expression is the task's value (as in ``Out``);
 * assignments stay local to the task (parallel cells cannot race on the user namespace), while
   imports and helpers from ordinary cells are visible (the function's globals are the
@@ -20,37 +22,65 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CellTask", "compile_cell", "infer_reads"]
+from .header import check_task_name
+from .scopes import MODULE, Scope, annotations_of, bind_scopes
+
+__all__ = ["CellTask", "compile_cell", "eager_reads", "infer_reads"]
 
 _FLAGS = ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 _NS = "__nborch_ns__"
 
-
 class _Reads(ast.NodeVisitor):
-    """Walks a cell in execution order, noting names read before the cell assigns them."""
+    """Walks a cell in execution order, noting the module-level names it reads before the cell
+    binds them. Which scope a name belongs to follows Python's rules (``scopes.py``); when
+    matters only at the cell's top level and in class bodies, which run in order. A function's
+    body is walked where the function is defined, as if it ran there (so a name it reads that
+    the cell binds only later is a read)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tree: ast.Module) -> None:
+        self.module, self.opened = bind_scopes(tree)
+        self.scope = self.module
         self.reads: dict[str, None] = {}
-        self.assigned: set[str] = set()
-        self.scopes: list[set[str]] = []
+        self.assigned: set[str] = set()  # module-level names bound so far
+        self.class_bound: dict[Scope, set[str]] = {}  # class-level names bound so far
         self.is_async = False
 
     # -- names --
 
     def load(self, name: str) -> None:
-        if any(name in scope for scope in self.scopes):
-            return
+        where = self.scope.resolve(name)
+        if where is not MODULE and (where.kind != "class" or name in self.class_bound.get(where, ())):
+            return  # local, free, or a class-level name already bound
         if name not in self.assigned:
             self.reads.setdefault(name, None)
 
-    def store(self, name: str) -> None:
-        (self.scopes[-1] if self.scopes else self.assigned).add(name)
+    def store(self, name: str, scope: Scope | None = None) -> None:
+        where = (scope or self.scope).resolve(name)
+        if where is MODULE:  # the cell's level, also through ``global`` in a function
+            self.assigned.add(name)
+        elif where.kind == "class":
+            self.class_bound.setdefault(where, set()).add(name)
 
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Store):
             self.store(node.id)
         else:  # Load, and Del: deleting a name needs it to exist
             self.load(node.id)
+
+    def within(self, scope: Scope | None, nodes: Iterable[ast.AST | None]) -> None:
+        outer, self.scope = self.scope, scope or self.scope
+        for node in nodes:
+            if node is not None:
+                self.visit(node)
+        self.scope = outer
+
+    def body(self, scope: Scope, nodes: Iterable[ast.AST]) -> None:
+        """A function's or lambda's body (runs when called; ``_EagerReads`` skips it)."""
+        self.within(scope, nodes)
+
+    def lazy(self, scope: Scope | None, nodes: Iterable[ast.AST | None]) -> None:
+        """What Python evaluates lazily: type parameter bounds, a type alias's value (3.12+)."""
+        self.within(scope, nodes)
 
     # -- statements whose fields are not in execution order --
 
@@ -68,13 +98,14 @@ class _Reads(ast.NodeVisitor):
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
         if node.value is not None:
             self.visit(node.value)
-            self.visit(node.target)
-        elif not isinstance(node.target, ast.Name):
+        if self.scope.kind == "class":  # a function body (the cell's, too) never evaluates it
+            self.visit(node.annotation)
+        if node.value is not None or not isinstance(node.target, ast.Name):
             self.visit(node.target)
 
     def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
         self.visit(node.value)
-        self.visit(node.target)
+        self.store(node.target.id, self.scope.binding_scope)  # PEP 572: not the comprehension's
 
     def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
         self.visit(node.iter)
@@ -95,7 +126,12 @@ class _Reads(ast.NodeVisitor):
         self.generic_visit(node)
 
     def mark_async(self) -> None:
-        if not self.scopes:  # only await at the cell's top level makes the task async
+        """Top-level ``await`` (also in a list, set or dict comprehension at the top level,
+        which runs in place) makes the task async; in a function or a generator it does not."""
+        scope = self.scope
+        while scope.kind == "comprehension" and not isinstance(scope.node, ast.GeneratorExp):
+            scope = scope.parent  # type: ignore[assignment]
+        if scope.kind == "module":
             self.is_async = True
 
     def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
@@ -130,40 +166,47 @@ class _Reads(ast.NodeVisitor):
 
     # -- nested scopes --
 
+    def annotation_scope(self, node: Any) -> Scope | None:
+        """The annotation scope of a generic def or class (3.12+), its bounds walked."""
+        params = getattr(node, "type_params", None)
+        if not params:
+            return None
+        scope = self.opened[id(params)]
+        self.lazy(scope, [getattr(p, "bound", None) for p in params])
+        self.lazy(scope, [getattr(p, "default_value", None) for p in params])
+        return scope
+
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        for expr in (*node.decorator_list, *node.args.defaults, *filter(None, node.args.kw_defaults)):
-            self.visit(expr)
+        self.within(self.scope, [*node.decorator_list, *node.args.defaults, *node.args.kw_defaults])
+        annotation = self.annotation_scope(node)
+        self.within(annotation, annotations_of(node.args, node.returns))  # evaluated at definition
         self.store(node.name)
-        self.function_scope(node.args, node.body)
+        self.body(self.opened[id(node)], node.body)
 
     visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]  # noqa: N815
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
-        for expr in (*node.args.defaults, *filter(None, node.args.kw_defaults)):
-            self.visit(expr)
-        self.function_scope(node.args, [node.body])
-
-    def function_scope(self, args: ast.arguments, body: Iterable[ast.AST]) -> None:
-        params = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
-        params |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
-        self.scopes.append(params)
-        for stmt in body:
-            self.visit(stmt)
-        self.scopes.pop()
+        self.within(self.scope, [*node.args.defaults, *node.args.kw_defaults])
+        self.body(self.opened[id(node)], [node.body])
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        for expr in (*node.decorator_list, *node.bases, *(k.value for k in node.keywords)):
-            self.visit(expr)
+        self.within(self.scope, node.decorator_list)
+        annotation = self.annotation_scope(node)
+        self.within(annotation, [*node.bases, *(k.value for k in node.keywords)])
+        self.within(self.opened[id(node)], node.body)  # the body runs before the name is bound
         self.store(node.name)
-        self.scopes.append(set())
-        for stmt in node.body:
-            self.visit(stmt)
-        self.scopes.pop()
+
+    def visit_TypeAlias(self, node: Any) -> None:  # ``type X[T] = ...`` (3.12+)
+        self.annotation_scope(node)
+        self.store(node.name.id)
+        self.lazy(self.opened[id(node)], [node.value])
 
     def comprehension(self, node: Any, parts: list[ast.AST]) -> None:
         gens: list[ast.comprehension] = node.generators
         self.visit(gens[0].iter)  # the first iterable is evaluated in the enclosing scope
-        self.scopes.append(set())
+        outer, self.scope = self.scope, self.opened[id(node)]
+        if any(gen.is_async for gen in gens):
+            self.mark_async()
         for i, gen in enumerate(gens):
             if i:
                 self.visit(gen.iter)
@@ -172,9 +215,9 @@ class _Reads(ast.NodeVisitor):
                 self.visit(cond)
         for part in parts:
             self.visit(part)
-        self.scopes.pop()
+        self.scope = outer
 
-    def visit_ListComp(self, node: ast.ListComp) -> None:
+    def visit_ListComp(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp) -> None:
         self.comprehension(node, [node.elt])
 
     visit_SetComp = visit_ListComp  # type: ignore[assignment]  # noqa: N815
@@ -190,24 +233,30 @@ def parse_cell(source: str, filename: str) -> ast.Module:
 
 
 class _EagerReads(_Reads):
-    """``_Reads`` without the bodies of functions and lambdas: only what the cell reads as it
-    runs (a function's body reads its names when it is called)."""
+    """``_Reads`` without the bodies of functions and lambdas, nor what Python evaluates lazily:
+    only what the cell reads as it runs (a function's body reads its names when it is called)."""
 
-    def function_scope(self, args: ast.arguments, body: Iterable[ast.AST]) -> None:
+    def body(self, scope: Scope, nodes: Iterable[ast.AST]) -> None:
         pass
+
+    def lazy(self, scope: Scope | None, nodes: Iterable[ast.AST | None]) -> None:
+        pass
+
+
+def _analyse(tree: ast.Module, kind: type[_Reads] = _Reads) -> _Reads:
+    visitor = kind(tree)
+    visitor.visit(tree)
+    return visitor
 
 
 def eager_reads(source: str) -> tuple[str, ...]:
     """Names a (transformed) cell reads while it runs, before assigning them, in order."""
-    visitor = _EagerReads()
-    visitor.visit(parse_cell(source, "<cell>"))
-    return tuple(visitor.reads)
+    return tuple(_analyse(parse_cell(source, "<cell>"), _EagerReads).reads)
 
 
 def infer_reads(source: str, filename: str = "<cell>") -> tuple[tuple[str, ...], bool]:
     """Names the cell reads before assigning them, in order, and whether it awaits at top level."""
-    visitor = _Reads()
-    visitor.visit(parse_cell(source, filename))
+    visitor = _analyse(parse_cell(source, filename))
     return tuple(visitor.reads), visitor.is_async
 
 
@@ -230,8 +279,9 @@ class CellTask:
         names = set(known)
         return [r for r in self.reads if r in names and r != self.name]
 
-    def function(self, deps: list[str], namespace: dict[str, Any]) -> Any:
-        """Compile the cell into ``def NAME(*deps)`` whose globals are ``namespace``."""
+    def code(self, deps: list[str]) -> tuple[Any, bool]:
+        """The cell compiled into ``def NAME(*deps)``, and whether it takes the notebook namespace
+        (for names it reads, then rebinds). Raises SyntaxError (line numbers within the body)."""
         module = parse_cell(self.source, self.filename)
         body = list(module.body)
         if body and isinstance(body[-1], ast.Expr):
@@ -259,31 +309,19 @@ class CellTask:
         fdef = kind(**fields, lineno=1, col_offset=0)
         tree = ast.Module(body=[fdef], type_ignores=[])
         ast.fix_missing_locations(tree)
-        code = compile(tree, self.filename, "exec", dont_inherit=True)
+        return compile(tree, self.filename, "exec", dont_inherit=True), bool(rebind)
+
+    def function(self, deps: list[str], namespace: dict[str, Any]) -> Any:
+        """Compile the cell into ``def NAME(*deps)`` whose globals are ``namespace``."""
+        code, rebinds = self.code(deps)
         local: dict[str, Any] = {}
         exec(code, namespace, local)  # noqa: S102 - the user's own cell, run as they asked
         fn = local[self.name]
-        if rebind:
+        if rebinds:
             fn.__kwdefaults__ = {_NS: namespace}
         fn.__qualname__ = self.name
         fn.__doc__ = f"%%task {self.name}"
         return fn
-
-
-class _Assigned(ast.NodeVisitor):
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-
-    def visit_Name(self, node: ast.Name) -> None:
-        if isinstance(node.ctx, ast.Store):
-            self.names.add(node.id)
-
-    def visit_FunctionDef(self, node: ast.AST) -> None:
-        self.names.add(node.name)  # type: ignore[attr-defined]
-
-    visit_AsyncFunctionDef = visit_FunctionDef  # noqa: N815
-    visit_ClassDef = visit_FunctionDef  # noqa: N815
-    visit_Lambda = lambda self, node: None  # noqa: E731
 
 
 def compile_cell(
@@ -294,23 +332,28 @@ def compile_cell(
     after: Iterable[str] = (),
     flow: str = "default",
 ) -> CellTask:
-    """Check and analyse a task cell. Raises SyntaxError (line numbers within the body)."""
+    """Check and analyse a task cell. Raises DefinitionError for a name that cannot name a task
+    (``check_task_name``), SyntaxError (line numbers within the body)."""
+    check_task_name(name)
     filename = f"<task {name}>"
-    module = parse_cell(source, filename)
-    visitor = _Reads()
-    visitor.visit(module)
-    assigned = _Assigned()
-    assigned.visit(module)
-    # register the source so tracebacks show the cell's lines
-    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-    return CellTask(
+    visitor = _analyse(parse_cell(source, filename))
+    # the compiled task's locals: what the cell binds at its top level, but not its ``global`` names
+    assigned = visitor.module.bound - visitor.module.globals
+    cell = CellTask(
         name=name,
         source=source,
         options=dict(options or {}),
         after=tuple(after),
         reads=tuple(visitor.reads),
-        assigned=frozenset(assigned.names),
+        assigned=frozenset(assigned),
         is_async=visitor.is_async,
         filename=filename,
         flow=flow,
     )
+    # What only compiling the task function finds (a misplaced nonlocal, an await where it
+    # cannot be) is reported now, with the cell's line numbers, not when the workflow runs:
+    # every name it reads and does not bind counts as an upstream, the most a run can pass.
+    cell.code([r for r in cell.reads if r not in cell.assigned])
+    # register the source so tracebacks show the cell's lines
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    return cell

@@ -5,6 +5,7 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
+from ..errors import safe_str
 from ..runner import register_display
 
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
@@ -25,7 +26,7 @@ def _show_failure(
         stb = [line.rstrip("\n") for line in traceback.format_exception_only(etype, value)]
         stb[-1] = f"{red}{stb[-1].split(':', 1)[0]}{reset}:{stb[-1].split(':', 1)[1]}" if ":" in stb[-1] else stb[-1]
     else:
-        lines = str(value).splitlines() or [""]
+        lines = safe_str(value).splitlines() or [""]
         stb = [f"{red}{etype.__name__}{reset}: {lines[0]}", *lines[1:]]
     shell._showtraceback(etype, value, stb)
     return stb

@@ -15,15 +15,17 @@ Failures are raised as ``NotebookFailed`` with a short message and the exit stat
 
 from __future__ import annotations
 
-import ast
 import os
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DefinitionError, NborchError, did_you_mean
+from ..display.dot import NOTEBOOK_EXTRA
+from ..errors import DefinitionError, NborchError, did_you_mean, safe_str
+from .header import TaskLine, parse_task_line
 from .ipynb import Cell, read_notebook
 
 __all__ = ["NotebookFailed", "TaskCell", "notebook_graph", "run_notebook", "task_cells"]
@@ -50,16 +52,16 @@ class TaskCell:
     cell: Cell
     line: str
     body: str
-    args: Any = None
+    spec: TaskLine | None = None
     error: str | None = None
 
     @property
     def name(self) -> str | None:
-        return self.args.name if self.args is not None else None
+        return self.spec.name if self.spec is not None else None
 
     @property
     def flow(self) -> str:
-        return self.args.flow if self.args is not None else "default"
+        return self.spec.flow if self.spec is not None else "default"
 
 
 def split_task_cell(source: str) -> tuple[str, str] | None:
@@ -76,23 +78,18 @@ def split_task_cell(source: str) -> tuple[str, str] | None:
 
 
 def task_cells(cells: list[Cell]) -> list[TaskCell]:
-    """Every ``%%task`` cell, its line parsed by the magic's own parser (so options never drift)."""
-    from IPython.core.error import UsageError
-    from IPython.core.magic_arguments import parse_argstring
-
-    from .magics import OrchMagics
-
+    """Every ``%%task`` cell, its line parsed as the magic parses it (so options never drift)."""
     found = []
     for cell in cells:
         split = split_task_cell(cell.source) if cell.is_code else None
         if split is None:
             continue
-        spec = TaskCell(cell, *split)
+        found_cell = TaskCell(cell, *split)
         try:
-            spec.args = parse_argstring(OrchMagics.task, spec.line)
-        except UsageError as err:
-            spec.error = f"%%task: {err}"
-        found.append(spec)
+            found_cell.spec = parse_task_line(found_cell.line)
+        except DefinitionError as err:
+            found_cell.error = f"%%task: {err}"
+        found.append(found_cell)
     return found
 
 
@@ -100,20 +97,18 @@ def notebook_graph(path: str | os.PathLike[str], flow: str | None = None) -> Any
     """The notebook's task graph as a DAG (``flow``: that named workflow only). No cell runs:
     each task function is compiled, never called. Raises NotebookError or NotebookFailed."""
     from .cells import compile_cell
-    from .magics import _options
     from .workflow import NotebookWorkflow
 
     cells = read_notebook(path)
     workflow = NotebookWorkflow()
-    for spec in task_cells(cells):
-        where = f"cell {spec.cell.number} (%%task {spec.line})"
-        if spec.error is not None:
-            raise NotebookFailed(f"{where}: {spec.error}")
-        if not spec.name.isidentifier():
-            raise NotebookFailed(f"{where}: the task name must be a Python identifier")
+    for found in task_cells(cells):
+        where = f"cell {found.cell.number} (%%task {found.line})"
+        if found.spec is None:
+            raise NotebookFailed(f"{where}: {found.error}")
+        spec = found.spec
         try:
             compiled = compile_cell(
-                spec.name, spec.body, options=_options(spec.args), after=spec.args.after, flow=spec.flow
+                spec.name, found.body, options=spec.options, after=spec.after, flow=spec.flow
             )
         except SyntaxError as err:
             raise NotebookFailed(f"{where}: SyntaxError: {err.msg}{_syntax_where(err, 1)}") from None
@@ -150,6 +145,13 @@ def _shell() -> tuple[Any, Any]:
     # Errors are reported once, short, by run_notebook: never IPython's pages of frames.
     for name in ("showtraceback", "_showtraceback", "showsyntaxerror", "showindentationerror"):
         setattr(shell, name, lambda *args, **kwargs: None)
+    # IPython 9 formats each failed cell's traceback for its (disabled) history, with str(error):
+    # an exception whose __str__ raises would be replaced by that error. Nothing reads it here.
+    shell._format_exception_for_storage = lambda error, *args, **kwargs: {
+        "ename": type(error).__name__, "evalue": safe_str(error), "traceback": [],
+    }
+    # A cell calling sys.exit() fails like any cell; IPython's "To exit: use 'exit'..." is for a REPL.
+    warnings.filterwarnings("ignore", message="To exit: use", category=UserWarning, module="IPython")
     nborch.load_ipython_extension(shell)
     return shell, shell.magics_manager.registry["OrchMagics"]
 
@@ -181,24 +183,18 @@ def _reads_waited(source: str, shell: Any, waits_for: set[str]) -> bool:
 
 
 def _assigned(source: str, shell: Any) -> set[str]:
-    """Names a cell binds at top level (so cells reading them wait too when it waits)."""
+    """Names a cell binds at its top level, also through ``global`` in a function it defines and
+    by a top-level ``await`` (so cells reading them wait too when it waits)."""
+    from .cells import parse_cell
+    from .scopes import bind_scopes
+
     try:
-        tree = ast.parse(shell.transform_cell(source))
+        module, scopes = bind_scopes(parse_cell(shell.transform_cell(source), "<cell>"))
     except SyntaxError:
         return set()
-    names: set[str] = set()
-    stack: list[ast.AST] = list(tree.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-            continue  # their bodies are another scope
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        if not isinstance(node, ast.Lambda):
-            stack.extend(ast.iter_child_nodes(node))
+    names = set(module.bound)
+    for scope in scopes.values():
+        names |= scope.bound & scope.globals
     return names
 
 
@@ -242,7 +238,7 @@ def describe_failure(cell: Cell, err: BaseException, task_line: str | None = Non
         # a task body's line numbers count below the %%task line
         offset = 1 if getattr(err, "_nborch_cell", False) else 0
         return f"{where} failed: {type(err).__name__}: {err.msg}{_syntax_where(err, offset)}"
-    text = " ".join(str(err).split())
+    text = " ".join(safe_str(err).split())
     head = f"{where} failed: {type(err).__name__}" + (f": {text}" if text else "")
     line = _failing_line(err, cell)
     return head + (f"\n  {line}" if line else "")
@@ -277,11 +273,17 @@ def run_notebook(
 ) -> Any:
     """Run a notebook headless (see the module docstring); returns the task run's ``Run`` (None
     without task cells). Raises NotebookError (unreadable notebook) or NotebookFailed."""
-    from IPython.core.error import UsageError
+    cells = read_notebook(path)
+    try:
+        from IPython.core.error import UsageError
+    except ImportError:
+        raise NotebookFailed(
+            "nborch run needs IPython (it runs the notebook's cells in an IPython shell), which comes with "
+            f"nborch's notebook extra: {NOTEBOOK_EXTRA}"
+        ) from None
 
     from .magics import CellTaskFailed
 
-    cells = read_notebook(path)
     specs = task_cells(cells)
     names = [s.name for s in specs if s.name]
     targets = list(targets)
@@ -290,7 +292,7 @@ def run_notebook(
             known = ", ".join(names) or "(none)"
             raise NotebookFailed(f"no task cell is named {t!r}.{did_you_mean(t, names)} Tasks: {known}.", 2)
     if flow is not None:
-        _check_flow(flow, list(dict.fromkeys(s.flow for s in specs if s.args is not None)))
+        _check_flow(flow, list(dict.fromkeys(s.flow for s in specs if s.spec is not None)))
     params = dict(params or {})
     task_lines = {s.cell.number: s.line for s in specs}
     shell, magics = _shell()

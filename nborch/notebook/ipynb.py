@@ -46,40 +46,48 @@ def _text(value: object) -> str:
 def read_notebook(path: str | os.PathLike[str]) -> list[Cell]:
     """The cells of the notebook at ``path``, in order. Raises NotebookError with a one-line reason."""
     p = Path(path)
+    name = repr(str(path))
     try:
         raw = p.read_bytes()
     except FileNotFoundError:
-        raise NotebookError(f"{str(path)!r} does not exist") from None
+        raise NotebookError(f"{name} does not exist") from None
     except IsADirectoryError:
-        raise NotebookError(f"{str(path)!r} is a directory, not a notebook file") from None
-    except OSError as err:
-        raise NotebookError(f"cannot read {str(path)!r}: {err.strerror or err}") from None
+        raise NotebookError(f"{name} is a directory, not a notebook file") from None
+    except (OSError, ValueError) as err:  # permissions, a NUL in the path...
+        raise NotebookError(f"cannot read {name}: {getattr(err, 'strerror', None) or err}") from None
+    if not raw.strip():
+        raise NotebookError(f"{name} is not a notebook: the file is empty")
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8-sig"))  # a byte order mark is harmless
     except UnicodeDecodeError:
-        raise NotebookError(f"{str(path)!r} is not a notebook: it is not UTF-8 text") from None
+        raise NotebookError(f"{name} is not a notebook: it is not UTF-8 text") from None
     except json.JSONDecodeError as err:
         where = f"line {err.lineno}, column {err.colno}"
-        raise NotebookError(f"{str(path)!r} is not a notebook: invalid JSON at {where} ({err.msg})") from None
+        raise NotebookError(f"{name} is not a notebook: invalid JSON at {where} ({err.msg})") from None
+    except RecursionError:
+        raise NotebookError(f"{name} is not a notebook: its JSON is nested too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
         if isinstance(data, dict) and "worksheets" in data:  # nbformat 3 kept cells in worksheets
             raise NotebookError(
-                f"{str(path)!r} is an nbformat {data.get('nbformat', 3)} notebook; nborch reads nbformat 4 "
+                f"{name} is an nbformat {data.get('nbformat', 3)} notebook; nborch reads nbformat 4 "
                 "(open and save it in a current Jupyter, or run `jupyter nbconvert --to notebook`)"
             )
-        raise NotebookError(f"{str(path)!r} is not a notebook: JSON without a 'cells' list")
+        raise NotebookError(f"{name} is not a notebook: JSON without a 'cells' list")
     version = data.get("nbformat")
     if isinstance(version, int) and version < 4:
-        raise NotebookError(f"{str(path)!r} is an nbformat {version} notebook; nborch reads nbformat 4")
+        raise NotebookError(f"{name} is an nbformat {version} notebook; nborch reads nbformat 4")
     cells: list[Cell] = []
     for number, item in enumerate(data["cells"], start=1):
         if not isinstance(item, dict) or not isinstance(item.get("cell_type"), str):
-            raise NotebookError(f"{str(path)!r} is not a valid notebook: cell {number} has no cell_type")
+            raise NotebookError(f"{name} is not a valid notebook: cell {number} has no cell_type")
+        if "source" not in item:  # nbformat 4 requires it in every cell
+            raise NotebookError(f"{name} is not a valid notebook: cell {number} has no 'source'")
         try:
-            source = _text(item.get("source", ""))
+            source = _text(item["source"])
         except TypeError as err:
-            raise NotebookError(f"{str(path)!r} is not a valid notebook: cell {number}: {err}") from None
+            raise NotebookError(f"{name} is not a valid notebook: cell {number}: {err}") from None
         metadata = item.get("metadata")
-        tags = metadata.get("tags", []) if isinstance(metadata, dict) else []
+        tags = metadata.get("tags") if isinstance(metadata, dict) else None
+        tags = tags if isinstance(tags, list) else []
         cells.append(Cell(number, item["cell_type"], source, tuple(t for t in tags if isinstance(t, str))))
     return cells

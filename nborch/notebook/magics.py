@@ -10,18 +10,21 @@ from __future__ import annotations
 import html
 import shlex
 import traceback
+import uuid
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 
+from ..display.state import error_line
 from ..errors import DefinitionError, NborchError
-from ..record import Run, _fmt_seconds, _short_error
+from ..record import Run, _fmt_seconds
+from ..runner import last_run
 from ..runner import run as run_node
 from ..state import TaskState
-from ..task import make_options
 from .cells import compile_cell
+from .header import TASK_ARGUMENTS, parse_task_line
 from .workflow import NotebookWorkflow
 
 __all__ = ["CellTaskFailed", "OrchMagics"]
@@ -36,16 +39,11 @@ class CellTaskFailed(NborchError):
         self.error = error
 
 
-def _options(args: Any) -> dict[str, Any]:
-    given = {
-        "retries": args.retries,
-        "retry_delay": args.retry_delay,
-        "timeout": args.timeout,
-        "trigger_rule": args.trigger,
-        "limit": args.limit,
-        "cache": True if getattr(args, "cache", False) else None,
-    }
-    return {k: v for k, v in given.items() if v is not None}
+def _task_arguments(fn: Any) -> Any:
+    """``@magic_arguments()`` with an ``@argument`` per ``TASK_ARGUMENTS`` entry: ``%%task?``."""
+    for flags, spec in reversed(TASK_ARGUMENTS):  # decorators apply bottom-up
+        fn = argument(*flags, **spec)(fn)
+    return magic_arguments()(fn)
 
 
 def _orch_parser() -> MagicArgumentParser:
@@ -92,33 +90,17 @@ class OrchMagics(Magics):
 
     # -- %%task -------------------------------------------------------------------------------
 
-    @magic_arguments()
-    @argument("name", help="the task's name (a Python identifier)")
-    @argument("--after", nargs="+", default=[], metavar="TASK", help="run after these tasks")
-    @argument("--retries", type=int, default=None, metavar="N")
-    @argument("--retry-delay", type=float, default=None, metavar="S")
-    @argument("--timeout", type=float, default=None, metavar="S")
-    @argument("--trigger", default=None, metavar="RULE", help="trigger rule, e.g. one_failed")
-    @argument("--limit", type=int, default=None, metavar="N")
-    @argument("--cache", action="store_true", help="reuse the stored value while code and inputs are unchanged")
-    @argument("--flow", default="default", metavar="FLOW", help="the named workflow this task belongs to")
-    @argument("--run", action="store_true", help="run this task and its upstream now")
+    @_task_arguments
     @cell_magic
     def task(self, line: str, cell: str) -> None:
         """Define this cell as task NAME of the notebook's workflow. See ``%%task?``."""
-        args = parse_argstring(self.task, line)
-        name = args.name
-        if not name.isidentifier():
-            raise UsageError(f"%%task: the task name must be a Python identifier, got {name!r}")
-        options = _options(args)
         try:
-            make_options(None, name=name, **options)
+            spec = parse_task_line(line)
         except DefinitionError as err:
-            raise UsageError(f"%%task: {err}. See '%%task?' for options.") from err
-        if not args.flow.isidentifier():
-            raise UsageError(f"%%task: the flow name must be a Python identifier, got {args.flow!r}")
+            raise UsageError(f"%%task: {err}") from err
+        name, options = spec.name, spec.options
         try:
-            cell_task = compile_cell(name, cell, options=options, after=args.after, flow=args.flow)
+            cell_task = compile_cell(name, cell, options=options, after=spec.after, flow=spec.flow)
         except SyntaxError as err:  # the previous definition stays; lines count within the body
             err._nborch_cell = True  # type: ignore[attr-defined]  # shown short by the extension
             raise err.with_traceback(None) from None
@@ -126,14 +108,14 @@ class OrchMagics(Magics):
         deps = self.workflow.dependencies(name)
         described = ", ".join(f"{k}={v}" for k, v in options.items())
         line_out = f"task {name}" + (f" <- {', '.join(deps)}" if deps else "")
-        if args.flow != "default":
-            line_out += f" [flow {args.flow}]"
+        if spec.flow != "default":
+            line_out += f" [flow {spec.flow}]"
         line_out += f" ({described})" if described else ""
         if stale:
             line_out += f"; stale until re-run: {', '.join(stale)}"
         print(line_out)
-        if args.run:
-            self.run_targets([name], flow=args.flow)
+        if spec.run:
+            self.run_targets([name], flow=spec.flow)
 
     # -- %orch --------------------------------------------------------------------------------
 
@@ -230,10 +212,18 @@ class OrchMagics(Magics):
     def run_targets(self, targets: list[str], flow: str | None = None, **options: Any) -> Run:
         dag = self.dag(targets, flow)
         options = {k: v for k, v in options.items() if v is not None}
+        run_id = options.setdefault("run_id", uuid.uuid4().hex[:12])
         try:
             record = run_node(dag, **options)
         except DefinitionError as err:
             raise UsageError(f"%orch run: {err}") from err
+        except SystemExit:
+            # A task called sys.exit(): the engine records it FAILED, then re-raises it. It fails
+            # the run like any task error, instead of ending the command (with status 0 for
+            # sys.exit(0)) or reaching the cell without the run's record.
+            record = last_run()  # type: ignore[assignment]
+            if record is None or record.id != run_id:
+                raise
         self.workflow.last_run = record
         cells = self.workflow.cells
         for name, value in record.results.items():  # child tasks are not pushed
@@ -253,7 +243,7 @@ def failure_message(record: Run, cells: dict[str, Any]) -> str:
         return f"run {record.id} was cancelled ({len(cancelled)} tasks cancelled)"
     name = record.first_failure or "?"
     err = record.error
-    lines = [f"task {name!r} failed: {_short_error(err, 300)}"]
+    lines = [f"task {name!r} failed: {error_line(err, 300)}"]
     cell = cells.get(name)
     if cell is not None:
         for frame in reversed(traceback.extract_tb(err.__traceback__)):

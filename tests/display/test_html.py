@@ -148,3 +148,44 @@ def test_header_shows_status_and_counts():
 
 def test_header_before_the_run_starts():
     assert ">starting<" in header_html(RunView(build_graph(pipeline())))
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise KeyError("no str")
+
+
+def test_an_exception_whose_str_raises_is_shown_as_traceback_shows_it():
+    def retried():
+        raise Unprintable()
+
+    @task(retries=1, retry_delay=0)
+    def flaky():
+        retried()
+
+    node = DAG(flaky)
+    graph = build_graph(node)
+    view = RunView(graph)
+    retrying = []
+    run = nborch.run(node, on_event=[view, lambda e: retrying.append(view.tasks["flaky"].error)])
+    assert run.states["flaky"] is TaskState.FAILED
+    assert "Unprintable: <exception str() failed>" in retrying  # while it was retrying
+    assert view.tasks["flaky"].error == "Unprintable: <exception str() failed>"
+    view.finish(run)  # the record has the last word: the same text
+    assert view.tasks["flaky"].error == "Unprintable: <exception str() failed>"
+    assert "Unprintable: &lt;exception str() failed&gt;" in task_table_html(view)
+    assert "1 failed" in header_html(view)
+
+
+def test_a_broken_workflow_whose_error_str_raises_still_shows(monkeypatch):
+    import nborch.display.html as html_module
+
+    class BadGraph(nborch.NborchError):
+        def __str__(self):
+            raise KeyError("no str")
+
+    def broken(node):
+        raise BadGraph()
+
+    monkeypatch.setattr(html_module, "build_graph", broken)
+    assert node_html(pipeline()) == "<pre class='nborch-error'>BadGraph: &lt;exception str() failed&gt;</pre>"

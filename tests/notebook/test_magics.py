@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("IPython")
@@ -112,6 +114,53 @@ def test_bad_options_give_a_usage_error_and_define_nothing(ip, line, message):
     assert ip.magics_manager.registry["OrchMagics"].workflow.cells == {}
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("for", (r"^%%task: 'for' is a Python keyword, so it cannot name a task \(its value becomes a variable "
+                 r"of that name\)\. Choose another name, such as 'for_'\.$")),
+        ("None", r"^%%task: 'None' is a Python keyword"),
+        ("len", (r"^%%task: 'len' is a built-in name: a task named 'len' would shadow the built-in in the "
+                 r"notebook's namespace once it runs, and every cell that uses len would depend on this task\. "
+                 r"Choose another name, such as 'len_'\.$")),
+        ("print", r"^%%task: 'print' is a built-in name"),
+        ("display", r"^%%task: 'display' is a built-in name"),
+        ("_", r"^%%task: '_' cannot name a task: IPython reassigns it after every cell"),
+        ("_2", r"^%%task: '_2' cannot name a task: IPython reassigns it after every cell"),
+        ("Out", r"^%%task: 'Out' cannot name a task: it is IPython's output history"),
+        ("_orch_run", r"^%%task: '_orch_run' cannot name a task: %orch run puts its run record there"),
+    ],
+    ids=["keyword", "None", "builtin", "print", "ipython-display", "underscore", "output-cache", "Out",
+         "orch-run"],
+)
+def test_keywords_builtins_and_ipython_names_are_refused(ip, name, message):
+    cell(ip, "%%task extract\n[1, 2]")
+    result = cell(ip, f"%%task {name}\n[3]")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert re.search(message, str(result.error_in_exec)), str(result.error_in_exec)
+    workflow = ip.magics_manager.registry["OrchMagics"].workflow
+    assert list(workflow.cells) == ["extract"]  # nothing defined
+    cell(ip, "%%task total\nlen(extract)")
+    assert workflow.dependencies("total") == ["extract"]
+    assert cell(ip, "%orch run --no-display").error_in_exec is None
+    assert ip.user_ns["total"] == 2 and ip.user_ns.get(name) != [3]  # the refused cell never ran
+
+
+def test_the_magic_and_the_command_line_share_one_option_list():
+    from nborch.notebook.header import TASK_ARGUMENTS, parse_task_line
+    from nborch.notebook.magics import OrchMagics
+
+    magic = {a.dest for a in OrchMagics.task.parser._actions}
+    assert magic == {flags[0].lstrip("-").replace("-", "_") for flags, _ in TASK_ARGUMENTS}
+    for flags, _ in TASK_ARGUMENTS[1:]:
+        assert flags[0] in OrchMagics.task.__doc__  # %%task? lists it
+    spec = parse_task_line("load --after a b --retries 2 --retry-delay 0.5 --timeout 3 --trigger all_done "
+                           "--limit 2 --cache --flow nightly --run")
+    assert spec.options == {"retries": 2, "retry_delay": 0.5, "timeout": 3.0, "trigger_rule": "all_done",
+                            "limit": 2, "cache": True}
+    assert (spec.name, spec.after, spec.flow, spec.run) == ("load", ("a", "b"), "nightly", True)
+
+
 def test_syntax_error_keeps_the_previous_definition(ip):
     cell(ip, "%%task extract\n1")
     result = cell(ip, "%%task extract\nx = 1\ny = (")
@@ -135,6 +184,34 @@ def test_a_failed_run_fails_the_cell_with_a_short_block_after_pushing_successes(
     assert "cell 'bad', line 2: boom = extract[10]" in out
     assert "not run (upstream failed): load" in out
     assert "nborch/engine.py" not in out  # no engine frames
+
+
+def test_a_task_calling_sys_exit_fails_the_run_like_any_task_error(ip, capsys):
+    cell(ip, "%%task extract\n[1, 2]")
+    cell(ip, "%%task quits\nimport sys\nsys.exit(3)")
+    cell(ip, "%%task load\nquits")
+    capsys.readouterr()
+    result = cell(ip, "%orch run --no-display")
+    assert isinstance(result.error_in_exec, CellTaskFailed)
+    assert isinstance(result.error_in_exec.error, SystemExit)
+    assert ip.user_ns["extract"] == [1, 2]  # the successes were pushed
+    assert ip.user_ns["_orch_run"].states["quits"].value == "failed"
+    out = capsys.readouterr().out
+    assert "task 'quits' failed: SystemExit: 3" in out and "cell 'quits', line 2: sys.exit(3)" in out
+
+
+def test_an_exception_whose_str_raises_still_gives_the_short_block(ip, capsys):
+    cell(ip, "class Unprintable(Exception):\n    def __str__(self):\n        raise KeyError('no str')")
+    cell(ip, "%%task extract\n[1, 2]")
+    cell(ip, "%%task bad\nraise Unprintable()")
+    capsys.readouterr()
+    result = cell(ip, "%orch run --no-display")
+    assert isinstance(result.error_in_exec, CellTaskFailed)
+    assert str(result.error_in_exec).startswith(
+        "task 'bad' failed: Unprintable: <exception str() failed>\n  cell 'bad', line 1: raise Unprintable()"
+    )
+    assert ip.user_ns["extract"] == [1, 2]
+    assert "task 'bad' failed: Unprintable: <exception str() failed>" in capsys.readouterr().out
 
 
 def test_one_failed_alert_cell(ip):
