@@ -9,7 +9,7 @@ from typing import Any
 from .errors import safe_str
 from .state import TaskState
 
-__all__ = ["ErrorRecord", "Run"]
+__all__ = ["ErrorRecord", "Run", "error_line"]
 
 
 class ErrorRecord(Exception):
@@ -49,7 +49,8 @@ def _fmt_size(n: int | None) -> str:
     return ""  # pragma: no cover
 
 
-def _short_error(err: BaseException | None, width: int = 80) -> str:
+def error_line(err: BaseException | None, width: int = 80) -> str:
+    """An error on one line, cut to ``width``: "ValueError: bad row" (``safe_str``: never raises)."""
     if err is None:
         return ""
     message = safe_str(err)
@@ -223,7 +224,7 @@ class Run:
                     state.value + _label(name, self),
                     str(self.attempts.get(name, 0)),
                     _fmt_seconds(self.durations.get(name)),
-                    _short_error(self.errors.get(name)) or _fmt_size(self.sizes.get(name)),
+                    error_line(self.errors.get(name)) or _fmt_size(self.sizes.get(name)),
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -255,7 +256,7 @@ class Run:
                 f"{esc(_label(name, self))}</td>"
                 f"<td>{self.attempts.get(name, 0)}</td>"
                 f"<td>{esc(_fmt_seconds(self.durations.get(name)))}</td>"
-                f"<td style='text-align:left'>{esc(_short_error(self.errors.get(name), 200))}</td>"
+                f"<td style='text-align:left'>{esc(error_line(self.errors.get(name), 200))}</td>"
                 "</tr>"
             )
         return (

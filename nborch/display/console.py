@@ -6,8 +6,17 @@ from typing import Any
 
 from ..eventbus import TaskEvent
 from ..graph import Graph
-from ..record import Run, _fmt_seconds, _short_error
+from ..record import Run, _fmt_seconds, error_line
 from ..state import TaskState
+from .dot import printable
+
+
+def _text(text: str) -> str:
+    """A task name or message as rich markup shows it literally: ``[x]`` is not a style, and
+    control characters (ESC...) are written as escapes instead of reaching the terminal."""
+    from rich.markup import escape
+
+    return escape(printable(text))
 
 __all__ = ["ConsoleProgress"]
 
@@ -58,8 +67,8 @@ class ConsoleProgress:
             self.running[event.task] = None
         elif state is TaskState.RETRYING:
             self.progress.console.print(
-                f"[yellow]↻ {event.task}[/] attempt {event.attempt} failed "
-                f"({_short_error(event.error)}); retrying in {event.delay or 0:.2f}s",
+                f"[yellow]↻ {_text(event.task)}[/] attempt {event.attempt} failed "
+                f"({_text(error_line(event.error))}); retrying in {event.delay or 0:.2f}s",
                 markup=True, highlight=False,
             )
         elif state.is_final:
@@ -67,10 +76,11 @@ class ConsoleProgress:
             self.progress.advance(self.bar)
             if state is TaskState.FAILED:
                 self.progress.console.print(
-                    f"[bold red]✗ {event.task}[/] {_short_error(event.error)}", markup=True, highlight=False
+                    f"[bold red]✗ {_text(event.task)}[/] {_text(error_line(event.error))}", markup=True,
+                    highlight=False,
                 )
         names = list(self.running)
-        label = ", ".join(names[:4]) + (f" +{len(names) - 4}" if len(names) > 4 else "")
+        label = ", ".join(map(_text, names[:4])) + (f" +{len(names) - 4}" if len(names) > 4 else "")
         self.progress.update(self.bar, description=f"running {label}" if names else "")
 
     def close(self, run: Run) -> None:
@@ -90,11 +100,11 @@ class ConsoleProgress:
             hidden = 0
         for name, state in shown:
             table.add_row(
-                name,
+                _text(name),
                 f"[{_STYLE.get(state, 'white')}]{state.value}[/]",
                 str(run.attempts.get(name, 0)),
                 _fmt_seconds(run.durations.get(name)),
-                _short_error(run.errors.get(name)),
+                _text(error_line(run.errors.get(name))),
             )
         if hidden:
             table.add_row(f"… {hidden} more", "", "", "", "")

@@ -10,24 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import safe_str
 from ..eventbus import CircuitEvent, RunEvent, TaskEvent, TaskOutput, TaskProgress
 from ..graph import Graph
-from ..record import Run, _fmt_seconds
+from ..record import Run, _fmt_seconds, error_line
 from ..state import TaskState
 
-__all__ = ["RunView", "TaskStatus", "error_line"]
+__all__ = ["RunView", "TaskStatus"]
 
 PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
-
-
-def error_line(err: BaseException | None, width: int = 80) -> str:
-    """An error on one line, cut to ``width``: "ValueError: bad row" (``safe_str``: never raises)."""
-    if err is None:
-        return ""
-    message = safe_str(err)
-    text = " ".join(f"{type(err).__name__}: {message}".split()) if message else type(err).__name__
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @dataclass(slots=True)

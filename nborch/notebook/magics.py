@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 
-from ..display.state import error_line
+from ..record import error_line
 from ..errors import DefinitionError, NborchError
 from ..record import Run, _fmt_seconds
 from ..runner import last_run
