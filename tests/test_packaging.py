@@ -138,6 +138,15 @@ def test_the_metadata_declares_the_licence_the_pythons_and_where_to_find_the_pro
     assert meta["Author"]
 
 
+def test_a_plain_install_brings_the_notebook_packages_but_not_nest_asyncio_or_dask(dist):
+    requires = wheel_metadata(dist["wheel"]).get_all("Requires-Dist")
+    default = {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].lower() for r in requires if "extra ==" not in r}
+    assert {"ipython", "ipywidgets", "graphviz", "cloudpickle"} <= default
+    assert not default & {"nest-asyncio", "nest_asyncio", "dask", "distributed"}
+    notebook = {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].lower() for r in requires if 'extra == "notebook"' in r}
+    assert notebook == {"ipython", "ipywidgets", "graphviz"}  # older instructions keep working
+
+
 def test_the_sdist_ships_what_its_tests_need(dist):
     files = sdist_files(dist["sdist"])
     for needed in ("LICENSE", "README.md", "pyproject.toml", "constraints.txt", "conftest.py",
