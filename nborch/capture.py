@@ -21,9 +21,26 @@ __all__ = ["install", "uninstall"]
 
 
 class _Router(io.TextIOBase):
+    """Stands in for ``sys.stdout`` / ``sys.stderr`` while runs are active.
+
+    It does not own the stream it wraps: ``close()`` leaves that stream alone and ``closed``
+    is the stream's own state. This matters when the router is collected: io's finalizer
+    calls ``close()``, which by default flushes, and a router kept alive past the end of the
+    runs (by a ``logging.StreamHandler(sys.stdout)`` made in a task, say) is often collected
+    after its stream was closed (pytest's and IPython's capture files), which raised
+    "I/O operation on closed file" from the finalizer.
+    """
+
     def __init__(self, original: TextIO, stream: str) -> None:
         self.original = original
         self.stream = stream
+
+    def close(self) -> None:
+        """Nothing to do: the wrapped stream belongs to whoever installed it."""
+
+    @property
+    def closed(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self.original, "closed", False))
 
     def write(self, text: str) -> int:
         frame = current_frame()

@@ -109,7 +109,9 @@ def test_three_runs_under_a_second_apart_with_an_overlapping_run_skipped(home):
 
     h = schedule(work, every=0.05, times=3)
     assert h.mode == "thread" and h.running
-    until(lambda: len(h.skipped) >= 1, "a tick skipped while the first run is still going")
+    # the first run's body may start after the first skipped tick (a run takes a while to get
+    # going on a loaded machine): wait for both
+    until(lambda: calls and h.skipped, "the first run's body and a tick skipped while it goes")
     assert len(calls) == 1 and h.runs == []  # skipped, not piled up
     release.set()
     assert h.wait(BOUND) is True
@@ -378,7 +380,10 @@ def test_cron_follows_the_expression_on_a_manual_clock():
 
         h = schedule(report, cron="*/5 * * * *", times=3, clock=clock, store=False)
         await until_async(lambda: clock.sleeps, "the first sleep")
-        assert len(n) == 1  # the first run started at once, not at 12:05
+        # the first run starts at once, not at 12:05 (its body may take a moment to get going;
+        # the clock stands still until the test advances it)
+        await until_async(lambda: n, "the first run's body")
+        assert clock.time == start and len(n) == 1
         assert clock.sleeps == [210.0]  # to 12:05:00
         assert h.next_due == start + 210
         clock.advance(210)  # 12:05: the first run is still going -> skipped
@@ -402,22 +407,38 @@ def test_cron_follows_the_expression_on_a_manual_clock():
 
 
 def test_ticks_missed_while_the_loop_was_blocked_each_start_a_run_or_are_skipped():
-    """Woken late past several ticks: the first starts a run, the others are skipped."""
+    """Woken late past several ticks: the first starts a run, the others are skipped.
+
+    The second run is held until the test has seen the skips, then the test waits for it to
+    finish before the next tick: a run still going at +40 (a slow machine) would skip that
+    tick too, and the third run would wait for a +50 the test never reaches.
+    """
     clock = ManualClock(1_000_000.0)
+    release = threading.Event()
+    calls = []
+
+    def body():
+        calls.append(len(calls) + 1)
+        if len(calls) == 2:
+            release.wait(BOUND)
 
     async def cell():
-        h = schedule(lambda: None, every=10, times=3, clock=clock, store=False)
+        h = schedule(body, every=10, times=3, clock=clock, store=False)
         await until_async(lambda: clock.sleeps, "the first sleep")
         await until_async(lambda: len(h.runs) == 1, "the first run")
         clock.advance(35)  # ticks at +10, +20 and +30 are all due now
         await until_async(lambda: len(clock.sleeps) == 2, "the next sleep")
         assert clock.sleeps[1] == 5.0  # to +40, on the grid
+        assert h.skipped == [1_000_020.0, 1_000_030.0]
+        release.set()
+        await until_async(lambda: len(h.runs) == 2, "the second run")
         clock.advance(5)
         assert await asyncio.wait_for(h.wait_async(), BOUND)
         return h
 
     h = asyncio.run(cell())
     assert len(h.runs) == 3
+    assert calls == [1, 2, 3]
     assert h.skipped == [1_000_020.0, 1_000_030.0]
 
 
