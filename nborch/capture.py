@@ -39,7 +39,7 @@ class _Router(io.TextIOBase):
         """Nothing to do: the wrapped stream belongs to whoever installed it."""
 
     @property
-    def closed(self) -> bool:  # type: ignore[override]
+    def closed(self) -> bool:
         return bool(getattr(self.original, "closed", False))
 
     def write(self, text: str) -> int:
@@ -98,8 +98,8 @@ def install() -> None:
         if _active > 1:
             return
         _saved["stdout"], _saved["stderr"] = sys.stdout, sys.stderr
-        sys.stdout = _Router(sys.stdout, "stdout")  # type: ignore[assignment]
-        sys.stderr = _Router(sys.stderr, "stderr")  # type: ignore[assignment]
+        sys.stdout = _Router(sys.stdout, "stdout")
+        sys.stderr = _Router(sys.stderr, "stderr")
         task_logger = logging.getLogger("nborch.task")
         task_logger.addHandler(_handler)
         if task_logger.level == logging.NOTSET:

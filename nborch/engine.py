@@ -383,8 +383,8 @@ class Engine(Offload):
     def launch(self, inv: Inv) -> None:
         inv.state = RUNNING
         if not inv.simple:
-            job = inv.job = self.loop.create_task(self.attempts.run_task(inv))  # type: ignore[union-attr]
-            job.add_done_callback(functools.partial(self.ended, inv))
+            slow = inv.job = self.loop.create_task(self.attempts.run_task(inv))  # type: ignore[union-attr]
+            slow.add_done_callback(functools.partial(self.ended, inv))
             return
         # The fast path: the task's own coroutine (or thread future) is the job, and one done
         # callback settles it, as a hand-written scheduler would do.

@@ -11,6 +11,7 @@ import math
 import random
 import threading
 from dataclasses import dataclass, field
+from typing import cast
 
 from .clock import Clock, SystemClock
 from .errors import CircuitOpenError, DefinitionError
@@ -33,7 +34,7 @@ def _exception_types(retry_on: object) -> tuple[type[BaseException], ...]:
                 f"RetryPolicy(retry_on=...) expects exception classes, got {t!r}. "
                 "Write retry_on=(ConnectionError, TimeoutError)."
             )
-    return types  # type: ignore[return-value]
+    return cast("tuple[type[BaseException], ...]", types)
 
 
 @dataclass(frozen=True, slots=True)

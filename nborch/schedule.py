@@ -322,7 +322,7 @@ class Schedule:
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()  # type: ignore[assignment]
+        self._task = asyncio.current_task()
         try:
             if self._cancel_requested:  # cancelled before the thread got here
                 return

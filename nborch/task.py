@@ -222,7 +222,7 @@ class Node:
             raise DefinitionError(f"{self!r} cannot run after itself")
         if not self._after:
             self._after = []  # nodes share () until they get an upstream: less to allocate
-        self._after.append(upstream)  # type: ignore[union-attr]  # repeats are harmless
+        self._after.append(upstream)  # repeats are harmless
 
     def set_downstream(self, *others: Any) -> None:
         """Make each of ``others`` run after this node."""
@@ -487,7 +487,7 @@ class TaskFunction(Generic[P, R_co]):
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
             return self
-        return TaskFunction(self.fn.__get__(obj, objtype), self.options)  # type: ignore[attr-defined]
+        return TaskFunction(self.fn.__get__(obj, objtype), self.options)
 
 
 class _Decorator(Protocol):

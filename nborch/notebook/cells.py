@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .header import check_task_name
-from .scopes import MODULE, Scope, annotations_of, bind_scopes
+from .scopes import Scope, annotations_of, bind_scopes
 
 __all__ = ["CellTask", "compile_cell", "eager_reads", "infer_reads"]
 
@@ -49,14 +49,14 @@ class _Reads(ast.NodeVisitor):
 
     def load(self, name: str) -> None:
         where = self.scope.resolve(name)
-        if where is not MODULE and (where.kind != "class" or name in self.class_bound.get(where, ())):
+        if where is not None and (where.kind != "class" or name in self.class_bound.get(where, ())):
             return  # local, free, or a class-level name already bound
         if name not in self.assigned:
             self.reads.setdefault(name, None)
 
     def store(self, name: str, scope: Scope | None = None) -> None:
         where = (scope or self.scope).resolve(name)
-        if where is MODULE:  # the cell's level, also through ``global`` in a function
+        if where is None:  # MODULE: the cell's level, also through ``global`` in a function
             self.assigned.add(name)
         elif where.kind == "class":
             self.class_bound.setdefault(where, set()).add(name)
@@ -128,10 +128,10 @@ class _Reads(ast.NodeVisitor):
     def mark_async(self) -> None:
         """Top-level ``await`` (also in a list, set or dict comprehension at the top level,
         which runs in place) makes the task async; in a function or a generator it does not."""
-        scope = self.scope
-        while scope.kind == "comprehension" and not isinstance(scope.node, ast.GeneratorExp):
-            scope = scope.parent  # type: ignore[assignment]
-        if scope.kind == "module":
+        scope: Scope | None = self.scope
+        while scope is not None and scope.kind == "comprehension" and not isinstance(scope.node, ast.GeneratorExp):
+            scope = scope.parent
+        if scope is not None and scope.kind == "module":
             self.is_async = True
 
     def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
@@ -183,7 +183,7 @@ class _Reads(ast.NodeVisitor):
         self.store(node.name)
         self.body(self.opened[id(node)], node.body)
 
-    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]  # noqa: N815
+    visit_AsyncFunctionDef = visit_FunctionDef  # noqa: N815
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
         self.within(self.scope, [*node.args.defaults, *node.args.kw_defaults])
@@ -220,8 +220,8 @@ class _Reads(ast.NodeVisitor):
     def visit_ListComp(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp) -> None:
         self.comprehension(node, [node.elt])
 
-    visit_SetComp = visit_ListComp  # type: ignore[assignment]  # noqa: N815
-    visit_GeneratorExp = visit_ListComp  # type: ignore[assignment]  # noqa: N815
+    visit_SetComp = visit_ListComp  # noqa: N815
+    visit_GeneratorExp = visit_ListComp  # noqa: N815
 
     def visit_DictComp(self, node: ast.DictComp) -> None:
         self.comprehension(node, [node.key, node.value])
@@ -229,7 +229,7 @@ class _Reads(ast.NodeVisitor):
 
 def parse_cell(source: str, filename: str) -> ast.Module:
     """Parse a cell body (top-level await allowed); SyntaxError line numbers count in the body."""
-    return compile(source, filename, "exec", _FLAGS, dont_inherit=True)  # type: ignore[no-any-return]
+    return compile(source, filename, "exec", _FLAGS, dont_inherit=True)
 
 
 class _EagerReads(_Reads):

@@ -44,8 +44,8 @@ def load_ipython_extension(ipython: Any) -> None:
     try:
         from ..display.widget import widget_factory
     except ImportError:  # ipywidgets missing: runs still work, without the live widget
-        widget_factory = None
-    if widget_factory is not None:
+        pass
+    else:
         state["unregister"] = register_display(widget_factory)
     if not ipython.custom_exceptions:  # never take over another extension's handler
         ipython.set_custom_exc((CellTaskFailed, SyntaxError), _show_failure)

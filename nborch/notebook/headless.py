@@ -147,9 +147,9 @@ def _shell() -> tuple[Any, Any]:
         setattr(shell, name, lambda *args, **kwargs: None)
     # IPython 9 formats each failed cell's traceback for its (disabled) history, with str(error):
     # an exception whose __str__ raises would be replaced by that error. Nothing reads it here.
-    shell._format_exception_for_storage = lambda error, *args, **kwargs: {
+    setattr(shell, "_format_exception_for_storage", lambda error, *args, **kwargs: {  # noqa: B010
         "ename": type(error).__name__, "evalue": safe_str(error), "traceback": [],
-    }
+    })
     # A cell calling sys.exit() fails like any cell; IPython's "To exit: use 'exit'..." is for a REPL.
     warnings.filterwarnings("ignore", message="To exit: use", category=UserWarning, module="IPython")
     nborch.load_ipython_extension(shell)
@@ -342,14 +342,14 @@ def run_notebook(
 
     # Phase 3: the cells that waited for task values.
     for cell, source in deferred:
-        err = _execute(shell, source)
-        if err is None:
+        failure = _execute(shell, source)
+        if failure is None:
             continue
-        if isinstance(err, NameError) and err.name in waits_for and err.name not in shell.user_ns:
+        if isinstance(failure, NameError) and failure.name in waits_for and failure.name not in shell.user_ns:
             # it reads a task this run did not produce (targets or --flow left it out)
-            _warn(f"cell {cell.number} skipped: it reads {err.name!r}, which this run did not produce")
+            _warn(f"cell {cell.number} skipped: it reads {failure.name!r}, which this run did not produce")
             continue
-        raise NotebookFailed(describe_failure(cell, err))
+        raise NotebookFailed(describe_failure(cell, failure))
     return record
 
 

@@ -88,6 +88,12 @@ class OrchMagics(Magics):
         self.parser = _orch_parser()
         self.schedules: list[Any] = []
 
+    @property
+    def namespace(self) -> dict[str, Any]:
+        """The notebook's namespace (the shell's ``user_ns``)."""
+        assert self.shell is not None, "the magics are not registered with a shell"
+        return self.shell.user_ns
+
     # -- %%task -------------------------------------------------------------------------------
 
     @_task_arguments
@@ -171,7 +177,7 @@ class OrchMagics(Magics):
         except DefinitionError as err:
             raise UsageError(f"%orch schedule: {err}") from err
         self.schedules.append(handle)
-        self.shell.user_ns["_orch_schedule"] = handle
+        self.namespace["_orch_schedule"] = handle
         print(f"scheduled {', '.join(args.targets) or 'all tasks'} "
               f"{'every ' + format(args.every, 'g') + 's' if args.every is not None else 'on ' + repr(args.cron)}"
               f"{f' ({args.times} runs)' if args.times else ''}; the handle is _orch_schedule, "
@@ -205,7 +211,7 @@ class OrchMagics(Magics):
         if not self.workflow.cells:
             raise UsageError("%orch: no task cells yet. Define one with %%task NAME at the top of a cell.")
         try:
-            return self.workflow.build(self.shell.user_ns, targets, flow)
+            return self.workflow.build(self.namespace, targets, flow)
         except DefinitionError as err:
             raise UsageError(f"%orch: {err}") from err
 
@@ -228,9 +234,9 @@ class OrchMagics(Magics):
         cells = self.workflow.cells
         for name, value in record.results.items():  # child tasks are not pushed
             if name in cells:
-                self.shell.user_ns[name] = value
+                self.namespace[name] = value
                 self.workflow.stale.discard(name)
-        self.shell.user_ns["_orch_run"] = record
+        self.namespace["_orch_run"] = record
         if not record.ok:
             raise CellTaskFailed(failure_message(record, cells), record, record.error)
         return record
@@ -249,7 +255,8 @@ def failure_message(record: Run, cells: dict[str, Any]) -> str:
         for frame in reversed(traceback.extract_tb(err.__traceback__)):
             if frame.filename == cell.filename:
                 source = cell.source.splitlines()
-                text = source[frame.lineno - 1].strip() if 0 < (frame.lineno or 0) <= len(source) else ""
+                lineno = frame.lineno or 0
+                text = source[lineno - 1].strip() if 0 < lineno <= len(source) else ""
                 lines.append(f"  cell {name!r}, line {frame.lineno}: {text}")
                 break
     others = [n for n, e in record.errors.items() if n != name]
@@ -296,7 +303,7 @@ class TaskList:
 
     def __init__(self, workflow: NotebookWorkflow) -> None:
         last = workflow.last_run
-        self.rows = []
+        self.rows: list[tuple[str, ...]] = []
         for name, cell in workflow.cells.items():
             state = last.states.get(name) if last is not None else None
             duration = last.durations.get(name) if last is not None else None

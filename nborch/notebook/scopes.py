@@ -175,7 +175,7 @@ class _Binder(ast.NodeVisitor):
         self.bind(node.name)
         self.function(node, node.args, node.body, annotation)
 
-    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]  # noqa: N815
+    visit_AsyncFunctionDef = visit_FunctionDef  # noqa: N815
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
         self.within(self.scope, [*node.args.defaults, *node.args.kw_defaults])
@@ -221,8 +221,8 @@ class _Binder(ast.NodeVisitor):
     def visit_ListComp(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp) -> None:
         self.comprehension(node, [node.elt])
 
-    visit_SetComp = visit_ListComp  # type: ignore[assignment]  # noqa: N815
-    visit_GeneratorExp = visit_ListComp  # type: ignore[assignment]  # noqa: N815
+    visit_SetComp = visit_ListComp  # noqa: N815
+    visit_GeneratorExp = visit_ListComp  # noqa: N815
 
     def visit_DictComp(self, node: ast.DictComp) -> None:
         self.comprehension(node, [node.key, node.value])
