@@ -21,22 +21,25 @@ Values are written atomically (temporary file, then rename) before SUCCEEDED is 
 
 from __future__ import annotations
 
+import contextlib
 import dis
 import functools
 import hashlib
 import os
 import pickle
 import site
+import sqlite3
 import sys
 import sysconfig
 import types
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..task import TaskFunction, fn_name
-from .sqlite import SqliteStore
+from .sqlite import _WRITING, SqliteStore, temp_name
 
 __all__ = ["HASH_LIMIT", "Cache", "CallKey", "Unhashable", "call_key", "code_hash", "fingerprint"]
 
@@ -371,12 +374,14 @@ def _reference(module: str, qualname: str) -> bytes:
 
 
 class Cache:
-    """Task results by key, in a ``SqliteStore``'s folder."""
+    """Task results by key, in a ``SqliteStore``'s ``values/`` folder: one file per key."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqliteStore, run_id: str | None = None) -> None:
         self.store = store
-        self.folder = store.home / "values"
+        self.run_id = run_id
+        self.folder = store.values
         self._warned = store.warned  # one warning per task and store, not one per run
+        self.failed = False  # values cannot be written here (warned): this run stops trying
 
     def key(self, fn: Any, args: Any, kwargs: dict[str, Any], upstream_keys: Iterable[str]) -> str | None:
         """The key of one call, or None (with one warning) when it cannot be computed."""
@@ -398,41 +403,56 @@ class Cache:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def load(self, key: str) -> tuple[bool, Any, int]:
-        """(hit, value, size in bytes)."""
+        """(hit, value, size in bytes). A missing or damaged file is a miss."""
         import cloudpickle
 
-        entry = self.store.cache_entry(key)
-        if entry is None:
-            return False, None, 0
-        path, size = entry
         try:
-            with open(self.folder / path, "rb") as f:
+            with open(self.folder / f"{key}.pkl", "rb") as f:
+                size = os.fstat(f.fileno()).st_size
                 return True, cloudpickle.load(f), size
-        except (OSError, EOFError, Exception):  # a missing or damaged file is a miss
+        except Exception:
             return False, None, 0
+
+    def temp_path(self, name: str) -> Path:
+        """Where a write of ``name`` goes first: unique per write, naming this process, so that
+        a later process can tell the file of a killed writer from a write in progress."""
+        return self.folder / temp_name(name)
 
     def save(self, key: str, task: str, value: Any) -> int | None:
-        """Store a value; returns its size, or None (with one warning) if it cannot be pickled."""
+        """Store a value; returns its size, or None if it is not cached. Never raises: a value
+        that cannot be pickled gives one warning per task, a value that cannot be written (a
+        full disk, a read-only folder) one warning per run."""
         import cloudpickle
 
+        if self.failed:
+            return None
         try:
             data = cloudpickle.dumps(value, protocol=5)
         except Exception as err:
-            if task not in self._warned:
-                self._warned.add(task)
-                warnings.warn(
-                    f"nborch: the value of task {task!r} cannot be pickled ({type(err).__name__}: {err}); "
-                    "it is not cached.",
-                    RuntimeWarning,
-                    stacklevel=1,
-                )
+            self._warn(task, f"nborch: the value of task {task!r} cannot be pickled ({type(err).__name__}: "
+                       f"{err}); it is not cached.")
             return None
         name = f"{key}.pkl"
-        tmp = self.folder / f".{name}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.folder / name)
-        self.store.add_cache_entry(key, task, name, len(data))
+        tmp = self.temp_path(name)
+        _WRITING.add(tmp.name)
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.folder / name)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            self.failed = True
+            self.store.trouble(self.run_id, f"cannot store cached values in {self.folder} ({err}); run "
+                               f"{self.run_id!r} goes on without caching.")
+            return None
+        finally:
+            _WRITING.discard(tmp.name)
+        try:
+            self.store.index_value(key, task, name, len(data), self.run_id)
+        except (sqlite3.Error, OSError) as err:  # the value is on disk, and lookups read the file
+            self.store.trouble(self.run_id, f"cannot record run {self.run_id!r} in {self.store.path} ({err}); "
+                               "it goes on unrecorded.")
         return len(data)
