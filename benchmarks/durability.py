@@ -4,7 +4,8 @@
     python benchmarks/durability.py --kills 40     # only the SIGKILL window, 40 kills per mode
     python benchmarks/durability.py --cost         # only the cost table
 
-The window: a subprocess runs 20,000 short tasks (async and sync, ``limit=8``) into a store,
+The window: a subprocess runs 20,000 short tasks (async and sync, ``limit=8``, or ``--limit``;
+0: no limit, so tasks start in bursts of 1,000) into a store,
 and an independent subscriber (after the recorder) appends each SUCCEEDED task with its time
 to a file opened with O_APPEND. The process is SIGKILLed at a random moment; then every
 witnessed task that is not in the store counts as lost, and the window is the age, at the
@@ -40,7 +41,7 @@ KILLED = textwrap.dedent(
     import asyncio, os, sys, time, nborch
     from nborch import Parallel, Task, TaskState
 
-    home, log, mode = sys.argv[1:4]
+    home, log, mode, limit = sys.argv[1:5]
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def witness(e):
@@ -55,17 +56,17 @@ KILLED = textwrap.dedent(
         return i
 
     tasks = [Task(tick if i % 4 else sync_tick, i, name=f"t{i}") for i in range(20_000)]
-    nborch.run(Parallel(*tasks, limit=8), store=home, run_id="killed", durable=mode == "durable",
+    nborch.run(Parallel(*tasks, limit=int(limit) or None), store=home, run_id="killed", durable=mode == "durable",
                on_event=witness)
     """
 )
 
 
-def kill_once(folder: Path, mode: str, delay: float) -> tuple[int, int, float]:
+def kill_once(folder: Path, mode: str, delay: float, limit: int) -> tuple[int, int, float]:
     """(witnessed, lost, window in s) of one kill."""
     home, log, script = folder / "home", folder / "log", folder / "killed.py"
     script.write_text(KILLED)
-    proc = subprocess.Popen([sys.executable, str(script), str(home), str(log), mode])
+    proc = subprocess.Popen([sys.executable, str(script), str(home), str(log), mode, str(limit)])
     while not (log.exists() and log.stat().st_size):
         time.sleep(0.005)
     time.sleep(delay)
@@ -84,13 +85,13 @@ def kill_once(folder: Path, mode: str, delay: float) -> tuple[int, int, float]:
     return len(witnessed), len(lost), max(lost, default=0.0)
 
 
-def window(kills: int) -> None:
+def window(kills: int, limit: int) -> None:
     rng = random.Random(1)
     for mode in ("default", "durable"):
         windows, total, lost_total = [], 0, 0
         for i in range(kills):
             with tempfile.TemporaryDirectory() as d:
-                seen, lost, w = kill_once(Path(d), mode, rng.uniform(0.05, 1.5))
+                seen, lost, w = kill_once(Path(d), mode, rng.uniform(0.05, 1.5), limit)
             total, lost_total = total + seen, lost_total + lost
             windows.append(w)
             print(f"  {mode:<8} kill {i + 1:>3}: {seen:>6} finished, {lost:>4} not in the store, "
@@ -127,10 +128,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=0, help="measure the window only, with this many kills")
     parser.add_argument("--cost", action="store_true", help="measure the cost only")
+    parser.add_argument("--limit", type=int, default=8, help="Parallel(limit=) of the killed run; 0: none")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     if not args.cost:
-        window(args.kills or 20)
+        window(args.kills or 20, args.limit)
     if args.cost or not args.kills:
         cost(args.repeat)
 
