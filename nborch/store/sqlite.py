@@ -3,7 +3,7 @@
 Recording is a subscriber (``Recorder``): the engine only publishes events. By default the
 recorder commits its rows in one transaction every 50 ms from the run's own loop (or at the
 first event after that, when the loop is too busy for its timer), so a finished task is on
-disk within about 60 ms of its SUCCEEDED event (the most a SIGKILL lost in 75 kills,
+disk within 0.1 s of its SUCCEEDED event (a SIGKILL lost at most 75 ms of them in 70 kills,
 benchmarks/durability.py) while a 10,000-task run pays for a handful of transactions. With ``durable=True`` (``DurableRecorder``, subscribed first),
 each row is committed before the event reaches any other subscriber: one transaction per task.
 
@@ -724,7 +724,7 @@ class Recorder:
     for its poll; measured: a 10,000-task run's rows all waited for the end of the run). A
     loop too busy to run the timer on time (bursts of 1,000 tasks) commits at the first
     SUCCEEDED after it was due (measured: the oldest row lost to a SIGKILL went from 283 ms
-    to 55 ms; it costs one float comparison per event). If
+    to 75 ms; it costs one float comparison per event). If
     another process holds the write lock, the batch goes to the store's writer thread, which
     keeps it until the lock frees, instead of blocking the loop. ``close(run)`` writes the
     run's end; the run's end waits at most ``CLOSE_WAIT`` for rows that meet a lock.

@@ -19,8 +19,8 @@ from nborch import DefinitionError, TaskState, task
 from nborch.store import SqliteStore, history, load_run
 
 # A task whose SUCCEEDED event a subscriber saw more than this long before a SIGKILL is in the
-# store (default mode). Measured: at most 59 ms in 75 kills (benchmarks/durability.py); the
-# test allows a loaded machine ten times that.
+# store (default mode). Measured: at most 75 ms in 70 kills (benchmarks/durability.py); the
+# test allows a loaded machine more than six times that.
 WINDOW = 0.5
 
 
