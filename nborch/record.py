@@ -202,9 +202,10 @@ class Run:
 
     @property
     def status(self) -> str:
-        """"succeeded", "failed", "cancelled", or "skipped" for a schedule tick that did not run."""
-        if self.recorded_state == "skipped":
-            return "skipped"
+        """"succeeded", "failed", "cancelled"; for a run loaded from the store also "skipped" (a
+        schedule tick that did not run), "running" (still going) or "crashed" (its process died)."""
+        if self.recorded_state in ("skipped", "running", "crashed"):
+            return self.recorded_state
         if self.cancelled:
             return "cancelled"
         return "succeeded" if self.ok else "failed"

@@ -39,7 +39,7 @@ __all__ = ["cancelled", "last_run", "register_display", "run", "run_async"]
 
 RUN_OPTIONS = (
     "max_concurrency", "state", "on_event", "clock", "display", "run_id", "capture",
-    "store", "force", "resume", "name", "executor",
+    "store", "force", "resume", "name", "executor", "durable",
 )
 
 DisplayFactory = Callable[["RunHandle"], Any]
@@ -99,6 +99,9 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
         from .executors import check_executor
 
         check_executor(options["executor"])
+    if options.get("durable") and options.get("store", True) in (False, None):
+        raise DefinitionError("durable=True commits each task's row as it ends, but store=False records "
+                              "nothing: drop one of the two.")
     on_event = options.get("on_event")
     if on_event is not None:
         subs = on_event if isinstance(on_event, list | tuple) else [on_event]
@@ -152,6 +155,14 @@ async def run_async(node: Any, **options: Any) -> Run:
     handle = RunHandle(options.get("run_id") or uuid.uuid4().hex[:12], graph, options)
     handle.loop, handle.task = asyncio.get_running_loop(), asyncio.current_task()
     bus = EventBus()
+    try:
+        recorder, cache, preset = _open_recorder(handle, graph, node, options)
+    except BaseException:  # a reused run_id, an unknown resume=: nothing has run
+        if gc_was_enabled:
+            gc.enable()
+        raise
+    if recorder is not None:
+        bus.subscribe(recorder)  # first: with durable=True a row is committed before others see it
     on_event = options.get("on_event")
     for s in on_event if isinstance(on_event, list | tuple) else [on_event] if on_event else []:
         bus.subscribe(s)
@@ -169,18 +180,11 @@ async def run_async(node: Any, **options: Any) -> Run:
     )
     engine.dedupe = dedupe
     engine.gc_was_enabled = gc_was_enabled
-    store = _open_store(options.get("store", True))
-    if store is not None:
-        from .store import Recorder
-        from .store.cache import Cache
-
-        recorder = Recorder(store, handle.run_id, name=options.get("name") or getattr(node, "name", None))
-        bus.subscribe(recorder)
+    if recorder is not None:
         displays.append(recorder)  # closed with the others: the run's end is committed
-        engine.cache = Cache(store)
+        engine.cache = cache
         engine.force = bool(options.get("force"))
-        if options.get("resume"):
-            engine.preset = resume_plan(store, graph, options["resume"], engine.cache)
+        engine.preset = preset
     engine.echo = not any(getattr(d, "shows_output", False) for d in displays)
     capturing = options.get("capture", True)
     if capturing:
@@ -211,14 +215,29 @@ async def run_async(node: Any, **options: Any) -> Run:
 
 def _open_store(option: Any) -> Any:
     """``store=True`` (default): the store at $NBORCH_HOME or ./.nborch; False/None: no
-    recording and no cache; a path or a SqliteStore: that one."""
+    recording and no cache; a path or a SqliteStore: that one. A store that cannot be used
+    (damaged, read-only) gives one warning, and None: the run goes on unrecorded."""
     if option is False or option is None:
         return None
-    from .store import SqliteStore, get_store
+    from .store import open_for_run
 
-    if isinstance(option, SqliteStore):
-        return option
-    return get_store(None if option is True else option)
+    return open_for_run(option)
+
+
+def _open_recorder(handle: RunHandle, graph: Graph, node: Node, options: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(recorder, cache, resume presets) of a run about to start, or Nones without a store.
+    Raises before anything runs for a ``run_id`` recorded already or an unknown ``resume=``."""
+    store = _open_store(options.get("store", True))
+    if store is None:
+        return None, None, {}
+    from .store import start_recording
+    from .store.cache import Cache
+
+    cache = Cache(store, handle.run_id)
+    preset = resume_plan(store, graph, options["resume"], cache) if options.get("resume") else {}
+    recorder = start_recording(store, handle.run_id, name=options.get("name") or getattr(node, "name", None),
+                               durable=bool(options.get("durable")), given_id=bool(options.get("run_id")))
+    return recorder, cache, preset
 
 
 def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, Preset]:

@@ -6,17 +6,18 @@ Imported lazily by the runner: ``import nborch`` does not open a database.
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ..errors import NborchError
 from ..record import ErrorRecord, Run
 from ..state import TaskState
-from .sqlite import Recorder, SqliteStore, StoreError, default_home
+from .sqlite import DurableRecorder, Recorder, SqliteStore, StoreError, default_home
 
 __all__ = [
-    "HISTORY_HEAD", "Recorder", "SqliteStore", "StoreError", "default_home", "get_store", "history",
-    "history_rows", "load_run",
+    "HISTORY_HEAD", "DurableRecorder", "Recorder", "SqliteStore", "StoreError", "default_home", "get_store",
+    "history", "history_rows", "load_run", "open_for_run", "start_recording",
 ]
 
 _stores: dict[Path, SqliteStore] = {}
@@ -24,13 +25,40 @@ _lock = threading.Lock()
 
 
 def get_store(home: Any = None) -> SqliteStore:
-    """The store at ``home`` (default: ``$NBORCH_HOME`` or ``./.nborch``), opened once per process."""
+    """The store at ``home`` (default: ``$NBORCH_HOME`` or ``./.nborch``), opened once per process
+    (a store that cannot be written is opened again next time: the folder may have been fixed).
+    Raises ``StoreError`` for a damaged database."""
     path = Path(home).resolve() if home is not None else default_home().resolve()
     with _lock:
         store = _stores.get(path)
         if store is None:
-            store = _stores[path] = SqliteStore(path)
+            store = SqliteStore(path)
+            if store.unwritable is None:
+                _stores[path] = store
         return store
+
+
+def open_for_run(option: Any) -> SqliteStore | None:
+    """The store a run records into (``store=True``, a path or a ``SqliteStore``), or None
+    with a warning when it cannot be used (damaged, read-only): the run goes on without it."""
+    try:
+        store = option if isinstance(option, SqliteStore) else get_store(None if option is True else option)
+    except StoreError as err:
+        warnings.warn(f"nborch: {err} This run is not recorded and not cached.", RuntimeWarning, stacklevel=2)
+        return None
+    if store.unwritable is not None:
+        warnings.warn(f"nborch: the store at {store.home} cannot be written ({store.unwritable}); this run is "
+                      "not recorded and not cached.", RuntimeWarning, stacklevel=2)
+        return None
+    return store
+
+
+def start_recording(store: SqliteStore, run_id: str, *, name: str | None = None, durable: bool = False,
+                    given_id: bool = False) -> Recorder:
+    """The recorder of a run about to start. A ``run_id`` the caller gave (``given_id``) that
+    is recorded already raises ``DefinitionError``."""
+    store.claim(run_id, check=given_id)
+    return (DurableRecorder if durable else Recorder)(store, run_id, name=name)
 
 
 def load_run(run_id: str, store: SqliteStore | None = None, *, values: bool = True) -> Run:
@@ -95,11 +123,11 @@ def history_rows(limit: int | None = 20, store: SqliteStore | None = None) -> li
 
     store = store or get_store()
     store.flush()
-    db = store.connect()
-    count_sql = "SELECT state, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY state ORDER BY MIN(rowid)"
+    runs = store.runs(limit)
+    all_counts = store.state_counts([r["id"] for r in runs])
     rows = []
-    for r in store.runs(limit):
-        counts = db.execute(count_sql, (r["id"],)).fetchall()
+    for r in runs:
+        counts = all_counts.get(r["id"], [])
         started = "-"
         if r["started"]:
             started = datetime.datetime.fromtimestamp(r["started"]).strftime("%Y-%m-%d %H:%M:%S")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -65,9 +66,9 @@ def test_the_run_row_counts_every_task(store):
         return i
 
     run = nborch.run(Parallel(*[one(i) for i in range(7)]), store=store)  # one short batch
-    db = sqlite3.connect(store.path)
-    assert db.execute("SELECT state, tasks FROM runs WHERE id = ?", (run.id,)).fetchone() == ("succeeded", 7)
-    assert db.execute("SELECT COUNT(*) FROM tasks WHERE run_id = ?", (run.id,)).fetchone() == (7,)
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        assert db.execute("SELECT state, tasks FROM runs WHERE id = ?", (run.id,)).fetchone() == ("succeeded", 7)
+        assert db.execute("SELECT COUNT(*) FROM tasks WHERE run_id = ?", (run.id,)).fetchone() == (7,)
 
 
 def test_history_lists_runs_newest_first(store):
@@ -103,14 +104,14 @@ def test_a_finished_task_is_on_disk_while_the_run_is_still_going(store):
     seen_at: list[float] = []
 
     def watch():
-        db = sqlite3.connect(store.path)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            row = db.execute("SELECT state FROM tasks WHERE task = 'quick'").fetchone()
-            if row:
-                seen_at.append(time.monotonic())
-                break
-            time.sleep(0.005)
+        with contextlib.closing(sqlite3.connect(store.path)) as db:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                row = db.execute("SELECT state FROM tasks WHERE task = 'quick'").fetchone()
+                if row:
+                    seen_at.append(time.monotonic())
+                    break
+                time.sleep(0.005)
         release.set()
 
     finished: list[float] = []
@@ -240,9 +241,8 @@ def test_sigkill_mid_run_leaves_a_readable_database_with_finished_tasks_and_valu
         while time.monotonic() < deadline:
             if db_path.exists():
                 try:
-                    db = sqlite3.connect(db_path)
-                    done = db.execute("SELECT COUNT(*) FROM tasks WHERE state = 'succeeded'").fetchone()[0]
-                    db.close()
+                    with contextlib.closing(sqlite3.connect(db_path)) as db:
+                        done = db.execute("SELECT COUNT(*) FROM tasks WHERE state = 'succeeded'").fetchone()[0]
                 except sqlite3.Error:
                     done = 0
                 if done == 5:
@@ -252,6 +252,8 @@ def test_sigkill_mid_run_leaves_a_readable_database_with_finished_tasks_and_valu
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
     store = SqliteStore(home)
     (run_row,) = store.runs()
     loaded = load_run(run_row["id"], store)
@@ -259,7 +261,7 @@ def test_sigkill_mid_run_leaves_a_readable_database_with_finished_tasks_and_valu
         n: TaskState.SUCCEEDED for n in ["part", "part[2]", "part[3]", "part[4]", "part[5]"]
     }
     assert sorted(v["part"] for v in loaded.results.values()) == [0, 1, 2, 3, 4]
-    assert loaded.recorded_state == "running"  # it never finished
+    assert loaded.recorded_state == "crashed"  # it never finished, and its process is gone
 
 
 def test_a_subscriber_that_does_not_want_running_events_still_gets_start_times():
