@@ -410,8 +410,10 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     ctx = contextvars.copy_context()  # the caller's contextvars stay visible in the run
     worker = threading.Thread(target=ctx.run, args=(target,), name="nborch-loop", daemon=True)
     with _interruptible():
-        worker.start()
         try:
+            # inside the try: the run may be far along (and an interrupt arrive) before start()
+            # returns, since the new thread need not hand the GIL back at once
+            worker.start()
             while not finished.wait(0.1):  # short waits keep KeyboardInterrupt prompt everywhere
                 pass
         except BaseException:  # KeyboardInterrupt (kernel Stop, Ctrl-C): cancel, wait, re-raise
@@ -424,7 +426,14 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
 
 
 def _cancel_and_wait(box: dict[str, Any], started: threading.Event, finished: threading.Event) -> None:
-    started.wait()
+    for _ in range(50):  # at most 5 s: an interrupt inside Thread.start() may have kept it from starting
+        try:
+            if started.wait(0.1):
+                break
+        except KeyboardInterrupt:  # another interrupt while it starts: keep waiting
+            continue
+    else:
+        return
     loop, job = box.get("loop"), box.get("task")
     if loop is not None and job is not None:
         try:
