@@ -35,6 +35,7 @@ INJECTED = frozenset({"context", "state"})
 @dataclass(frozen=True, slots=True)
 class FnInfo:
     is_async: bool
+    generator: str  # "generator", "async generator" or "" (not one)
     signature: inspect.Signature | None
     params: tuple[str, ...]  # named parameters, in order
     required: tuple[str, ...]  # required, not counting *args/**kwargs
@@ -55,17 +56,21 @@ def fn_info(fn: Callable[..., Any]) -> FnInfo:
     is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
     )
+    generator = (
+        "async generator" if inspect.isasyncgenfunction(fn) else "generator" if inspect.isgeneratorfunction(fn) else ""
+    )
     try:
         sig: inspect.Signature | None = inspect.signature(fn)
     except (TypeError, ValueError):
         sig = None
     if sig is None:
-        info = FnInfo(is_async, None, (), (), (), True, True)
+        info = FnInfo(is_async, generator, None, (), (), (), True, True)
     else:
         ps = list(sig.parameters.values())
         P = inspect.Parameter
         info = FnInfo(
             is_async=is_async,
+            generator=generator,
             signature=sig,
             params=tuple(p.name for p in ps if p.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)),
             required=tuple(
@@ -428,8 +433,9 @@ def _check_callable(fn: Any, where: str) -> None:
         )
     if not callable(fn):
         raise InvalidTaskError(f"{where} expected a callable, got {fn!r} ({type(fn).__name__})")
-    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-        kind = "an async generator" if inspect.isasyncgenfunction(fn) else "a generator"
+    generator = fn_info(fn).generator
+    if generator:
+        kind = f"an {generator}" if generator.startswith("a") else f"a {generator}"
         name = fn_name(fn)
         raise InvalidTaskError(
             f"{where}: {name}() is {kind} function, so calling it would not run its body. "
