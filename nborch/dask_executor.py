@@ -90,10 +90,20 @@ class _DaskCall:
     nested task for a tuple; keyword arguments, when there are any, travel as one last dict
     (their names could clash with ``client.submit``'s own: key, workers, pure...)."""
 
-    __slots__ = ("fn", "key", "keywords", "task")
+    __slots__ = ("fn", "key", "keywords", "pickled", "task")
 
     def __init__(self, fn: Callable[..., Any], task: str, keywords: bool, key: str) -> None:
         self.fn, self.task, self.keywords, self.key = fn, task, keywords, key
+        self.pickled: bytes | None = None
+
+    def __reduce__(self) -> Any:
+        # The function travels with nborch's pickling (its code keeps its file names, see
+        # nborch.pickling), once: distributed may pickle a task twice (pickle, then cloudpickle).
+        if self.pickled is None:
+            from .pickling import dumps
+
+            self.pickled = dumps(self.fn)
+        return _unpickle_call, (self.pickled, self.task, self.keywords, self.key)
 
     def __call__(self, *args: Any) -> Any:
         kwargs: dict[str, Any] = {}
@@ -113,6 +123,12 @@ class _DaskCall:
             _remote.reset(token)
             if printed:
                 _send_printed(self.key, self.task, printed)
+
+
+def _unpickle_call(pickled: bytes, task: str, keywords: bool, key: str) -> _DaskCall:
+    from .pickling import loads
+
+    return _DaskCall(loads(pickled), task, keywords, key)
 
 
 # -- the client side ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ asyncio future on that loop when it ends (no thread waits per task):
   with the **forkserver** method (spawn where there is none): forking a process that runs an
   event loop and worker threads can copy a held lock into the child and hang it. Functions,
   arguments, values and errors travel with cloudpickle, so functions defined in a notebook cell
-  work (ipython/ipython#10894). What the function prints is sent back and filed under the task.
+  work (ipython/ipython#10894), their code under its own file names (``nborch.pickling``). What the function prints is sent back and filed under the task.
 * ``DaskExecutor(address=None, client=None, **cluster_options)``: a dask.distributed cluster
   (a ``LocalCluster`` of worker processes when given neither). Dask is imported on first use.
 
@@ -259,24 +259,32 @@ def _call(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
 
 def _run_in_process(payload: bytes) -> tuple[bool, bytes, str, str, str]:
     """Unpickle and run one call in a pool process: (ok, pickled value or error, tb, out, err)."""
-    import cloudpickle
+    from .pickling import dumps, loads
 
-    fn, args, kwargs, task = cloudpickle.loads(payload)
+    fn, args, kwargs, task = loads(payload)
     out, err = io.StringIO(), io.StringIO()
     token = _remote.set((task, f"a process pool (pid {os.getpid()})"))
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             value = _call(fn, args, kwargs)
-        return True, cloudpickle.dumps(value, protocol=5), "", out.getvalue(), err.getvalue()
+        return True, dumps(value), "", out.getvalue(), err.getvalue()
     except BaseException as exc:  # sent back to the engine, which raises it in the run
-        tb = traceback.format_exc()
+        tb = _user_traceback(exc)
         try:
-            blob = cloudpickle.dumps(exc, protocol=5)
+            blob = dumps(exc)
         except Exception:  # an exception that does not pickle: keep its type name and message
-            blob = cloudpickle.dumps(RuntimeError(f"{type(exc).__qualname__}: {exc}"), protocol=5)
+            blob = dumps(RuntimeError(f"{type(exc).__qualname__}: {exc}"))
         return False, blob, tb, out.getvalue(), err.getvalue()
     finally:
         _remote.reset(token)
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback text of ``exc`` from the task's own code on (nborch's frames left out)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code in (_run_in_process.__code__, _call.__code__):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 # -- process pool ---------------------------------------------------------------------------------
@@ -323,9 +331,9 @@ class ProcessExecutor(Executor):
         task: str,
         output: Callable[[str, str, str], Any] | None = None,
     ) -> asyncio.Future[Any]:
-        import cloudpickle
+        from .pickling import dumps
 
-        payload = cloudpickle.dumps((fn, args, kwargs, task), protocol=5)
+        payload = dumps((fn, args, kwargs, task))
         fut = loop.create_future()
         try:
             cf = self.pool().submit(_run_in_process, payload)
@@ -356,14 +364,14 @@ class ProcessExecutor(Executor):
         if failure is not None:  # the pool itself failed (BrokenProcessPool)
             fut.set_exception(failure)
             return
-        import cloudpickle
+        from .pickling import loads
 
         ok, blob, tb, out, err = cf.result()
         if output is not None:  # what the function printed, filed under the task
             for stream, text in (("stdout", out), ("stderr", err)):
                 if text:
                     output(task, stream, text)
-        value = cloudpickle.loads(blob)
+        value = loads(blob)
         if ok:
             fut.set_result(value)
         else:
