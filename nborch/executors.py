@@ -8,7 +8,8 @@ asyncio future on that loop when it ends (no thread waits per task):
   with the **forkserver** method (spawn where there is none): forking a process that runs an
   event loop and worker threads can copy a held lock into the child and hang it. Functions,
   arguments, values and errors travel with cloudpickle, so functions defined in a notebook cell
-  work (ipython/ipython#10894), their code under its own file names (``nborch.pickling``). What the function prints is sent back and filed under the task.
+  work (ipython/ipython#10894), their code under its own file names (``nborch.pickling``).
+  What the function prints is sent back and filed under the task.
 * ``DaskExecutor(address=None, client=None, **cluster_options)``: a dask.distributed cluster
   (a ``LocalCluster`` of worker processes when given neither). Dask is imported on first use.
 
