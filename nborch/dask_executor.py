@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from .errors import DefinitionError, NborchError
-from .executors import Executor, Remote, _call, _remote
+from .executors import Executor, Remote, _call, _remote, resolve
 
 __all__ = ["OUTPUT_TOPIC", "DaskExecutor"]
 
@@ -292,13 +292,16 @@ class DaskExecutor(Executor):
         remote = Remote(self, dfut, task)
 
         def done(dfut: Any) -> None:  # on the client's loop, once the future is settled
-            status = dfut.status
-            if status == "finished":
-                outcome: tuple[str, Any] = ("ok", remote)
-            elif status == "error":
-                outcome = ("error", _remote_error(dfut))
-            else:
-                outcome = ("cancelled", None)
+            try:
+                status = dfut.status
+                if status == "finished":
+                    outcome: tuple[str, Any] = ("ok", remote)
+                elif status == "error":
+                    outcome = ("error", _remote_error(dfut))
+                else:
+                    outcome = ("cancelled", None)
+            except Exception as exc:  # the task must still end, or its run waits forever
+                outcome = ("error", exc)
             self._routes.pop(key, None)
             self._hand_over(loop, _deliver_dask, fut, outcome)
 
@@ -357,8 +360,10 @@ class DaskExecutor(Executor):
         for call, args in batch:
             try:
                 call(*args)
-            except Exception:  # one bad hand-over must not lose the completions behind it
+            except Exception as exc:  # one bad hand-over must not lose the completions behind it
                 log.exception("nborch: a Dask completion could not be delivered")
+                if call is _deliver_dask:  # and its own task still ends
+                    resolve(args[0], False, exc)
 
     def _on_output(self, event: tuple[float, Any]) -> None:
         """A task printed on a worker (a Dask event, on the client's loop): file it in its run."""
@@ -429,12 +434,9 @@ def dask_prefix(fn: Callable[..., Any]) -> str:
 
 
 def _deliver_dask(fut: asyncio.Future[Any], outcome: tuple[str, Any]) -> None:
-    if fut.done():  # cancelled or timed out meanwhile: the late result is discarded
-        return
     kind, value = outcome
-    if kind == "ok":
-        fut.set_result(value)
-    elif kind == "error":
-        fut.set_exception(value)
-    else:
-        fut.cancel()
+    if kind == "cancelled":
+        if not fut.done():
+            fut.cancel()
+    else:  # a late result is discarded; a StopIteration becomes a RuntimeError
+        resolve(fut, kind == "ok", value)

@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import contextvars
 import io
+import logging
 import multiprocessing
 import os
 import threading
@@ -60,10 +61,13 @@ __all__ = [
     "Executor",
     "ProcessExecutor",
     "Remote",
+    "RemoteError",
     "RemoteTraceback",
     "get_executor",
     "remote_task",
 ]
+
+log = logging.getLogger("nborch.executors")
 
 # (task name, where) while a task body runs in a worker process or on a Dask worker
 _remote: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("nborch_remote", default=None)
@@ -79,6 +83,54 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.tb}"""'
+
+
+class RemoteError(NborchError):
+    """Stands in for a task's exception that could not be brought back from its worker process
+    (its class does not pickle, or does not unpickle: an ``__init__`` with several required
+    arguments, common in HTTP libraries). ``type_name`` and ``message`` are the original's; its
+    traceback is the ``__cause__`` (a ``RemoteTraceback``)."""
+
+    def __init__(self, type_name: str, message: str, reason: str = "") -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name, self.message, self.reason = type_name, message, reason
+        if reason:
+            self.add_note(f"nborch: the task's {type_name} could not be unpickled here ({reason})")
+
+    def __reduce__(self) -> Any:
+        return type(self), (self.type_name, self.message, self.reason), {"__notes__": []}
+
+
+def type_name(obj: Any) -> str:
+    """``obj``'s type as a traceback names it (module-qualified, except builtins and __main__)."""
+    cls = type(obj)
+    module = getattr(cls, "__module__", None)
+    qualname = getattr(cls, "__qualname__", cls.__name__)
+    return qualname if module in (None, "builtins", "__main__") else f"{module}.{qualname}"
+
+
+def safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # as traceback does
+        return "<exception str() failed>"
+
+
+def resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """Settle ``fut`` with a task's outcome, whatever it is (nothing happens if it is done already).
+
+    asyncio refuses ``StopIteration`` in a future (the await would end a generator): as in a
+    coroutine (PEP 479), it becomes a ``RuntimeError`` whose ``__cause__`` it is."""
+    if fut.done():  # cancelled or timed out meanwhile: the late result is discarded
+        return
+    if ok:
+        fut.set_result(value)
+        return
+    if isinstance(value, StopIteration) or not isinstance(value, BaseException):
+        error = RuntimeError(f"task raised {type_name(value)}")
+        error.__cause__ = value if isinstance(value, BaseException) else None
+        value = error
+    fut.set_exception(value)
 
 
 def child_call_error(what: Any) -> NborchError:
@@ -258,8 +310,10 @@ def _call(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     return value
 
 
-def _run_in_process(payload: bytes) -> tuple[bool, bytes, str, str, str]:
-    """Unpickle and run one call in a pool process: (ok, pickled value or error, tb, out, err)."""
+def _run_in_process(payload: bytes) -> tuple[bool, bytes | None, str, str, str, tuple[str, str, str]]:
+    """Unpickle and run one call in a pool process: (ok, pickled value or error, traceback, out,
+    err, (type name, message, why the error is not pickled)); the type name and message let the
+    client name an error (or a value) it cannot unpickle."""
     from .pickling import dumps, loads
 
     fn, args, kwargs, task = loads(payload)
@@ -268,14 +322,17 @@ def _run_in_process(payload: bytes) -> tuple[bool, bytes, str, str, str]:
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             value = _call(fn, args, kwargs)
-        return True, dumps(value), "", out.getvalue(), err.getvalue()
+        return True, dumps(value), "", out.getvalue(), err.getvalue(), (type_name(value), "", "")
     except BaseException as exc:  # sent back to the engine, which raises it in the run
         tb = _user_traceback(exc)
+        blob: bytes | None = None
+        reason = ""
         try:
             blob = dumps(exc)
-        except Exception:  # an exception that does not pickle: keep its type name and message
-            blob = dumps(RuntimeError(f"{type(exc).__qualname__}: {exc}"))
-        return False, blob, tb, out.getvalue(), err.getvalue()
+            loads(blob)  # one that pickles but does not unpickle would fail in the client
+        except Exception as why:
+            blob, reason = None, f"{type_name(why)}: {safe_str(why)}"
+        return False, blob, tb, out.getvalue(), err.getvalue(), (type_name(exc), safe_str(exc), reason)
     finally:
         _remote.reset(token)
 
@@ -334,7 +391,13 @@ class ProcessExecutor(Executor):
     ) -> asyncio.Future[Any]:
         from .pickling import dumps
 
-        payload = dumps((fn, args, kwargs, task))
+        try:
+            payload = dumps((fn, args, kwargs, task))
+        except Exception as exc:
+            raise NborchError(
+                f"task {task!r} cannot be sent to a process pool: its function or arguments do not "
+                f"pickle ({type_name(exc)}: {safe_str(exc)}); run it on threads (executor='thread')"
+            ) from exc
         fut = loop.create_future()
         try:
             cf = self.pool().submit(_run_in_process, payload)
@@ -356,29 +419,54 @@ class ProcessExecutor(Executor):
     def _deliver(
         self, fut: asyncio.Future[Any], cf: ConcurrentFuture[Any], task: str, output: Any
     ) -> None:
+        """Settle ``fut`` from the pool's future: whatever goes wrong here fails the task, it never
+        leaves ``fut`` pending (the run would wait for it forever)."""
         if fut.done():  # cancelled or timed out meanwhile: the late result is discarded
             return
         if cf.cancelled():
             fut.cancel()
             return
+        try:
+            ok, value = self._outcome(cf, task, output)
+        except Exception as exc:  # pragma: no cover - a last resort: _outcome handles what we know
+            ok, value = False, exc
+        resolve(fut, ok, value)
+
+    def _outcome(self, cf: ConcurrentFuture[Any], task: str, output: Any) -> tuple[bool, Any]:
         failure = cf.exception()
         if failure is not None:  # the pool itself failed (BrokenProcessPool)
-            fut.set_exception(failure)
-            return
+            return False, failure
         from .pickling import loads
 
-        ok, blob, tb, out, err = cf.result()
+        ok, blob, tb, out, err, (name, message, reason) = cf.result()
         if output is not None:  # what the function printed, filed under the task
             for stream, text in (("stdout", out), ("stderr", err)):
                 if text:
-                    output(task, stream, text)
-        value = loads(blob)
+                    try:
+                        output(task, stream, text)
+                    except Exception:  # the output is lost, not the result
+                        log.exception("nborch: what task %r printed could not be filed", task)
         if ok:
-            fut.set_result(value)
-        else:
-            if value.__cause__ is None:
-                value.__cause__ = RemoteTraceback(tb)
-            fut.set_exception(value)
+            try:
+                return True, loads(blob)
+            except Exception as exc:
+                error = NborchError(
+                    f"task {task!r} returned a value of type {name} that cannot be unpickled here: "
+                    f"{type_name(exc)}: {safe_str(exc)}"
+                )
+                error.__cause__ = exc
+                return False, error
+        value: Any = None
+        if blob is not None:
+            try:
+                value = loads(blob)
+            except Exception as exc:  # unpickled in the worker, not here (a class only it has)
+                reason = f"{type_name(exc)}: {safe_str(exc)}"
+        if not isinstance(value, BaseException):
+            value = RemoteError(name, message, reason)
+        if value.__cause__ is None:
+            value.__cause__ = RemoteTraceback(tb)
+        return False, value
 
     async def fetch(self, remotes: list[Remote]) -> list[Any]:  # pragma: no cover - no Remotes
         return [r.result() for r in remotes]

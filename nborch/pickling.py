@@ -40,7 +40,8 @@ class _Pickler(cloudpickle.Pickler):
         self.files: set[str] = set()
         # The C pickler reads dispatch_table once, in __init__: an instance attribute, so that
         # the reducer can record the files of the code it writes.
-        self.dispatch_table = ChainMap({types.CodeType: self._reduce_code}, cloudpickle.Pickler.dispatch_table)
+        own = {types.CodeType: self._reduce_code}
+        self.dispatch_table = ChainMap(own, cloudpickle.Pickler.dispatch_table)
         super().__init__(file, protocol=PROTOCOL)
 
     def _reduce_code(self, code: types.CodeType) -> Any:

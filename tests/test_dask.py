@@ -432,3 +432,16 @@ def test_an_early_submission_is_cancelled_when_its_upstream_fails(dask, caplog):
     assert wait_for_empty_scheduler(dask) == {}
     gc.collect()
     assert "exception was never retrieved" not in caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_a_dask_task_raising_stop_iteration_fails_with_a_runtime_error_and_the_run_ends(dask):
+    def stop():
+        raise StopIteration("exhausted")
+
+    run = nborch.run(nborch.task(stop)(), executor=dask, store=False)
+
+    err = run.errors["stop"]
+    assert run.states["stop"] is TaskState.FAILED
+    assert isinstance(err, RuntimeError) and str(err) == "task raised StopIteration"
+    assert isinstance(err.__cause__, StopIteration) and str(err.__cause__) == "exhausted"

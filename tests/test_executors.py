@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import traceback
 
 import pytest
 
 import nborch
 from nborch import DAG, DefinitionError, NborchError, ProcessExecutor, TaskState, TaskTimeoutError, task
-from nborch.executors import RemoteTraceback
+from nborch.executors import RemoteError, RemoteTraceback
 
 
 def notebook_function(source: str, name: str):
@@ -178,3 +179,87 @@ def test_cached_values_from_a_process_are_reused(pool, tmp_path):
     assert first.value == second.value == 42
     assert second.cached == {"heavy"}
     assert calls.read_text() == "x"
+
+
+def notebook_functions(source: str) -> dict:
+    """Everything ``source`` defines, as a notebook cell defines it (``__main__``, by value)."""
+    namespace = {"__name__": "__main__"}
+    exec(source, namespace)
+    return namespace
+
+
+HTTP_ERROR = """
+class HTTPError(Exception):  # as in many HTTP libraries: two required arguments
+    def __init__(self, url, status):
+        super().__init__(f"{url} returned {status}")
+        self.url, self.status = url, status
+"""
+
+
+@pytest.mark.timeout(60)
+def test_an_exception_that_cannot_be_unpickled_fails_the_task_naming_its_type_message_and_traceback(pool):
+    ns = notebook_functions(HTTP_ERROR + "def fetch():\n    raise HTTPError('https://example.com/api', 503)")
+
+    run = nborch.run(task(ns["fetch"])(), executor=pool, store=False)
+
+    assert run.states["fetch"] is TaskState.FAILED
+    err = run.errors["fetch"]
+    assert isinstance(err, RemoteError)
+    assert str(err) == "HTTPError: https://example.com/api returned 503"
+    assert (err.type_name, err.message) == ("HTTPError", "https://example.com/api returned 503")
+    text = "".join(traceback.format_exception(err))
+    assert 'File "<string>", line 7, in fetch' in text  # the remote traceback, where it was raised
+    assert "could not be unpickled here (TypeError: HTTPError.__init__() missing 1 required" in text
+
+
+@pytest.mark.timeout(60)
+def test_an_exception_that_cannot_be_pickled_fails_the_task_naming_its_type_and_message(pool):
+    ns = notebook_functions(
+        "import threading\n"
+        "class Locked(Exception):\n    pass\n"
+        "def hold():\n    raise Locked('held', threading.Lock())\n"
+    )
+
+    run = nborch.run(task(ns["hold"])(), executor=pool, store=False)
+
+    err = run.errors["hold"]
+    assert isinstance(err, RemoteError) and err.type_name == "Locked"
+    assert str(err).startswith("Locked: ('held', <unlocked _thread.lock object at ")
+    assert "cannot pickle '_thread.lock' object" in "".join(traceback.format_exception(err))
+
+
+@pytest.mark.timeout(60)
+def test_a_value_that_cannot_be_unpickled_here_fails_the_task_and_the_run_ends(pool):
+    ns = notebook_functions(
+        "import os\n"
+        "def explode(pid):\n"
+        "    if os.getpid() != pid:\n"
+        "        raise RuntimeError('only rebuilt where it was made')\n"
+        "class Unloadable:\n"
+        "    def __reduce__(self):\n"
+        "        return explode, (os.getpid(),)\n"
+        "def make():\n    return Unloadable()\n"
+    )
+
+    run = nborch.run(task(ns["make"])(), executor=pool, store=False)
+
+    assert run.states["make"] is TaskState.FAILED
+    with pytest.raises(NborchError, match=(
+        r"^task 'make' returned a value of type Unloadable that cannot be unpickled here: "
+        r"RuntimeError: only rebuilt where it was made"
+    )):
+        raise run.errors["make"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["thread", "process"])
+def test_a_sync_task_raising_stop_iteration_fails_with_a_runtime_error(where, pool):
+    def stop():
+        raise StopIteration("exhausted")
+
+    run = nborch.run(task(stop)(), executor=pool if where == "process" else "thread", store=False)
+
+    err = run.errors["stop"]
+    assert run.states["stop"] is TaskState.FAILED
+    assert isinstance(err, RuntimeError) and str(err) == "task raised StopIteration"
+    assert isinstance(err.__cause__, StopIteration) and str(err.__cause__) == "exhausted"
