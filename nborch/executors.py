@@ -345,6 +345,21 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
+def _exit_with_parent(watched: Any, inherited: Any) -> None:
+    """A pool worker's initializer: exit as soon as the pool's process is gone (see ``pool()``)."""
+    if inherited is not None:
+        inherited.close()
+
+    def watch() -> None:
+        try:
+            watched.recv_bytes()  # nothing is ever sent: this returns at end of file
+        except (EOFError, OSError):
+            pass
+        os._exit(0)  # what runs here was for a process that no longer waits for it
+
+    threading.Thread(target=watch, name="nborch-exit-with-parent", daemon=True).start()
+
+
 # -- process pool ---------------------------------------------------------------------------------
 
 
@@ -368,17 +383,39 @@ class ProcessExecutor(Executor):
             )
         self.max_workers = max_workers or os.cpu_count() or 1
         self._pool: ProcessPoolExecutor | None = None
+        self._alive: Any = None  # the write end of the pipe whose end tells the workers to exit
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ProcessExecutor(max_workers={self.max_workers}, start_method={self.start_method!r})"
 
     def pool(self) -> ProcessPoolExecutor:
+        """The pool, started on first use.
+
+        Its workers exit when this process does, even when it is killed (SIGKILL) and cannot
+        shut them down: each worker watches the read end of a pipe whose only write end is here,
+        and the end of file that comes when it closes ends the worker. Without that, workers
+        outlive the process forever (blocked on a queue whose write end they hold themselves),
+        and so does the forkserver, which stays alive as long as any process it started."""
         with self._lock:
             if self._pool is None:
                 ctx = multiprocessing.get_context(self.start_method)
-                self._pool = ProcessPoolExecutor(self.max_workers, mp_context=ctx)
+                watched, self._alive = ctx.Pipe(duplex=False)
+                # a forked worker inherits the write end too: it closes it first thing
+                inherited = self._alive if self.start_method == "fork" else None
+                self._pool = ProcessPoolExecutor(
+                    self.max_workers, mp_context=ctx, initializer=_exit_with_parent,
+                    initargs=(watched, inherited),
+                )
             return self._pool
+
+    def _discard(self, wait: bool) -> None:
+        with self._lock:
+            pool, alive, self._pool, self._alive = self._pool, self._alive, None, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
+        if alive is not None:  # any worker still there exits now
+            alive.close()
 
     def submit(
         self,
@@ -402,8 +439,7 @@ class ProcessExecutor(Executor):
         try:
             cf = self.pool().submit(_run_in_process, payload)
         except RuntimeError:  # a broken pool (a worker was killed): start a fresh one once
-            with self._lock:
-                self._pool = None
+            self._discard(wait=False)
             cf = self.pool().submit(_run_in_process, payload)
 
         def done(cf: ConcurrentFuture[Any]) -> None:
@@ -472,11 +508,8 @@ class ProcessExecutor(Executor):
         return [r.result() for r in remotes]
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop the worker processes."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=True)
+        """Stop the worker processes (``wait=False``: at once, calls still running included)."""
+        self._discard(wait)
 
 
 _default_process: list[ProcessExecutor] = []
