@@ -161,6 +161,13 @@ class DaskExecutor(Executor):
                 "DaskExecutor: cluster options only apply to the LocalCluster it starts; "
                 f"got {', '.join(sorted(cluster_options))} with an address or a client"
             )
+        try:  # here, not at the first task: the one line to read is the one that made it
+            import distributed  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                "nborch.DaskExecutor needs Dask (dask.distributed), which is not installed here: "
+                'pip install "nborch[dask]"'
+            ) from exc
         global _client_process
         _client_process = True
         self.address = address
@@ -174,6 +181,7 @@ class DaskExecutor(Executor):
         self._handover: dict[asyncio.AbstractEventLoop, list[tuple[Callable[..., Any], tuple[Any, ...]]]] = {}
         self._handover_lock = threading.Lock()
         self._watching: list[tuple[Any, Callable[[Any], None]]] = []
+        self._watchers: set[asyncio.Future[Any]] = set()  # the coroutines waiting on Dask futures
         # a running task's Dask key -> its run's loop and output callback (for what it prints)
         self._routes: dict[str, tuple[asyncio.AbstractEventLoop, Callable[..., Any]]] = {}
         self._subscribed: Any = None  # the client whose output events come to _on_output
@@ -335,8 +343,10 @@ class DaskExecutor(Executor):
     def _start_watching(self, waiter: Any) -> None:
         with self._handover_lock:
             batch, self._watching = self._watching, []
-        for dfut, done in batch:
-            asyncio.ensure_future(waiter(dfut, done))
+        for dfut, done in batch:  # on the client's loop, which alone touches _watchers
+            watcher = asyncio.ensure_future(waiter(dfut, done))
+            self._watchers.add(watcher)  # the loop holds tasks weakly: held here until they end
+            watcher.add_done_callback(self._watchers.discard)
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop, call: Callable[..., Any], *args: Any) -> None:
         """Have ``call(*args)`` run on the engine's loop (a completion, or output a task printed),

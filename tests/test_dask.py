@@ -445,3 +445,74 @@ def test_a_dask_task_raising_stop_iteration_fails_with_a_runtime_error_and_the_r
     assert run.states["stop"] is TaskState.FAILED
     assert isinstance(err, RuntimeError) and str(err) == "task raised StopIteration"
     assert isinstance(err.__cause__, StopIteration) and str(err.__cause__) == "exhausted"
+
+
+def test_the_watchers_of_running_dask_tasks_are_kept_until_they_finish(dask):
+    """asyncio holds running tasks only weakly (ruff RUF006): each coroutine that waits for a Dask
+    future on the client's loop must be referenced by the executor until it ends."""
+    import threading
+
+    release = threading.Event()
+    marker_seen = threading.Event()  # the looker saw the watchers
+
+    @task
+    def slow():
+        time.sleep(1.0)
+        return "done"
+
+    def watchers_on_client_loop():
+        async def listing():
+            return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "done_callback"]
+
+        loop = dask.client.loop.asyncio_loop
+        return asyncio.run_coroutine_threadsafe(listing(), loop).result(timeout=10)
+
+    seen: list[tuple[int, bool]] = []
+
+    def look():
+        deadline = time.monotonic() + 10
+        while not release.is_set() and time.monotonic() < deadline:
+            found = watchers_on_client_loop()
+            if found:
+                held = getattr(dask, "_watchers", set())
+                seen.append((len(found), all(t in held for t in found)))
+                marker_seen.set()
+                return
+            time.sleep(0.02)
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    run = nborch.run(DAG(slow(), slow()), executor=dask, store=False)
+    release.set()
+    looker.join()
+
+    assert run.ok and marker_seen.is_set()
+    assert seen and seen[0][1], seen  # every watcher is held by the executor while it waits
+    deadline = time.monotonic() + 5
+    while dask._watchers and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not dask._watchers  # and let go once it is done
+
+
+def test_dask_executor_without_dask_installed_says_what_to_install(tmp_path):
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "sys.modules['distributed'] = None\n"
+        "sys.modules['dask'] = None\n"
+        "import nborch\n"
+        "try:\n"
+        "    nborch.DaskExecutor()\n"
+        "except ImportError as err:\n"
+        "    print(type(err).__name__, err, sep=': ')\n"
+        "else:\n"
+        "    print('no error')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        'ImportError: nborch.DaskExecutor needs Dask (dask.distributed), which is not installed here: '
+        'pip install "nborch[dask]"'
+    )
