@@ -13,6 +13,7 @@ import functools
 import io
 import itertools
 import logging
+import signal
 import sys
 import threading
 import uuid
@@ -143,6 +144,8 @@ class DaskExecutor(Executor):
     ``DaskExecutor(client=client)`` uses a client you made (it is not closed here).
     ``gather=False`` leaves every value on the cluster: ``run.results`` then holds ``Remote``
     handles. ``close()`` (or ``with DaskExecutor() as dx:``) shuts down what it started.
+    The LocalCluster's worker processes never receive SIGINT: a kernel interrupt or a Ctrl-C
+    cancels the run, not the workers (see ``_without_sigint``).
 
     Each attempt is a new submission (``pure=False``, a unique key ``<function>-<token>-<n>``), so a retry
     never gets Dask's memoized result of the failed one.
@@ -211,8 +214,17 @@ class DaskExecutor(Executor):
         # would only repeat them on stderr (silence_logs=logging.WARNING brings them back).
         options = {"processes": True, "silence_logs": logging.CRITICAL, "dashboard_address": ":0"}
         options.update(self.cluster_options)
-        self.cluster = LocalCluster(**options)
-        return Client(self.cluster, set_as_default=False)
+
+        def start() -> tuple[Any, Any]:
+            cluster = LocalCluster(**options)
+            try:
+                return cluster, Client(cluster, set_as_default=False)
+            except BaseException:
+                cluster.close()
+                raise
+
+        self.cluster, client = _without_sigint(start)
+        return client
 
     @property
     def dashboard_link(self) -> str | None:
@@ -414,6 +426,51 @@ class DaskExecutor(Executor):
             return fingerprint(remote.value)
         hashed = self.client.submit(fingerprint, remote.future, pure=False)
         return (await self._on_client_loop(self.client.gather([hashed], asynchronous=True)))[0]
+
+
+def _without_sigint(start: Callable[[], tuple[Any, Any]]) -> tuple[Any, Any]:
+    """``start()`` (a LocalCluster and its client), run in a thread of its own that blocks SIGINT.
+
+    A kernel interrupt is a SIGINT to the kernel's whole process group (jupyter_client), and a
+    Ctrl-C in a terminal one to the foreground group: the worker processes of a LocalCluster,
+    children of this process, would get it too, die with KeyboardInterrupt and be restarted
+    by their nannies, losing their tasks and data while the interrupted run cancels them (the
+    next run then hung). A blocked signal stays blocked in the threads a thread starts and
+    across fork and exec: the cluster's threads, and every worker process they spawn, now or
+    when a nanny restarts one, never receive SIGINT. This process still does (in its main
+    thread, where Python handles it), and the cluster stops as usual with ``close()``."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows: no process groups
+        return start()
+    done = threading.Event()
+    box: dict[str, Any] = {}
+    abandoned = threading.Event()
+
+    def target() -> None:
+        # multiprocessing starts its resource tracker with SIGINT blocked, then *unblocks* it
+        # (whatever the mask was before): start it first, so that nothing undoes the mask below
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            box["value"] = start()
+        except BaseException as exc:
+            box["error"] = exc
+        done.set()
+        if abandoned.is_set() and "value" in box:  # interrupted meanwhile: nobody will use it
+            cluster, client = box.pop("value")
+            client.close()
+            cluster.close()
+
+    threading.Thread(target=target, name="nborch-dask-cluster", daemon=True).start()
+    try:
+        done.wait()  # not join(): an interrupted join may report a live thread finished
+    except BaseException:
+        abandoned.set()
+        raise
+    if "error" in box:
+        raise box.pop("error")
+    return box.pop("value")  # type: ignore[no-any-return]
 
 
 @functools.cache
