@@ -54,7 +54,7 @@ from concurrent.futures import ProcessPoolExecutor
 from types import MappingProxyType
 from typing import Any
 
-from .errors import DefinitionError, NborchError
+from .errors import DefinitionError, NborchError, safe_str
 
 __all__ = [
     "DaskExecutor",
@@ -107,13 +107,6 @@ def type_name(obj: Any) -> str:
     module = getattr(cls, "__module__", None)
     qualname = getattr(cls, "__qualname__", cls.__name__)
     return qualname if module in (None, "builtins", "__main__") else f"{module}.{qualname}"
-
-
-def safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # as traceback does
-        return "<exception str() failed>"
 
 
 def resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
