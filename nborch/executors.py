@@ -46,6 +46,7 @@ import io
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterable
@@ -339,7 +340,11 @@ def _user_traceback(exc: BaseException) -> str:
 
 
 def _exit_with_parent(watched: Any, inherited: Any) -> None:
-    """A pool worker's initializer: exit as soon as the pool's process is gone (see ``pool()``)."""
+    """A pool worker's initializer: exit as soon as the pool's process is gone (see ``pool()``),
+    and ignore SIGINT. A kernel interrupt (jupyter_client signals the kernel's whole process
+    group) or a Ctrl-C in a terminal is for the run, which cancels its tasks: it would kill an
+    idle worker (breaking the pool) and fail a busy one's task with KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if inherited is not None:
         inherited.close()
 
