@@ -350,10 +350,10 @@ def _wake_on_sigint(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
     """While a run is awaited on the main thread's loop, a SIGINT also wakes that loop.
 
     ipykernel interrupts an awaited cell from its SIGINT handler with a plain ``call_soon``,
-    which does not wake a loop asleep in ``select()``: while every task of the run is in a
-    thread, a process or on Dask, the cancel waited for the next completion, possibly minutes
-    (and was lost if the run ended then). asyncio.Runner's own handler wakes the loop; this
-    wraps whatever handler is installed to do the same."""
+    which does not wake a loop asleep in ``select()`` (ipython/ipykernel#881): while every task
+    of the run is in a thread, a process or on Dask, the cancel waited for the next completion,
+    possibly minutes (and was lost if the run ended then). asyncio.Runner's own handler wakes
+    the loop; this wraps whatever handler is installed to do the same."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
