@@ -22,8 +22,8 @@ from concurrent.futures import Future as ConcurrentFuture
 from types import TracebackType
 from typing import Any
 
-from .errors import DefinitionError, NborchError
-from .executors import Executor, Remote, _call, _remote, resolve
+from .errors import DefinitionError, NborchError, safe_str
+from .executors import Executor, Remote, _call, _remote, resolve, type_name
 
 __all__ = ["OUTPUT_TOPIC", "DaskExecutor"]
 
@@ -307,7 +307,17 @@ class DaskExecutor(Executor):
                 client.subscribe_topic(OUTPUT_TOPIC, self._on_output)  # keeps the order
                 self._subscribed = client
         extra = (kwargs,) if kwargs else ()
-        dfut = client.submit(_DaskCall(fn, task, bool(extra), key), *args, *extra, key=key, pure=False)
+        try:
+            dfut = client.submit(_DaskCall(fn, task, bool(extra), key), *args, *extra, key=key, pure=False)
+        except Exception as exc:  # serialized at once: say which task, and what did not pickle
+            self._routes.pop(key, None)
+            root: BaseException = exc
+            while root.__cause__ is not None or root.__context__ is not None:
+                root = root.__cause__ or root.__context__  # type: ignore[assignment]
+            raise NborchError(
+                f"task {task!r} cannot be sent to Dask: its function or arguments do not pickle "
+                f"({type_name(root)}: {safe_str(root)}); run it on threads (executor='thread')"
+            ) from exc
         fut = loop.create_future()
         remote = Remote(self, dfut, task)
 

@@ -92,9 +92,12 @@ class Offload:
                 if any(not exe.owns(r) or r.future is None for r in found):
                     continue
                 args, kwargs = replace_remotes(args, lambda r: r.future), replace_remotes(kwargs, lambda r: r.future)
-                d.ahead, self.pending[d.name] = exe.submit_remote(
-                    self.loop, d.spec.task.fn, args, kwargs, d.name, self.remote_output
-                )
+                try:
+                    d.ahead, self.pending[d.name] = exe.submit_remote(
+                        self.loop, d.spec.task.fn, args, kwargs, d.name, self.remote_output
+                    )
+                except Exception:  # not ``inv``'s failure: ``d`` reports it when it starts
+                    continue
                 stack.append(d)
 
     def plain(self, inv: Inv) -> bool:

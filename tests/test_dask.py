@@ -516,3 +516,39 @@ def test_dask_executor_without_dask_installed_says_what_to_install(tmp_path):
         'ImportError: nborch.DaskExecutor needs Dask (dask.distributed), which is not installed here: '
         'pip install "nborch[dask]"'
     )
+
+
+def test_arguments_that_do_not_pickle_fail_the_dask_task_naming_it(dask):
+    import threading
+
+    @task
+    def locked(lock):
+        return lock
+
+    run = nborch.run(locked(threading.Lock()), executor=dask, store=False)
+
+    with pytest.raises(NborchError, match=(
+        r"^task 'locked' cannot be sent to Dask: its function or arguments do not pickle "
+        r"\(TypeError: cannot pickle '_thread.lock' object\); run it on threads \(executor='thread'\)"
+    )):
+        raise run.errors["locked"]
+
+
+def test_a_downstream_that_cannot_be_sent_to_dask_fails_itself_not_its_upstream(dask):
+    import threading
+
+    lock = threading.Lock()
+
+    @task
+    def first():
+        return 1
+
+    @task
+    def second(first):
+        return lock  # a global that does not pickle: the function cannot be sent
+
+    run = nborch.run(DAG(first, second), executor=dask, store=False)
+
+    assert run.states == {"first": TaskState.SUCCEEDED, "second": TaskState.FAILED}
+    assert run.results["first"] == 1
+    assert str(run.errors["second"]).startswith("task 'second' cannot be sent to Dask")
