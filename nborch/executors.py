@@ -98,8 +98,8 @@ class RemoteError(NborchError):
         if reason:
             self.add_note(f"nborch: the task's {type_name} could not be unpickled here ({reason})")
 
-    def __reduce__(self) -> Any:
-        return type(self), (self.type_name, self.message, self.reason), {"__notes__": []}
+    def __reduce__(self) -> Any:  # its own arguments; the state restores the notes as they were
+        return type(self), (self.type_name, self.message, self.reason), dict(self.__dict__)
 
 
 def type_name(obj: Any) -> str:

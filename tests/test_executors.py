@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -215,6 +216,8 @@ def test_an_exception_that_cannot_be_unpickled_fails_the_task_naming_its_type_me
     text = "".join(traceback.format_exception(err))
     assert 'File "<string>", line 7, in fetch' in text  # the remote traceback, where it was raised
     assert "could not be unpickled here (TypeError: HTTPError.__init__() missing 1 required" in text
+    again = pickle.loads(pickle.dumps(err))  # the stand-in itself travels (a cache, another process)
+    assert (str(again), again.type_name, again.__notes__) == (str(err), err.type_name, err.__notes__)
 
 
 @pytest.mark.timeout(60)
