@@ -26,7 +26,7 @@ import types
 from collections import ChainMap
 from typing import Any
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 
 __all__ = ["dumps", "loads"]
 
