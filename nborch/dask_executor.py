@@ -400,7 +400,7 @@ class DaskExecutor(Executor):
     def _on_output(self, event: tuple[float, Any]) -> None:
         """A task printed on a worker (a Dask event, on the client's loop): file it in its run."""
         msg = event[1]
-        route = self._routes.get(msg.get("key")) if isinstance(msg, dict) else None
+        route = self._routes.get(str(msg.get("key"))) if isinstance(msg, dict) else None
         if route is None:  # its run is over, or it is someone else's
             return
         loop, output = route
@@ -480,7 +480,7 @@ def _without_sigint(start: Callable[[], tuple[Any, Any]]) -> tuple[Any, Any]:
         raise
     if "error" in box:
         raise box.pop("error")
-    return box.pop("value")  # type: ignore[no-any-return]
+    return box.pop("value")
 
 
 @functools.cache

@@ -245,7 +245,7 @@ def _replace(value: Any, swap: Callable[[Remote], Any]) -> Any:
     if isinstance(value, Remote):
         return swap(value)
     if isinstance(value, list | tuple | set | frozenset):
-        return type(value)(_replace(v, swap) for v in value)  # type: ignore[call-arg]
+        return type(value)(_replace(v, swap) for v in value)
     if isinstance(value, MappingProxyType):
         return MappingProxyType({k: _replace(v, swap) for k, v in value.items()})
     if isinstance(value, dict):

@@ -32,6 +32,13 @@ class Offload:
     pending: dict[str, Any]
     executor: Any
 
+    if TYPE_CHECKING:  # the Engine's, used here
+        loop: Any
+
+        def arguments(self, inv: Inv, results: Any = None) -> tuple[Any, dict[str, Any]]: ...
+
+        def capture(self, name: str, stream: str, text: str) -> str: ...
+
     def executor_for(self, task: Any) -> Any:
         """Where ``task``'s body runs: None for the loop (async) or the worker threads (sync).
 

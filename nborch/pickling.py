@@ -26,7 +26,7 @@ import types
 from collections import ChainMap
 from typing import Any
 
-import cloudpickle  # type: ignore[import-untyped]
+import cloudpickle
 
 __all__ = ["dumps", "loads"]
 
@@ -40,8 +40,9 @@ class _Pickler(cloudpickle.Pickler):
         self.files: set[str] = set()
         # The C pickler reads dispatch_table once, in __init__: an instance attribute, so that
         # the reducer can record the files of the code it writes.
-        own = {types.CodeType: self._reduce_code}
-        self.dispatch_table = ChainMap(own, cloudpickle.Pickler.dispatch_table)
+        own: dict[Any, Any] = {types.CodeType: self._reduce_code}
+        base: Any = cloudpickle.Pickler.dispatch_table
+        self.dispatch_table: ChainMap[Any, Any] = ChainMap(own, base)
         super().__init__(file, protocol=PROTOCOL)
 
     def _reduce_code(self, code: types.CodeType) -> Any:
