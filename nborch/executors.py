@@ -9,7 +9,10 @@ asyncio future on that loop when it ends (no thread waits per task):
   event loop and worker threads can copy a held lock into the child and hang it. Functions,
   arguments, values and errors travel with cloudpickle, so functions defined in a notebook cell
   work (ipython/ipython#10894), their code under its own file names (``nborch.pickling``).
-  What the function prints is sent back and filed under the task.
+  What the function prints is sent back and filed under the task. An exception that cannot be
+  brought back (its class does not pickle or unpickle) fails the task as ``RemoteError`` with
+  its type name, message and remote traceback. Workers ignore SIGINT (an interrupt is for the
+  run) and exit with the process that started them, even when it is killed.
 * ``DaskExecutor(address=None, client=None, **cluster_options)``: a dask.distributed cluster
   (a ``LocalCluster`` of worker processes when given neither). Dask is imported on first use.
 
