@@ -13,6 +13,7 @@ import functools
 import io
 import itertools
 import logging
+import signal
 import sys
 import threading
 import uuid
@@ -21,8 +22,8 @@ from concurrent.futures import Future as ConcurrentFuture
 from types import TracebackType
 from typing import Any
 
-from .errors import DefinitionError, NborchError
-from .executors import Executor, Remote, _call, _remote
+from .errors import DefinitionError, NborchError, safe_str
+from .executors import Executor, Remote, _call, _remote, resolve, type_name
 
 __all__ = ["OUTPUT_TOPIC", "DaskExecutor"]
 
@@ -90,10 +91,20 @@ class _DaskCall:
     nested task for a tuple; keyword arguments, when there are any, travel as one last dict
     (their names could clash with ``client.submit``'s own: key, workers, pure...)."""
 
-    __slots__ = ("fn", "key", "keywords", "task")
+    __slots__ = ("fn", "key", "keywords", "pickled", "task")
 
     def __init__(self, fn: Callable[..., Any], task: str, keywords: bool, key: str) -> None:
         self.fn, self.task, self.keywords, self.key = fn, task, keywords, key
+        self.pickled: bytes | None = None
+
+    def __reduce__(self) -> Any:
+        # The function travels with nborch's pickling (its code keeps its file names, see
+        # nborch.pickling), once: distributed may pickle a task twice (pickle, then cloudpickle).
+        if self.pickled is None:
+            from .pickling import dumps
+
+            self.pickled = dumps(self.fn)
+        return _unpickle_call, (self.pickled, self.task, self.keywords, self.key)
 
     def __call__(self, *args: Any) -> Any:
         kwargs: dict[str, Any] = {}
@@ -115,6 +126,12 @@ class _DaskCall:
                 _send_printed(self.key, self.task, printed)
 
 
+def _unpickle_call(pickled: bytes, task: str, keywords: bool, key: str) -> _DaskCall:
+    from .pickling import loads
+
+    return _DaskCall(loads(pickled), task, keywords, key)
+
+
 # -- the client side ----------------------------------------------------------------------------
 
 
@@ -127,6 +144,8 @@ class DaskExecutor(Executor):
     ``DaskExecutor(client=client)`` uses a client you made (it is not closed here).
     ``gather=False`` leaves every value on the cluster: ``run.results`` then holds ``Remote``
     handles. ``close()`` (or ``with DaskExecutor() as dx:``) shuts down what it started.
+    The LocalCluster's worker processes never receive SIGINT: a kernel interrupt or a Ctrl-C
+    cancels the run, not the workers (see ``_without_sigint``).
 
     Each attempt is a new submission (``pure=False``, a unique key ``<function>-<token>-<n>``), so a retry
     never gets Dask's memoized result of the failed one.
@@ -145,6 +164,13 @@ class DaskExecutor(Executor):
                 "DaskExecutor: cluster options only apply to the LocalCluster it starts; "
                 f"got {', '.join(sorted(cluster_options))} with an address or a client"
             )
+        try:  # here, not at the first task: the one line to read is the one that made it
+            import distributed  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                "nborch.DaskExecutor needs Dask (dask.distributed), which is not installed here: "
+                'pip install "nborch[dask]"'
+            ) from exc
         global _client_process
         _client_process = True
         self.address = address
@@ -158,6 +184,7 @@ class DaskExecutor(Executor):
         self._handover: dict[asyncio.AbstractEventLoop, list[tuple[Callable[..., Any], tuple[Any, ...]]]] = {}
         self._handover_lock = threading.Lock()
         self._watching: list[tuple[Any, Callable[[Any], None]]] = []
+        self._watchers: set[asyncio.Future[Any]] = set()  # the coroutines waiting on Dask futures
         # a running task's Dask key -> its run's loop and output callback (for what it prints)
         self._routes: dict[str, tuple[asyncio.AbstractEventLoop, Callable[..., Any]]] = {}
         self._subscribed: Any = None  # the client whose output events come to _on_output
@@ -187,8 +214,17 @@ class DaskExecutor(Executor):
         # would only repeat them on stderr (silence_logs=logging.WARNING brings them back).
         options = {"processes": True, "silence_logs": logging.CRITICAL, "dashboard_address": ":0"}
         options.update(self.cluster_options)
-        self.cluster = LocalCluster(**options)
-        return Client(self.cluster, set_as_default=False)
+
+        def start() -> tuple[Any, Any]:
+            cluster = LocalCluster(**options)
+            try:
+                return cluster, Client(cluster, set_as_default=False)
+            except BaseException:
+                cluster.close()
+                raise
+
+        self.cluster, client = _without_sigint(start)
+        return client
 
     @property
     def dashboard_link(self) -> str | None:
@@ -271,18 +307,31 @@ class DaskExecutor(Executor):
                 client.subscribe_topic(OUTPUT_TOPIC, self._on_output)  # keeps the order
                 self._subscribed = client
         extra = (kwargs,) if kwargs else ()
-        dfut = client.submit(_DaskCall(fn, task, bool(extra), key), *args, *extra, key=key, pure=False)
+        try:
+            dfut = client.submit(_DaskCall(fn, task, bool(extra), key), *args, *extra, key=key, pure=False)
+        except Exception as exc:  # serialized at once: say which task, and what did not pickle
+            self._routes.pop(key, None)
+            root: BaseException = exc
+            while root.__cause__ is not None or root.__context__ is not None:
+                root = root.__cause__ or root.__context__  # type: ignore[assignment]
+            raise NborchError(
+                f"task {task!r} cannot be sent to Dask: its function or arguments do not pickle "
+                f"({type_name(root)}: {safe_str(root)}); run it on threads (executor='thread')"
+            ) from exc
         fut = loop.create_future()
         remote = Remote(self, dfut, task)
 
         def done(dfut: Any) -> None:  # on the client's loop, once the future is settled
-            status = dfut.status
-            if status == "finished":
-                outcome: tuple[str, Any] = ("ok", remote)
-            elif status == "error":
-                outcome = ("error", _remote_error(dfut))
-            else:
-                outcome = ("cancelled", None)
+            try:
+                status = dfut.status
+                if status == "finished":
+                    outcome: tuple[str, Any] = ("ok", remote)
+                elif status == "error":
+                    outcome = ("error", _remote_error(dfut))
+                else:
+                    outcome = ("cancelled", None)
+            except Exception as exc:  # the task must still end, or its run waits forever
+                outcome = ("error", exc)
             self._routes.pop(key, None)
             self._hand_over(loop, _deliver_dask, fut, outcome)
 
@@ -316,8 +365,10 @@ class DaskExecutor(Executor):
     def _start_watching(self, waiter: Any) -> None:
         with self._handover_lock:
             batch, self._watching = self._watching, []
-        for dfut, done in batch:
-            asyncio.ensure_future(waiter(dfut, done))
+        for dfut, done in batch:  # on the client's loop, which alone touches _watchers
+            watcher = asyncio.ensure_future(waiter(dfut, done))
+            self._watchers.add(watcher)  # the loop holds tasks weakly: held here until they end
+            watcher.add_done_callback(self._watchers.discard)
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop, call: Callable[..., Any], *args: Any) -> None:
         """Have ``call(*args)`` run on the engine's loop (a completion, or output a task printed),
@@ -341,13 +392,15 @@ class DaskExecutor(Executor):
         for call, args in batch:
             try:
                 call(*args)
-            except Exception:  # one bad hand-over must not lose the completions behind it
+            except Exception as exc:  # one bad hand-over must not lose the completions behind it
                 log.exception("nborch: a Dask completion could not be delivered")
+                if call is _deliver_dask:  # and its own task still ends
+                    resolve(args[0], False, exc)
 
     def _on_output(self, event: tuple[float, Any]) -> None:
         """A task printed on a worker (a Dask event, on the client's loop): file it in its run."""
         msg = event[1]
-        route = self._routes.get(msg.get("key")) if isinstance(msg, dict) else None
+        route = self._routes.get(str(msg.get("key"))) if isinstance(msg, dict) else None
         if route is None:  # its run is over, or it is someone else's
             return
         loop, output = route
@@ -385,6 +438,51 @@ class DaskExecutor(Executor):
         return (await self._on_client_loop(self.client.gather([hashed], asynchronous=True)))[0]
 
 
+def _without_sigint(start: Callable[[], tuple[Any, Any]]) -> tuple[Any, Any]:
+    """``start()`` (a LocalCluster and its client), run in a thread of its own that blocks SIGINT.
+
+    A kernel interrupt is a SIGINT to the kernel's whole process group (jupyter_client), and a
+    Ctrl-C in a terminal one to the foreground group: the worker processes of a LocalCluster,
+    children of this process, would get it too, die with KeyboardInterrupt and be restarted
+    by their nannies, losing their tasks and data while the interrupted run cancels them (the
+    next run then hung). A blocked signal stays blocked in the threads a thread starts and
+    across fork and exec: the cluster's threads, and every worker process they spawn, now or
+    when a nanny restarts one, never receive SIGINT. This process still does (in its main
+    thread, where Python handles it), and the cluster stops as usual with ``close()``."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows: no process groups
+        return start()
+    done = threading.Event()
+    box: dict[str, Any] = {}
+    abandoned = threading.Event()
+
+    def target() -> None:
+        # multiprocessing starts its resource tracker with SIGINT blocked, then *unblocks* it
+        # (whatever the mask was before): start it first, so that nothing undoes the mask below
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            box["value"] = start()
+        except BaseException as exc:
+            box["error"] = exc
+        done.set()
+        if abandoned.is_set() and "value" in box:  # interrupted meanwhile: nobody will use it
+            cluster, client = box.pop("value")
+            client.close()
+            cluster.close()
+
+    threading.Thread(target=target, name="nborch-dask-cluster", daemon=True).start()
+    try:
+        done.wait()  # not join(): an interrupted join may report a live thread finished
+    except BaseException:
+        abandoned.set()
+        raise
+    if "error" in box:
+        raise box.pop("error")
+    return box.pop("value")
+
+
 @functools.cache
 def _dask_done_callback() -> Any:
     """distributed's coroutine that waits for a future on the client's loop and calls back."""
@@ -413,12 +511,9 @@ def dask_prefix(fn: Callable[..., Any]) -> str:
 
 
 def _deliver_dask(fut: asyncio.Future[Any], outcome: tuple[str, Any]) -> None:
-    if fut.done():  # cancelled or timed out meanwhile: the late result is discarded
-        return
     kind, value = outcome
-    if kind == "ok":
-        fut.set_result(value)
-    elif kind == "error":
-        fut.set_exception(value)
-    else:
-        fut.cancel()
+    if kind == "cancelled":
+        if not fut.done():
+            fut.cancel()
+    else:  # a late result is discarded; a StopIteration becomes a RuntimeError
+        resolve(fut, kind == "ok", value)

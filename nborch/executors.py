@@ -8,7 +8,11 @@ asyncio future on that loop when it ends (no thread waits per task):
   with the **forkserver** method (spawn where there is none): forking a process that runs an
   event loop and worker threads can copy a held lock into the child and hang it. Functions,
   arguments, values and errors travel with cloudpickle, so functions defined in a notebook cell
-  work (ipython/ipython#10894). What the function prints is sent back and filed under the task.
+  work (ipython/ipython#10894), their code under its own file names (``nborch.pickling``).
+  What the function prints is sent back and filed under the task. An exception that cannot be
+  brought back (its class does not pickle or unpickle) fails the task as ``RemoteError`` with
+  its type name, message and remote traceback. Workers ignore SIGINT (an interrupt is for the
+  run) and exit with the process that started them, even when it is killed.
 * ``DaskExecutor(address=None, client=None, **cluster_options)``: a dask.distributed cluster
   (a ``LocalCluster`` of worker processes when given neither). Dask is imported on first use.
 
@@ -42,8 +46,10 @@ import asyncio
 import contextlib
 import contextvars
 import io
+import logging
 import multiprocessing
 import os
+import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterable
@@ -52,17 +58,20 @@ from concurrent.futures import ProcessPoolExecutor
 from types import MappingProxyType
 from typing import Any
 
-from .errors import DefinitionError, NborchError
+from .errors import DefinitionError, NborchError, safe_str
 
 __all__ = [
     "DaskExecutor",
     "Executor",
     "ProcessExecutor",
     "Remote",
+    "RemoteError",
     "RemoteTraceback",
     "get_executor",
     "remote_task",
 ]
+
+log = logging.getLogger("nborch.executors")
 
 # (task name, where) while a task body runs in a worker process or on a Dask worker
 _remote: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("nborch_remote", default=None)
@@ -78,6 +87,47 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.tb}"""'
+
+
+class RemoteError(NborchError):
+    """Stands in for a task's exception that could not be brought back from its worker process
+    (its class does not pickle, or does not unpickle: an ``__init__`` with several required
+    arguments, common in HTTP libraries). ``type_name`` and ``message`` are the original's; its
+    traceback is the ``__cause__`` (a ``RemoteTraceback``)."""
+
+    def __init__(self, type_name: str, message: str, reason: str = "") -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name, self.message, self.reason = type_name, message, reason
+        if reason:
+            self.add_note(f"nborch: the task's {type_name} could not be unpickled here ({reason})")
+
+    def __reduce__(self) -> Any:  # its own arguments; the state restores the notes as they were
+        return type(self), (self.type_name, self.message, self.reason), dict(self.__dict__)
+
+
+def type_name(obj: Any) -> str:
+    """``obj``'s type as a traceback names it (module-qualified, except builtins and __main__)."""
+    cls = type(obj)
+    module = getattr(cls, "__module__", None)
+    qualname = getattr(cls, "__qualname__", cls.__name__)
+    return qualname if module in (None, "builtins", "__main__") else f"{module}.{qualname}"
+
+
+def resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """Settle ``fut`` with a task's outcome, whatever it is (nothing happens if it is done already).
+
+    asyncio refuses ``StopIteration`` in a future (the await would end a generator): as in a
+    coroutine (PEP 479), it becomes a ``RuntimeError`` whose ``__cause__`` it is."""
+    if fut.done():  # cancelled or timed out meanwhile: the late result is discarded
+        return
+    if ok:
+        fut.set_result(value)
+        return
+    if isinstance(value, StopIteration) or not isinstance(value, BaseException):
+        error = RuntimeError(f"task raised {type_name(value)}")
+        error.__cause__ = value if isinstance(value, BaseException) else None
+        value = error
+    fut.set_exception(value)
 
 
 def child_call_error(what: Any) -> NborchError:
@@ -198,7 +248,7 @@ def _replace(value: Any, swap: Callable[[Remote], Any]) -> Any:
     if isinstance(value, Remote):
         return swap(value)
     if isinstance(value, list | tuple | set | frozenset):
-        return type(value)(_replace(v, swap) for v in value)  # type: ignore[call-arg]
+        return type(value)(_replace(v, swap) for v in value)
     if isinstance(value, MappingProxyType):
         return MappingProxyType({k: _replace(v, swap) for k, v in value.items()})
     if isinstance(value, dict):
@@ -257,26 +307,58 @@ def _call(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     return value
 
 
-def _run_in_process(payload: bytes) -> tuple[bool, bytes, str, str, str]:
-    """Unpickle and run one call in a pool process: (ok, pickled value or error, tb, out, err)."""
-    import cloudpickle
+def _run_in_process(payload: bytes) -> tuple[bool, bytes | None, str, str, str, tuple[str, str, str]]:
+    """Unpickle and run one call in a pool process: (ok, pickled value or error, traceback, out,
+    err, (type name, message, why the error is not pickled)); the type name and message let the
+    client name an error (or a value) it cannot unpickle."""
+    from .pickling import dumps, loads
 
-    fn, args, kwargs, task = cloudpickle.loads(payload)
+    fn, args, kwargs, task = loads(payload)
     out, err = io.StringIO(), io.StringIO()
     token = _remote.set((task, f"a process pool (pid {os.getpid()})"))
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             value = _call(fn, args, kwargs)
-        return True, cloudpickle.dumps(value, protocol=5), "", out.getvalue(), err.getvalue()
+        return True, dumps(value), "", out.getvalue(), err.getvalue(), (type_name(value), "", "")
     except BaseException as exc:  # sent back to the engine, which raises it in the run
-        tb = traceback.format_exc()
+        tb = _user_traceback(exc)
+        blob: bytes | None = None
+        reason = ""
         try:
-            blob = cloudpickle.dumps(exc, protocol=5)
-        except Exception:  # an exception that does not pickle: keep its type name and message
-            blob = cloudpickle.dumps(RuntimeError(f"{type(exc).__qualname__}: {exc}"), protocol=5)
-        return False, blob, tb, out.getvalue(), err.getvalue()
+            blob = dumps(exc)
+            loads(blob)  # one that pickles but does not unpickle would fail in the client
+        except Exception as why:
+            blob, reason = None, f"{type_name(why)}: {safe_str(why)}"
+        return False, blob, tb, out.getvalue(), err.getvalue(), (type_name(exc), safe_str(exc), reason)
     finally:
         _remote.reset(token)
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback text of ``exc`` from the task's own code on (nborch's frames left out)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code in (_run_in_process.__code__, _call.__code__):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _exit_with_parent(watched: Any, inherited: Any) -> None:
+    """A pool worker's initializer: exit as soon as the pool's process is gone (see ``pool()``),
+    and ignore SIGINT. A kernel interrupt (jupyter_client signals the kernel's whole process
+    group) or a Ctrl-C in a terminal is for the run, which cancels its tasks: it would kill an
+    idle worker (breaking the pool) and fail a busy one's task with KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if inherited is not None:
+        inherited.close()
+
+    def watch() -> None:
+        try:
+            watched.recv_bytes()  # nothing is ever sent: this returns at end of file
+        except (EOFError, OSError):
+            pass
+        os._exit(0)  # what runs here was for a process that no longer waits for it
+
+    threading.Thread(target=watch, name="nborch-exit-with-parent", daemon=True).start()
 
 
 # -- process pool ---------------------------------------------------------------------------------
@@ -302,17 +384,39 @@ class ProcessExecutor(Executor):
             )
         self.max_workers = max_workers or os.cpu_count() or 1
         self._pool: ProcessPoolExecutor | None = None
+        self._alive: Any = None  # the write end of the pipe whose end tells the workers to exit
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ProcessExecutor(max_workers={self.max_workers}, start_method={self.start_method!r})"
 
     def pool(self) -> ProcessPoolExecutor:
+        """The pool, started on first use.
+
+        Its workers exit when this process does, even when it is killed (SIGKILL) and cannot
+        shut them down: each worker watches the read end of a pipe whose only write end is here,
+        and the end of file that comes when it closes ends the worker. Without that, workers
+        outlive the process forever (blocked on a queue whose write end they hold themselves),
+        and so does the forkserver, which stays alive as long as any process it started."""
         with self._lock:
             if self._pool is None:
                 ctx = multiprocessing.get_context(self.start_method)
-                self._pool = ProcessPoolExecutor(self.max_workers, mp_context=ctx)
+                watched, self._alive = ctx.Pipe(duplex=False)
+                # a forked worker inherits the write end too: it closes it first thing
+                inherited = self._alive if self.start_method == "fork" else None
+                self._pool = ProcessPoolExecutor(
+                    self.max_workers, mp_context=ctx, initializer=_exit_with_parent,
+                    initargs=(watched, inherited),
+                )
             return self._pool
+
+    def _discard(self, wait: bool) -> None:
+        with self._lock:
+            pool, alive, self._pool, self._alive = self._pool, self._alive, None, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
+        if alive is not None:  # any worker still there exits now
+            alive.close()
 
     def submit(
         self,
@@ -323,15 +427,20 @@ class ProcessExecutor(Executor):
         task: str,
         output: Callable[[str, str, str], Any] | None = None,
     ) -> asyncio.Future[Any]:
-        import cloudpickle
+        from .pickling import dumps
 
-        payload = cloudpickle.dumps((fn, args, kwargs, task), protocol=5)
+        try:
+            payload = dumps((fn, args, kwargs, task))
+        except Exception as exc:
+            raise NborchError(
+                f"task {task!r} cannot be sent to a process pool: its function or arguments do not "
+                f"pickle ({type_name(exc)}: {safe_str(exc)}); run it on threads (executor='thread')"
+            ) from exc
         fut = loop.create_future()
         try:
             cf = self.pool().submit(_run_in_process, payload)
         except RuntimeError:  # a broken pool (a worker was killed): start a fresh one once
-            with self._lock:
-                self._pool = None
+            self._discard(wait=False)
             cf = self.pool().submit(_run_in_process, payload)
 
         def done(cf: ConcurrentFuture[Any]) -> None:
@@ -347,39 +456,61 @@ class ProcessExecutor(Executor):
     def _deliver(
         self, fut: asyncio.Future[Any], cf: ConcurrentFuture[Any], task: str, output: Any
     ) -> None:
+        """Settle ``fut`` from the pool's future: whatever goes wrong here fails the task, it never
+        leaves ``fut`` pending (the run would wait for it forever)."""
         if fut.done():  # cancelled or timed out meanwhile: the late result is discarded
             return
         if cf.cancelled():
             fut.cancel()
             return
+        try:
+            ok, value = self._outcome(cf, task, output)
+        except Exception as exc:  # pragma: no cover - a last resort: _outcome handles what we know
+            ok, value = False, exc
+        resolve(fut, ok, value)
+
+    def _outcome(self, cf: ConcurrentFuture[Any], task: str, output: Any) -> tuple[bool, Any]:
         failure = cf.exception()
         if failure is not None:  # the pool itself failed (BrokenProcessPool)
-            fut.set_exception(failure)
-            return
-        import cloudpickle
+            return False, failure
+        from .pickling import loads
 
-        ok, blob, tb, out, err = cf.result()
+        ok, blob, tb, out, err, (name, message, reason) = cf.result()
         if output is not None:  # what the function printed, filed under the task
             for stream, text in (("stdout", out), ("stderr", err)):
                 if text:
-                    output(task, stream, text)
-        value = cloudpickle.loads(blob)
+                    try:
+                        output(task, stream, text)
+                    except Exception:  # the output is lost, not the result
+                        log.exception("nborch: what task %r printed could not be filed", task)
         if ok:
-            fut.set_result(value)
-        else:
-            if value.__cause__ is None:
-                value.__cause__ = RemoteTraceback(tb)
-            fut.set_exception(value)
+            try:
+                return True, loads(blob)
+            except Exception as exc:
+                error = NborchError(
+                    f"task {task!r} returned a value of type {name} that cannot be unpickled here: "
+                    f"{type_name(exc)}: {safe_str(exc)}"
+                )
+                error.__cause__ = exc
+                return False, error
+        value: Any = None
+        if blob is not None:
+            try:
+                value = loads(blob)
+            except Exception as exc:  # unpickled in the worker, not here (a class only it has)
+                reason = f"{type_name(exc)}: {safe_str(exc)}"
+        if not isinstance(value, BaseException):
+            value = RemoteError(name, message, reason)
+        if value.__cause__ is None:
+            value.__cause__ = RemoteTraceback(tb)
+        return False, value
 
     async def fetch(self, remotes: list[Remote]) -> list[Any]:  # pragma: no cover - no Remotes
         return [r.result() for r in remotes]
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop the worker processes."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=True)
+        """Stop the worker processes (``wait=False``: at once, calls still running included)."""
+        self._discard(wait)
 
 
 _default_process: list[ProcessExecutor] = []

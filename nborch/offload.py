@@ -32,6 +32,13 @@ class Offload:
     pending: dict[str, Any]
     executor: Any
 
+    if TYPE_CHECKING:  # the Engine's, used here
+        loop: Any
+
+        def arguments(self, inv: Inv, results: Any = None) -> tuple[Any, dict[str, Any]]: ...
+
+        def capture(self, name: str, stream: str, text: str) -> str: ...
+
     def executor_for(self, task: Any) -> Any:
         """Where ``task``'s body runs: None for the loop (async) or the worker threads (sync).
 
@@ -92,9 +99,12 @@ class Offload:
                 if any(not exe.owns(r) or r.future is None for r in found):
                     continue
                 args, kwargs = replace_remotes(args, lambda r: r.future), replace_remotes(kwargs, lambda r: r.future)
-                d.ahead, self.pending[d.name] = exe.submit_remote(
-                    self.loop, d.spec.task.fn, args, kwargs, d.name, self.remote_output
-                )
+                try:
+                    d.ahead, self.pending[d.name] = exe.submit_remote(
+                        self.loop, d.spec.task.fn, args, kwargs, d.name, self.remote_output
+                    )
+                except Exception:  # not ``inv``'s failure: ``d`` reports it when it starts
+                    continue
                 stack.append(d)
 
     def plain(self, inv: Inv) -> bool:

@@ -191,7 +191,8 @@ async def run_async(node: Any, **options: Any) -> Run:
         capture.install()
     started = wall_time()
     try:
-        await engine.execute()
+        with _wake_on_sigint(handle.loop):
+            await engine.execute()
     finally:
         if engine.remotes:  # values left on a cluster come back once, in one batch, for the record
             try:
@@ -342,6 +343,38 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     if getattr(loop, "_nest_patched", False):
         return _run_nested(loop, make())
     return _run_in_thread(make)
+
+
+@contextlib.contextmanager
+def _wake_on_sigint(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """While a run is awaited on the main thread's loop, a SIGINT also wakes that loop.
+
+    ipykernel interrupts an awaited cell from its SIGINT handler with a plain ``call_soon``,
+    which does not wake a loop asleep in ``select()`` (ipython/ipykernel#881): while every task
+    of the run is in a thread, a process or on Dask, the cancel waited for the next completion,
+    possibly minutes (and was lost if the run ended then). asyncio.Runner's own handler wakes
+    the loop; this wraps whatever handler is installed to do the same."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):  # SIG_IGN, SIG_DFL, or not set from Python
+        yield
+        return
+
+    def waking(signum: int, frame: Any) -> None:
+        try:
+            handler(signum, frame)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(lambda: None)
+
+    signal.signal(signal.SIGINT, waking)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is waking:  # not replaced meanwhile
+            signal.signal(signal.SIGINT, handler)
 
 
 def _run_nested(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> Any:

@@ -17,16 +17,13 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .executors import resolve
+
 __all__ = ["Job", "WorkerPool"]
 
 
 def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if fut.done():  # cancelled or timed out meanwhile: the late result is discarded
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
+    resolve(fut, ok, value)  # a late result is discarded; a StopIteration cannot hang the run
 
 
 def _started(fut: asyncio.Future[None]) -> None:

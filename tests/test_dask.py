@@ -432,3 +432,123 @@ def test_an_early_submission_is_cancelled_when_its_upstream_fails(dask, caplog):
     assert wait_for_empty_scheduler(dask) == {}
     gc.collect()
     assert "exception was never retrieved" not in caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_a_dask_task_raising_stop_iteration_fails_with_a_runtime_error_and_the_run_ends(dask):
+    def stop():
+        raise StopIteration("exhausted")
+
+    run = nborch.run(nborch.task(stop)(), executor=dask, store=False)
+
+    err = run.errors["stop"]
+    assert run.states["stop"] is TaskState.FAILED
+    assert isinstance(err, RuntimeError) and str(err) == "task raised StopIteration"
+    assert isinstance(err.__cause__, StopIteration) and str(err.__cause__) == "exhausted"
+
+
+def test_the_watchers_of_running_dask_tasks_are_kept_until_they_finish(dask):
+    """asyncio holds running tasks only weakly (ruff RUF006): each coroutine that waits for a Dask
+    future on the client's loop must be referenced by the executor until it ends."""
+    import threading
+
+    release = threading.Event()
+    marker_seen = threading.Event()  # the looker saw the watchers
+
+    @task
+    def slow():
+        time.sleep(1.0)
+        return "done"
+
+    def watchers_on_client_loop():
+        async def listing():
+            return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "done_callback"]
+
+        loop = dask.client.loop.asyncio_loop
+        return asyncio.run_coroutine_threadsafe(listing(), loop).result(timeout=10)
+
+    seen: list[tuple[int, bool]] = []
+
+    def look():
+        deadline = time.monotonic() + 10
+        while not release.is_set() and time.monotonic() < deadline:
+            found = watchers_on_client_loop()
+            if found:
+                held = getattr(dask, "_watchers", set())
+                seen.append((len(found), all(t in held for t in found)))
+                marker_seen.set()
+                return
+            time.sleep(0.02)
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    run = nborch.run(DAG(slow(), slow()), executor=dask, store=False)
+    release.set()
+    looker.join()
+
+    assert run.ok and marker_seen.is_set()
+    assert seen and seen[0][1], seen  # every watcher is held by the executor while it waits
+    deadline = time.monotonic() + 5
+    while dask._watchers and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not dask._watchers  # and let go once it is done
+
+
+def test_dask_executor_without_dask_installed_says_what_to_install(tmp_path):
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "sys.modules['distributed'] = None\n"
+        "sys.modules['dask'] = None\n"
+        "import nborch\n"
+        "try:\n"
+        "    nborch.DaskExecutor()\n"
+        "except ImportError as err:\n"
+        "    print(type(err).__name__, err, sep=': ')\n"
+        "else:\n"
+        "    print('no error')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        'ImportError: nborch.DaskExecutor needs Dask (dask.distributed), which is not installed here: '
+        'pip install "nborch[dask]"'
+    )
+
+
+def test_arguments_that_do_not_pickle_fail_the_dask_task_naming_it(dask):
+    import threading
+
+    @task
+    def locked(lock):
+        return lock
+
+    run = nborch.run(locked(threading.Lock()), executor=dask, store=False)
+
+    with pytest.raises(NborchError, match=(
+        r"^task 'locked' cannot be sent to Dask: its function or arguments do not pickle "
+        r"\(TypeError: cannot pickle '_thread.lock' object\); run it on threads \(executor='thread'\)"
+    )):
+        raise run.errors["locked"]
+
+
+def test_a_downstream_that_cannot_be_sent_to_dask_fails_itself_not_its_upstream(dask):
+    import threading
+
+    lock = threading.Lock()
+
+    @task
+    def first():
+        return 1
+
+    @task
+    def second(first):
+        return lock  # a global that does not pickle: the function cannot be sent
+
+    run = nborch.run(DAG(first, second), executor=dask, store=False)
+
+    assert run.states == {"first": TaskState.SUCCEEDED, "second": TaskState.FAILED}
+    assert run.results["first"] == 1
+    assert str(run.errors["second"]).startswith("task 'second' cannot be sent to Dask")

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
 import time
+import traceback
+from pathlib import Path
 
 import pytest
 
 import nborch
 from nborch import DAG, DefinitionError, NborchError, ProcessExecutor, TaskState, TaskTimeoutError, task
-from nborch.executors import RemoteTraceback
+from nborch.executors import RemoteError, RemoteTraceback
 
 
 def notebook_function(source: str, name: str):
@@ -178,3 +185,176 @@ def test_cached_values_from_a_process_are_reused(pool, tmp_path):
     assert first.value == second.value == 42
     assert second.cached == {"heavy"}
     assert calls.read_text() == "x"
+
+
+def notebook_functions(source: str) -> dict:
+    """Everything ``source`` defines, as a notebook cell defines it (``__main__``, by value)."""
+    namespace = {"__name__": "__main__"}
+    exec(source, namespace)
+    return namespace
+
+
+HTTP_ERROR = """
+class HTTPError(Exception):  # as in many HTTP libraries: two required arguments
+    def __init__(self, url, status):
+        super().__init__(f"{url} returned {status}")
+        self.url, self.status = url, status
+"""
+
+
+@pytest.mark.timeout(60)
+def test_an_exception_that_cannot_be_unpickled_fails_the_task_naming_its_type_message_and_traceback(pool):
+    ns = notebook_functions(HTTP_ERROR + "def fetch():\n    raise HTTPError('https://example.com/api', 503)")
+
+    run = nborch.run(task(ns["fetch"])(), executor=pool, store=False)
+
+    assert run.states["fetch"] is TaskState.FAILED
+    err = run.errors["fetch"]
+    assert isinstance(err, RemoteError)
+    assert str(err) == "HTTPError: https://example.com/api returned 503"
+    assert (err.type_name, err.message) == ("HTTPError", "https://example.com/api returned 503")
+    text = "".join(traceback.format_exception(err))
+    assert 'File "<string>", line 7, in fetch' in text  # the remote traceback, where it was raised
+    assert "could not be unpickled here (TypeError: HTTPError.__init__() missing 1 required" in text
+    again = pickle.loads(pickle.dumps(err))  # the stand-in itself travels (a cache, another process)
+    assert (str(again), again.type_name, again.__notes__) == (str(err), err.type_name, err.__notes__)
+
+
+@pytest.mark.timeout(60)
+def test_an_exception_that_cannot_be_pickled_fails_the_task_naming_its_type_and_message(pool):
+    ns = notebook_functions(
+        "import threading\n"
+        "class Locked(Exception):\n    pass\n"
+        "def hold():\n    raise Locked('held', threading.Lock())\n"
+    )
+
+    run = nborch.run(task(ns["hold"])(), executor=pool, store=False)
+
+    err = run.errors["hold"]
+    assert isinstance(err, RemoteError) and err.type_name == "Locked"
+    assert str(err).startswith("Locked: ('held', <unlocked _thread.lock object at ")
+    assert "cannot pickle '_thread.lock' object" in "".join(traceback.format_exception(err))
+
+
+@pytest.mark.timeout(60)
+def test_a_value_that_cannot_be_unpickled_here_fails_the_task_and_the_run_ends(pool):
+    ns = notebook_functions(
+        "import os\n"
+        "def explode(pid):\n"
+        "    if os.getpid() != pid:\n"
+        "        raise RuntimeError('only rebuilt where it was made')\n"
+        "class Unloadable:\n"
+        "    def __reduce__(self):\n"
+        "        return explode, (os.getpid(),)\n"
+        "def make():\n    return Unloadable()\n"
+    )
+
+    run = nborch.run(task(ns["make"])(), executor=pool, store=False)
+
+    assert run.states["make"] is TaskState.FAILED
+    with pytest.raises(NborchError, match=(
+        r"^task 'make' returned a value of type Unloadable that cannot be unpickled here: "
+        r"RuntimeError: only rebuilt where it was made"
+    )):
+        raise run.errors["make"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["thread", "process"])
+def test_a_sync_task_raising_stop_iteration_fails_with_a_runtime_error(where, pool):
+    def stop():
+        raise StopIteration("exhausted")
+
+    run = nborch.run(task(stop)(), executor=pool if where == "process" else "thread", store=False)
+
+    err = run.errors["stop"]
+    assert run.states["stop"] is TaskState.FAILED
+    assert isinstance(err, RuntimeError) and str(err) == "task raised StopIteration"
+    assert isinstance(err.__cause__, StopIteration) and str(err.__cause__) == "exhausted"
+
+
+@pytest.mark.timeout(60)
+def test_arguments_that_do_not_pickle_fail_the_task_naming_it(pool):
+    import threading
+
+    @task
+    def locked(lock):
+        return lock
+
+    run = nborch.run(locked(threading.Lock()), executor=pool, store=False)
+
+    with pytest.raises(NborchError, match=(
+        r"^task 'locked' cannot be sent to a process pool: its function or arguments do not pickle "
+        r"\(TypeError: cannot pickle '_thread.lock' object\); run it on threads \(executor='thread'\)"
+    )):
+        raise run.errors["locked"]
+
+
+def processes_in_group(pgid: int) -> dict[int, str]:
+    """The live processes of process group ``pgid`` (pid: command line), read from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        state, _ppid, group = stat[stat.rindex(")") + 2 :].split()[:3]
+        if int(group) == pgid and state != "Z":  # a zombie has exited: only its parent's reaping is left
+            found[int(entry.name)] = cmdline.strip()
+    return found
+
+
+KILLED_SCRIPT = """
+import pathlib, sys, time
+import nborch
+from nborch import Parallel, ProcessExecutor, task
+
+@task
+def wait_long(marker):
+    pathlib.Path(marker).write_text("started")
+    time.sleep(600)
+
+if __name__ == "__main__":
+    method, *markers = sys.argv[1:]
+    pool = ProcessExecutor(max_workers=len(markers), start_method=method)
+    nborch.run(Parallel(*(wait_long(m) for m in markers)), executor=pool, store=False)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the processes through /proc")
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["forkserver", "spawn", "fork"])
+def test_no_forkserver_or_pool_process_outlives_a_killed_script(method, tmp_path):
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_SCRIPT)
+    markers = [tmp_path / "started.1", tmp_path / "started.2"]
+    # a session of its own: the script's children (forkserver, pool workers, resource tracker)
+    # share its process group, and keep it when they are orphaned by the kill
+    proc = subprocess.Popen(
+        [sys.executable, str(script), method, *map(str, markers)], cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not all(m.exists() for m in markers):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the pool never started the tasks"
+            time.sleep(0.05)
+        children = {pid: cmd for pid, cmd in processes_in_group(proc.pid).items() if pid != proc.pid}
+        assert len(children) >= 2, children  # two workers (and the forkserver, the resource tracker)
+
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed = time.monotonic()
+        while (left := processes_in_group(proc.pid)) and time.monotonic() < killed + 15:
+            time.sleep(0.05)
+        print(f"{method}: {len(children)} processes gone {time.monotonic() - killed:.2f}s after the kill")
+
+        assert left == {}, f"still alive after the script was killed: {left}"
+    finally:
+        for pid in processes_in_group(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.stderr.close()
