@@ -93,6 +93,10 @@ class ChildCalls:
             parent.waiting += 1
             if parent.waiting == 1:
                 self.engine.release(parent)
+            call = (new, waits)
+            if parent.in_flight is None:
+                parent.in_flight = []
+            parent.in_flight.append(call)  # settling the parent CANCELLED drops them at once
             try:
                 if len(waits) == 1:
                     await waits[0]
@@ -102,6 +106,7 @@ class ChildCalls:
                 self.drop_children(new, waits)
                 raise
             finally:
+                parent.in_flight.remove(call)
                 parent.waiting -= 1
                 if parent.waiting == 0 and not self.engine.cancelling and not parent.state.is_final:
                     await self.engine.reacquire(parent)

@@ -665,6 +665,9 @@ class Engine(Offload):
                 if frame.calls:  # a sync body blocked on child tasks: they stop with it
                     for call in list(frame.calls):
                         call.cancel()
+            if inv.in_flight and state is CANCELLED:  # now, before a freed slot can start one
+                for new, waits in list(inv.in_flight):
+                    self.children.drop_children(new, waits)
             if state is FAILED and self.first_failure is None:
                 self.first_failure = inv
         invs = self.invs

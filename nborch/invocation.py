@@ -75,7 +75,7 @@ class Inv:
         "spec", "name", "state", "value", "error", "attempts", "started", "finished",
         "n_up", "n_ok", "n_failed", "n_upfailed", "n_skipped", "limits", "holding",
         "job", "resume", "waiters", "frame", "call", "parent", "breakers", "stop", "rule", "simple",
-        "waiting", "cache_key", "cached", "size", "executor", "ahead", "circuits", "reused",
+        "waiting", "cache_key", "cached", "size", "executor", "ahead", "circuits", "reused", "in_flight",
     )
 
     def __init__(self, spec: Spec, parent: Inv | None) -> None:
@@ -103,6 +103,8 @@ class Inv:
         self.cache_key: str | None = None
         self.cached = False
         self.reused = False  # it did not run: an earlier run's outcome stands (resume)
+        # the child calls it waits on: (the tasks each call added, its waiter futures)
+        self.in_flight: list[tuple[list[Inv], list[asyncio.Future[None]]]] | None = None
         self.size: int | None = None
         self.executor: Any = None  # an Executor when the body runs in a process pool or on Dask
         self.ahead: asyncio.Future[Any] | None = None  # submitted ahead to Dask (see submit_ahead)
