@@ -28,5 +28,24 @@ def test_pyright_sees_task_parameters_and_results():
     pyright = shutil.which("pyright", path=str(Path(sys.executable).parent)) or shutil.which("pyright")
     if pyright is None:
         pytest.skip("pyright is not installed")
-    proc = subprocess.run([pyright, str(CHECKS)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([pyright, "--pythonpath", sys.executable, str(CHECKS)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_finds_nothing_in_the_package():
+    pytest.importorskip("mypy")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "nborch"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_pyright_finds_no_error_in_the_package():
+    pyright = shutil.which("pyright", path=str(Path(sys.executable).parent)) or shutil.which("pyright")
+    if pyright is None:
+        pytest.skip("pyright is not installed")
+    proc = subprocess.run([pyright, "--pythonpath", sys.executable, "nborch"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

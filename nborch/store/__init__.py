@@ -125,7 +125,7 @@ def history_rows(limit: int | None = 20, store: SqliteStore | None = None) -> li
     store.flush()
     runs = store.runs(limit)
     all_counts = store.state_counts([r["id"] for r in runs])
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in runs:
         counts = all_counts.get(r["id"], [])
         started = "-"
