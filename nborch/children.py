@@ -127,15 +127,8 @@ class ChildCalls:
         cancelled): cancel those nobody else waits for, so nothing runs on its behalf."""
         mine = set(map(id, waits))
         for inv in new:
-            if inv.state.is_final or any(id(w) not in mine and not w.done() for w in inv.waiters or ()):
-                continue
-            inv.stop = True
-            if inv.frame is not None:
-                inv.frame.cancelled = True
-            if inv.job is not None and not inv.job.done():
-                inv.job.cancel()
-            else:
-                self.engine.settle(inv, CANCELLED)
+            if not inv.state.is_final and all(id(w) in mine or w.done() for w in inv.waiters or ()):
+                self.engine.stop(inv)
 
     def first_failed_upstream(self, inv: Inv) -> Inv | None:
         stack, seen = list(inv.spec.up), set()

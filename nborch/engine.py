@@ -694,37 +694,32 @@ class Engine(Offload):
                 d.call = DECIDED  # its state is decided: no later settle may decide it again
                 queue.append((d, decision))  # type: ignore[arg-type]
 
+    def stop(self, inv: Inv) -> None:
+        """Cancel one unsettled task: a running job is cancelled (and settles CANCELLED when it
+        unwinds), a task that has not started settles CANCELLED now; a sync body sees
+        ``nborch.cancelled()`` at once."""
+        inv.stop = True
+        if inv.frame is not None:
+            inv.frame.cancelled = True
+        if inv.job is not None and not inv.job.done():
+            inv.job.cancel()
+        else:
+            self.settle(inv, CANCELLED)
+
     def cancel_specs(self, specs: list[Spec]) -> None:
         for spec in specs:
             inv = self.invs.get(spec.name)
-            if inv is None or inv.state.is_final:
-                continue
-            inv.stop = True
-            if inv.frame is not None:  # a sync body sees nborch.cancelled() at once
-                inv.frame.cancelled = True
-            if inv.job is not None and not inv.job.done():
-                inv.job.cancel()
-            else:
-                self.settle(inv, CANCELLED)
+            if inv is not None and not inv.state.is_final:
+                self.stop(inv)
 
     def cancel(self) -> None:
         """Stop the run: cancel running tasks, mark every unstarted one CANCELLED."""
         if self.cancelling:
             return
         self.cancelling = True
-        pending: list[tuple[Inv, TaskState]] = []
-        for inv in self.invs.values():
-            if inv.state.is_final:
-                continue
-            inv.stop = True
-            if inv.frame is not None:
-                inv.frame.cancelled = True
-            if inv.job is not None and not inv.job.done():
-                inv.job.cancel()
-            else:
-                pending.append((inv, CANCELLED))
-        for inv, state in pending:
-            self.settle(inv, state)
+        for inv in list(self.invs.values()):
+            if not inv.state.is_final:
+                self.stop(inv)
 
     async def unwind(self, grace: float = 1.0) -> None:
         """Give cancelled tasks up to ``grace`` seconds to run their cleanup (async ones are
