@@ -426,6 +426,8 @@ class Engine(Offload):
         """Done callback of a fast-path job."""
         inv.job = None  # a finished asyncio Task keeps its coroutine: let both go
         if inv.state in FINAL:
+            if not job.cancelled():
+                job.exception()  # settled meanwhile (its run stopped): its outcome is not wanted
             return
         exc: BaseException | None
         if job.cancelled():
@@ -701,10 +703,11 @@ class Engine(Offload):
         inv.stop = True
         if inv.frame is not None:
             inv.frame.cancelled = True
-        if inv.job is not None and not inv.job.done():
-            inv.job.cancel()
-        else:
+        if inv.job is None:
             self.settle(inv, CANCELLED)
+        elif not inv.job.done():
+            inv.job.cancel()
+        # else it has just ended: its done callback, already due, settles it with its outcome
 
     def cancel_specs(self, specs: list[Spec]) -> None:
         for spec in specs:
