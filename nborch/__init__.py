@@ -30,7 +30,7 @@ from .record import ErrorRecord, Run
 from .registry import register, workflows
 from . import cache
 from .progress import progress
-from .runner import RunHandle, cancelled, last_run, register_display, run, run_async
+from .runner import RunHandle, cancelled, last_run, register_display, register_wait_hook, run, run_async
 from .schedule import Schedule, schedule
 from .state import TRIGGER_RULES, TaskState
 from .task import Node, Task, TaskFunction, task
@@ -84,6 +84,7 @@ __all__ = [
     "progress",
     "register",
     "register_display",
+    "register_wait_hook",
     "run",
     "run_async",
     "schedule",

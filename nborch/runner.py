@@ -35,7 +35,7 @@ from .record import Run
 from .state import TaskState
 from .task import Node, Task, TaskFunction, _check_callable
 
-__all__ = ["cancelled", "last_run", "register_display", "run", "run_async"]
+__all__ = ["cancelled", "last_run", "register_display", "register_wait_hook", "run", "run_async"]
 
 RUN_OPTIONS = (
     "max_concurrency", "state", "on_event", "clock", "display", "run_id", "capture",
@@ -59,6 +59,34 @@ def register_display(factory: DisplayFactory) -> Callable[[], None]:
     """
     _display_hooks.append(factory)
     return lambda: _display_hooks.remove(factory) if factory in _display_hooks else None
+
+
+WaitHook = Callable[[], Any]
+_wait_hooks: list[WaitHook] = []
+# "thread": this run's caller blocks in another thread's wait (a plain Jupyter cell's node.run()),
+# "nested": it blocks in run_until_complete on its own loop (nest_asyncio), None: it awaits
+_blocking: contextvars.ContextVar[str | None] = contextvars.ContextVar("nborch_blocking", default=None)
+
+
+def register_wait_hook(hook: WaitHook) -> Callable[[], None]:
+    """Call ``hook()`` about every 0.1 s in the thread that waits for a blocking run.
+
+    A front end uses it to keep its UI alive while a cell blocks in ``node.run()``: the
+    notebook extension processes the widget messages that arrived meanwhile, so the live
+    display's Cancel button works during a blocking run. A hook that raises is logged and
+    removed. Returns a function that unregisters it."""
+    _wait_hooks.append(hook)
+    return lambda: _wait_hooks.remove(hook) if hook in _wait_hooks else None
+
+
+def _call_wait_hooks() -> None:
+    for hook in list(_wait_hooks):
+        try:
+            hook()
+        except Exception:  # a front end's hook must never break the wait
+            log.exception("wait hook %r failed; it has been removed", hook)
+            if hook in _wait_hooks:
+                _wait_hooks.remove(hook)
 
 
 def last_run() -> Run | None:
@@ -115,7 +143,13 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 class RunHandle:
-    """What a display factory receives: the run's id, graph and options, and a cancel switch."""
+    """What a display factory receives: the run's id, graph and options, and a cancel switch.
+
+    ``blocking`` says how the caller waits: ``"thread"`` (a blocking ``node.run()`` in a
+    running loop, e.g. a plain Jupyter cell: the caller's thread is blocked, and only wait
+    hooks run in it), ``"nested"`` (nest_asyncio: the caller's loop keeps turning) or None (an
+    awaited run, or a script). ``polls_ui`` is True when a blocking caller runs wait hooks, so
+    a front end's UI (a Cancel button) keeps working."""
 
     def __init__(self, run_id: str, graph: Graph, options: dict[str, Any]) -> None:
         self.run_id = run_id
@@ -123,6 +157,8 @@ class RunHandle:
         self.options = options
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[Any] | None = None
+        self.blocking = _blocking.get()
+        self.polls_ui = self.blocking != "thread" or bool(_wait_hooks)
 
     def cancel(self) -> None:
         """Cancel the run from any thread (a widget's Cancel button); every task settles."""
@@ -384,7 +420,11 @@ def _run_nested(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any])
     the duration of the run it cancels the run instead, and KeyboardInterrupt is raised
     here once every task has settled.
     """
-    job = loop.create_task(coro)
+    token = _blocking.set("nested")
+    try:
+        job = loop.create_task(coro)  # the task copies the context: it sees "nested"
+    finally:
+        _blocking.reset(token)
     interrupted: list[bool] = []
 
     def on_sigint(signum: int, frame: Any) -> None:
@@ -432,6 +472,7 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         return await make()
 
     def target() -> None:
+        _blocking.set("thread")
         try:
             box["result"] = asyncio.run(main())
         except BaseException as exc:  # re-raised in the caller's thread
@@ -448,7 +489,8 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
             # returns, since the new thread need not hand the GIL back at once
             worker.start()
             while not finished.wait(0.1):  # short waits keep KeyboardInterrupt prompt everywhere
-                pass
+                if _wait_hooks:
+                    _call_wait_hooks()
         except BaseException:  # KeyboardInterrupt (kernel Stop, Ctrl-C): cancel, wait, re-raise
             _cancel_and_wait(box, started, finished)
             raise
