@@ -54,7 +54,8 @@ def error_line(err: BaseException | None, width: int = 80) -> str:
     if err is None:
         return ""
     message = safe_str(err)
-    text = f"{type(err).__name__}: {message}" if message else type(err).__name__
+    kind = getattr(err, "type_name", None) or type(err).__name__  # an ErrorRecord: the original type
+    text = f"{kind}: {message}" if message else kind
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -85,6 +86,7 @@ class Run:
         attempts: dict[str, int] | None = None,
         durations: dict[str, float] | None = None,
         parents: dict[str, str] | None = None,
+        upstreams: dict[str, list[str]] | None = None,
         value: Any = None,
         logs: dict[str, str] | None = None,
         started: float = 0.0,
@@ -108,7 +110,7 @@ class Run:
         # so a 100,000-task run does not pay for tables nobody reads.
         self._invs = invs or {}
         for name, table in (("states", states), ("errors", errors), ("attempts", attempts),
-                            ("durations", durations), ("parents", parents)):
+                            ("durations", durations), ("parents", parents), ("upstreams", upstreams)):
             if table is not None:
                 self.__dict__[name] = table
 
@@ -142,6 +144,12 @@ class Run:
     def cached(self) -> set[str]:
         """Tasks whose value came from the cache (or from the run being resumed)."""
         return {name for name, inv in self._invs.items() if inv.cached}
+
+    @cached_property
+    def upstreams(self) -> dict[str, list[str]]:
+        """Task name -> the names of its upstream tasks (the run's edges, child tasks included;
+        kept by the store, so a past run can be drawn)."""
+        return {name: [u.name for u in inv.spec.up] for name, inv in self._invs.items()}
 
     @cached_property
     def reused(self) -> set[str]:

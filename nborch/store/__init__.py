@@ -82,6 +82,7 @@ def load_run(run_id: str, store: SqliteStore | None = None, *, values: bool = Tr
         finished=row["finished"] or 0.0,
         duration=max((row["finished"] or 0.0) - (row["started"] or 0.0), 0.0),
         states={}, errors={}, attempts={}, durations={}, parents={},
+        upstreams=_upstreams(row),
     )
     run.name = row["name"]
     run.recorded_state = row["state"]
@@ -109,6 +110,21 @@ def load_run(run_id: str, store: SqliteStore | None = None, *, values: bool = Tr
             run.first_failure = name
     run.attempt_records = [dict(a) for a in attempts]
     return run
+
+
+def _upstreams(row: Any) -> dict[str, list[str]]:
+    """The run's edges as recorded (an empty table for runs recorded before they were)."""
+    import json
+
+    try:
+        text = row["graph"]
+    except (IndexError, KeyError):
+        return {}
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 HISTORY_HEAD = ("run", "name", "state", "started", "duration", "tasks")

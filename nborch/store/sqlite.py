@@ -27,6 +27,7 @@ import asyncio
 import atexit
 import contextlib
 import itertools
+import json
 import os
 import queue
 import sqlite3
@@ -45,12 +46,12 @@ from ..state import TaskState
 
 __all__ = ["DurableRecorder", "Recorder", "SqliteStore", "StoreError", "default_home", "is_alive"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _TABLES = [
     # runs: pid, host and proc (the process's start) tell a crashed run from one still going
     """CREATE TABLE IF NOT EXISTS runs (
         id TEXT PRIMARY KEY, name TEXT, state TEXT NOT NULL, started REAL, finished REAL,
-        tasks INTEGER DEFAULT 0, pid INTEGER, host TEXT, proc TEXT)""",
+        tasks INTEGER DEFAULT 0, pid INTEGER, host TEXT, proc TEXT, graph TEXT)""",
     # tasks: one row per task, its final state (and so its last attempt); kept narrow because a
     # 10,000-task run writes 10,000 of them
     """CREATE TABLE IF NOT EXISTS tasks (
@@ -75,6 +76,8 @@ _TABLES = [
 _MIGRATIONS = {  # version -> the statements that take a file from it to the next version
     1: ["ALTER TABLE runs ADD COLUMN pid INTEGER", "ALTER TABLE runs ADD COLUMN host TEXT",
         "ALTER TABLE runs ADD COLUMN proc TEXT"],
+    # graph: the run's edges as JSON {task: [its upstream tasks]}, so a past run can be drawn
+    2: ["ALTER TABLE runs ADD COLUMN graph TEXT"],
 }
 
 CLOSE_WAIT = 0.25  # s a run's end gives rows waiting for another process's lock
@@ -181,7 +184,7 @@ _TASK = "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?)"
 _DETAIL = "INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _ATTEMPT = "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _RUN_START = "INSERT OR REPLACE INTO runs (id, name, state, started, pid, host, proc) VALUES (?, ?, ?, ?, ?, ?, ?)"
-_RUN_END = "UPDATE runs SET state = ?, finished = ?, tasks = ? WHERE id = ?"
+_RUN_END = "UPDATE runs SET state = ?, finished = ?, tasks = ?, graph = ? WHERE id = ?"
 _CRASHED = (
     "UPDATE runs SET state = 'crashed', tasks = (SELECT COUNT(*) FROM tasks WHERE run_id = runs.id),"
     " finished = COALESCE((SELECT MAX(finished) FROM tasks WHERE run_id = runs.id), started)"
@@ -860,7 +863,11 @@ class Recorder:
             self.timer.cancel()
             self.timer = None
         tasks = self.count + len(self.succeeded)  # the last batch is counted when taken
-        end = (self.outcome or run.status, time.time(), tasks, self.run_id)
+        try:  # the run's edges, for drawing it later (a task is listed even with no upstream)
+            graph = json.dumps(run.upstreams, separators=(",", ":"))
+        except Exception:  # recording must never break a run's end
+            graph = None
+        end = (self.outcome or run.status, time.time(), tasks, graph, self.run_id)
         self.pending.setdefault(_RUN_END, []).append(end)
         self.commit()
         if self.handed_off:  # rows wait for another process's lock: a moment, not the run's end

@@ -17,6 +17,7 @@ import pytest
 import nborch
 from nborch import DefinitionError, TaskState, task
 from nborch.store import SqliteStore, history, load_run
+from nborch.store.sqlite import SCHEMA_VERSION
 
 # A task whose SUCCEEDED event a subscriber saw more than this long before a SIGKILL is in the
 # store (default mode). Measured: at most 75 ms in 70 kills (benchmarks/durability.py); the
@@ -243,10 +244,11 @@ def test_a_version_1_store_is_migrated_and_keeps_its_runs(tmp_path):
     db.close()
 
     store = SqliteStore(home)
-    assert query(store.path, "PRAGMA user_version") == [(2,)]
+    assert query(store.path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     old = load_run("old1", store)
     assert old.ok and old.states == {"extract": TaskState.SUCCEEDED} and old.name == "nightly"
     assert load_run("old2", store).recorded_state == "running"  # no pid was kept then: left as it was
     new = nborch.run(task(lambda: 1)(), store=store)
     assert query(store.path, "SELECT pid FROM runs WHERE id = ?", (new.id,)) == [(os.getpid(),)]
     assert [r.id for r in history(store=store)] == [new.id, "old2", "old1"]
+    assert load_run(new.id, store).upstreams == {"task": []}  # a migrated store records edges too

@@ -284,3 +284,21 @@ def test_a_subscriber_that_does_not_want_running_events_still_gets_start_times()
     nborch.run(task(lambda: 1)(), store=False, on_event=loud.append)
     assert [e.state for e in loud if hasattr(e, "task")] == [TaskState.RUNNING, TaskState.SUCCEEDED]
     assert run.ok
+
+
+def test_a_loaded_run_keeps_its_edges_and_shows_errors_by_their_own_type(tmp_path):
+    from nborch import DAG, Task
+    from nborch.store import get_store
+
+    def extract():
+        return 1
+
+    def transform(extract):
+        raise KeyError("missing column")
+
+    run = nborch.run(DAG(extract, Task(transform)), store=str(tmp_path))
+    loaded = nborch.Run.load(run.id, store=get_store(tmp_path))
+
+    assert loaded.upstreams == {"extract": [], "transform": ["extract"]} == run.upstreams
+    assert "KeyError: 'missing column'" in loaded.report()
+    assert "ErrorRecord" not in loaded.report()
