@@ -108,6 +108,7 @@ class Engine(Offload):
         self.queue: deque[tuple[Inv, TaskState]] = deque()
         self.gc_was_enabled = gc.isenabled()  # the runner pauses the GC while it builds
         self.cache: Any = None  # a store.cache.Cache when the run caches values
+        self.memory: Any = None  # an incremental run's nborch.reuse.Memory
         self.force = False  # ignore cached values (still store new ones)
         # tasks that do not run (resume=, an incremental run): name -> (value, cache key, has a
         # value, the value came from the cache); each stands SUCCEEDED with reused=True
@@ -323,13 +324,16 @@ class Engine(Offload):
                     await self.bus.drain()
 
     def outcome(self) -> TaskState:
-        failed = False
+        """CANCELLED when the run was stopped; FAILED when a task failed (its fail_fast siblings
+        end CANCELLED, but the run failed); else SUCCEEDED (or CANCELLED for a cancelled task)."""
+        if self.cancelling:
+            return CANCELLED
+        failed = cancelled = False
         for inv in self.invs.values():  # identity tests: hashing a TaskState is a Python call
             state = inv.state
-            if state is CANCELLED:
-                return CANCELLED
             failed = failed or state is FAILED
-        return FAILED if failed else SUCCEEDED
+            cancelled = cancelled or state is CANCELLED
+        return FAILED if failed else CANCELLED if cancelled else SUCCEEDED
 
     # -- deciding and starting -------------------------------------------------------------------
 

@@ -55,6 +55,15 @@ class Memory:
     def __init__(self) -> None:
         self.succeeded: dict[str, Success] = {}
         self.seen: dict[str, Seen] = {}
+        self.cache_keys: dict[str, CallKey] = {}  # each cache=True task's last disk-cache key
+        self.reuses = True  # False: a view that remembers but reuses nothing (``%orch run --all``)
+
+    def without_reuse(self) -> Memory:
+        """This memory, seen by a run that reuses nothing but still remembers what it did."""
+        view = Memory()
+        view.succeeded, view.seen, view.cache_keys = self.succeeded, self.seen, self.cache_keys
+        view.reuses = False
+        return view
 
     def __repr__(self) -> str:
         return f"<nborch Memory of {len(self.succeeded)} successes, {len(self.seen)} tasks seen>"
@@ -73,7 +82,10 @@ class Memory:
         succeeded with a key (a task that did not succeed is forgotten: it runs next time)."""
         durations, cached, reused = run.durations, run.cached, run.reused
         for name, state in run.states.items():
-            self.seen[name] = Seen(state, durations.get(name), run.id, name in reused, name in cached)
+            duration = durations.get(name)
+            if name in reused and name in self.seen:  # it did not run: its last run's duration
+                duration = self.seen[name].duration
+            self.seen[name] = Seen(state, duration, run.id, name in reused, name in cached)
             key = keys.get(name)
             if state is TaskState.SUCCEEDED and key is not None and name in run.results:
                 self.succeeded[name] = Success(key, run.results[name], run.id)
@@ -128,6 +140,8 @@ def plan_reuse(graph: Graph, memory: Memory, state: Any = None) -> Plan:
         own = _own_change(spec, key, last, memory, problem)
         if own and last is not None and key is not None:
             plan.stale[name] = own
+        if own is None and not memory.reuses:
+            own = "every task runs (--all)"
         upstream = next((u.name for u in spec.up if u.name in runs), None)
         if own is None and upstream is None and last is not None:
             plan.reused[name] = last

@@ -230,6 +230,7 @@ async def run_async(node: Any, **options: Any) -> Run:
 
         plan = plan_reuse(graph, memory, options.get("state"))
         handle.plan = plan
+        engine.memory = memory
         preset = {**plan.presets(), **(preset or {})}  # a resumed run's own presets win
     engine.preset = preset or {}
     engine.echo = not any(getattr(d, "shows_output", False) for d in displays)
@@ -369,6 +370,7 @@ def make_record(engine: Engine, node: Node, started: float) -> Run:
         invs=engine.invs,
         logs={name: "".join(parts) for name, parts in engine.logs.items()},
     )
+    record.stopped = engine.cancelling
     record.name = getattr(node, "name", None)
     return record
 

@@ -37,8 +37,13 @@ class Cache:
 
     def key(self, fn: Any, args: Any, kwargs: dict[str, Any], upstream_keys: Iterable[str]) -> str | None:
         """The key of one call, or None (with one warning) when it cannot be computed."""
+        key = self.call_key(fn, args, kwargs, upstream_keys)
+        return key.digest if key is not None else None
+
+    def call_key(self, fn: Any, args: Any, kwargs: dict[str, Any], upstream_keys: Iterable[str]) -> CallKey | None:
+        """``key`` with each part's digest (to say why it missed), or None (with one warning)."""
         try:
-            return call_key(fn, args, kwargs, upstream_keys).digest
+            return call_key(fn, args, kwargs, upstream_keys)
         except Unhashable as err:
             why = "is too big to hash" if err.too_big else "cannot be hashed"
             self._warn(f"key {fn_name(fn)} {err.what}",
