@@ -91,17 +91,31 @@ class NotebookWorkflow:
         deps = cell.dependencies(n for n, c in self.cells.items() if c.flow == cell.flow)
         return deps + [a for a in cell.after if a not in deps]
 
+    def all_dependencies(self) -> dict[str, list[str]]:
+        """``dependencies`` of every cell, with each flow's names gathered once (linear)."""
+        by_flow: dict[str, set[str]] = {}
+        for n, c in self.cells.items():
+            by_flow.setdefault(c.flow, set()).add(n)
+        out = {}
+        for n, c in self.cells.items():
+            deps = c.dependencies(by_flow[c.flow])
+            out[n] = deps + [a for a in c.after if a not in deps]
+        return out
+
     def downstream(self, name: str) -> list[str]:
-        """Every task that depends on ``name``, directly or not."""
-        out: list[str] = []
+        """Every task that depends on ``name``, directly or not (in definition order)."""
+        users: dict[str, list[str]] = {}
+        for other, deps in self.all_dependencies().items():
+            for d in deps:
+                users.setdefault(d, []).append(other)
+        found: set[str] = set()
         frontier = [name]
         while frontier:
-            current = frontier.pop()
-            for other in self.cells:
-                if other not in out and current in self.dependencies(other):
-                    out.append(other)
+            for other in users.get(frontier.pop(), ()):
+                if other not in found:
+                    found.add(other)
                     frontier.append(other)
-        return out
+        return [n for n in self.cells if n in found]
 
     def closure(self, targets: Iterable[str]) -> list[str]:
         """The targets and everything upstream of them, in definition order."""
