@@ -106,6 +106,7 @@ class Run:
         self.name: str | None = None
         self.recorded_state: str | None = None
         self.attempt_records: list[dict[str, Any]] = []
+        self.reasons: dict[str, str] = {}  # an incremental run: why each task ran or was reused
         # The per-task tables are built on first use from the engine's records (``invs``),
         # so a 100,000-task run does not pay for tables nobody reads.
         self._invs = invs or {}
