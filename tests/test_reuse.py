@@ -9,6 +9,8 @@ so a task's key differs from one test to the next and no test can reuse another'
 from __future__ import annotations
 
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -314,3 +316,89 @@ def test_reuse_is_not_a_cache_hit(calls):
     nborch.run(make_pipeline(calls), reuse=True)
     run = nborch.run(make_pipeline(calls), reuse=True)
     assert run.cached == set() and run.reused == {"extract", "clean", "report", "other"}
+
+
+def double(x):
+    return x * 2
+
+
+def triple(x):
+    return x * 3
+
+
+HELPER = double  # a plain global holding a helper; tests rebind it with monkeypatch
+
+
+def test_a_changed_helper_reruns_the_tasks_that_call_it(calls, monkeypatch):
+    @task
+    def scaled():
+        calls.append("scaled")
+        return HELPER(7)
+
+    @task
+    def other():
+        calls.append("other")
+        return 0
+
+    dag = DAG(scaled, other)
+    assert nborch.run(dag, reuse=True).results["scaled"] == 14
+    calls.take()
+    monkeypatch.setattr(sys.modules[__name__], "HELPER", triple)
+    run = nborch.run(dag, reuse=True)
+    assert calls.take() == ["scaled"]
+    assert run.results["scaled"] == 21 and run.reused == {"other"}
+
+
+def test_a_changed_closure_variable_reruns_the_task(calls):
+    def make(rate):
+        @task
+        def priced():
+            calls.append(f"priced {rate}")
+            return 100 * rate
+
+        return priced
+
+    assert make(1)().run(reuse=True) == 100
+    assert make(1)().run(reuse=True) == 100
+    assert make(2)().run(reuse=True) == 200
+    assert calls.take() == ["priced 1", "priced 2"]
+
+
+def test_a_bigger_workflow_reuses_the_tasks_it_shares_with_an_earlier_run(calls):
+    @task
+    def extract():
+        calls.append("extract")
+        return [1, 2, 3]
+
+    @task
+    def clean(extract):
+        calls.append("clean")
+        return [x * 10 for x in extract]
+
+    @task
+    def report(clean):
+        calls.append("report")
+        return sum(clean)
+
+    nborch.run(DAG(extract, clean), reuse=True)
+    calls.take()
+    run = nborch.run(DAG(extract, clean, report), reuse=True)
+    assert calls.take() == ["report"]
+    assert run.results["report"] == 60 and run.reused == {"extract", "clean"}
+
+
+def test_a_task_whose_key_cannot_be_computed_is_never_reused(calls):
+    lock = threading.Lock()  # a value that cannot be hashed: its task has no key
+
+    @task
+    def guarded():
+        calls.append("guarded")
+        with lock:
+            return 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # whether it warns is not what this test pins
+        for _ in range(2):
+            run = nborch.run(guarded(), reuse=True)
+            assert run.ok and run.reused == set()
+    assert calls.take() == ["guarded", "guarded"]
