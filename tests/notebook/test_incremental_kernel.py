@@ -341,6 +341,9 @@ def test_orch_run_all_runs_everything_and_force_also_ignores_the_disk_cache(nb):
     assert nb.ran() == ["plain", "stored", "total"]
     assert nb.value("total") == 3
 
+    assert_ok(nb.run())  # a run with --all or --force counts as their last success
+    assert nb.ran() == []
+
 
 def test_a_cache_task_that_is_not_up_to_date_is_still_read_from_the_disk_cache(nb):
     nb.code("rate = 1")
