@@ -140,9 +140,11 @@ def plan_reuse(graph: Graph, memory: Memory, state: Any = None) -> Plan:
         own = _own_change(spec, key, last, memory, problem)
         if own and last is not None and key is not None:
             plan.stale[name] = own
+        upstream = next((u.name for u in spec.up if u.name in runs), None)
+        if own is None and upstream and last is not None and key is not None and key.digest != last.key.digest:
+            plan.stale[name] = f"upstream {upstream!r} changed"  # its key holds its upstreams' keys
         if own is None and not memory.reuses:
             own = "every task runs (--all)"
-        upstream = next((u.name for u in spec.up if u.name in runs), None)
         if own is None and upstream is None and last is not None:
             plan.reused[name] = last
             plan.why[name] = f"up to date: its value from run {last.run_id} is reused"
