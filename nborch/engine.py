@@ -24,6 +24,8 @@ from types import MappingProxyType
 from typing import Any
 
 from .attempts import Attempts
+from .expansion import Expansions
+from .mapping import MapTask
 from .children import ChildCalls
 from .clock import Clock
 from .errors import CircuitOpenError, Skip
@@ -120,6 +122,7 @@ class Engine(Offload):
         self.pending: dict[str, Remote] = {}  # tasks running on Dask, by name: their futures
         self.attempts = Attempts(self)  # the slow path: one task's attempts
         self.children = ChildCalls(self)  # tasks that running tasks call
+        self.expansions = Expansions(self)  # mapped nodes: their items
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -202,6 +205,12 @@ class Engine(Offload):
         new = []
         for spec in specs:
             inv = Inv(spec, parent)
+            if type(spec.task) is MapTask:  # a mapped placeholder: no body, no slot; it expands
+                inv.simple = False
+                self.invs[spec.name] = inv
+                self.expansions.added(inv)
+                new.append(inv)
+                continue
             limits: list[Limit] = []
             if self.global_limit is not None:
                 limits.append(self.global_limit)
@@ -346,6 +355,9 @@ class Engine(Offload):
         if inv.simple and not (spec.refs or spec.pipe or spec.named or spec.wants_context or spec.wants_state):
             inv.call = AS_BOUND
         else:
+            if inv.mapping is not None:  # a mapped placeholder: its inputs are there
+                self.expansions.start(inv)
+                return
             try:
                 inv.call = self.arguments(inv)
                 skip_if = spec.task.options.skip_if
@@ -659,6 +671,8 @@ class Engine(Offload):
             self.drop_ahead(inv)
         if inv.circuits:
             self.count_circuits(inv, state)
+        if inv.map_of is not None:  # an item: its placeholder may settle now (value first)
+            self.expansions.settled(inv)
         if events._subscribers or (self.bus is not None and self.bus._subscribers):
             self.emit(inv, state)
         self.unsettled -= 1

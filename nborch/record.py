@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from .errors import safe_str
 from .state import TaskState
 
-__all__ = ["ErrorRecord", "Run", "error_line"]
+__all__ = ["ErrorRecord", "ItemRow", "ItemRows", "Run", "error_line"]
 
 
 class ErrorRecord(Exception):
@@ -58,6 +59,39 @@ def error_line(err: BaseException | None, width: int = 80) -> str:
     text = f"{kind}: {message}" if message else kind
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRow:
+    """One item of a mapped node in a run (``Run.items``)."""
+
+    task: str
+    index: int
+    params: dict[str, Any]
+    state: TaskState
+    value: Any
+    duration: float | None
+    attempts: int
+    error: BaseException | None
+
+
+class ItemRows(list[ItemRow]):
+    """``Run.items(name)``: a list of ``ItemRow``; ``.to_pandas()`` when pandas is installed."""
+
+    def to_pandas(self) -> Any:
+        """A DataFrame with one row per item: index, each mapped parameter, state, value,
+        duration, attempts, error (needs pandas, which nborch does not depend on)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Run.items(...).to_pandas() needs pandas: pip install pandas") from None
+        records = [
+            {"index": r.index, **r.params, "state": r.state.value, "value": r.value, "duration": r.duration,
+             "attempts": r.attempts, "error": error_line(r.error) or None}
+            for r in self
+        ]
+        return pd.DataFrame.from_records(records, index="index") if records else pd.DataFrame(
+            columns=["state", "value", "duration", "attempts", "error"])
 
 
 def _label(name: str, run: Run) -> str:
@@ -212,6 +246,29 @@ class Run:
         from .store import load_run
 
         return load_run(run_id, store)
+
+    def items(self, name: str) -> ItemRows:
+        """The items of the mapped node ``name``, in input order: one row per item with its
+        ``index``, ``params`` (the mapped parameters' values), ``state``, ``value``,
+        ``duration``, ``attempts`` and ``error``. ``.to_pandas()`` makes a DataFrame of them."""
+        if name not in self.states:
+            from .errors import NborchError, did_you_mean
+
+            raise NborchError(f"no task {name!r} in run {self.id}.{did_you_mean(name, self.states)}")
+        prefix = name + ":"
+        rows = ItemRows()
+        for task, state in self.states.items():
+            if not task.startswith(prefix) or not task[len(prefix):].isdigit():
+                continue
+            inv = self._invs.get(task)
+            item = getattr(getattr(inv, "spec", None), "item", None)
+            rows.append(ItemRow(
+                task=task, index=int(task[len(prefix):]), params=dict(item[2]) if item else {},
+                state=state, value=self.results.get(task), duration=self.durations.get(task),
+                attempts=self.attempts.get(task, 0), error=self.errors.get(task),
+            ))
+        rows.sort(key=lambda r: r.index)
+        return rows
 
     def counts(self) -> dict[TaskState, int]:
         """How many tasks ended in each state."""

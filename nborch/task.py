@@ -398,6 +398,22 @@ class Task(Node, Generic[R_co]):
         """Call the plain function, bypassing the engine."""
         return self.fn(*args, **kwargs)
 
+    def map(self, *iterables: Any, **fixed: Any) -> Any:
+        """``Task(fn).map(...)``: as ``TaskFunction.map``, with this task's options and its
+        keyword arguments fixed for every item (it must bind no positional argument)."""
+        if self.args:
+            raise InvalidTaskError(
+                f"{self!r}.map(): the task binds positional arguments; map the function instead "
+                f"(Task({fn_name(self.fn)}).map(...)) and pass fixed values as keywords"
+            )
+        return TaskFunction(self.fn, self.options).map(*iterables, **{**self.kwargs, **fixed})
+
+    def product(self, **iterables: Any) -> Any:
+        """``Task(fn).product(...)``: as ``TaskFunction.product``."""
+        if self.args or self.kwargs:
+            raise InvalidTaskError(f"{self!r}.product(): the task binds arguments; use the function's .product()")
+        return TaskFunction(self.fn, self.options).product(**iterables)
+
     if TYPE_CHECKING:  # what type checkers see: a Task's value is its function's result
 
         def run(self, **options: Any) -> R_co: ...
@@ -487,6 +503,25 @@ class TaskFunction(Generic[P, R_co]):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Task[R_co]:
         return Task(self, *args, kwargs=kwargs)
+
+    def map(self, *iterables: Any, **fixed: Any) -> Any:
+        """A task per element: ``fetch.map(urls)``, ``score.map(xs, ys, scale=2)``.
+
+        Several iterables are zipped (their lengths must be equal), in the order of the
+        function's positional parameters; ``fixed`` keywords go to every item. An iterable may
+        be a list (or any iterable: it is read now), a node whose value is iterable (read when
+        it has run), or another mapped node (element-wise: item i depends on its item i only).
+        Nothing runs until the node is run; its value is the list of the items' values."""
+        from .mapping import Mapped
+
+        return Mapped(self.fn, self.options, [(f"#{i}", it) for i, it in enumerate(iterables)], fixed, "zip")
+
+    def product(self, **iterables: Any) -> Any:
+        """A task per combination of the named iterables (a parameter sweep), in
+        ``itertools.product`` order: ``train.product(lr=[0.1, 0.01], depth=[2, 4])``."""
+        from .mapping import Mapped
+
+        return Mapped(self.fn, self.options, list(iterables.items()), {}, "product")
 
     def with_options(self, **options: Any) -> TaskFunction[P, R_co]:
         """A copy with some options changed: ``fetch.with_options(retries=5)``."""
