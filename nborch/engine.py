@@ -111,6 +111,7 @@ class Engine(Offload):
         self.gc_was_enabled = gc.isenabled()  # the runner pauses the GC while it builds
         self.cache: Any = None  # a store.cache.Cache when the run caches values
         self.memory: Any = None  # an incremental run's nborch.reuse.Memory
+        self.plan: Any = None  # and its nborch.reuse.Plan (items' keys join it as maps expand)
         self.force = False  # ignore cached values (still store new ones)
         # tasks that do not run (resume=, an incremental run): name -> (value, cache key, has a
         # value, the value came from the cache); each stands SUCCEEDED with reused=True

@@ -193,6 +193,8 @@ class Expansions:
         a resumed run stands as it was."""
         engine = self.engine
         preset = engine.preset.get(item.name) if engine.preset else None
+        if preset is None and engine.plan is not None:
+            preset = self.reusable(item)
         if preset is not None:
             value, key, has_value, cached = preset
             item.call, item.reused = AS_BOUND, True
@@ -210,6 +212,26 @@ class Expansions:
                 engine.count_settled(item, u.state)
         if item.n_ok + item.n_failed + item.n_upfailed + item.n_skipped:
             self.decide(item)
+
+    def reusable(self, item: Inv) -> tuple[Any, None, bool, bool] | None:
+        """An incremental run: the item's preset if its key is unchanged since its last success
+        and none of its upstream items runs (adding an element re-runs only the new item)."""
+        from .reuse import key_of
+
+        engine = self.engine
+        plan, memory = engine.plan, engine.memory
+        spec = item.spec
+        try:
+            key = key_of(engine.graph, spec, plan.keys, None)
+        except Exception:  # never break a run over a key: the item just runs
+            key = None
+        plan.keys[item.name] = key
+        last = memory.succeeded.get(item.name) if memory.reuses else None
+        if (key is None or last is None or last.key.digest != key.digest or not spec.task.options.reuse
+                or spec.wants_state or any(u.name not in plan.reused for u in spec.up)):
+            return None
+        plan.reused[item.name] = last
+        return (last.value, None, True, False)
 
     def settled(self, item: Inv) -> None:
         """An item reached a final state: its placeholder settles after its last item (its

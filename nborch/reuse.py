@@ -119,7 +119,7 @@ def plan_reuse(graph: Graph, memory: Memory, state: Any = None) -> Plan:
     plan = Plan()
     specs = graph.specs
     sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter(
-        {name: [u.name for u in spec.up] for name, spec in specs.items()}
+        {name: [u.name for u in _inputs(spec)] for name, spec in specs.items()}
     )
     state_print: str | None = None
     runs: set[str] = set()  # tasks that will run
@@ -140,7 +140,7 @@ def plan_reuse(graph: Graph, memory: Memory, state: Any = None) -> Plan:
         own = _own_change(spec, key, last, memory, problem)
         if own and last is not None and key is not None:
             plan.stale[name] = own
-        upstream = next((u.name for u in spec.up if u.name in runs), None)
+        upstream = next((u.name for u in _inputs(spec) if u.name in runs), None)
         if own is None and upstream and last is not None and key is not None and key.digest != last.key.digest:
             plan.stale[name] = f"upstream {upstream!r} changed"  # its key holds its upstreams' keys
         if own is None and not memory.reuses:
@@ -198,6 +198,12 @@ def describe_changes(spec: Spec, now: CallKey, before: CallKey) -> str | None:
 _UPSTREAM = "nborch-upstream"
 
 
+def _inputs(spec: Spec) -> list[Spec]:
+    """What ``spec`` depends on: its upstreams, and for a mapped placeholder the maps it zips
+    item by item (no edge joins them, but its items are made from theirs)."""
+    return [*spec.up, *spec.elementwise] if spec.elementwise else list(spec.up)
+
+
 def key_of(graph: Graph, spec: Spec, keys: dict[str, CallKey | None], state_print: str | None) -> CallKey | None:
     """``spec``'s key now, from its code, its bound arguments (nodes in them stand for their
     upstreams' keys) and its upstreams' keys; None when an upstream has none."""
@@ -205,7 +211,7 @@ def key_of(graph: Graph, spec: Spec, keys: dict[str, CallKey | None], state_prin
     from .task import Node
 
     ups = []
-    for u in spec.up:
+    for u in _inputs(spec):
         k = keys.get(u.name)
         if k is None:
             return None
@@ -221,8 +227,15 @@ def key_of(graph: Graph, spec: Spec, keys: dict[str, CallKey | None], state_prin
             return {k: stand_in(v) for k, v in value.items()}
         return value
 
-    args = tuple(stand_in(a) for a in task.args) if spec.refs else task.args
-    kwargs = {k: stand_in(v) for k, v in task.kwargs.items()} if spec.refs else dict(task.kwargs)
+    mapped = getattr(task, "mapped", None)
+    if mapped is not None:  # a mapped placeholder: what it maps over, and how, is its input
+        args: Any = ("nborch-map", mapped.mode, [(n, stand_in(s)) for n, s in mapped.sources])
+        kwargs = {k: stand_in(v) for k, v in mapped.fixed.items()}
+    elif spec.refs:
+        args = tuple(stand_in(a) for a in task.args)
+        kwargs = {k: stand_in(v) for k, v in task.kwargs.items()}
+    else:
+        args, kwargs = task.args, dict(task.kwargs)
     if state_print is not None:
         kwargs = {**kwargs, "\0state": state_print}
     return call_key(task.fn, args, kwargs, ups)

@@ -230,7 +230,7 @@ async def run_async(node: Any, **options: Any) -> Run:
 
         plan = plan_reuse(graph, memory, options.get("state"))
         handle.plan = plan
-        engine.memory = memory
+        engine.memory, engine.plan = memory, plan
         preset = {**plan.presets(), **(preset or {})}  # a resumed run's own presets win
     engine.preset = preset or {}
     engine.echo = not any(getattr(d, "shows_output", False) for d in displays)

@@ -119,7 +119,8 @@ class OrchMagics(Magics):
             raise UsageError(f"%%task: {err}") from err
         name, options = spec.name, spec.options
         try:
-            cell_task = compile_cell(name, cell, options=options, after=spec.after, flow=spec.flow)
+            cell_task = compile_cell(name, cell, options=options, after=spec.after, flow=spec.flow,
+                                     map_over=spec.map)
         except SyntaxError as err:  # the previous definition stays; lines count within the body
             err._nborch_cell = True  # type: ignore[attr-defined]  # shown short by the extension
             raise err.with_traceback(None) from None
@@ -129,6 +130,8 @@ class OrchMagics(Magics):
         deps = self.workflow.dependencies(name)
         described = ", ".join(f"{k}={v}" for k, v in options.items())
         line_out = f"task {name}" + (f" <- {', '.join(deps)}" if deps else "")
+        if spec.map is not None:
+            line_out += f" [map {spec.map[0]} in {spec.map[1]}]"
         if spec.flow != "default":
             line_out += f" [flow {spec.flow}]"
         line_out += f" ({described})" if described else ""
