@@ -108,8 +108,11 @@ class Engine(Offload):
         self.queue: deque[tuple[Inv, TaskState]] = deque()
         self.gc_was_enabled = gc.isenabled()  # the runner pauses the GC while it builds
         self.cache: Any = None  # a store.cache.Cache when the run caches values
+        self.memory: Any = None  # an incremental run's nborch.reuse.Memory
         self.force = False  # ignore cached values (still store new ones)
-        self.preset: dict[str, tuple[Any, str | None, bool]] = {}  # resume: name -> (value, key, stored)
+        # tasks that do not run (resume=, an incremental run): name -> (value, cache key, has a
+        # value, the value came from the cache); each stands SUCCEEDED with reused=True
+        self.preset: dict[str, tuple[Any, str | None, bool, bool]] = {}
         self.echo = True  # pass task output through to the real stream too (no display shows it)
         self.partial: dict[tuple[str, str], str] = {}  # (task, stream) -> text after its last newline
         self.executor = executor  # the run's executor= for sync tasks (None/"thread": worker threads)
@@ -288,12 +291,13 @@ class Engine(Offload):
         if self.gc_was_enabled:
             gc.enable()
         try:
-            for name, (value, key, stored) in self.preset.items():  # resumed: succeeded last time
+            for name in self.preset:  # decided, all of them, before any settles and starts its downstream
+                self.invs[name].call = AS_BOUND
+            for name, (value, key, has_value, cached) in self.preset.items():  # an earlier run's success
                 inv = self.invs[name]
-                inv.call = AS_BOUND
                 inv.reused = True
-                if stored:  # its value was stored: it comes back, from the cache
-                    inv.value, inv.cache_key, inv.cached = value, key, True
+                if has_value:  # a value stored (resume) or remembered (reuse): it feeds the downstream
+                    inv.value, inv.cache_key, inv.cached = value, key, cached
                     self.results[name] = value
                 self.settle(inv, SUCCEEDED)
             for inv in invs:  # no upstream, or `always` (Airflow: runs before any upstream settles)
@@ -320,13 +324,16 @@ class Engine(Offload):
                     await self.bus.drain()
 
     def outcome(self) -> TaskState:
-        failed = False
+        """CANCELLED when the run was stopped; FAILED when a task failed (its fail_fast siblings
+        end CANCELLED, but the run failed); else SUCCEEDED (or CANCELLED for a cancelled task)."""
+        if self.cancelling:
+            return CANCELLED
+        failed = cancelled = False
         for inv in self.invs.values():  # identity tests: hashing a TaskState is a Python call
             state = inv.state
-            if state is CANCELLED:
-                return CANCELLED
             failed = failed or state is FAILED
-        return FAILED if failed else SUCCEEDED
+            cancelled = cancelled or state is CANCELLED
+        return FAILED if failed else CANCELLED if cancelled else SUCCEEDED
 
     # -- deciding and starting -------------------------------------------------------------------
 

@@ -76,6 +76,7 @@ class Inv:
         "n_up", "n_ok", "n_failed", "n_upfailed", "n_skipped", "limits", "holding",
         "job", "resume", "waiters", "frame", "call", "parent", "breakers", "stop", "rule", "simple",
         "waiting", "cache_key", "cached", "size", "executor", "ahead", "circuits", "reused", "in_flight",
+        "cache_miss",
     )
 
     def __init__(self, spec: Spec, parent: Inv | None) -> None:
@@ -102,7 +103,8 @@ class Inv:
         self.waiting = 0  # child calls this task is waiting on (gather may await several)
         self.cache_key: str | None = None
         self.cached = False
-        self.reused = False  # it did not run: an earlier run's outcome stands (resume)
+        self.reused = False  # it did not run: an earlier run's outcome stands (resume, reuse)
+        self.cache_miss: str | None = None  # a cache=True task that ran: why the disk cache missed
         # the child calls it waits on: (the tasks each call added, its waiter futures)
         self.in_flight: list[tuple[list[Inv], list[asyncio.Future[None]]]] | None = None
         self.size: int | None = None

@@ -106,6 +106,8 @@ class Run:
         self.name: str | None = None
         self.recorded_state: str | None = None
         self.attempt_records: list[dict[str, Any]] = []
+        self.reasons: dict[str, str] = {}  # an incremental run: why each task ran or was reused
+        self.stopped: bool | None = None  # the run itself was cancelled (None: not known)
         # The per-task tables are built on first use from the engine's records (``invs``),
         # so a 100,000-task run does not pay for tables nobody reads.
         self._invs = invs or {}
@@ -146,6 +148,11 @@ class Run:
         return {name for name, inv in self._invs.items() if inv.cached}
 
     @cached_property
+    def cache_misses(self) -> dict[str, str]:
+        """A ``cache=True`` task that ran -> why the disk cache missed."""
+        return {name: inv.cache_miss for name, inv in self._invs.items() if getattr(inv, "cache_miss", None)}
+
+    @cached_property
     def upstreams(self) -> dict[str, list[str]]:
         """Task name -> the names of its upstream tasks (the run's edges, child tasks included;
         kept by the store, so a past run can be drawn)."""
@@ -179,8 +186,13 @@ class Run:
 
     @property
     def cancelled(self) -> bool:
-        """True when the run was stopped (some task ended CANCELLED)."""
-        return any(s is TaskState.CANCELLED for s in self.states.values())
+        """True when the run was stopped (cancelled, interrupted); not for a run that failed,
+        whose fail_fast siblings of the failure ended CANCELLED."""
+        if self.stopped is not None:
+            return self.stopped
+        if self.recorded_state is not None:
+            return self.recorded_state == "cancelled"
+        return any(s is TaskState.CANCELLED for s in self.states.values()) and not self.errors
 
     @property
     def error(self) -> BaseException | None:

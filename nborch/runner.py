@@ -39,7 +39,7 @@ __all__ = ["cancelled", "last_run", "register_display", "register_wait_hook", "r
 
 RUN_OPTIONS = (
     "max_concurrency", "state", "on_event", "clock", "display", "run_id", "capture",
-    "store", "force", "resume", "name", "executor", "durable",
+    "store", "force", "resume", "name", "executor", "durable", "reuse",
 )
 
 DisplayFactory = Callable[["RunHandle"], Any]
@@ -130,6 +130,8 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     if options.get("durable") and options.get("store", True) in (False, None):
         raise DefinitionError("durable=True commits each task's row as it ends, but store=False records "
                               "nothing: drop one of the two.")
+    if options.get("reuse") is not None:
+        _memory(options["reuse"])
     on_event = options.get("on_event")
     if on_event is not None:
         subs = on_event if isinstance(on_event, list | tuple) else [on_event]
@@ -157,6 +159,7 @@ class RunHandle:
         self.options = options
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[Any] | None = None
+        self.plan: Any = None  # an incremental run's nborch.reuse.Plan (what it reuses, and why)
         self.blocking = _blocking.get()
         self.polls_ui = self.blocking != "thread" or bool(_wait_hooks)
 
@@ -220,7 +223,16 @@ async def run_async(node: Any, **options: Any) -> Run:
         displays.append(recorder)  # closed with the others: the run's end is committed
         engine.cache = cache
         engine.force = bool(options.get("force"))
-        engine.preset = preset
+    memory = _memory(options.get("reuse"))
+    plan = None
+    if memory is not None:  # an incremental run: tasks that are up to date stand as they were
+        from .reuse import plan_reuse
+
+        plan = plan_reuse(graph, memory, options.get("state"))
+        handle.plan = plan
+        engine.memory = memory
+        preset = {**plan.presets(), **(preset or {})}  # a resumed run's own presets win
+    engine.preset = preset or {}
     engine.echo = not any(getattr(d, "shows_output", False) for d in displays)
     capturing = options.get("capture", True)
     if capturing:
@@ -239,6 +251,9 @@ async def run_async(node: Any, **options: Any) -> Run:
             capture.flush(engine)
             capture.uninstall()
         record = make_record(engine, node, started)
+        if plan is not None and memory is not None:
+            record.reasons = plan.why
+            memory.record(record, plan.keys)
         _last[:] = [record]
         for d in displays:
             close = getattr(d, "close", None)
@@ -248,6 +263,19 @@ async def run_async(node: Any, **options: Any) -> Run:
                 except Exception:  # a display must never break a run
                     log.exception("display %r failed to close", d)
     return record
+
+
+def _memory(option: Any) -> Any:
+    """``reuse=True``: the process's memory; a ``Memory``: that one; False/None: no reuse."""
+    if option is None or option is False:
+        return None
+    from .reuse import Memory, default_memory
+
+    if option is True:
+        return default_memory
+    if isinstance(option, Memory):
+        return option
+    raise DefinitionError(f"reuse= expects True, False or a nborch.reuse.Memory, got {option!r}")
 
 
 def _open_store(option: Any) -> Any:
@@ -278,7 +306,7 @@ def _open_recorder(handle: RunHandle, graph: Graph, node: Node, options: dict[st
 
 
 def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, Preset]:
-    """Tasks of ``run_id`` that need not run again: name -> (value, cache key, stored).
+    """Tasks of ``run_id`` that need not run again: name -> (value, cache key, stored, stored).
 
     Everything that did not succeed runs again, and so does any succeeded task whose value a
     re-run task needs but which was not stored (only ``cache=True`` values are stored). A
@@ -298,12 +326,12 @@ def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, 
                 rerun.add(up.name)
                 frontier.append(up.name)
     return {
-        n: (*stored[n], True) if n in stored else (None, None, False)
+        n: (*stored[n], True, True) if n in stored else (None, None, False, False)
         for n in succeeded if n not in rerun
     }
 
 
-Preset = tuple[Any, "str | None", bool]
+Preset = tuple[Any, "str | None", bool, bool]  # value, cache key, has a value, from the cache
 
 
 def _open_displays(handle: RunHandle) -> list[Any]:
@@ -342,6 +370,7 @@ def make_record(engine: Engine, node: Node, started: float) -> Run:
         invs=engine.invs,
         logs={name: "".join(parts) for name, parts in engine.logs.items()},
     )
+    record.stopped = engine.cancelling
     record.name = getattr(node, "name", None)
     return record
 

@@ -112,13 +112,14 @@ class TaskOptions:
     skip_if: Callable[..., Any] | None = None
     dedupe: bool = False
     cache: bool = False
+    reuse: bool = True  # False: never reused by an incremental run (it reads the outside world)
     executor: Any = None  # None (threads for sync, the loop for async), "thread", "process", an Executor
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 OPTION_NAMES = frozenset(
     {"name", "retries", "retry_delay", "retry", "timeout", "trigger_rule", "limit", "limit_by",
-     "breaker", "skip_if", "dedupe", "cache", "executor"}
+     "breaker", "skip_if", "dedupe", "cache", "reuse", "executor"}
 )
 
 
@@ -189,6 +190,10 @@ def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
         changes["dedupe"] = bool(given["dedupe"])
     if given.get("cache") is not None:
         changes["cache"] = bool(given["cache"])
+    if given.get("reuse") is not None:
+        if not isinstance(given["reuse"], bool):
+            raise DefinitionError(f"{who}reuse= expects True or False, got {given['reuse']!r}")
+        changes["reuse"] = given["reuse"]
     if given.get("executor") is not None:
         from .executors import check_executor
 
@@ -517,7 +522,7 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Turn a sync or async function into a task function.
 
     ``@task`` or ``@task(name=, retries=, retry_delay=, retry=RetryPolicy(...), timeout=,
-    trigger_rule=, limit=, limit_by=, breaker=, skip_if=, dedupe=, cache=, executor=)``. Options
+    trigger_rule=, limit=, limit_by=, breaker=, skip_if=, dedupe=, cache=, reuse=, executor=)``. Options
     are checked here, so a typo fails at definition time. ``executor="process"`` or
     ``executor=DaskExecutor(...)`` runs the body in a process pool or on Dask (see
     ``nborch.executors``); it also sends an async function there.

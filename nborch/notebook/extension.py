@@ -41,6 +41,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
     magics = OrchMagics(ipython)
     ipython.register_magics(magics)
+    ipython.events.register("pre_run_cell", magics.pre_run_cell)  # the running cell's id
     state: dict[str, Any] = {"magics": magics}
     try:
         from ..display.widget import widget_factory
@@ -68,5 +69,9 @@ def unload_ipython_extension(ipython: Any) -> None:
         state["unregister"]()
     if "unpump" in state:
         state["unpump"]()
+    try:
+        ipython.events.unregister("pre_run_cell", state["magics"].pre_run_cell)
+    except ValueError:  # already gone
+        pass
     if state.get("custom_exc"):
         ipython.set_custom_exc((), None)

@@ -32,6 +32,8 @@ TASK_ARGUMENTS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--limit",), {"type": int, "default": None, "metavar": "N"}),
     (("--cache",), {"action": "store_true",
                     "help": "reuse the stored value while code and inputs are unchanged"}),
+    (("--always",), {"action": "store_true",
+                     "help": "run every time: never reused by an incremental %%orch run (it reads the outside world)"}),
     (("--flow",), {"default": "default", "metavar": "FLOW",
                    "help": "the named workflow this task belongs to"}),
     (("--run",), {"action": "store_true", "help": "run this task and its upstream now"}),
@@ -111,6 +113,7 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
         "trigger_rule": args.trigger,
         "limit": args.limit,
         "cache": True if args.cache else None,
+        "reuse": False if args.always else None,
     }
     return {k: v for k, v in given.items() if v is not None}
 
