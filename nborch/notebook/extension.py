@@ -33,7 +33,8 @@ def _show_failure(
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register %%task / %orch, the live display for runs in this kernel, and the failure block."""
+    """Register %%task / %orch, the live display for runs in this kernel, the widget pump that
+    keeps its Cancel button working during a blocking run, and the failure block."""
     if id(ipython) in _state:  # %load_ext twice: keep the workflow defined so far
         return
     from .magics import CellTaskFailed, OrchMagics
@@ -48,6 +49,11 @@ def load_ipython_extension(ipython: Any) -> None:
         pass
     else:
         state["unregister"] = register_display(widget_factory)
+    from .uipoll import install as install_widget_pump
+
+    unpump = install_widget_pump(ipython)  # None in a terminal IPython or an unknown ipykernel
+    if unpump is not None:
+        state["unpump"] = unpump
     if not ipython.custom_exceptions:  # never take over another extension's handler
         ipython.set_custom_exc((CellTaskFailed, SyntaxError), _show_failure)
         state["custom_exc"] = True
@@ -61,6 +67,8 @@ def unload_ipython_extension(ipython: Any) -> None:
         return
     if "unregister" in state:
         state["unregister"]()
+    if "unpump" in state:
+        state["unpump"]()
     try:
         ipython.events.unregister("pre_run_cell", state["magics"].pre_run_cell)
     except ValueError:  # already gone
