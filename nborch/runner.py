@@ -66,6 +66,7 @@ _wait_hooks: list[WaitHook] = []
 # "thread": this run's caller blocks in another thread's wait (a plain Jupyter cell's node.run()),
 # "nested": it blocks in run_until_complete on its own loop (nest_asyncio), None: it awaits
 _blocking: contextvars.ContextVar[str | None] = contextvars.ContextVar("nborch_blocking", default=None)
+_polls_ui: contextvars.ContextVar[bool] = contextvars.ContextVar("nborch_polls_ui", default=False)
 
 
 def register_wait_hook(hook: WaitHook) -> Callable[[], None]:
@@ -73,20 +74,26 @@ def register_wait_hook(hook: WaitHook) -> Callable[[], None]:
 
     A front end uses it to keep its UI alive while a cell blocks in ``node.run()``: the
     notebook extension processes the widget messages that arrived meanwhile, so the live
-    display's Cancel button works during a blocking run. A hook that raises is logged and
-    removed. Returns a function that unregisters it."""
+    display's Cancel button works during a blocking run. A hook is asked once before the
+    wait; returning False there means it cannot work in this thread (it is then left out of
+    this wait, and ``RunHandle.polls_ui`` is False). A hook that raises is logged and removed.
+    Returns a function that unregisters it."""
     _wait_hooks.append(hook)
     return lambda: _wait_hooks.remove(hook) if hook in _wait_hooks else None
 
 
-def _call_wait_hooks() -> None:
-    for hook in list(_wait_hooks):
+def _call_wait_hooks(hooks: list[WaitHook]) -> list[WaitHook]:
+    """Call ``hooks``; returns those that want to go on (not False, not raising)."""
+    going = []
+    for hook in hooks:
         try:
-            hook()
+            if hook() is not False:
+                going.append(hook)
         except Exception:  # a front end's hook must never break the wait
             log.exception("wait hook %r failed; it has been removed", hook)
             if hook in _wait_hooks:
                 _wait_hooks.remove(hook)
+    return going
 
 
 def last_run() -> Run | None:
@@ -161,7 +168,7 @@ class RunHandle:
         self.task: asyncio.Task[Any] | None = None
         self.plan: Any = None  # an incremental run's nborch.reuse.Plan (what it reuses, and why)
         self.blocking = _blocking.get()
-        self.polls_ui = self.blocking != "thread" or bool(_wait_hooks)
+        self.polls_ui = self.blocking != "thread" or _polls_ui.get()
 
     def cancel(self) -> None:
         """Cancel the run from any thread (a widget's Cancel button); every task settles."""
@@ -500,8 +507,11 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         started.set()
         return await make()
 
+    hooks = _call_wait_hooks(list(_wait_hooks)) if _wait_hooks else []  # those that can work here
+
     def target() -> None:
         _blocking.set("thread")
+        _polls_ui.set(bool(hooks))
         try:
             box["result"] = asyncio.run(main())
         except BaseException as exc:  # re-raised in the caller's thread
@@ -518,8 +528,8 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
             # returns, since the new thread need not hand the GIL back at once
             worker.start()
             while not finished.wait(0.1):  # short waits keep KeyboardInterrupt prompt everywhere
-                if _wait_hooks:
-                    _call_wait_hooks()
+                if hooks:
+                    hooks = _call_wait_hooks(hooks)
         except BaseException:  # KeyboardInterrupt (kernel Stop, Ctrl-C): cancel, wait, re-raise
             _cancel_and_wait(box, started, finished)
             raise

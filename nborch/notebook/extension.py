@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import traceback
 from typing import Any
 
@@ -19,6 +20,9 @@ def _show_failure(
     """Show nborch's cell errors short: a failed run as task, exception and failing line; a
     syntax error in a task cell as the cell line and caret, not the frames that compiled it."""
     red, reset = "\x1b[0;31m", "\x1b[0m"
+    if isinstance(value, asyncio.CancelledError) and not getattr(value, "_nborch_run", False):
+        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)  # not a run we stopped
+        return None
     if isinstance(value, SyntaxError):
         if not getattr(value, "_nborch_cell", False):  # not ours: IPython's usual display
             shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
@@ -55,7 +59,7 @@ def load_ipython_extension(ipython: Any) -> None:
     if unpump is not None:
         state["unpump"] = unpump
     if not ipython.custom_exceptions:  # never take over another extension's handler
-        ipython.set_custom_exc((CellTaskFailed, SyntaxError), _show_failure)
+        ipython.set_custom_exc((CellTaskFailed, SyntaxError, asyncio.CancelledError), _show_failure)
         state["custom_exc"] = True
     _state[id(ipython)] = state
 

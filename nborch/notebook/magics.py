@@ -305,11 +305,15 @@ class OrchMagics(Magics):
             record = run_node(dag, **options)
         except DefinitionError as err:
             raise UsageError(f"%orch run: {err}") from err
-        except (KeyboardInterrupt, asyncio.CancelledError):  # stopped: its record still counts
+        except (KeyboardInterrupt, asyncio.CancelledError) as stop:  # stopped: its record still counts
             stopped = last_run()
             if stopped is not None and stopped.id == run_id:
                 self.workflow.last_run = stopped
                 self.namespace["_orch_run"] = stopped
+                if isinstance(stop, asyncio.CancelledError):  # the Cancel button: one short line
+                    stop._nborch_run = True  # type: ignore[attr-defined]
+                    stop.args = (failure_message(stopped, self.workflow.cells).split("\n")[0]
+                                 + "; the record is _orch_run",)
             raise
         except SystemExit:
             # A task called sys.exit(): the engine records it FAILED, then re-raises it. It fails
