@@ -888,7 +888,8 @@ def keep_for_resume(store: SqliteStore, run_id: str, run: Any) -> None:
     stored, in one file, so that ``resume=`` need not run them again to feed what it re-runs
     (items of a mapped node above all: one failed item of 10,000 re-runs alone). A succeeded run
     writes nothing. Values that cannot be pickled are left out (those tasks run again). One
-    pickle and one write for the whole run: the cost falls on the failed run's end only."""
+    pickle and one write for the whole run: the cost falls on the failed run's end only. The
+    newest ``RESUME_KEPT`` such files are kept (``prune_resume_files``)."""
     try:
         if run.status == "succeeded" or not run.results:
             return
@@ -907,8 +908,23 @@ def keep_for_resume(store: SqliteStore, run_id: str, run: Any) -> None:
             from .cache import Cache
 
             Cache(store, run_id).save(resume_key(run_id), "(resume)", kept)
+            prune_resume_files(store)
     except Exception:  # recording must never break a run's end
         log.debug("values of run %s not kept for resume", run_id, exc_info=True)
+
+
+RESUME_KEPT = 10  # failed runs whose values are kept for resume; older ones' files are removed
+
+
+def prune_resume_files(store: SqliteStore, keep: int = RESUME_KEPT) -> None:
+    """Keep the values of the newest ``keep`` failed runs only: a notebook that fails again and
+    again must not fill the disk (a run whose file is gone resumes as without one)."""
+    with contextlib.suppress(OSError):
+        found = [e for e in os.scandir(store.values) if e.name.startswith("resume-") and e.name.endswith(".pkl")]
+        found.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+        for old in found[keep:]:
+            with contextlib.suppress(OSError):
+                os.unlink(old.path)
 
 
 class DurableRecorder(Recorder):

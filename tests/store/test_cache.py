@@ -252,6 +252,25 @@ def test_a_failed_run_keeps_its_values_for_resume(store, tmp_path):
     assert not list(store.values.glob(f"resume-{ok.id}.pkl"))  # a run that succeeded keeps nothing
 
 
+def test_only_the_newest_failed_runs_keep_their_values(store, monkeypatch):
+    from nborch.store import sqlite
+
+    monkeypatch.setattr(sqlite, "RESUME_KEPT", 3)
+    monkeypatch.setattr(sqlite.prune_resume_files, "__defaults__", (3,))
+
+    @task
+    def ok():
+        return 1
+
+    @task
+    def bad(ok):
+        raise ValueError("again")
+
+    ids = [nborch.run(bad(ok()), store=store).id for _ in range(5)]
+    kept = sorted(p.name for p in store.values.glob("resume-*.pkl"))
+    assert kept == sorted(f"resume-{i}.pkl" for i in ids[-3:])
+
+
 def test_resume_of_an_unknown_run_is_a_clear_error(store):
     with pytest.raises(nborch.NborchError, match=r"^no run 'nope'"):
         nborch.run(task(lambda: 1)(), store=store, resume="nope")
