@@ -111,3 +111,18 @@ def test_reuse_in_process_adding_one_element_runs_only_the_new_item():
     assert again.value == [2, 4, 6]
     assert {"double:0", "double:1"} <= again.reused and "double:2" not in again.reused
     assert again.attempts["double:2"] == 1
+
+
+def test_items_show_the_values_an_element_wise_item_got_not_the_upstream_task():
+    @task
+    def fetch(url):
+        return url.upper()
+
+    @task
+    def size(html):
+        return len(html)
+
+    run = nborch.run(size.map(fetch.map(["a", "bb"])), store=False)
+    rows = run.items("size")
+    assert [r.params for r in rows] == [{"html": "A"}, {"html": "BB"}]
+    assert [r.value for r in rows] == [1, 2]
