@@ -6,6 +6,8 @@
 Every figure comes from this one process, and figures that are compared are measured
 interleaved (the variants of a row take turns, in a rotating order, ``--repeat`` times; 2 at
 100,000 tasks); each is the best of its turns. Per-task cost = wall time / number of tasks.
+After each turn, untimed, the row's store is flushed: the WAL checkpoint that a recorded run
+leaves to the store's writer thread must not run into the next variant's time.
 
 nborch is timed as a user runs it: building the nodes through the public API, then
 ``nborch.run(dag)``. Two build styles are timed:
@@ -59,6 +61,7 @@ sys.path.insert(0, HERE)
 
 import nborch  # noqa: E402
 from nborch import DAG, Parallel, Task, task  # noqa: E402
+from nborch.store import get_store  # noqa: E402
 from raw_baseline import layered_dag, raw_run  # noqa: E402
 
 Deps = list[list[int]]  # deps[i]: the upstream indices of task i (raw_baseline's format)
@@ -226,9 +229,13 @@ def nborch_run(build: Callable[[Deps, Callable[..., Any]], DAG], deps: Deps, fn:
 # -- timing -------------------------------------------------------------------------------------
 
 
-def interleaved(variants: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+def interleaved(
+    variants: dict[str, Callable[[], Any]], repeat: int, home: str | None = None
+) -> dict[str, float]:
     """Best wall time of each variant; the variants take turns, in a rotating order. A variant
-    that returns (build, total) seconds also yields ``<name>.build``."""
+    that returns (build, total) seconds also yields ``<name>.build``. After each turn (untimed)
+    the store at ``home`` is flushed: the WAL checkpoint a recorded run leaves to the store's
+    writer thread must not run into the next variant's time."""
     best: dict[str, float] = {}
     names = list(variants)
     for r in range(repeat):
@@ -241,6 +248,8 @@ def interleaved(variants: dict[str, Callable[[], Any]], repeat: int) -> dict[str
                 best[name + ".build"] = min(best.get(name + ".build", 1e9), out[0])
                 elapsed = out[1]
             best[name] = min(best.get(name, 1e9), elapsed)
+            if home is not None:
+                get_store(home).flush()
     return best
 
 
@@ -257,7 +266,7 @@ def async_row(shape: str, n: int, repeat: int) -> dict[str, float]:
             "defaults": lambda: nborch_run(build_args, deps, anoop, store=home),
             "store=False": lambda: nborch_run(build_args, deps, anoop, store=False),
             "after": lambda: nborch_run(build_after, deps, anoop, store=home),
-        }, repeat)
+        }, repeat, home)
     return {k: v / n for k, v in t.items()}
 
 
@@ -270,7 +279,7 @@ def sync_row(shape: str, n: int, repeat: int) -> dict[str, float]:
             "graphlib": lambda: graphlib_run(deps, sync=True),
             "defaults": lambda: nborch_run(build_args, deps, snoop, store=home),
             "store=False": lambda: nborch_run(build_args, deps, snoop, store=False),
-        }, repeat)
+        }, repeat, home)
     return {k: v / n for k, v in t.items()}
 
 
@@ -302,7 +311,10 @@ def fib_tree(n: int) -> DAG:
     tasks: list[Task[int]] = []
 
     def node(k: int) -> Task[int]:
-        t = Task(leaf, k, name=f"f{len(tasks)}") if k < 2 else Task(add, node(k - 1), node(k - 2), name=f"f{len(tasks)}")
+        if k < 2:
+            t = Task(leaf, k, name=f"f{len(tasks)}")
+        else:
+            t = Task(add, node(k - 1), node(k - 2), name=f"f{len(tasks)}")
         tasks.append(t)
         return t
 
@@ -328,7 +340,7 @@ def children_row(n: int, repeat: int) -> dict[str, float]:
             "children": children,
             "static": lambda: static(max_concurrency=2),
             "static, no limit": static,
-        }, repeat)
+        }, repeat, home)
     return {"tasks": tasks, **{k: v / tasks for k, v in t.items()}}
 
 
@@ -350,7 +362,7 @@ def mapped_row(n: int, repeat: int) -> dict[str, float]:
             run = nborch.run(Parallel(*[noop(i) for i in range(n)]), store=home)
             assert run.ok and len(run.value) == n, run.summary()
 
-        t = interleaved({"plain": plain, "mapped": mapped}, repeat)
+        t = interleaved({"plain": plain, "mapped": mapped}, repeat, home)
     return {k: v / n for k, v in t.items()}
 
 
@@ -365,6 +377,7 @@ def memory_per_task(n: int) -> float:
         tracemalloc.stop()
         assert run.ok
         del run
+        get_store(home).flush()
     return peak / n
 
 
@@ -376,7 +389,8 @@ def import_time() -> float:
     code = "import time; t=time.perf_counter(); import nborch; print(time.perf_counter()-t)"
     samples = []
     for _ in range(6):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env=env)
         samples.append(float(out.stdout))
     return min(samples[1:])
 
@@ -416,7 +430,8 @@ class Targets:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1,000 and 10,000 tasks, fib(20)")
-    p.add_argument("--repeat", type=int, default=3, help="turns per variant (2 at 100,000 tasks and for fib(25))")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="turns per variant (at most 2 at 100,000 tasks and for fib(25))")
     args = p.parse_args()
     sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
     fib_n = 20 if args.quick else 25
@@ -432,25 +447,27 @@ def main() -> None:
     targets = Targets()
 
     print("async no-op. nborch: build + run; headline = Task(fn, *upstream_tasks, name=...) into DAG(*tasks)")
-    head = (f"{'shape':8} {'tasks':>7} | {'raw':>6} {'graphlib':>8} | {'build':>6} {'defaults':>8} {'x raw':>5} "
-            f"{'store=False':>11} {'x raw':>5} {'rec':>5} | {'after: build':>12} {'defaults':>8} {'x raw':>5} | load")
+    head = (f"{'shape':8} {'tasks':>7} | {'raw':>6} {'graphlib':>8} | {'build':>6} {'defaults':>8} "
+            f"{'x raw':>5} {'store=False':>11} {'x raw':>5} {'rec':>5} | {'after: build':>12} "
+            f"{'defaults':>8} {'x raw':>5} | load")
     print(head)
     print("-" * len(head))
     arows: dict[tuple[str, int], dict[str, float]] = {}
     for shape in SHAPES:
         for n in sizes:
             r = arows[shape, n] = async_row(shape, n, turns(n))
-            print(f"{shape:8} {n:>7,} | {us(r['raw'], 6)} {us(r['graphlib'], 8)} | {us(r['defaults.build'], 6)} "
-                  f"{us(r['defaults'], 8)} {ratio(r['defaults'] / r['raw'])} {us(r['store=False'], 11)} "
+            print(f"{shape:8} {n:>7,} | {us(r['raw'], 6)} {us(r['graphlib'], 8)} | "
+                  f"{us(r['defaults.build'], 6)} {us(r['defaults'], 8)} {ratio(r['defaults'] / r['raw'])} "
+                  f"{us(r['store=False'], 11)} "
                   f"{ratio(r['store=False'] / r['raw'])} {ratio(r['defaults'] / r['store=False'])} | "
                   f"{us(r['after.build'], 12)} {us(r['after'], 8)} {ratio(r['after'] / r['raw'])} | {load()}",
                   flush=True)
-    print("(rec = defaults / store=False: what recording costs; after = dag.add(Task(fn, name=...), after=[...]), "
-          "defaults)\n")
+    print("(rec = defaults / store=False: what recording costs; "
+          "after = dag.add(Task(fn, name=...), after=[...]), defaults)\n")
 
     print("sync no-op. nborch: build + run, Task(fn, *upstream_tasks, name=...) into DAG(*tasks)")
-    head = (f"{'shape':8} {'tasks':>7} | {'tpe':>6} {'rie':>6} {'graphlib':>8} | {'build':>6} {'defaults':>8} "
-            f"{'x tpe':>5} {'x rie':>5} {'store=False':>11} {'x tpe':>5} | load")
+    head = (f"{'shape':8} {'tasks':>7} | {'tpe':>6} {'rie':>6} {'graphlib':>8} | {'build':>6} "
+            f"{'defaults':>8} {'x tpe':>5} {'x rie':>5} {'store=False':>11} {'x tpe':>5} | load")
     print(head)
     print("-" * len(head))
     srows: dict[tuple[str, int], dict[str, float]] = {}
@@ -459,17 +476,20 @@ def main() -> None:
             r = srows[shape, n] = sync_row(shape, n, turns(n))
             print(f"{shape:8} {n:>7,} | {us(r['tpe'], 6)} {us(r['rie'], 6)} {us(r['graphlib'], 8)} | "
                   f"{us(r['defaults.build'], 6)} {us(r['defaults'], 8)} {ratio(r['defaults'] / r['tpe'])} "
-                  f"{ratio(r['defaults'] / r['rie'])} {us(r['store=False'], 11)} {ratio(r['store=False'] / r['tpe'])} | "
+                  f"{ratio(r['defaults'] / r['rie'])} {us(r['store=False'], 11)} "
+                  f"{ratio(r['store=False'] / r['tpe'])} | "
                   f"{load()}", flush=True)
     print("(tpe = ThreadPoolExecutor + done-callbacks; rie = in-degree asyncio + run_in_executor)\n")
 
-    print(f"child tasks: fib({fib_n}) with max_concurrency=2, defaults, against the same call tree as a static DAG")
+    print(f"child tasks: fib({fib_n}) with max_concurrency=2, defaults, against the same call tree as a "
+          "static DAG")
     c = children_row(fib_n, turns(100_000) if fib_n >= 25 else args.repeat)
     print(f"  {int(c['tasks']):,} tasks: children {us(c['children']).strip()} µs/task, static DAG "
           f"{us(c['static']).strip()} (max_concurrency=2), {us(c['static, no limit']).strip()} (no limit); "
           f"ratio {c['children'] / c['static']:.2f}x | load {load()}\n", flush=True)
 
-    print("mapped: noop.map(range(n)) against Parallel(*[noop(i) for i in range(n)]), build included, defaults")
+    print("mapped: noop.map(range(n)) against Parallel(*[noop(i) for i in range(n)]), build included, "
+          "defaults")
     mrows: dict[int, dict[str, float]] = {}
     for n in sizes:
         m = mrows[n] = mapped_row(n, turns(n))
@@ -484,7 +504,8 @@ def main() -> None:
     imp = import_time()
     print(f"import nborch (bytecode cached, best of 5 fresh interpreters): {imp * 1e3:.1f} ms")
     io = io_case()
-    print(f"I/O: 1,000 x asyncio.sleep(0.1), max_concurrency=100, store=False: {io:.3f} s = {io:.3f} x ideal 1.0 s")
+    print(f"I/O: 1,000 x asyncio.sleep(0.1), max_concurrency=100, store=False: {io:.3f} s "
+          f"= {io:.3f} x ideal 1.0 s")
 
     per_size = "at " + " / ".join(f"{n:,}" for n in sizes)
     for shape in SHAPES:
@@ -511,10 +532,12 @@ def main() -> None:
                 targets.check(f"{kind} defaults: nborch's cost per task at 100,000 <= 1.2x at 1,000, {shape}",
                               [rows[shape, 100_000]["defaults"] / rows[shape, 1_000]["defaults"]], 1.2)
     targets.check("node construction, Task(fn, *ups) into DAG, <= 2 µs/task (async, chain/fan/layered, "
-                  f"{per_size})", [arows[s, n]["defaults.build"] * 1e6 for s in SHAPES for n in sizes], 2.0, "{:.1f}")
+                  f"{per_size})", [arows[s, n]["defaults.build"] * 1e6 for s in SHAPES for n in sizes], 2.0,
+                  "{:.1f}")
     targets.check("node construction, dag.add(after=), <= 2 µs/task (same order)",
                   [arows[s, n]["after.build"] * 1e6 for s in SHAPES for n in sizes], 2.0, "{:.1f}")
-    targets.check(f"child tasks: fib({fib_n}) <= 2x a static DAG of the same tree", [c["children"] / c["static"]], 2.0)
+    targets.check(f"child tasks: fib({fib_n}) <= 2x a static DAG of the same tree",
+                  [c["children"] / c["static"]], 2.0)
     targets.check(f"mapped: an item <= 1.5x a plain task ({per_size})",
                   [mrows[n]["mapped"] / mrows[n]["plain"] for n in sizes], 1.5)
     targets.check(f"peak memory at {mem_n:,} tasks <= 2 KB/task", [mem / 1000], 2.0, "{:.2f} KB")

@@ -46,6 +46,7 @@ sys.path.insert(0, HERE)
 import nborch  # noqa: E402
 from engine import anoop, build_args, interleaved, load  # noqa: E402
 from nborch.graph import build_graph  # noqa: E402
+from nborch.store import get_store  # noqa: E402
 from raw_baseline import layered_dag, raw_run  # noqa: E402
 
 NBORCH = os.path.dirname(os.path.abspath(nborch.__file__)) + os.sep
@@ -100,7 +101,7 @@ def phases(n: int, repeat: int, home: str) -> dict[str, float]:
         "store=False": timed(run_only(store=False)),
         "events": timed(run_only(store=False, on_event=Quiet())),
         "defaults": timed(run_only(store=home)),
-    }, repeat)
+    }, repeat, home)
     return {k: v / n for k, v in t.items() if not k.endswith(".build")}
 
 
@@ -121,7 +122,8 @@ def root_phase(func: Func) -> str | None:
         return None
     if rel.startswith("store" + os.sep) or (rel == "runner.py" and name in ("_open_recorder", "_open_store")):
         return "recording"
-    if (rel == "graph.py" and name == "build_graph") or (rel == "engine.py" and name in ("__init__", "add_specs")):
+    if (rel == "graph.py" and name == "build_graph") or (
+            rel == "engine.py" and name in ("__init__", "add_specs")):
         return "graph validation/compile"
     if rel == "eventbus.py" or (rel == "engine.py" and name in ("emit", "publish", "_deliver", "listening")):
         return "events"
@@ -196,6 +198,7 @@ def where(func: Func) -> str:
 def profile(n: int, top: int, home: str) -> tuple[pstats.Stats, float]:
     deps = layered_dag(n)
     nborch.run(build_args(deps, anoop), store=home)  # warm up: imports, the store's schema
+    get_store(home).flush()
     gc.collect()
     pr = cProfile.Profile()
     t0 = time.perf_counter()
@@ -219,7 +222,8 @@ def print_profile(st: pstats.Stats, n: int, top: int, elapsed: float, wall: floa
         print(f"{tt / n * 1e6:8.2f} {tt / total:6.1%} {nc:9,} {ct / n * 1e6:11.2f}  {where(func)}")
     scale = wall / elapsed
     print(f"\nown time by phase, and the modules it is spent in: µs/task under the profiler, and scaled "
-          f"by {scale:.2f} to the\nunprofiled wall time of part 1 (rough: the profiler's overhead is per call)")
+          f"by {scale:.2f} to the\nunprofiled wall time of part 1 "
+          "(rough: the profiler's overhead is per call)")
     phase = by_phase(stats)
     order = sorted(phase, key=lambda p: -sum(phase[p].values()))
     for p in order:
@@ -238,6 +242,7 @@ def pyinstrument_tree(n: int, home: str, lines: int) -> None:
         print("\n(pyinstrument is not installed: no call tree; `pip install pyinstrument` to get one)")
         return
     deps = layered_dag(n)
+    get_store(home).flush()
     gc.collect()
     prof = Profiler(interval=0.0005, async_mode="disabled")
     prof.start()
@@ -275,7 +280,8 @@ def main() -> None:
         user = ph["build"] + ph["defaults"]
         print(f"  {'= build + run with the defaults':46} {user * 1e6:7.2f}   "
               f"(raw_baseline {ph['raw'] * 1e6:.2f}: {user / ph['raw']:.1f}x)")
-        print(f"  runs: store=False {ph['store=False'] * 1e6:.2f}, with a subscriber {ph['events'] * 1e6:.2f}, "
+        print(f"  runs: store=False {ph['store=False'] * 1e6:.2f}, "
+              f"with a subscriber {ph['events'] * 1e6:.2f}, "
               f"defaults {ph['defaults'] * 1e6:.2f}; load {load()}\n")
         st, elapsed = profile(n, args.top, home)
         print_profile(st, n, args.top, elapsed, user * n)
