@@ -3,7 +3,11 @@
 DOT is built as plain strings; graphviz only renders it (``render_svg``). Every node carries
 ``id="task-<name>"`` (``group-<base>`` in a collapsed graph) and ``class="st-<state>"``, which
 graphviz copies into the SVG, so a ``<style>`` block (``state_css``) recolours nodes by id and
-``SvgTemplate`` rewrites only node classes and second lines: one layout per graph shape.
+``SvgTemplate`` rewrites only node classes, colours and second lines: one layout per graph
+shape (and one per process for a shape seen before: ``layout_svg`` keeps the last few).
+Colours are also written into the SVG itself, so a static copy (a saved notebook, GitHub,
+nbconvert) shows them where ``<style>`` blocks are stripped. Inline SVG carries ``FIT_STYLE``:
+it shrinks to the output's width (and to 70% of the window's height), never past it.
 
 Above ``collapse_over`` tasks the graph is collapsed: one node per task function (``Spec.base``)
 with counts per state, because laying out hundreds of nodes takes seconds.
@@ -11,25 +15,31 @@ with counts per state, because laying out hundreds of nodes takes seconds.
 
 from __future__ import annotations
 
+import html
 import re
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NborchError
+from ..record import _fmt_seconds
 from ..graph import Graph, build_graph
 from ..state import TaskState
 from ..task import fn_name
-from .state import RunView
+from .state import KnownTask, RunView, fmt_elapsed
 
 if TYPE_CHECKING:
     import graphviz
 
+    from ..record import Run
     from ..task import Node
 
 __all__ = [
-    "COLLAPSE_OVER", "COLORS", "NOTEBOOK_EXTRA", "GraphModel", "SvgTemplate", "graph_dot", "graph_model",
-    "group_id", "group_tasks", "node_digraph", "node_id", "node_looks", "printable", "render_svg",
-    "state_css",
+    "COLLAPSE_OVER", "COLORS", "FIT_STYLE", "MARK_COLORS", "NOTEBOOK_EXTRA", "GraphModel", "SvgTemplate",
+    "cached_layout", "forget_layouts", "graph_dot", "graph_model", "group_id", "group_tasks", "layout_svg", "node_digraph", "node_id", "node_looks",
+    "printable", "render_svg", "run_model", "state_css", "status_digraph",
 ]
 
 COLLAPSE_OVER = 200
@@ -47,6 +57,14 @@ COLORS: dict[TaskState, tuple[str, str]] = {  # state -> (fill, text)
     S.SKIPPED: ("#f5f5f5", "#9e9e9e"),
     S.CANCELLED: ("#8e24aa", "#ffffff"),
 }
+# Succeeded without running: a pale green, bordered in the succeeded colour (fill, text, border)
+MARK_COLORS: dict[str, tuple[str, str, str]] = {
+    "cached": ("#c8e6c9", "#1b5e20", "#43a047"),
+    "reused": ("#c8e6c9", "#1b5e20", "#43a047"),
+}
+BORDER = "#616161"
+FAILED_BORDER = "#b71c1c"
+STALE_BORDER = "#6d4c41"
 SYMBOLS: dict[TaskState, str] = {
     S.SUCCEEDED: "✓", S.FAILED: "✗", S.RUNNING: "▶", S.RETRYING: "↻", S.PENDING: "○",
     S.UPSTREAM_FAILED: "⊘", S.SKIPPED: "↷", S.CANCELLED: "■",
@@ -64,6 +82,10 @@ EDGE_ATTR = {"color": "#9e9e9e", "arrowsize": "0.7"}
 # that replace them, so the boxes need not grow.
 TASK_PLACEHOLDER = "00 attempts · 00.00ms"
 GROUP_PLACEHOLDER = "✓0000 ✗000 ▶000 ○0000"
+
+# Inline SVG fits its output: never wider than it, nor taller than most of the window
+# (the aspect ratio kept); ``html.zoomable`` adds a click to see it at full size.
+FIT_STYLE = "max-width:100%;max-height:70vh;height:auto"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 # What must never reach DOT, SVG (XML 1.0), HTML or Mermaid raw: control characters (C0, DEL,
@@ -144,13 +166,19 @@ def group_tasks(graph: Graph, limit: int = COLLAPSE_OVER) -> dict[str, list[str]
     by function if that makes more than ``limit`` groups; past ``limit``, the smallest groups
     are merged into one ("… 12 more functions")."""
     specs = graph.specs
+    return _groups(
+        {name: spec.base for name, spec in specs.items()},
+        lambda: {name: fn_name(spec.task.fn) for name, spec in specs.items()},
+        limit,
+    )
+
+
+def _groups(bases: dict[str, str], fallback: Any, limit: int) -> dict[str, list[str]]:
+    if fallback is not None and len(set(bases.values())) > limit:  # many explicit names: by function
+        bases = fallback()
     groups: dict[str, list[str]] = {}
-    for name, spec in specs.items():
-        groups.setdefault(spec.base, []).append(name)
-    if len(groups) > limit:  # many explicitly named tasks: group by their function instead
-        groups = {}
-        for name, spec in specs.items():
-            groups.setdefault(fn_name(spec.task.fn), []).append(name)
+    for name, base in bases.items():
+        groups.setdefault(base, []).append(name)
     if len(groups) > limit:
         ranked = sorted(groups, key=lambda b: -len(groups[b]))
         kept = {b: groups[b] for b in ranked[: limit - 1]}
@@ -165,45 +193,89 @@ def graph_model(graph: Graph, collapse_over: int = COLLAPSE_OVER) -> GraphModel:
     """What to draw for ``graph``: every task, or above ``collapse_over`` tasks one node per
     ``Spec.base`` (the function's name, or the task's explicit name), and if that still gives
     too many, one per function."""
-    specs = graph.specs
-    model = GraphModel(collapsed=len(specs) > collapse_over)
+    specs = dict(graph.specs)  # a copy: child tasks may be added meanwhile
+    if len(specs) <= collapse_over:
+        ups = {name: [u.name for u in spec.up] for name, spec in specs.items()}
+        parents = {name: spec.parent for name, spec in specs.items() if spec.parent is not None}
+        return _model(list(specs), ups, parents)
+    groups = _groups({n: s.base for n, s in specs.items()},
+                     lambda: {n: fn_name(s.task.fn) for n, s in specs.items()}, collapse_over)
+    group_of = {n: gid for base, members in groups.items() for gid in (group_id(base),) for n in members}
+    data = dict.fromkeys((group_of[u.name], group_of[n]) for n, s in specs.items() for u in s.up)
+    calls = dict.fromkeys(
+        (group_of[s.parent], group_of[n]) for n, s in specs.items() if s.parent is not None and s.parent in group_of
+    )
+    return _grouped(groups, data, calls)
+
+
+_CALL_SUFFIX = re.compile(r"(\[\d+\]|\d+)$")
+
+
+def run_model(run: Run, collapse_over: int = COLLAPSE_OVER) -> GraphModel:
+    """What to draw for a run from its record alone (``Run.upstreams`` and ``Run.parents``, as
+    the store keeps them): collapsed above ``collapse_over`` tasks by the names' function part
+    ("fetch[3]" and "fetch3" are calls of "fetch")."""
+    names = list(run.states)
+    ups, parents = run.upstreams, run.parents
+    if len(names) <= collapse_over:
+        return _model(names, ups, parents)
+    groups = _groups({n: _CALL_SUFFIX.sub("", n) for n in names}, None, collapse_over)
+    group_of = {n: gid for base, members in groups.items() for gid in (group_id(base),) for n in members}
+    data = dict.fromkeys((group_of[u], group_of[n]) for n in names for u in ups.get(n, ()) if u in group_of)
+    calls = dict.fromkeys((group_of[p], group_of[n]) for n, p in parents.items() if n in group_of and p in group_of)
+    return _grouped(groups, data, calls)
+
+
+def _model(names: list[str], ups: Mapping[str, list[str]], parents: Mapping[str, str]) -> GraphModel:
+    """A model with a node per task."""
+    model = GraphModel()
     nodes, edges = model.nodes, model.edges
-    if not model.collapsed:
-        for name, spec in specs.items():
-            nid = node_id(name)
-            nodes[nid] = DotNode(nid, name, [name])
-            for up in spec.up:
-                edges[(node_id(up.name), nid, False)] = None
-            if spec.parent is not None and spec.parent in specs:
-                edges[(node_id(spec.parent), nid, True)] = None
-        return model
-    group_of: dict[str, str] = {}
-    for base, names in group_tasks(graph, collapse_over).items():
-        gid = group_id(base)
-        nodes[gid] = DotNode(gid, base, names, group=True)
-        for n in names:
-            group_of[n] = gid
-    for name, spec in specs.items():
-        gid = group_of[name]
-        for up in spec.up:
-            ug = group_of.get(up.name)
-            if ug is not None:
-                edges.pop((ug, gid, True), None)  # a data edge says more than a call edge
-                edges[(ug, gid, False)] = None
-        if spec.parent is not None:
-            pg = group_of.get(spec.parent)
-            if pg is not None and (pg, gid, False) not in edges:
-                edges[(pg, gid, True)] = None
+    known = set(names)
+    for name in names:
+        nid = node_id(name)
+        nodes[nid] = DotNode(nid, name, [name])
+    for name in names:
+        nid = node_id(name)
+        for up in ups.get(name, ()):
+            if up in known:
+                edges[(node_id(up), nid, False)] = None
+        parent = parents.get(name)
+        if parent is not None and parent in known:
+            edges[(node_id(parent), nid, True)] = None
     return model
 
 
-def _counts(members: list[str], tasks: dict[str, Any]) -> dict[TaskState, int]:
-    counts: dict[TaskState, int] = {}
-    for n in members:
-        st = tasks.get(n)
-        s = st.state if st is not None else S.PENDING
-        counts[s] = counts.get(s, 0) + 1
-    return counts
+def _grouped(groups: dict[str, list[str]], data: dict[tuple[str, str], None],
+             calls: dict[tuple[str, str], None]) -> GraphModel:
+    """A collapsed model: a node per group; a data edge says more than a call edge."""
+    model = GraphModel(collapsed=True)
+    for base, members in groups.items():
+        gid = group_id(base)
+        model.nodes[gid] = DotNode(gid, base, members, group=True)
+    edges = model.edges
+    for up, down in data:
+        edges[(up, down, False)] = None
+    for up, down in calls:
+        if (up, down) not in data:
+            edges[(up, down, True)] = None
+    return model
+
+
+def _look(state: TaskState, mark: str) -> tuple[str, str, str]:
+    """(fill, text, border) colours of a node."""
+    if mark:
+        return MARK_COLORS[mark]
+    fill, font = COLORS[state]
+    return fill, font, FAILED_BORDER if state is S.FAILED else BORDER
+
+
+def _classes(state: TaskState, mark: str) -> str:
+    return f"st-{state.value} nb-{mark}" if mark else f"st-{state.value}"
+
+
+def _counts(members: list[str], states: Mapping[str, TaskState]) -> dict[TaskState, int]:
+    get, pending = states.get, S.PENDING
+    return dict(Counter(get(n, pending) for n in members))
 
 
 def _counts_note(counts: dict[TaskState, int]) -> str:
@@ -214,26 +286,42 @@ def _size_note(members: list[str]) -> str:
     return f"{len(members)} task{'s' if len(members) != 1 else ''}"
 
 
-def node_looks(model: GraphModel, view: RunView | None) -> tuple[dict[str, TaskState], dict[str, str]]:
-    """Each drawn node's state and second line, in one pass over the tasks.
+def node_looks(
+    model: GraphModel, view: RunView | None, now: float | None = None
+) -> tuple[dict[str, TaskState], dict[str, str], dict[str, str]]:
+    """Each drawn node's state, second line and mark, in one pass over the tasks.
 
-    A task node shows its task's state and note; a group the most telling state among its
-    members (a failure stays red while others run) and counts per state ("✓12 ▶3 ○85"), or
-    its size without a view.
+    A task node shows its task's state and note (with ``now``, a running task's time so far);
+    its mark is "cached" or "reused" when it succeeded without running. A group shows the
+    most telling state among its members (a failure stays red while others run) and counts
+    per state ("✓12 ▶3 ○85"), or its size without a view; it is marked when every member is.
+    Marks are given only for marked nodes.
     """
-    tasks = view.tasks if view is not None else {}
+    known: Mapping[str, TaskState] = view.states if view is not None else {}
     states: dict[str, TaskState] = {}
     notes: dict[str, str] = {}
+    marks: dict[str, str] = {}
     for nid, node in model.nodes.items():
         if node.group:
-            counts = _counts(node.members, tasks)
+            counts = _counts(node.members, known)
             states[nid] = next(s for s in GROUP_PRIORITY if counts.get(s))
             notes[nid] = _counts_note(counts) if view is not None else _size_note(node.members)
+            if view is not None and view.not_run and counts.get(S.SUCCEEDED) == len(node.members):
+                found = {view.mark(n) for n in node.members}
+                if len(found) == 1 and "" not in found:
+                    marks[nid] = found.pop()
         else:
-            st = tasks.get(node.members[0])
-            states[nid] = st.state if st is not None else S.PENDING
-            notes[nid] = st.note() if st is not None else ""
-    return states, notes
+            name = node.members[0]
+            if view is None or name not in known:
+                states[nid], notes[nid] = S.PENDING, ""
+                continue
+            st = view.task(name)
+            states[nid] = st.state
+            notes[nid] = st.note(now)
+            mark = st.mark
+            if mark:
+                marks[nid] = mark
+    return states, notes, marks
 
 
 def node_states(model: GraphModel, view: RunView | None) -> dict[str, TaskState]:
@@ -250,24 +338,31 @@ def group_note(members: list[str], view: RunView | None) -> str:
     """A collapsed node's second line: counts per state ("✓12 ▶3 ○85"), or its size."""
     if view is None:
         return _size_note(members)
-    return _counts_note(_counts(members, view.tasks))
+    return _counts_note(_counts(members, view.states))
 
 
 # -- DOT text -----------------------------------------------------------------------------------
 
 
-def dot_lines(model: GraphModel, states: dict[str, TaskState], notes: dict[str, str] | None) -> list[str]:
-    """The body lines of the DOT text (one statement each, tab-indented, newline-terminated)."""
+def dot_lines(
+    model: GraphModel, states: dict[str, TaskState], notes: dict[str, str] | None,
+    marks: dict[str, str] | None = None, extra: dict[str, dict[str, str]] | None = None,
+) -> list[str]:
+    """The body lines of the DOT text (one statement each, tab-indented, newline-terminated).
+    ``extra``: more attributes per node id (a stale node's dashed border and tooltip)."""
     lines = []
     for nid, node in model.nodes.items():
         state = states.get(nid, S.PENDING)
-        fill, font = COLORS[state]
+        mark = marks.get(nid, "") if marks else ""
+        fill, font, border = _look(state, mark)
         note = notes.get(nid) if notes is not None else None
         name = _q(node.key)
         label = name if note is None else name[:-1] + "\\n" + _q(note)[1:]  # "\n": DOT's line break
+        more = "".join(f", {k}={_q(v)}" for k, v in extra[nid].items()) if extra and nid in extra else ""
+        colors = f", color={_q(border)}" if border != BORDER else ""
         lines.append(
-            f'\t{_dot_key(node.key)} [id={_q(nid)}, class="st-{state.value}", label={label}, '
-            f"fillcolor={_q(fill)}, fontcolor={_q(font)}]\n"
+            f'\t{_dot_key(node.key)} [id={_q(nid)}, class="{_classes(state, mark)}", label={label}, '
+            f"fillcolor={_q(fill)}, fontcolor={_q(font)}{colors}{more}]\n"
         )
     keys = {nid: _dot_key(node.key) for nid, node in model.nodes.items()}
     for up, down, dashed in model.edges:
@@ -287,8 +382,8 @@ def graph_dot(graph: Graph, view: RunView | None = None, *, collapse_over: int =
     """DOT text for ``graph``; with a ``view``, nodes are coloured by state with a second line
     for attempts / duration. Dashed edges go from a parent task to the child tasks it called."""
     model = graph_model(graph, collapse_over)
-    states, notes = node_looks(model, view)
-    return _source(dot_lines(model, states, notes if view is not None or model.collapsed else None))
+    states, notes, marks = node_looks(model, view)
+    return _source(dot_lines(model, states, notes if view is not None or model.collapsed else None, marks))
 
 
 def layout_dot(model: GraphModel) -> str:
@@ -300,27 +395,93 @@ def layout_dot(model: GraphModel) -> str:
     return _source(dot_lines(model, {}, notes))
 
 
-def node_digraph(node: Node) -> graphviz.Digraph:
-    """``node``'s workflow as a ``graphviz.Digraph`` (collapsed above 200 tasks). Raises
-    NborchError, saying which extra to install, when the graphviz package is missing."""
+def _digraph(body: list[str], what: str) -> graphviz.Digraph:
     try:
         import graphviz
     except ImportError as err:
         raise NborchError(
-            "node.graph() needs the graphviz package, which comes with nborch's notebook extra: "
+            f"{what} needs the graphviz package, which comes with nborch's notebook extra: "
             f"{NOTEBOOK_EXTRA} (node.to_mermaid() needs nothing)"
         ) from err
+    return graphviz.Digraph("nborch", graph_attr=GRAPH_ATTR, node_attr=NODE_ATTR, edge_attr=EDGE_ATTR, body=body)
 
+
+def node_digraph(node: Node) -> graphviz.Digraph:
+    """``node``'s workflow as a ``graphviz.Digraph`` (collapsed above 200 tasks). Raises
+    NborchError, saying which extra to install, when the graphviz package is missing."""
     model = graph_model(build_graph(node))
     notes = node_notes(model, None) if model.collapsed else None
-    return graphviz.Digraph(
-        "nborch", graph_attr=GRAPH_ATTR, node_attr=NODE_ATTR, edge_attr=EDGE_ATTR,
-        body=dot_lines(model, {}, notes),
-    )
+    return _digraph(dot_lines(model, {}, notes), "node.graph()")
+
+
+def _known_note(k: KnownTask | None) -> str:
+    if k is None or k.state is None:
+        return "never run"
+    if k.state is S.SUCCEEDED and (k.cached or k.reused):
+        return "cached" if k.cached else "reused"
+    if k.state.is_final and k.duration is not None:
+        return f"{k.state.value} · {_fmt_seconds(k.duration)}"
+    return k.state.value
+
+
+def _cut(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def status_digraph(node: Node, known: Mapping[str, KnownTask | Any]) -> graphviz.Digraph:
+    """``node``'s workflow coloured by what is known of each task (``%orch graph``).
+
+    ``known`` maps task names to ``KnownTask`` (or any object with its attributes: ``state``,
+    ``duration``, ``run_id``, ``stale``, ``reused``, ``cached``); a task it lacks never ran.
+    Each node takes its last state's colour (pale green when its last success did not run
+    it) and says it on its second line ("succeeded · 1.20s", "reused", "never run"). A stale
+    task (``stale`` set: its key changed since its last success) has a dashed brown border,
+    "stale: <reason>" as its second line, and its last state, duration and run id in the
+    tooltip. Above 200 tasks one node per function, with counts per state and of stale tasks.
+    """
+    model = graph_model(build_graph(node))
+    states: dict[str, TaskState] = {}
+    notes: dict[str, str] = {}
+    marks: dict[str, str] = {}
+    extra: dict[str, dict[str, str]] = {}
+    for nid, dn in model.nodes.items():
+        if dn.group:
+            counts: dict[TaskState, int] = {}
+            stale = 0
+            for name in dn.members:
+                k = known.get(name)
+                state = getattr(k, "state", None) or S.PENDING
+                counts[state] = counts.get(state, 0) + 1
+                stale += bool(getattr(k, "stale", None))
+            states[nid] = next(s for s in GROUP_PRIORITY if counts.get(s))
+            notes[nid] = " ".join(filter(None, [_counts_note(counts), f"◌{stale} stale" if stale else ""]))
+            if stale:
+                extra[nid] = {"style": "rounded,filled,dashed", "color": STALE_BORDER, "penwidth": "2",
+                              "tooltip": f"{stale} of {len(dn.members)} tasks are stale"}
+            continue
+        k = known.get(dn.members[0])
+        state = getattr(k, "state", None)
+        states[nid] = state if state is not None else S.PENDING
+        if state is S.SUCCEEDED and (getattr(k, "cached", False) or getattr(k, "reused", False)):
+            marks[nid] = "cached" if getattr(k, "cached", False) else "reused"
+        note = _known_note(k)
+        reason = getattr(k, "stale", None)
+        run_id = getattr(k, "run_id", None)
+        tip = note + (f" (run {run_id})" if run_id else "")
+        if reason:
+            notes[nid] = "stale: " + _cut(printable(str(reason)))
+            extra[nid] = {"style": "rounded,filled,dashed", "color": STALE_BORDER, "penwidth": "2",
+                          "tooltip": f"stale: {printable(str(reason))}; last: {tip}"}
+        else:
+            notes[nid] = note
+            extra[nid] = {"tooltip": tip}
+    return _digraph(dot_lines(model, states, notes, marks, extra), "%orch graph")
 
 
 def render_svg(dot_text: str) -> str | None:
-    """Lay ``dot_text`` out as inline SVG (no XML prolog); None when Graphviz is not installed."""
+    """Lay ``dot_text`` out as inline SVG (no XML prolog) that fits its output (``FIT_STYLE``);
+    None when Graphviz is not installed."""
     try:
         import graphviz
         from graphviz.backend import ExecutableNotFound
@@ -331,7 +492,45 @@ def render_svg(dot_text: str) -> str | None:
     except ExecutableNotFound:
         return None
     start = svg.find("<svg")
-    return svg[start:] if start >= 0 else svg
+    if start < 0:
+        return svg
+    return f'<svg style="{FIT_STYLE}"' + svg[start + 4 :]
+
+
+_layouts: OrderedDict[str, str | None] = OrderedDict()
+_layouts_lock = threading.Lock()
+LAYOUTS_KEPT = 16
+
+
+def layout_svg(dot_text: str) -> str | None:
+    """``render_svg(dot_text)``, kept for the last ``LAYOUTS_KEPT`` texts of this process: a
+    graph run again (the usual notebook loop) is drawn at once, without Graphviz. Thread-safe."""
+    with _layouts_lock:
+        if dot_text in _layouts:
+            _layouts.move_to_end(dot_text)
+            return _layouts[dot_text]
+    svg = render_svg(dot_text)
+    if svg is not None:  # "no Graphviz" is not remembered: it may be installed meanwhile
+        with _layouts_lock:
+            _layouts[dot_text] = svg
+            while len(_layouts) > LAYOUTS_KEPT:
+                _layouts.popitem(last=False)
+    return svg
+
+
+def cached_layout(dot_text: str) -> str | None:
+    """The SVG ``layout_svg`` kept for ``dot_text``, or None (nothing is laid out here)."""
+    with _layouts_lock:
+        if dot_text in _layouts:
+            _layouts.move_to_end(dot_text)
+            return _layouts[dot_text]
+    return None
+
+
+def forget_layouts() -> None:
+    """Drop the layouts ``layout_svg`` kept (benchmarks measure a cold start with it)."""
+    with _layouts_lock:
+        _layouts.clear()
 
 
 # -- recolouring a laid-out graph ---------------------------------------------------------------
@@ -340,14 +539,19 @@ _NODE_G = re.compile(r'<g id="((?:task|group)&#45;[^"]*)" class="node [^"]*">(.*
 
 
 class SvgTemplate:
-    """A laid-out SVG whose node classes and second lines can be rewritten without graphviz.
+    """A laid-out SVG whose node classes, colours and second lines can be rewritten without
+    graphviz.
 
-    ``fill(states, notes)`` returns the SVG with ``class="node st-<state>"`` and the note text
-    of every node set; the layout (positions, sizes, edges) is the one graphviz made.
+    ``fill(states, notes, marks)`` returns the SVG with ``class="node st-<state>"`` (plus
+    ``nb-cached`` / ``nb-reused``), the colours of that look written into each node's shape
+    and text, and every node's second line set; the layout (positions, sizes, edges) is the
+    one graphviz made (from ``layout_dot``: every node drawn pending).
     """
 
+    _COLORED = re.compile(f'(fill="{COLORS[S.PENDING][0]}" stroke="{BORDER}"|fill="{COLORS[S.PENDING][1]}")')
+
     def __init__(self, svg: str) -> None:
-        self.parts: list[Any] = []  # str pieces, with ("class", id) / ("note", id) slots between
+        self.parts: list[Any] = []  # str pieces, with (slot, id) pairs between them
         self.ids: set[str] = set()
         pos = 0
         for m in _NODE_G.finditer(svg):
@@ -361,44 +565,64 @@ class SvgTemplate:
             if first != last:  # two lines: the second one is the note
                 open_end = body.index(">", last) + 1
                 close = body.index("</text>", open_end)
-                self.parts.append(">" + body[:open_end])
+                self.parts.append(">")
+                self._colored(body[:open_end], nid)
                 self.parts.append(("note", nid))
                 pos = body_start + close
             else:
                 self.parts.append(">")
-                pos = body_start
+                self._colored(body, nid)
+                pos = m.end(2)
         self.parts.append(svg[pos:])
 
-    def fill(self, states: dict[str, TaskState], notes: dict[str, str]) -> str:
-        """The SVG with every node's state class and second line set."""
-        import html
+    def _colored(self, text: str, nid: str) -> None:
+        for i, piece in enumerate(self._COLORED.split(text)):
+            if i % 2 == 0:
+                if piece:
+                    self.parts.append(piece)
+            else:
+                self.parts.append(("shape" if piece.startswith('fill="#e0') else "font", nid))
 
+    def fill(self, states: dict[str, TaskState], notes: dict[str, str], marks: dict[str, str] | None = None) -> str:
+        """The SVG with every node's state class, colours and second line set."""
+        looks: dict[str, tuple[str, str, str]] = {}
+        for nid in self.ids:
+            state = states.get(nid, S.PENDING)
+            mark = marks.get(nid, "") if marks else ""
+            fill, font, border = _look(state, mark)
+            width = ' stroke-width="2"' if border == FAILED_BORDER else ""
+            looks[nid] = (f'class="node {_classes(state, mark)}"', f'fill="{fill}" stroke="{border}"{width}',
+                          f'fill="{font}"')
         out = []
         for part in self.parts:
             if isinstance(part, str):
                 out.append(part)
-            elif part[0] == "class":
-                state = states.get(part[1], S.PENDING)
-                out.append(f'class="node st-{state.value}"')
+                continue
+            slot, nid = part
+            if slot == "note":
+                out.append(html.escape(notes.get(nid, ""), quote=False))
             else:
-                out.append(html.escape(notes.get(part[1], ""), quote=False))
+                out.append(looks[nid][0 if slot == "class" else 1 if slot == "shape" else 2])
         return "".join(out)
 
 
-def state_css(scope: str, states: dict[str, TaskState]) -> str:
-    """CSS colouring each node of the SVG inside ``.<scope>`` by its state, addressed by id.
+def state_css(scope: str, states: dict[str, TaskState], marks: dict[str, str] | None = None) -> str:
+    """CSS colouring each node of the SVG inside ``.<scope>`` by its state (or its mark),
+    addressed by id.
 
     Swapping this (small) style block recolours a graph with no new layout and no new SVG.
     """
-    by_state: dict[TaskState, list[str]] = {}
+    by_look: dict[tuple[TaskState, str], list[str]] = {}
     for nid, state in states.items():
-        by_state.setdefault(state, []).append(nid)
+        mark = marks.get(nid, "") if marks else ""
+        by_look.setdefault((state, mark), []).append(nid)
     rules = []
-    for state, ids in by_state.items():
-        fill, font = COLORS[state]
+    for (state, mark), ids in by_look.items():
+        fill, font, border = _look(state, mark)
         sel = ",".join(f"#{i}" for i in ids)
         rules.append(f".{scope} :is({sel})>:is(path,polygon,ellipse){{fill:{fill}}}")
         rules.append(f".{scope} :is({sel})>text{{fill:{font}}}")
-        if state is S.FAILED:
-            rules.append(f".{scope} :is({sel})>:is(path,polygon,ellipse){{stroke:#b71c1c;stroke-width:2}}")
+        if border != BORDER:
+            width = ";stroke-width:2" if state is S.FAILED and not mark else ""
+            rules.append(f".{scope} :is({sel})>:is(path,polygon,ellipse){{stroke:{border}{width}}}")
     return "\n".join(rules)

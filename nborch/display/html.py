@@ -1,5 +1,9 @@
 """HTML for notebooks: a node's graph (``Node._repr_html_``), the task list shown without
-Graphviz, the live display's task table and status line.
+Graphviz, the live display's task table, progress bars and status line, and the click-to-zoom
+frame of a run's graph.
+
+Colours are inline styles (``style=`` attributes), so the HTML reads the same where ``<style>``
+blocks are stripped (GitHub); only the zoom needs a style block (``zoom_css``).
 
 Everything taken from a run or a workflow (task names, exception messages, captured output)
 goes through ``html.escape``: an exception message can never inject markup into a notebook.
@@ -8,6 +12,7 @@ goes through ``html.escape``: an exception message can never inject markup into 
 from __future__ import annotations
 
 import html
+import itertools
 import re
 from typing import TYPE_CHECKING
 
@@ -18,22 +23,24 @@ from ..state import TaskState
 from .dot import (
     COLLAPSE_OVER,
     COLORS,
-    GROUP_PRIORITY,
+    MARK_COLORS,
     NOTEBOOK_EXTRA,
+    GraphModel,
     graph_dot,
+    graph_model,
     group_note,
-    group_tasks,
+    node_looks,
     printable,
     render_svg,
 )
-from .state import RunView, TaskStatus
+from .state import RunView, TaskStatus, fmt_elapsed
 
 if TYPE_CHECKING:
     from ..task import Node
 
 __all__ = [
-    "GRAPHVIZ_HINT", "PACKAGE_HINT", "esc", "graphviz_hint", "header_html", "node_html", "state_badge",
-    "task_list_html", "task_table_html",
+    "GRAPHVIZ_HINT", "PACKAGE_HINT", "esc", "graphviz_hint", "header_html", "node_html", "model_list_html", "progress_html",
+    "state_badge", "task_bars_html", "task_list_html", "task_table_html", "zoom_css", "zoomable",
 ]
 
 S = TaskState
@@ -72,8 +79,23 @@ def graphviz_hint() -> str:
     return GRAPHVIZ_HINT
 
 
-def state_badge(state: TaskState) -> str:
-    """A small coloured label for ``state``, classed ``st-<state>`` for styling and tests."""
+_MARK_TITLES = {
+    "cached": "succeeded without running: its value came from the cache",
+    "reused": "succeeded without running: an earlier run's outcome stands",
+}
+
+
+def state_badge(state: TaskState, mark: str = "") -> str:
+    """A small coloured label for ``state``, classed ``st-<state>`` for styling and tests; with
+    a ``mark`` ("cached", "reused"), "succeeded (cached)" in the pale look of tasks that did
+    not run, classed ``nb-<mark>`` too."""
+    if mark:
+        fill, font, _ = MARK_COLORS[mark]
+        return (
+            f"<span class='nborch-state st-{state.value} nb-{mark}' title='{esc(_MARK_TITLES[mark])}' "
+            f"style='background:{fill};color:{font};border-radius:3px;padding:0 5px;white-space:nowrap'>"
+            f"{esc(state.value)} ({mark})</span>"
+        )
     fill, font = COLORS[state]
     return (
         f"<span class='nborch-state st-{state.value}' style='background:{fill};color:{font};"
@@ -101,24 +123,26 @@ def task_list_html(
 ) -> str:
     """Every task and its state as an HTML list (one item per task function above ``collapse_over``),
     followed by a one-line hint on installing Graphviz."""
-    tasks = view.tasks if view is not None else {}
+    return model_list_html(graph_model(graph, collapse_over), view, hint=hint)
+
+
+def model_list_html(model: GraphModel, view: RunView | None = None, *, hint: bool = True) -> str:
+    """The nodes of ``model`` as an HTML list: what is shown instead of the graph without
+    Graphviz (a task per item, or a task function with its counts per state)."""
+    states, notes, marks = node_looks(model, view)
     items = []
-    if len(graph.specs) <= collapse_over:
-        for name in graph.specs:
-            st = tasks.get(name)
-            state = st.state if st is not None else S.PENDING
-            note = st.note() if st is not None else ""
+    for nid, node in model.nodes.items():
+        badge = state_badge(states[nid], marks.get(nid, ""))
+        if node.group:
             items.append(
-                f"<li data-task='{esc(name)}'>{state_badge(state)} <code>{esc(name)}</code>"
-                + (f" <small>{esc(note)}</small>" if note else "") + "</li>"
+                f"<li data-group='{esc(node.key)}'>{badge} <code>{esc(node.key)}</code> "
+                f"<small>{len(node.members)} tasks: {esc(group_note(node.members, view))}</small></li>"
             )
-    else:
-        for base, names in group_tasks(graph, collapse_over).items():
-            present = {tasks[n].state if n in tasks else S.PENDING for n in names}
-            state = next(s for s in GROUP_PRIORITY if s in present)
+        else:
+            note = notes[nid]
             items.append(
-                f"<li data-group='{esc(base)}'>{state_badge(state)} <code>{esc(base)}</code> "
-                f"<small>{len(names)} tasks: {esc(group_note(names, view))}</small></li>"
+                f"<li data-task='{esc(node.key)}'>{badge} <code>{esc(node.key)}</code>"
+                + (f" <small>{esc(note)}</small>" if note else "") + "</li>"
             )
     body = "".join(items) or "<li><i>no tasks</i></li>"
     return (
@@ -138,27 +162,68 @@ def _output_cell(st: TaskStatus) -> str:
     )
 
 
-def task_table_html(view: RunView, *, limit: int = 60, now: float | None = None) -> str:
-    """The task table: state, attempts, duration (so far, for running tasks), error and the
-    task's captured output. Past ``limit`` rows, failed / running / retrying tasks come first."""
-    rows = list(view.tasks.values())
+TRACEBACK_LIMIT = 8_000  # characters of a traceback kept in a snapshot (its tail)
+
+
+def _traceback_text(err: BaseException) -> str:
+    text = getattr(err, "traceback", None)  # an ErrorRecord from the store: the text as recorded
+    if not isinstance(text, str) or not text:
+        import traceback
+
+        try:
+            text = "".join(traceback.format_exception(err))
+        except Exception:  # a broken exception: its one line is enough
+            return ""
+    return text if len(text) <= TRACEBACK_LIMIT else "…" + text[-TRACEBACK_LIMIT:]
+
+
+def _error_cell(st: TaskStatus, tracebacks: bool) -> str:
+    if not st.error:
+        return ""
+    tb = _traceback_text(st.exc) if tracebacks and st.exc is not None else ""
+    if not tb:
+        return esc(st.error)
+    return (
+        f"<details><summary>{esc(st.error)}</summary>"
+        f"<pre style='max-height:24em;overflow:auto;margin:0'>{_output_text(tb)}</pre></details>"
+    )
+
+
+def _duration(st: TaskStatus, now: float | None) -> str:
+    if st.duration is not None or st.state.is_final:
+        return _fmt_seconds(st.duration)
+    elapsed = st.elapsed(now)
+    return fmt_elapsed(elapsed) if elapsed is not None else "-"
+
+
+def task_table_html(
+    view: RunView, *, limit: int = 60, now: float | None = None, tracebacks: bool = False
+) -> str:
+    """The task table: state (cached and reused tasks marked), attempts, duration (the time
+    so far for a running task, given ``now``), error (with its traceback in a fold when
+    ``tracebacks``) and the task's captured output. Past ``limit`` rows, failed / running /
+    retrying tasks come first."""
+    states = view.states
+    names: list[str]
     hidden = 0
-    if len(rows) > limit:
-        notable = [st for st in rows if st.state in _NOTABLE]
-        rest = [st for st in rows if st.state not in _NOTABLE]
-        shown = (notable + rest)[:limit]
-        hidden = len(rows) - len(shown)
-        rows = shown
+    if len(states) > limit:
+        notable = _NOTABLE
+        names = list(itertools.islice((n for n, s in states.items() if s in notable), limit))
+        if len(names) < limit:
+            names += itertools.islice((n for n, s in states.items() if s not in notable), limit - len(names))
+        hidden = len(states) - len(names)
+    else:
+        names = list(states)
     body = []
-    for st in rows:
-        elapsed = st.elapsed(now)
+    for st in map(view.task, names):
+        mark = st.mark
         body.append(
-            f"<tr class='st-{st.state.value}' data-task='{esc(st.name)}'>"
+            f"<tr class='st-{st.state.value}{' nb-' + mark if mark else ''}' data-task='{esc(st.name)}'>"
             f"<td style='text-align:left'><code>{esc(st.name)}</code>"
             + (f" <small>&#8592; {esc(st.parent)}</small>" if st.parent else "")
-            + f"</td><td style='text-align:left'>{state_badge(st.state)}</td>"
-            f"<td>{st.attempts}</td><td>{esc(_fmt_seconds(elapsed))}</td>"
-            f"<td style='text-align:left'>{esc(st.error)}</td>"
+            + f"</td><td style='text-align:left'>{state_badge(st.state, mark)}</td>"
+            f"<td>{st.attempts or '-'}</td><td class='nborch-duration'>{esc(_duration(st, now))}</td>"
+            f"<td style='text-align:left'>{_error_cell(st, tracebacks)}</td>"
             f"<td style='text-align:left'>{_output_cell(st)}</td></tr>"
         )
     if hidden:
@@ -171,25 +236,104 @@ def task_table_html(view: RunView, *, limit: int = 60, now: float | None = None)
     )
 
 
+_BAR_COLORS = {S.SUCCEEDED: COLORS[S.SUCCEEDED][0], S.FAILED: COLORS[S.FAILED][0],
+               S.CANCELLED: COLORS[S.CANCELLED][0], S.UPSTREAM_FAILED: COLORS[S.UPSTREAM_FAILED][0]}
+
+
+def _bar(done: int, total: int, color: str, css: str, label: str = "") -> str:
+    pct = 100.0 if total <= 0 else min(max(done / total, 0.0), 1.0) * 100
+    width = f"{pct:.1f}".rstrip("0").rstrip(".") + "%"
+    return (
+        f"<div class='{css}' style='background:#eeeeee;border-radius:3px;height:8px;overflow:hidden;flex:1'>"
+        f"<div class='nborch-bar' style='width:{width};height:100%;background:{color}'></div></div>"
+        + (f"<span style='margin-left:6px;white-space:nowrap'>{esc(label)}</span>" if label else "")
+    )
+
+
+def progress_html(view: RunView, *, final: bool = False) -> str:
+    """The run's progress bar (tasks settled of total): blue while it runs, then the colour of
+    how it ended."""
+    state = view.run_state if final else None
+    color = _BAR_COLORS.get(state, COLORS[S.RUNNING][0]) if state is not None else COLORS[S.RUNNING][0]
+    return f"<div style='display:flex;margin:4px 0'>{_bar(view.settled, view.total, color, 'nborch-progress')}</div>"
+
+
+def task_bars_html(view: RunView, *, limit: int = 20) -> str:
+    """One bar per task that reported ``nborch.progress`` (running ones first, then the most
+    recently finished, at most ``limit``); "" when none did."""
+    names = view.progressing
+    if not names:
+        return ""
+    states = view.states
+    active = [n for n in names if not states[n].is_final][:limit]
+    recent = [n for n in reversed(names) if states[n].is_final][: limit - len(active)]
+    shown = set(active) | set(recent)
+    rows = []
+    for name in (n for n in names if n in shown):
+        st = view.task(name)
+        done = st.done or 0
+        top = st.total if st.total else max(done, 1)
+        text = f"{done}/{st.total}" if st.total else f"{done}"
+        color = _BAR_COLORS.get(st.state, COLORS[S.RUNNING][0])
+        rows.append(
+            f"<div class='nborch-task-progress' data-task='{esc(name)}' style='display:flex;align-items:center;"
+            f"gap:6px;margin:2px 0'><code style='width:30%;overflow:hidden;text-overflow:ellipsis'>{esc(name)}</code>"
+            f"{_bar(done, top, color, 'nborch-task-bar', text)}</div>"
+        )
+    return "<div class='nborch-task-bars'>" + "".join(rows) + "</div>"
+
+
+def zoomable(svg: str, toggle: str) -> str:
+    """``svg`` in a frame that a click switches between fitting the output and its full size
+    (scrollable), through the checkbox ``#<toggle>`` (see ``zoom_css``)."""
+    return (
+        f"<label for='{toggle}' class='nborch-svg' title='click: full size / fit to the output' "
+        f"style='display:block;cursor:zoom-in'>{svg}</label>"
+    )
+
+
+def zoom_checkbox(toggle: str) -> str:
+    """The hidden checkbox that holds a graph's zoom (kept out of HTML that is rewritten)."""
+    return f"<input type='checkbox' id='{toggle}' class='nborch-zoom' style='display:none'/>"
+
+
+def zoom_css(scope: str, toggle: str) -> str:
+    """CSS for ``zoomable``: checked, the graph inside ``.<scope>`` shows at full size in a
+    scrollable frame. Without it (a stripped style block) the graph still fits the output.
+    The checkbox is the graph's sibling in a snapshot, or elsewhere in the live display
+    (whose graph HTML is rewritten, which would reset a checkbox inside it)."""
+    frames = [f".{scope}:has(#{toggle}:checked) .nborch-svg", f"#{toggle}:checked + .nborch-graph .nborch-svg"]
+    return (
+        f"{', '.join(frames)}{{overflow:auto;max-height:80vh;cursor:zoom-out!important}}"
+        f"{', '.join(f + ' svg' for f in frames)}{{max-width:none!important;max-height:none!important}}"
+    )
+
+
 def header_html(view: RunView, *, now: float | None = None) -> str:
-    """One status line: the run's state, tasks settled of total, counts of the notable states."""
+    """One status line: the run's state, tasks settled of total, the time so far (given
+    ``now``) or the run's duration, counts of the notable states."""
     state = view.run_state
     # before its RunEvent a run is "starting", drawn like a pending task
     badge = state_badge(state) if state is not None else state_badge(S.PENDING).replace(">pending<", ">starting<")
     counts = view.counts()
     extra = ", ".join(f"{counts[s]} {s.value}" for s in (S.RUNNING, S.RETRYING, S.FAILED, S.UPSTREAM_FAILED,
                                                           S.SKIPPED, S.CANCELLED) if counts[s])
+    marked = view.not_run
+    if marked:
+        extra = ", ".join(filter(None, [extra, f"{marked} not run (cached or reused)"]))
     elapsed = ""
-    if view.started is not None:
-        end = view.finished if view.finished is not None else now
-        if end is not None:
-            elapsed = f" in {_fmt_seconds(max(end - view.started, 0.0))}"
+    if view.started is not None and view.finished is not None:
+        elapsed = f" in {_fmt_seconds(max(view.finished - view.started, 0.0))}"
+    elif view.duration is not None and state is not None and state.is_final:
+        elapsed = f" in {_fmt_seconds(view.duration)}"
+    elif view.started is not None and now is not None:
+        elapsed = f" for {fmt_elapsed(max(now - view.started, 0.0))}"
     run = f"run <code>{esc(view.run_id)}</code> " if view.run_id else ""
     breakers = "".join(
         f" · circuit <code>{esc(name)}</code> {esc(state_)}" for name, state_ in view.breakers.items()
     )
     return (
         f"<div class='nborch-header'><b>nborch</b> {run}{badge} "
-        f"{view.settled}/{view.total} tasks settled{esc(elapsed)}"
+        f"{view.settled}/{view.total} tasks settled<span class='nborch-elapsed'>{esc(elapsed)}</span>"
         + (f" ({esc(extra)})" if extra else "") + breakers + "</div>"
     )

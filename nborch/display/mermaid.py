@@ -65,9 +65,9 @@ def graph_mermaid(graph: Graph, view: RunView | None = None) -> str:
     if view is not None:
         by_state: dict[str, list[str]] = {}
         for name in specs:
-            st = view.tasks.get(name)
-            if st is not None:
-                by_state.setdefault(st.state.value, []).append(ids[name])
+            state = view.states.get(name)
+            if state is not None:
+                by_state.setdefault(state.value, []).append(ids[name])
         for state, (fill, font) in COLORS.items():
             if state.value in by_state:
                 lines.append(f"    classDef st_{state.value} fill:{fill},color:{font}")

@@ -44,12 +44,6 @@ def pipeline() -> DAG:
     return DAG(load, clean, report)
 
 
-@pytest.fixture
-def no_dot(tmp_path, monkeypatch):
-    """A PATH with no Graphviz on it."""
-    monkeypatch.setenv("PATH", str(tmp_path))
-
-
 def test_node_ids_are_unique_and_css_safe():
     assert node_id("load") == "task-load"
     assert node_id("fetch[2]") == "task-fetch-5b-2-5d-"

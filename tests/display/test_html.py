@@ -14,11 +14,6 @@ EVIL = "<script>alert(1)</script>"
 EVIL_MESSAGE = "<img src=x onerror=alert(1)>"
 
 
-@pytest.fixture
-def no_dot(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
-
-
 def pipeline() -> DAG:
     @task
     def load():
