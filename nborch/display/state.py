@@ -320,6 +320,18 @@ class RunView:
             self.version += 1
         return changed
 
+    def running(self, started: dict[str, float]) -> None:
+        """Mark these tasks running since these times (the engine's clock), unless an event
+        said more of them already (what a display that did not get RUNNING events is told)."""
+        for name, at in started.items():
+            state = self.states.get(name)
+            if state is None or state is PENDING:
+                st = self.add(name)
+                self._set_state(st, RUNNING)
+                if st.started is None:
+                    st.started = at
+                self.version += 1
+
     def _other_event(self, event: Any) -> bool:
         if isinstance(event, TaskProgress):
             st = self.add(event.task)

@@ -117,6 +117,11 @@ class LiveDisplay:
     """
 
     shows_output = True  # task output goes into the table, not to the cell's stream
+    # The RUNNING events of single-attempt tasks (what the bus reads when it subscribes us): they
+    # cost a few µs a task, for nothing while the widget is not on screen. A runner whose handle
+    # can say what runs (``running()``) and switch them on later (``listen_running()``) gets
+    # them only from the showing on; without, from the start.
+    wants_running = True
 
     def __init__(
         self,
@@ -176,6 +181,11 @@ class LiveDisplay:
         self._layout_at = float("-inf")
         self._layout_cost = 0.0
         self._svg_at = float("-inf")
+        self._late_running = callable(getattr(handle, "running", None)) and callable(
+            getattr(handle, "listen_running", None)
+        )
+        if self._late_running:
+            self.wants_running = False
         try:
             self._loop = asyncio.get_running_loop()
         except RuntimeError:  # built outside a loop: close() shows the final state
@@ -218,6 +228,10 @@ class LiveDisplay:
         """Make the widgets, paint them and display them (with the starting snapshot beside)."""
         self._build()
         self.shown = True
+        if self._late_running:  # what runs now, and from now on every start
+            self.view.apply_all(self._take())
+            self.view.running(self.handle.running())  # type: ignore[attr-defined]
+            self.handle.listen_running()  # type: ignore[attr-defined]
         self._repaint()
         assert self.widget is not None
         bundle = dict(self.widget._repr_mimebundle_() or {})

@@ -319,3 +319,116 @@ def test_visualize_svg_without_dot_says_how_to_install_it(tmp_path, no_dot):
     with pytest.raises(NborchError, match=r"needs Graphviz's dot program on PATH: apt install graphviz"):
         pipeline().visualize(str(tmp_path / "flow.svg"))
     assert pipeline().visualize(str(tmp_path / "flow.mmd")).endswith("flow.mmd")
+
+
+# -- %orch graph: what is known of each task between runs ------------------------------------------
+
+
+def known_pipeline():
+    from nborch.display.state import KnownTask
+
+    return {
+        "load": KnownTask(S.SUCCEEDED, 1.5, "r1", reused=True),
+        "clean": KnownTask(S.SUCCEEDED, 0.25, "r1", stale="global threshold changed"),
+        # "report" never ran
+    }
+
+
+def test_status_digraph_colours_by_last_state_and_marks_stale_tasks():
+    from nborch.display.dot import MARK_COLORS, STALE_BORDER, status_digraph
+
+    digraph = status_digraph(pipeline(), known_pipeline())
+
+    assert isinstance(digraph, graphviz.Digraph)
+    lines = {line.split(" [")[0].strip(): line for line in digraph.source.splitlines() if "[id=" in line}
+    assert 'class="st-succeeded nb-reused"' in lines['"load"'] and MARK_COLORS["reused"][0] in lines['"load"']
+    assert 'label="load\\nreused"' in lines['"load"']
+    stale = lines['"clean"']
+    assert 'label="clean\\nstale: global threshold changed"' in stale
+    assert 'style="rounded,filled,dashed"' in stale and f'color="{STALE_BORDER}"' in stale
+    assert 'tooltip="stale: global threshold changed; last: succeeded · 250.0ms (run r1)"' in stale
+    assert 'class="st-pending"' in lines['"report"'] and 'label="report\\nnever run"' in lines['"report"']
+
+
+def test_status_digraph_renders_with_tooltips_and_dashes():
+    from nborch.display.dot import status_digraph
+
+    svg = status_digraph(pipeline(), known_pipeline()).pipe(format="svg", encoding="utf-8")
+
+    assert "stale: global threshold changed" in svg
+    assert 'stroke-dasharray="5,2"' in svg  # the stale node's border
+    assert 'xlink:title="stale: global threshold changed; last: succeeded · 250.0ms (run r1)"' in svg
+
+
+def test_status_digraph_accepts_any_object_with_the_attributes_and_escapes_reasons():
+    from types import SimpleNamespace
+
+    from nborch.display.dot import status_digraph
+
+    known = {"load": SimpleNamespace(state=S.FAILED, duration=None, run_id=None, stale="helper `f`\x00 changed",
+                                     reused=False, cached=False)}
+    source = status_digraph(pipeline(), known).source
+
+    assert "\x00" not in source and "helper `f`\\\\x00 changed" in source
+    assert 'class="st-failed"' in source
+
+
+def test_status_digraph_of_a_big_workflow_counts_stale_tasks_per_function():
+    from nborch.display.state import KnownTask
+    from nborch.display.dot import status_digraph
+
+    @task
+    def step(i):
+        return i
+
+    known = {f"step[{i}]" if i > 1 else "step": KnownTask(S.SUCCEEDED, 0.1, "r1", stale="its cell changed" if i < 4 else None)
+             for i in range(1, 251)}
+    source = status_digraph(DAG(*[step(i) for i in range(250)]), known).source
+
+    (line,) = [line for line in source.splitlines() if "[id=" in line]
+    assert "✓250 ◌3 stale" in line and "dashed" in line
+
+
+# -- a run's record drawn (a past run) -------------------------------------------------------------
+
+
+def test_run_model_draws_the_recorded_edges_and_calls():
+    from nborch.display.dot import run_model
+
+    run = nborch.Run("r1", states={"load": S.SUCCEEDED, "clean": S.FAILED, "fib[2]": S.SUCCEEDED},
+                     upstreams={"load": [], "clean": ["load"], "fib[2]": []}, parents={"fib[2]": "clean"})
+
+    model = run_model(run)
+
+    assert list(model.nodes) == ["task-load", "task-clean", "task-fib-5b-2-5d-"]
+    assert list(model.edges) == [("task-load", "task-clean", False), ("task-clean", "task-fib-5b-2-5d-", True)]
+    big = nborch.Run("r2", states={f"t{i}": S.SUCCEEDED for i in range(300)},
+                     upstreams={f"t{i}": [f"t{i - 1}"] if i else [] for i in range(300)})
+    collapsed = run_model(big)
+    assert collapsed.collapsed and list(collapsed.nodes) == ["group-t"]
+
+
+def test_the_svg_template_writes_colours_into_the_svg():
+    graph = build_graph(pipeline())
+    svg = render_svg(layout_dot(graph_model(graph)))
+    filled = SvgTemplate(svg).fill({"task-load": S.FAILED, "task-clean": S.SUCCEEDED}, {}, {"task-clean": "cached"})
+
+    shapes = {g.get("id"): g.find(f"{SVG}path") for g in ET.fromstring(filled).iter(f"{SVG}g")
+              if "node" in (g.get("class") or "")}
+    assert shapes["task-load"].get("fill") == "#e53935" and shapes["task-load"].get("stroke-width") == "2"
+    assert shapes["task-clean"].get("fill") == "#c8e6c9"
+    assert shapes["task-report"].get("fill") == "#e0e0e0"
+    assert filled.startswith('<svg style="max-width:100%;max-height:70vh;height:auto"')
+
+
+def test_layouts_of_a_shape_seen_before_need_no_graphviz(monkeypatch):
+    from nborch.display import dot
+
+    dot.forget_layouts()
+    src = layout_dot(graph_model(build_graph(pipeline())))
+    first = dot.layout_svg(src)
+    monkeypatch.setattr(dot, "render_svg", lambda text: pytest.fail("laid out again"))
+
+    assert dot.layout_svg(src) == first and dot.cached_layout(src) == first
+    dot.forget_layouts()
+    assert dot.cached_layout(src) is None

@@ -538,3 +538,45 @@ def test_widget_factory_inside_a_kernel_makes_a_display_that_shows_itself(monkey
     ((kind, args, kwargs),) = shown
     assert kind == "display" and kwargs == {"raw": True, "display_id": live.display_id}
     assert args[0]["text/html"] == live.snapshot
+
+
+class LateRunningHandle(RunHandle):
+    """A handle of a runner that can say what runs and switch RUNNING events on later."""
+
+    def __init__(self, *args, running=None):
+        super().__init__(*args)
+        self.now_running = running or {}
+        self.listening = []
+
+    def running(self):
+        return dict(self.now_running)
+
+    def listen_running(self):
+        self.listening.append(True)
+
+
+def test_without_a_widget_on_screen_running_events_are_not_asked_for():
+    node = DAG(Task(lambda: 1, name="slow"), Task(lambda: 2, name="quick"))
+
+    async def main():
+        handle = LateRunningHandle("r1", build_graph(node), {}, running={"slow": 5.0})
+        live = LiveDisplay(handle, show_after=0.05, publish=Published())
+        assert live.wants_running is False  # what the run's bus reads when it subscribes it
+        live(TaskEvent("r1", "quick", S.SUCCEEDED, 1, 6.0, started=5.5))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while not live.shown and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        # shown: from now on it gets every start, and it was told what already runs
+        assert handle.listening == [True]
+        assert live.view.states == {"slow": S.RUNNING, "quick": S.SUCCEEDED}
+        assert live.view.task("slow").started == 5.0
+        assert table_states(live.table.value) == {"slow": "running", "quick": "succeeded"}
+        live.close(nborch.Run("r1", states={"slow": S.SUCCEEDED, "quick": S.SUCCEEDED}))
+
+    asyncio.run(main())
+
+
+def test_with_todays_runner_the_display_wants_running_events_from_the_start():
+    live = LiveDisplay(RunHandle("r1", build_graph(Task(lambda: 1, name="a")), {}), publish=Published())
+    assert live.wants_running is True
