@@ -201,8 +201,8 @@ class LiveDisplay:
 
     def _build(self) -> None:
         import ipywidgets as w
-        from ipywidgets.widgets.widget_string import HTMLStyle
 
+        HTMLStyle = w.widgets.widget_string.HTMLStyle  # not re-exported by ipywidgets
         # One layout and one style model for every part (each would be a comm channel of its
         # own); the arrangement is CSS in the header's style block.
         layout, style = w.Layout(), HTMLStyle()
