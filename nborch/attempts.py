@@ -151,11 +151,25 @@ class Attempts:
         ups = [self.engine.invs[u.name].cache_key for u in inv.spec.up if u.name in self.engine.invs]
         if self.engine.remotes and has_remote((args, kwargs)):
             args, kwargs = await self.fingerprinted(args, kwargs)
-        inv.cache_key = await asyncio.to_thread(self.engine.cache.key, fn, args, kwargs, [k for k in ups if k])
-        if inv.cache_key is None or self.engine.force:
+        engine = self.engine
+        key = await asyncio.to_thread(engine.cache.call_key, fn, args, kwargs, [k for k in ups if k])
+        inv.cache_key = key.digest if key is not None else None
+        if key is None:
+            inv.cache_miss = "its key cannot be computed"
             return False
-        hit, value, size = await asyncio.to_thread(self.engine.cache.load, inv.cache_key)
+        before = engine.memory.cache_keys.get(inv.name) if engine.memory is not None else None
+        if engine.memory is not None:
+            engine.memory.cache_keys[inv.name] = key
+        if engine.force:
+            inv.cache_miss = "the cache was ignored (force)"
+            return False
+        hit, value, size = await asyncio.to_thread(engine.cache.load, key.digest)
         if not hit:
+            from .reuse import describe_changes
+
+            changed = describe_changes(inv.spec, key, before) if before is not None else None
+            inv.cache_miss = (f"no value stored for its key: {changed}" if changed
+                              else "no value stored for its key (first run with this code and these inputs)")
             return False
         inv.value, inv.cached, inv.size = value, True, size
         self.engine.results[inv.name] = value

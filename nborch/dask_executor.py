@@ -430,7 +430,7 @@ class DaskExecutor(Executor):
         return list(await self._on_client_loop(self.client.gather(futures, asynchronous=True)))
 
     async def fingerprint(self, remote: Remote) -> str | None:
-        from .store.cache import fingerprint
+        from .keys import fingerprint
 
         if remote.fetched:
             return fingerprint(remote.value)

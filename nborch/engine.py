@@ -24,6 +24,8 @@ from types import MappingProxyType
 from typing import Any
 
 from .attempts import Attempts
+from .expansion import Expansions
+from .mapping import MapTask
 from .children import ChildCalls
 from .clock import Clock
 from .errors import CircuitOpenError, Skip
@@ -108,8 +110,12 @@ class Engine(Offload):
         self.queue: deque[tuple[Inv, TaskState]] = deque()
         self.gc_was_enabled = gc.isenabled()  # the runner pauses the GC while it builds
         self.cache: Any = None  # a store.cache.Cache when the run caches values
+        self.memory: Any = None  # an incremental run's nborch.reuse.Memory
+        self.plan: Any = None  # and its nborch.reuse.Plan (items' keys join it as maps expand)
         self.force = False  # ignore cached values (still store new ones)
-        self.preset: dict[str, tuple[Any, str | None, bool]] = {}  # resume: name -> (value, key, stored)
+        # tasks that do not run (resume=, an incremental run): name -> (value, cache key, has a
+        # value, the value came from the cache); each stands SUCCEEDED with reused=True
+        self.preset: dict[str, tuple[Any, str | None, bool, bool]] = {}
         self.echo = True  # pass task output through to the real stream too (no display shows it)
         self.partial: dict[tuple[str, str], str] = {}  # (task, stream) -> text after its last newline
         self.executor = executor  # the run's executor= for sync tasks (None/"thread": worker threads)
@@ -117,6 +123,7 @@ class Engine(Offload):
         self.pending: dict[str, Remote] = {}  # tasks running on Dask, by name: their futures
         self.attempts = Attempts(self)  # the slow path: one task's attempts
         self.children = ChildCalls(self)  # tasks that running tasks call
+        self.expansions = Expansions(self)  # mapped nodes: their items
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -199,6 +206,12 @@ class Engine(Offload):
         new = []
         for spec in specs:
             inv = Inv(spec, parent)
+            if type(spec.task) is MapTask:  # a mapped placeholder: no body, no slot; it expands
+                inv.simple = False
+                self.invs[spec.name] = inv
+                self.expansions.added(inv)
+                new.append(inv)
+                continue
             limits: list[Limit] = []
             if self.global_limit is not None:
                 limits.append(self.global_limit)
@@ -288,12 +301,13 @@ class Engine(Offload):
         if self.gc_was_enabled:
             gc.enable()
         try:
-            for name, (value, key, stored) in self.preset.items():  # resumed: succeeded last time
+            for name in self.preset:  # decided, all of them, before any settles and starts its downstream
+                self.invs[name].call = AS_BOUND
+            for name, (value, key, has_value, cached) in self.preset.items():  # an earlier run's success
                 inv = self.invs[name]
-                inv.call = AS_BOUND
                 inv.reused = True
-                if stored:  # its value was stored: it comes back, from the cache
-                    inv.value, inv.cache_key, inv.cached = value, key, True
+                if has_value:  # a value stored (resume) or remembered (reuse): it feeds the downstream
+                    inv.value, inv.cache_key, inv.cached = value, key, cached
                     self.results[name] = value
                 self.settle(inv, SUCCEEDED)
             for inv in invs:  # no upstream, or `always` (Airflow: runs before any upstream settles)
@@ -320,13 +334,16 @@ class Engine(Offload):
                     await self.bus.drain()
 
     def outcome(self) -> TaskState:
-        failed = False
+        """CANCELLED when the run was stopped; FAILED when a task failed (its fail_fast siblings
+        end CANCELLED, but the run failed); else SUCCEEDED (or CANCELLED for a cancelled task)."""
+        if self.cancelling:
+            return CANCELLED
+        failed = cancelled = False
         for inv in self.invs.values():  # identity tests: hashing a TaskState is a Python call
             state = inv.state
-            if state is CANCELLED:
-                return CANCELLED
             failed = failed or state is FAILED
-        return FAILED if failed else SUCCEEDED
+            cancelled = cancelled or state is CANCELLED
+        return FAILED if failed else CANCELLED if cancelled else SUCCEEDED
 
     # -- deciding and starting -------------------------------------------------------------------
 
@@ -339,6 +356,9 @@ class Engine(Offload):
         if inv.simple and not (spec.refs or spec.pipe or spec.named or spec.wants_context or spec.wants_state):
             inv.call = AS_BOUND
         else:
+            if inv.mapping is not None:  # a mapped placeholder: its inputs are there
+                self.expansions.start(inv)
+                return
             try:
                 inv.call = self.arguments(inv)
                 skip_if = spec.task.options.skip_if
@@ -652,6 +672,8 @@ class Engine(Offload):
             self.drop_ahead(inv)
         if inv.circuits:
             self.count_circuits(inv, state)
+        if inv.map_of is not None:  # an item: its placeholder may settle now (value first)
+            self.expansions.settled(inv)
         if events._subscribers or (self.bus is not None and self.bus._subscribers):
             self.emit(inv, state)
         self.unsettled -= 1

@@ -178,7 +178,7 @@ class Executor:
 
     async def fingerprint(self, remote: Remote) -> str | None:
         """A hash of a remote value, computed where it is (for cache keys)."""
-        from .store.cache import fingerprint
+        from .keys import fingerprint
 
         return fingerprint((await self.fetch([remote]))[0])
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from .errors import safe_str
 from .state import TaskState
 
-__all__ = ["ErrorRecord", "Run", "error_line", "set_html_renderer"]
+__all__ = ["ErrorRecord", "ItemRow", "ItemRows", "Run", "error_line", "set_html_renderer"]
 
 log = logging.getLogger("nborch")
 
@@ -75,6 +76,39 @@ def error_line(err: BaseException | None, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+@dataclass(frozen=True, slots=True)
+class ItemRow:
+    """One item of a mapped node in a run (``Run.items``)."""
+
+    task: str
+    index: int
+    params: dict[str, Any]
+    state: TaskState
+    value: Any
+    duration: float | None
+    attempts: int
+    error: BaseException | None
+
+
+class ItemRows(list[ItemRow]):
+    """``Run.items(name)``: a list of ``ItemRow``; ``.to_pandas()`` when pandas is installed."""
+
+    def to_pandas(self) -> Any:
+        """A DataFrame with one row per item: index, each mapped parameter, state, value,
+        duration, attempts, error (needs pandas, which nborch does not depend on)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Run.items(...).to_pandas() needs pandas: pip install pandas") from None
+        records = [
+            {"index": r.index, **r.params, "state": r.state.value, "value": r.value, "duration": r.duration,
+             "attempts": r.attempts, "error": error_line(r.error) or None}
+            for r in self
+        ]
+        return pd.DataFrame.from_records(records, index="index") if records else pd.DataFrame(
+            columns=["state", "value", "duration", "attempts", "error"])
+
+
 def _label(name: str, run: Run) -> str:
     if name in run.cached:
         return " (cached)"
@@ -121,6 +155,8 @@ class Run:
         self.name: str | None = None
         self.recorded_state: str | None = None
         self.attempt_records: list[dict[str, Any]] = []
+        self.reasons: dict[str, str] = {}  # an incremental run: why each task ran or was reused
+        self.stopped: bool | None = None  # the run itself was cancelled (None: not known)
         # The per-task tables are built on first use from the engine's records (``invs``),
         # so a 100,000-task run does not pay for tables nobody reads.
         self._invs = invs or {}
@@ -161,6 +197,11 @@ class Run:
         return {name for name, inv in self._invs.items() if inv.cached}
 
     @cached_property
+    def cache_misses(self) -> dict[str, str]:
+        """A ``cache=True`` task that ran -> why the disk cache missed."""
+        return {name: inv.cache_miss for name, inv in self._invs.items() if getattr(inv, "cache_miss", None)}
+
+    @cached_property
     def upstreams(self) -> dict[str, list[str]]:
         """Task name -> the names of its upstream tasks (the run's edges, child tasks included;
         kept by the store, so a past run can be drawn)."""
@@ -194,8 +235,13 @@ class Run:
 
     @property
     def cancelled(self) -> bool:
-        """True when the run was stopped (some task ended CANCELLED)."""
-        return any(s is TaskState.CANCELLED for s in self.states.values())
+        """True when the run was stopped (cancelled, interrupted); not for a run that failed,
+        whose fail_fast siblings of the failure ended CANCELLED."""
+        if self.stopped is not None:
+            return self.stopped
+        if self.recorded_state is not None:
+            return self.recorded_state == "cancelled"
+        return any(s is TaskState.CANCELLED for s in self.states.values()) and not self.errors
 
     @property
     def error(self) -> BaseException | None:
@@ -215,6 +261,29 @@ class Run:
         from .store import load_run
 
         return load_run(run_id, store)
+
+    def items(self, name: str) -> ItemRows:
+        """The items of the mapped node ``name``, in input order: one row per item with its
+        ``index``, ``params`` (the mapped parameters' values), ``state``, ``value``,
+        ``duration``, ``attempts`` and ``error``. ``.to_pandas()`` makes a DataFrame of them."""
+        if name not in self.states:
+            from .errors import NborchError, did_you_mean
+
+            raise NborchError(f"no task {name!r} in run {self.id}.{did_you_mean(name, self.states)}")
+        prefix = name + ":"
+        rows = ItemRows()
+        for task, state in self.states.items():
+            if not task.startswith(prefix) or not task[len(prefix):].isdigit():
+                continue
+            inv = self._invs.get(task)
+            item = getattr(getattr(inv, "spec", None), "item", None)
+            rows.append(ItemRow(
+                task=task, index=int(task[len(prefix):]), params=dict(item[2]) if item else {},
+                state=state, value=self.results.get(task), duration=self.durations.get(task),
+                attempts=self.attempts.get(task, 0), error=self.errors.get(task),
+            ))
+        rows.sort(key=lambda r: r.index)
+        return rows
 
     def counts(self) -> dict[TaskState, int]:
         """How many tasks ended in each state."""

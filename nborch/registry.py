@@ -5,7 +5,7 @@ from __future__ import annotations
 from .errors import DefinitionError
 from .task import Node
 
-__all__ = ["register", "workflows"]
+__all__ = ["register", "unregister", "workflows"]
 
 _workflows: dict[str, Node] = {}
 
@@ -23,3 +23,8 @@ def register(name: str, node: Node) -> Node:
 def workflows() -> dict[str, Node]:
     """The registered workflows by name (a copy)."""
     return dict(_workflows)
+
+
+def unregister(name: str) -> None:
+    """Forget the workflow registered under ``name`` (nothing happens if there is none)."""
+    _workflows.pop(name, None)

@@ -39,7 +39,7 @@ __all__ = ["cancelled", "last_run", "register_display", "register_wait_hook", "r
 
 RUN_OPTIONS = (
     "max_concurrency", "state", "on_event", "clock", "display", "run_id", "capture",
-    "store", "force", "resume", "name", "executor", "durable",
+    "store", "force", "resume", "name", "executor", "durable", "reuse",
 )
 
 DisplayFactory = Callable[["RunHandle"], Any]
@@ -66,6 +66,7 @@ _wait_hooks: list[WaitHook] = []
 # "thread": this run's caller blocks in another thread's wait (a plain Jupyter cell's node.run()),
 # "nested": it blocks in run_until_complete on its own loop (nest_asyncio), None: it awaits
 _blocking: contextvars.ContextVar[str | None] = contextvars.ContextVar("nborch_blocking", default=None)
+_polls_ui: contextvars.ContextVar[bool] = contextvars.ContextVar("nborch_polls_ui", default=False)
 
 
 def register_wait_hook(hook: WaitHook) -> Callable[[], None]:
@@ -73,20 +74,26 @@ def register_wait_hook(hook: WaitHook) -> Callable[[], None]:
 
     A front end uses it to keep its UI alive while a cell blocks in ``node.run()``: the
     notebook extension processes the widget messages that arrived meanwhile, so the live
-    display's Cancel button works during a blocking run. A hook that raises is logged and
-    removed. Returns a function that unregisters it."""
+    display's Cancel button works during a blocking run. A hook is asked once before the
+    wait; returning False there means it cannot work in this thread (it is then left out of
+    this wait, and ``RunHandle.polls_ui`` is False). A hook that raises is logged and removed.
+    Returns a function that unregisters it."""
     _wait_hooks.append(hook)
     return lambda: _wait_hooks.remove(hook) if hook in _wait_hooks else None
 
 
-def _call_wait_hooks() -> None:
-    for hook in list(_wait_hooks):
+def _call_wait_hooks(hooks: list[WaitHook]) -> list[WaitHook]:
+    """Call ``hooks``; returns those that want to go on (not False, not raising)."""
+    going = []
+    for hook in hooks:
         try:
-            hook()
+            if hook() is not False:
+                going.append(hook)
         except Exception:  # a front end's hook must never break the wait
             log.exception("wait hook %r failed; it has been removed", hook)
             if hook in _wait_hooks:
                 _wait_hooks.remove(hook)
+    return going
 
 
 def last_run() -> Run | None:
@@ -130,6 +137,8 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     if options.get("durable") and options.get("store", True) in (False, None):
         raise DefinitionError("durable=True commits each task's row as it ends, but store=False records "
                               "nothing: drop one of the two.")
+    if options.get("reuse") is not None:
+        _memory(options["reuse"])
     on_event = options.get("on_event")
     if on_event is not None:
         subs = on_event if isinstance(on_event, list | tuple) else [on_event]
@@ -157,8 +166,9 @@ class RunHandle:
         self.options = options
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[Any] | None = None
+        self.plan: Any = None  # an incremental run's nborch.reuse.Plan (what it reuses, and why)
         self.blocking = _blocking.get()
-        self.polls_ui = self.blocking != "thread" or bool(_wait_hooks)
+        self.polls_ui = self.blocking != "thread" or _polls_ui.get()
 
     def cancel(self) -> None:
         """Cancel the run from any thread (a widget's Cancel button); every task settles."""
@@ -220,7 +230,16 @@ async def run_async(node: Any, **options: Any) -> Run:
         displays.append(recorder)  # closed with the others: the run's end is committed
         engine.cache = cache
         engine.force = bool(options.get("force"))
-        engine.preset = preset
+    memory = _memory(options.get("reuse"))
+    plan = None
+    if memory is not None:  # an incremental run: tasks that are up to date stand as they were
+        from .reuse import plan_reuse
+
+        plan = plan_reuse(graph, memory, options.get("state"))
+        handle.plan = plan
+        engine.memory, engine.plan = memory, plan
+        preset = {**plan.presets(), **(preset or {})}  # a resumed run's own presets win
+    engine.preset = preset or {}
     engine.echo = not any(getattr(d, "shows_output", False) for d in displays)
     capturing = options.get("capture", True)
     if capturing:
@@ -239,6 +258,9 @@ async def run_async(node: Any, **options: Any) -> Run:
             capture.flush(engine)
             capture.uninstall()
         record = make_record(engine, node, started)
+        if plan is not None and memory is not None:
+            record.reasons = plan.why
+            memory.record(record, plan.keys)
         _last[:] = [record]
         for d in displays:
             close = getattr(d, "close", None)
@@ -248,6 +270,19 @@ async def run_async(node: Any, **options: Any) -> Run:
                 except Exception:  # a display must never break a run
                     log.exception("display %r failed to close", d)
     return record
+
+
+def _memory(option: Any) -> Any:
+    """``reuse=True``: the process's memory; a ``Memory``: that one; False/None: no reuse."""
+    if option is None or option is False:
+        return None
+    from .reuse import Memory, default_memory
+
+    if option is True:
+        return default_memory
+    if isinstance(option, Memory):
+        return option
+    raise DefinitionError(f"reuse= expects True, False or a nborch.reuse.Memory, got {option!r}")
 
 
 def _open_store(option: Any) -> Any:
@@ -278,7 +313,7 @@ def _open_recorder(handle: RunHandle, graph: Graph, node: Node, options: dict[st
 
 
 def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, Preset]:
-    """Tasks of ``run_id`` that need not run again: name -> (value, cache key, stored).
+    """Tasks of ``run_id`` that need not run again: name -> (value, cache key, stored, stored).
 
     Everything that did not succeed runs again, and so does any succeeded task whose value a
     re-run task needs but which was not stored (only ``cache=True`` values are stored). A
@@ -298,12 +333,12 @@ def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, 
                 rerun.add(up.name)
                 frontier.append(up.name)
     return {
-        n: (*stored[n], True) if n in stored else (None, None, False)
+        n: (*stored[n], True, True) if n in stored else (None, None, False, False)
         for n in succeeded if n not in rerun
     }
 
 
-Preset = tuple[Any, "str | None", bool]
+Preset = tuple[Any, "str | None", bool, bool]  # value, cache key, has a value, from the cache
 
 
 def _open_displays(handle: RunHandle) -> list[Any]:
@@ -342,6 +377,7 @@ def make_record(engine: Engine, node: Node, started: float) -> Run:
         invs=engine.invs,
         logs={name: "".join(parts) for name, parts in engine.logs.items()},
     )
+    record.stopped = engine.cancelling
     record.name = getattr(node, "name", None)
     return record
 
@@ -471,8 +507,11 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         started.set()
         return await make()
 
+    hooks = _call_wait_hooks(list(_wait_hooks)) if _wait_hooks else []  # those that can work here
+
     def target() -> None:
         _blocking.set("thread")
+        _polls_ui.set(bool(hooks))
         try:
             box["result"] = asyncio.run(main())
         except BaseException as exc:  # re-raised in the caller's thread
@@ -489,8 +528,8 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
             # returns, since the new thread need not hand the GIL back at once
             worker.start()
             while not finished.wait(0.1):  # short waits keep KeyboardInterrupt prompt everywhere
-                if _wait_hooks:
-                    _call_wait_hooks()
+                if hooks:
+                    hooks = _call_wait_hooks(hooks)
         except BaseException:  # KeyboardInterrupt (kernel Stop, Ctrl-C): cancel, wait, re-raise
             _cancel_and_wait(box, started, finished)
             raise

@@ -112,13 +112,14 @@ class TaskOptions:
     skip_if: Callable[..., Any] | None = None
     dedupe: bool = False
     cache: bool = False
+    reuse: bool = True  # False: never reused by an incremental run (it reads the outside world)
     executor: Any = None  # None (threads for sync, the loop for async), "thread", "process", an Executor
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 OPTION_NAMES = frozenset(
     {"name", "retries", "retry_delay", "retry", "timeout", "trigger_rule", "limit", "limit_by",
-     "breaker", "skip_if", "dedupe", "cache", "executor"}
+     "breaker", "skip_if", "dedupe", "cache", "reuse", "executor"}
 )
 
 
@@ -189,6 +190,10 @@ def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
         changes["dedupe"] = bool(given["dedupe"])
     if given.get("cache") is not None:
         changes["cache"] = bool(given["cache"])
+    if given.get("reuse") is not None:
+        if not isinstance(given["reuse"], bool):
+            raise DefinitionError(f"{who}reuse= expects True or False, got {given['reuse']!r}")
+        changes["reuse"] = given["reuse"]
     if given.get("executor") is not None:
         from .executors import check_executor
 
@@ -393,6 +398,22 @@ class Task(Node, Generic[R_co]):
         """Call the plain function, bypassing the engine."""
         return self.fn(*args, **kwargs)
 
+    def map(self, *iterables: Any, **fixed: Any) -> Any:
+        """``Task(fn).map(...)``: as ``TaskFunction.map``, with this task's options and its
+        keyword arguments fixed for every item (it must bind no positional argument)."""
+        if self.args:
+            raise InvalidTaskError(
+                f"{self!r}.map(): the task binds positional arguments; map the function instead "
+                f"(Task({fn_name(self.fn)}).map(...)) and pass fixed values as keywords"
+            )
+        return TaskFunction(self.fn, self.options).map(*iterables, **{**self.kwargs, **fixed})
+
+    def product(self, **iterables: Any) -> Any:
+        """``Task(fn).product(...)``: as ``TaskFunction.product``."""
+        if self.args or self.kwargs:
+            raise InvalidTaskError(f"{self!r}.product(): the task binds arguments; use the function's .product()")
+        return TaskFunction(self.fn, self.options).product(**iterables)
+
     if TYPE_CHECKING:  # what type checkers see: a Task's value is its function's result
 
         def run(self, **options: Any) -> R_co: ...
@@ -483,6 +504,25 @@ class TaskFunction(Generic[P, R_co]):
     def __call__(self, *args: Any, **kwargs: Any) -> Task[R_co]:
         return Task(self, *args, kwargs=kwargs)
 
+    def map(self, *iterables: Any, **fixed: Any) -> Any:
+        """A task per element: ``fetch.map(urls)``, ``score.map(xs, ys, scale=2)``.
+
+        Several iterables are zipped (their lengths must be equal), in the order of the
+        function's positional parameters; ``fixed`` keywords go to every item. An iterable may
+        be a list (or any iterable: it is read now), a node whose value is iterable (read when
+        it has run), or another mapped node (element-wise: item i depends on its item i only).
+        Nothing runs until the node is run; its value is the list of the items' values."""
+        from .mapping import Mapped
+
+        return Mapped(self.fn, self.options, [(f"#{i}", it) for i, it in enumerate(iterables)], fixed, "zip")
+
+    def product(self, **iterables: Any) -> Any:
+        """A task per combination of the named iterables (a parameter sweep), in
+        ``itertools.product`` order: ``train.product(lr=[0.1, 0.01], depth=[2, 4])``."""
+        from .mapping import Mapped
+
+        return Mapped(self.fn, self.options, list(iterables.items()), {}, "product")
+
     def with_options(self, **options: Any) -> TaskFunction[P, R_co]:
         """A copy with some options changed: ``fetch.with_options(retries=5)``."""
         return TaskFunction(self.fn, make_options(self.options, **options))
@@ -517,7 +557,7 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Turn a sync or async function into a task function.
 
     ``@task`` or ``@task(name=, retries=, retry_delay=, retry=RetryPolicy(...), timeout=,
-    trigger_rule=, limit=, limit_by=, breaker=, skip_if=, dedupe=, cache=, executor=)``. Options
+    trigger_rule=, limit=, limit_by=, breaker=, skip_if=, dedupe=, cache=, reuse=, executor=)``. Options
     are checked here, so a typo fails at definition time. ``executor="process"`` or
     ``executor=DaskExecutor(...)`` runs the body in a process pool or on Dask (see
     ``nborch.executors``); it also sends an async function there.

@@ -7,19 +7,21 @@ the failing line of the cell) instead of pages of engine frames.
 
 from __future__ import annotations
 
+import asyncio
 import html
+import os
 import shlex
 import traceback
 import uuid
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 
-from ..record import error_line
-from ..errors import DefinitionError, NborchError
-from ..record import Run, _fmt_seconds
+from ..errors import DefinitionError, NborchError, did_you_mean
+from ..record import Run, _fmt_seconds, error_line
 from ..runner import last_run
 from ..runner import run as run_node
 from ..state import TaskState
@@ -49,12 +51,14 @@ def _task_arguments(fn: Any) -> Any:
 def _orch_parser() -> MagicArgumentParser:
     p = MagicArgumentParser(prog="%orch", description="Run and inspect the notebook's task cells.")
     sub = p.add_subparsers(dest="command", parser_class=MagicArgumentParser)
-    r = sub.add_parser("run", help="run the targets and their upstream (all tasks by default)")
+    r = sub.add_parser("run", help="run what is not up to date among the targets and their upstream "
+                                   "(all tasks by default), and what depends on it")
     r.add_argument("targets", nargs="*")
     r.add_argument("--max-concurrency", type=int, default=None, metavar="N")
     r.add_argument("--no-display", action="store_true", help="no live display")
     r.add_argument("--flow", default=None, metavar="FLOW", help="run this named workflow (default: all task cells)")
-    r.add_argument("--force", action="store_true", help="ignore cached values")
+    r.add_argument("--all", action="store_true", help="run every task, also those that are up to date")
+    r.add_argument("--force", action="store_true", help="run every task and ignore the disk cache")
     r.add_argument("--resume", nargs="?", const="last", default=None, metavar="RUN_ID",
                    help="re-run what did not succeed in that run (default: the last %%orch run)")
     g = sub.add_parser("graph", help="show the task graph")
@@ -70,9 +74,11 @@ def _orch_parser() -> MagicArgumentParser:
     s.add_argument("--cancel", action="store_true", help="cancel this notebook's schedules")
     h = sub.add_parser("history", help="recorded runs, newest first")
     h.add_argument("--limit", type=int, default=20, metavar="N")
-    sub.add_parser("list", help="tasks, dependencies, trigger rules, last states and durations")
-    show = sub.add_parser("show", help="print a task cell's source")
-    show.add_argument("name")
+    sub.add_parser("list", help="tasks, dependencies, trigger rules, last states, durations and runs")
+    why = sub.add_parser("why", help="why a task will run, or will be reused, by the next %%orch run")
+    why.add_argument("name")
+    show = sub.add_parser("show", help="print a task cell's source, or draw a past run (a run id)")
+    show.add_argument("name", metavar="NAME_OR_RUN_ID")
     clear = sub.add_parser("clear", help="remove one task cell, or all of them")
     clear.add_argument("name", nargs="?")
     return p
@@ -85,8 +91,15 @@ class OrchMagics(Magics):
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self.workflow = NotebookWorkflow()
+        self.workflow.title = notebook_title(shell)
         self.parser = _orch_parser()
         self.schedules: list[Any] = []
+        self.cell_id: str | None = None  # the id the front end sent with the running cell
+        self._flows_registered: set[str] = set()  # this notebook's flows in nborch.workflows()
+
+    def pre_run_cell(self, info: Any) -> None:
+        """IPython's pre_run_cell event: remember the running cell's id (None if not sent)."""
+        self.cell_id = getattr(info, "cell_id", None)
 
     @property
     def namespace(self) -> dict[str, Any]:
@@ -106,17 +119,25 @@ class OrchMagics(Magics):
             raise UsageError(f"%%task: {err}") from err
         name, options = spec.name, spec.options
         try:
-            cell_task = compile_cell(name, cell, options=options, after=spec.after, flow=spec.flow)
+            cell_task = compile_cell(name, cell, options=options, after=spec.after, flow=spec.flow,
+                                     map_over=spec.map)
         except SyntaxError as err:  # the previous definition stays; lines count within the body
             err._nborch_cell = True  # type: ignore[attr-defined]  # shown short by the extension
             raise err.with_traceback(None) from None
+        renamed = self.workflow.claim(self.cell_id, name)
         stale = self.workflow.define(cell_task)
+        self._register_flows()
         deps = self.workflow.dependencies(name)
         described = ", ".join(f"{k}={v}" for k, v in options.items())
         line_out = f"task {name}" + (f" <- {', '.join(deps)}" if deps else "")
+        if spec.map is not None:
+            line_out += f" [map {spec.map[0]} in {spec.map[1]}]"
         if spec.flow != "default":
             line_out += f" [flow {spec.flow}]"
         line_out += f" ({described})" if described else ""
+        if renamed:
+            line_out += f"; replaces task {renamed} (this cell defined it)"
+            self.namespace.pop(renamed, None)
         if stale:
             line_out += f"; stale until re-run: {', '.join(stale)}"
         print(line_out)
@@ -136,7 +157,7 @@ class OrchMagics(Magics):
             raise
         if args.command is None:
             raise UsageError(
-                "%orch: expected a command: run, graph, mermaid, list, show, clear, schedule or history. "
+                "%orch: expected a command: run, graph, mermaid, list, why, show, clear, schedule or history. "
                 "See '%orch -h'."
             )
         return getattr(self, f"cmd_{args.command}")(args)
@@ -148,13 +169,43 @@ class OrchMagics(Magics):
                 raise UsageError("%orch run --resume: no earlier %orch run in this session; pass a run id "
                                  "(see %orch history)")
             resume = self.workflow.last_run.id
+        memory = self.workflow.memory
+        if args.all or args.force or resume:  # everything runs; what it did is still remembered
+            memory = memory.without_reuse()
         self.run_targets(
             args.targets, flow=args.flow, max_concurrency=args.max_concurrency,
-            display=not args.no_display, force=args.force or None, resume=resume,
+            display=not args.no_display, force=args.force or None, resume=resume, reuse=memory,
         )
 
     def cmd_graph(self, args: Any) -> Any:
-        return self.dag(flow=args.flow).graph()
+        dag = self.dag(flow=args.flow)
+        try:
+            from ..display.dot import status_digraph
+            from ..display.state import KnownTask
+        except ImportError:  # a display that does not draw states: the plain graph
+            return dag.graph()
+        return status_digraph(dag, self.known(KnownTask, flow=args.flow))
+
+    def known(self, make: Any, flow: str | None = None) -> dict[str, Any]:
+        """Each task's last known state, and why it is stale (for %orch graph), made by ``make``."""
+        KnownTask = make  # noqa: N806
+        plan = self.plan(flow=flow)
+        out: dict[str, Any] = {}
+        for name in self.workflow.cells:
+            seen = self.workflow.memory.seen.get(name)
+            out[name] = KnownTask(
+                state=seen.state if seen else None, duration=seen.duration if seen else None,
+                run_id=seen.run_id if seen else None, stale=plan.stale.get(name) if plan else None,
+                reused=bool(seen and seen.reused), cached=bool(seen and seen.cached),
+            )
+        return out
+
+    def plan(self, targets: list[str] | None = None, flow: str | None = None) -> Any:
+        """What the next incremental run would do (None when the workflow cannot be built)."""
+        try:
+            return self.workflow.plan(self.namespace, targets, flow)
+        except DefinitionError:
+            return None
 
     def cmd_mermaid(self, args: Any) -> None:
         print(self.dag(flow=args.flow).to_mermaid())
@@ -190,20 +241,50 @@ class OrchMagics(Magics):
         return HistoryTable(history_rows(args.limit))
 
     def cmd_list(self, args: Any) -> Any:
-        return TaskList(self.workflow)
+        return TaskList(self.workflow, self.plan())
 
-    def cmd_show(self, args: Any) -> None:
+    def cmd_why(self, args: Any) -> None:
+        name = args.name
+        if name not in self.workflow.cells:
+            raise UsageError(f"%orch why: no task cell is named {name!r}.{did_you_mean(name, self.workflow.cells)}")
+        plan = self.plan([name])
+        if plan is None:
+            raise UsageError("%orch why: the workflow cannot be built; %orch run says why")
+        print(explain(name, plan, self.workflow))
+
+    def cmd_show(self, args: Any) -> Any:
         cell = self.workflow.cells.get(args.name)
-        if cell is None:
-            raise UsageError(f"%orch show: no task cell is named {args.name!r}")
-        print(cell.source.rstrip("\n"))
+        if cell is not None:
+            print(cell.source.rstrip("\n"))
+            return None
+        try:
+            record = Run.load(args.name)
+        except NborchError as err:
+            raise UsageError(
+                f"%orch show: {args.name!r} is neither a task cell nor a recorded run ({err})"
+            ) from err
+        return record  # displayed as the past run: its graph in the recorded states, the table
 
     def cmd_clear(self, args: Any) -> None:
         try:
             removed = self.workflow.remove(args.name)
         except DefinitionError as err:
             raise UsageError(f"%orch clear: {err}") from err
+        self._register_flows()
         print(f"removed {', '.join(removed)}" if removed else "no task cells to remove")
+
+    def _register_flows(self) -> None:
+        """Keep ``nborch.workflows()`` listing this notebook's flows (each built as it is now)."""
+        from ..registry import register, unregister
+
+        for flow in self.workflow.flows():
+            try:
+                register(flow, self.workflow.build(self.namespace, flow=flow))
+            except DefinitionError:  # not buildable yet (an --after name still to come)
+                pass
+        for name in self._flows_registered - set(self.workflow.flows()):
+            unregister(name)
+        self._flows_registered = set(self.workflow.flows())
 
     # -- running ------------------------------------------------------------------------------
 
@@ -219,10 +300,21 @@ class OrchMagics(Magics):
         dag = self.dag(targets, flow)
         options = {k: v for k, v in options.items() if v is not None}
         run_id = options.setdefault("run_id", uuid.uuid4().hex[:12])
+        options.setdefault("reuse", self.workflow.memory)  # incremental unless told otherwise
         try:
             record = run_node(dag, **options)
         except DefinitionError as err:
             raise UsageError(f"%orch run: {err}") from err
+        except (KeyboardInterrupt, asyncio.CancelledError) as stop:  # stopped: its record still counts
+            stopped = last_run()
+            if stopped is not None and stopped.id == run_id:
+                self.workflow.last_run = stopped
+                self.namespace["_orch_run"] = stopped
+                if isinstance(stop, asyncio.CancelledError):  # the Cancel button: one short line
+                    stop._nborch_run = True  # type: ignore[attr-defined]
+                    stop.args = (failure_message(stopped, self.workflow.cells).split("\n")[0]
+                                 + "; the record is _orch_run",)
+            raise
         except SystemExit:
             # A task called sys.exit(): the engine records it FAILED, then re-raises it. It fails
             # the run like any task error, instead of ending the command (with status 0 for
@@ -240,6 +332,34 @@ class OrchMagics(Magics):
         if not record.ok:
             raise CellTaskFailed(failure_message(record, cells), record, record.error)
         return record
+
+
+def notebook_title(shell: Any) -> str:
+    """The name runs of this notebook are recorded under: its file's name when the kernel knows
+    it (Jupyter servers pass the session's path as JPY_SESSION_NAME), else "notebook"."""
+    path = os.environ.get("JPY_SESSION_NAME") or getattr(shell, "user_ns", {}).get("__session__")
+    if isinstance(path, str) and path.strip():
+        return Path(path).stem or "notebook"
+    return "notebook"
+
+
+def explain(name: str, plan: Any, workflow: NotebookWorkflow) -> str:
+    """``%orch why NAME``: one or two lines."""
+    why = plan.why.get(name, "")
+    if name in plan.reused:
+        lines = [f"{name} is up to date and will be reused: {why.removeprefix('up to date: ')}"]
+    else:
+        lines = [f"{name} will run: {why}"]
+    cell = workflow.cells.get(name)
+    if cell is not None and cell.options.get("cache"):
+        miss = None
+        last = workflow.last_run
+        if last is not None:
+            miss = last.cache_misses.get(name)
+            if name in last.cached:
+                miss = "its last run was a disk-cache hit"
+        lines.append(f"  disk cache: {miss}" if miss else "  disk cache: not tried yet in this kernel")
+    return "\n".join(lines)
 
 
 def failure_message(record: Run, cells: dict[str, Any]) -> str:
@@ -299,28 +419,33 @@ def _table_html(head: tuple[str, ...], rows: list[tuple[str, ...]], css: str) ->
 
 
 class TaskList:
-    """``%orch list``: tasks, dependencies, trigger rules, last states and durations."""
+    """``%orch list``: tasks, dependencies, trigger rules, and each task's last known state,
+    duration and run (from every run of this notebook: targeted, other flows, interrupted);
+    a task whose key changed since its last success is marked stale, with the reason."""
 
-    def __init__(self, workflow: NotebookWorkflow) -> None:
-        last = workflow.last_run
+    def __init__(self, workflow: NotebookWorkflow, plan: Any = None) -> None:
+        seen = workflow.memory.seen
+        stale = plan.stale if plan is not None else {}
         self.rows: list[tuple[str, ...]] = []
         for name, cell in workflow.cells.items():
-            state = last.states.get(name) if last is not None else None
-            duration = last.durations.get(name) if last is not None else None
-            label = state.value if state is not None else "-"
-            if name in workflow.stale:
-                label += " (stale)"
+            last = seen.get(name)
+            label = "-" if last is None else last.state.value
+            if last is not None and (last.reused or last.cached):
+                label += " (reused)" if last.reused else " (cached)"
+            if name in stale:
+                label += f" (stale: {stale[name]})"
             self.rows.append(
                 (
                     name,
                     ", ".join(workflow.dependencies(name)) or "-",
                     cell.options.get("trigger_rule", "all_success"),
                     label,
-                    _fmt_seconds(duration) if duration is not None else "-",
+                    _fmt_seconds(last.duration) if last is not None and last.duration is not None else "-",
+                    last.run_id if last is not None else "-",
                 )
             )
 
-    HEAD = ("task", "depends on", "trigger", "last state", "duration")
+    HEAD = ("task", "depends on", "trigger", "last state", "duration", "run")
 
     def __repr__(self) -> str:
         return _table_text(self.HEAD, self.rows)

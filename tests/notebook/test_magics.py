@@ -268,7 +268,10 @@ def test_cache_flag_reuses_values_and_an_upstream_code_change_invalidates(ip):
     cell(ip, "%%task transform --cache\ncalls.append('transform')\n[x * 10 for x in extract]")
     cell(ip, "%orch run --no-display")
     cell(ip, "%orch run --no-display")
-    assert ip.user_ns["calls"] == ["extract", "transform"]  # the second run was all hits
+    assert ip.user_ns["calls"] == ["extract", "transform"]  # the second run reused both (in memory)
+    assert ip.user_ns["_orch_run"].reused == {"extract", "transform"}
+    cell(ip, "%orch run --no-display --all")
+    assert ip.user_ns["calls"] == ["extract", "transform"]  # --all runs both: disk-cache hits
     assert ip.user_ns["_orch_run"].cached == {"extract", "transform"}
 
     cell(ip, "%%task extract --cache\ncalls.append('extract')\n[1, 2, 3, 4]")  # the upstream changed
