@@ -16,6 +16,7 @@ with counts per state, because laying out hundreds of nodes takes seconds.
 from __future__ import annotations
 
 import html
+import math
 import re
 import threading
 from collections import Counter, OrderedDict
@@ -38,8 +39,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLLAPSE_OVER", "COLORS", "FIT_STYLE", "MARK_COLORS", "NOTEBOOK_EXTRA", "GraphModel", "SvgTemplate",
-    "cached_layout", "forget_layouts", "graph_dot", "graph_model", "group_id", "group_tasks", "layout_svg", "node_digraph", "node_id", "node_looks",
-    "printable", "render_svg", "run_model", "state_css", "status_digraph",
+    "cached_layout", "components", "fit_style", "forget_layouts", "graph_attrs", "graph_dot", "graph_model",
+    "group_id", "group_tasks", "layout_svg", "node_digraph", "node_id", "node_looks", "printable", "render_svg",
+    "run_model", "state_css", "status_digraph", "svg_image", "svg_size",
 ]
 
 COLLAPSE_OVER = 200
@@ -84,8 +86,16 @@ TASK_PLACEHOLDER = "00 attempts · 00.00ms"
 GROUP_PLACEHOLDER = "✓0000 ✗000 ▶000 ○0000"
 
 # Inline SVG fits its output: never wider than it, nor taller than most of the window
-# (the aspect ratio kept); ``html.zoomable`` adds a click to see it at full size.
+# (the aspect ratio kept); ``html.zoomable`` adds a click to see it at full size. A tall graph
+# (a fan of many tasks, laid out left to right) is not shrunk by its height below
+# ``MIN_SCALE`` of its size, up to ``TALL_LIMIT`` pixels: its labels stay legible.
 FIT_STYLE = "max-width:100%;max-height:70vh;height:auto"
+MIN_SCALE = 0.6
+TALL_LIMIT = 1600
+# Graphs of at least this many unconnected parts pack them in rows and columns (DOT's
+# ``packmode=array``), instead of one tall column of independent tasks.
+PACK_OVER = 6
+_SIZE = re.compile(r' width="([\d.]+)pt" height="([\d.]+)pt"')
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 # What must never reach DOT, SVG (XML 1.0), HTML or Mermaid raw: control characters (C0, DEL,
@@ -351,7 +361,10 @@ def dot_lines(
     """The body lines of the DOT text (one statement each, tab-indented, newline-terminated).
     ``extra``: more attributes per node id (a stale node's dashed border and tooltip)."""
     lines = []
-    for nid, node in model.nodes.items():
+    nodes = model.nodes
+    order, _, sortv = layout_order(model)
+    for nid in order:
+        node = nodes[nid]
         state = states.get(nid, S.PENDING)
         mark = marks.get(nid, "") if marks else ""
         fill, font, border = _look(state, mark)
@@ -359,6 +372,8 @@ def dot_lines(
         name = _q(node.key)
         label = name if note is None else name[:-1] + "\\n" + _q(note)[1:]  # "\n": DOT's line break
         more = "".join(f", {k}={_q(v)}" for k, v in extra[nid].items()) if extra and nid in extra else ""
+        if sortv:
+            more += f", sortv={sortv[nid]}"
         colors = f", color={_q(border)}" if border != BORDER else ""
         lines.append(
             f'\t{_dot_key(node.key)} [id={_q(nid)}, class="{_classes(state, mark)}", label={label}, '
@@ -370,9 +385,64 @@ def dot_lines(
     return lines
 
 
-def _source(body: list[str]) -> str:
+def parts(model: GraphModel) -> list[list[str]]:
+    """The unconnected parts of ``model`` (call edges connect too): node ids, the parts in the
+    order of their first node, each part's nodes in the model's order."""
+    order = {nid: i for i, nid in enumerate(model.nodes)}
+    parent = {nid: nid for nid in model.nodes}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for up, down, _ in model.edges:
+        a, b = root(up), root(down)
+        if a != b:
+            first, second = (a, b) if order[a] < order[b] else (b, a)
+            parent[second] = first
+    out: dict[str, list[str]] = {}
+    for nid in model.nodes:
+        out.setdefault(root(nid), []).append(nid)
+    return list(out.values())
+
+
+def components(model: GraphModel) -> int:
+    """How many unconnected parts ``model`` has."""
+    return len(parts(model))
+
+
+def layout_order(model: GraphModel) -> tuple[list[str], int, dict[str, int]]:
+    """How to declare the nodes so that unconnected parts read top to bottom: the node order,
+    how many parts to pack per column (0: not packed) and each packed node's ``sortv``.
+
+    Left to right, Graphviz stacks unconnected parts bottom up; packed (``array_uR``: R per
+    column, in ``sortv`` order) it fills each column bottom up. So the parts are declared
+    (and sorted) in the order that shows the first one at the top of the first column."""
+    groups = parts(model)
+    if len(groups) < 2:
+        return list(model.nodes), 0, {}
+    if len(model.nodes) < PACK_OVER or len(groups) < PACK_OVER:
+        return [nid for group in reversed(groups) for nid in group], 0, {}
+    rows = math.ceil(math.sqrt(len(groups)))
+    placed = [g for i in range(0, len(groups), rows) for g in reversed(groups[i : i + rows])]
+    sortv = {nid: i for i, group in enumerate(placed) for nid in group}
+    return [nid for group in placed for nid in group], rows, sortv
+
+
+def graph_attrs(model: GraphModel, rows: int | None = None) -> dict[str, str]:
+    """The graph's DOT attributes: ``GRAPH_ATTR``, plus packing for many unconnected parts."""
+    if rows is None:
+        rows = layout_order(model)[1]
+    if rows:
+        return {**GRAPH_ATTR, "pack": "true", "packmode": f"array_u{rows}"}
+    return GRAPH_ATTR
+
+
+def _source(body: list[str], model: GraphModel) -> str:
     head = (
-        f"digraph nborch {{\n\tgraph [{_attrs(GRAPH_ATTR)}]\n\tnode [{_attrs(NODE_ATTR)}]\n"
+        f"digraph nborch {{\n\tgraph [{_attrs(graph_attrs(model))}]\n\tnode [{_attrs(NODE_ATTR)}]\n"
         f"\tedge [{_attrs(EDGE_ATTR)}]\n"
     )
     return head + "".join(body) + "}\n"
@@ -383,7 +453,7 @@ def graph_dot(graph: Graph, view: RunView | None = None, *, collapse_over: int =
     for attempts / duration. Dashed edges go from a parent task to the child tasks it called."""
     model = graph_model(graph, collapse_over)
     states, notes, marks = node_looks(model, view)
-    return _source(dot_lines(model, states, notes if view is not None or model.collapsed else None, marks))
+    return _source(dot_lines(model, states, notes if view is not None or model.collapsed else None, marks), model)
 
 
 def layout_dot(model: GraphModel) -> str:
@@ -392,10 +462,10 @@ def layout_dot(model: GraphModel) -> str:
     Two models with equal ``layout_dot`` lay out the same, so the text doubles as a shape key.
     """
     notes = {nid: GROUP_PLACEHOLDER if n.group else TASK_PLACEHOLDER for nid, n in model.nodes.items()}
-    return _source(dot_lines(model, {}, notes))
+    return _source(dot_lines(model, {}, notes), model)
 
 
-def _digraph(body: list[str], what: str) -> graphviz.Digraph:
+def _digraph(body: list[str], what: str, model: GraphModel) -> graphviz.Digraph:
     try:
         import graphviz
     except ImportError as err:
@@ -403,7 +473,8 @@ def _digraph(body: list[str], what: str) -> graphviz.Digraph:
             f"{what} needs the graphviz package, which comes with nborch's notebook extra: "
             f"{NOTEBOOK_EXTRA} (node.to_mermaid() needs nothing)"
         ) from err
-    return graphviz.Digraph("nborch", graph_attr=GRAPH_ATTR, node_attr=NODE_ATTR, edge_attr=EDGE_ATTR, body=body)
+    return graphviz.Digraph("nborch", graph_attr=graph_attrs(model), node_attr=NODE_ATTR, edge_attr=EDGE_ATTR,
+                            body=body)
 
 
 def node_digraph(node: Node) -> graphviz.Digraph:
@@ -411,7 +482,7 @@ def node_digraph(node: Node) -> graphviz.Digraph:
     NborchError, saying which extra to install, when the graphviz package is missing."""
     model = graph_model(build_graph(node))
     notes = node_notes(model, None) if model.collapsed else None
-    return _digraph(dot_lines(model, {}, notes), "node.graph()")
+    return _digraph(dot_lines(model, {}, notes), "node.graph()", model)
 
 
 def _known_note(k: KnownTask | None) -> str:
@@ -476,7 +547,7 @@ def status_digraph(node: Node, known: Mapping[str, KnownTask | Any]) -> graphviz
         else:
             notes[nid] = note
             extra[nid] = {"tooltip": tip}
-    return _digraph(dot_lines(model, states, notes, marks, extra), "%orch graph")
+    return _digraph(dot_lines(model, states, notes, marks, extra), "%orch graph", model)
 
 
 def render_svg(dot_text: str) -> str | None:
@@ -494,7 +565,50 @@ def render_svg(dot_text: str) -> str | None:
     start = svg.find("<svg")
     if start < 0:
         return svg
-    return f'<svg style="{FIT_STYLE}"' + svg[start + 4 :]
+    svg = svg[start:]
+    return f'<svg style="{fit_style(svg)}"' + svg[4:]
+
+
+def svg_size(svg: str) -> tuple[float, float] | None:
+    """The CSS pixel size of a Graphviz SVG (its ``width="..pt"`` and ``height``), or None."""
+    m = _SIZE.search(svg[:400])
+    if m is None:
+        return None
+    return float(m.group(1)) * 4 / 3, float(m.group(2)) * 4 / 3
+
+
+def fit_style(svg: str) -> str:
+    """The inline style that makes ``svg`` fit its output (``FIT_STYLE``), letting a tall
+    graph keep ``MIN_SCALE`` of its height (up to ``TALL_LIMIT`` pixels)."""
+    size = svg_size(svg)
+    if size is None:
+        return FIT_STYLE
+    tall = min(size[1] * MIN_SCALE, TALL_LIMIT)
+    if tall <= 700:  # 70vh of a usual window: the plain rule
+        return FIT_STYLE
+    return f"max-width:100%;max-height:max(70vh,{tall:.0f}px);height:auto"
+
+
+def svg_image(svg: str, alt: str) -> str:
+    """``svg`` (from ``render_svg``) as an ``<img>`` holding it as a data URI, at the same fit.
+
+    What a snapshot keeps: HTML sanitizers (JupyterLab's for an untrusted notebook, one
+    received from someone else) drop inline ``<svg>`` (leaving its text strewn over the
+    output) but keep an image, so a shared notebook still shows its graphs."""
+    import base64
+
+    # width:auto: with the width attribute alone, max-height would squeeze the image's height
+    # and not its width (a distorted graph); auto keeps its proportions within both limits
+    style = fit_style(svg) + ";width:auto"
+    start = svg.find("<svg")
+    body = svg[start:] if start >= 0 else svg
+    if body.startswith('<svg style="'):  # the inline fit: the <img> carries it instead
+        body = "<svg" + body[body.index('"', 12) + 1 :]
+    data = base64.b64encode(body.encode("utf-8")).decode("ascii")
+    size = svg_size(body)
+    dims = f" width='{size[0]:.0f}' height='{size[1]:.0f}'" if size else ""
+    return (f"<img class='nborch-graph-img' alt='{html.escape(alt)}'{dims} style='{style}' "
+            f"src='data:image/svg+xml;base64,{data}'/>")
 
 
 _layouts: OrderedDict[str, str | None] = OrderedDict()

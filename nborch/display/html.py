@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import itertools
 import re
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import NborchError, safe_str
@@ -32,6 +33,7 @@ from .dot import (
     node_looks,
     printable,
     render_svg,
+    svg_image,
 )
 from .state import RunView, TaskStatus, fmt_elapsed
 
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from ..task import Node
 
 __all__ = [
-    "GRAPHVIZ_HINT", "PACKAGE_HINT", "esc", "graphviz_hint", "header_html", "node_html", "model_list_html", "progress_html",
+    "GRAPHVIZ_HINT", "PACKAGE_HINT", "esc", "graph_alt", "graphviz_hint", "header_html", "node_html", "model_list_html", "progress_html",
     "state_badge", "task_bars_html", "task_list_html", "task_table_html", "zoom_css", "zoomable",
 ]
 
@@ -114,8 +116,16 @@ def node_html(node: Node) -> str:
         return f"<pre class='nborch-error'>{esc(type(err).__name__)}: {esc(safe_str(err))}</pre>"
     svg = render_svg(graph_dot(graph))
     if svg is not None:
-        return f"<div class='nborch-graph'>{svg}</div>"
+        return f"<div class='nborch-graph'>{svg_image(svg, graph_alt(graph.specs))}</div>"
     return task_list_html(graph)
+
+
+def graph_alt(names: Iterable[str], states: Mapping[str, TaskState] | None = None, limit: int = 30) -> str:
+    """The text of a graph image: its tasks (with their states), the first ``limit`` of them."""
+    names = list(names)
+    shown = [f"{n} {states[n].value}" if states and n in states else n for n in names[:limit]]
+    more = f", … {len(names) - limit} more" if len(names) > limit else ""
+    return printable(f"graph of {len(names)} task{'s' if len(names) != 1 else ''}: " + ", ".join(shown) + more)
 
 
 def task_list_html(
@@ -231,8 +241,9 @@ def task_table_html(
         summary = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
         body.append(f"<tr><td colspan='6' style='text-align:left'>… {hidden} more tasks (all: {esc(summary)})</td></tr>")
     return (
-        "<table class='nborch-table'><thead><tr><th>task</th><th>state</th><th>attempts</th>"
-        "<th>duration</th><th>error</th><th>output</th></tr></thead><tbody>" + "".join(body) + "</tbody></table>"
+        "<table class='nborch-table'><thead><tr><th style='text-align:left'>task</th>"
+        "<th style='text-align:left'>state</th><th>attempts</th><th>duration</th>"
+        "<th style='text-align:left'>error</th><th style='text-align:left'>output</th></tr></thead><tbody>" + "".join(body) + "</tbody></table>"
     )
 
 
@@ -305,7 +316,8 @@ def zoom_css(scope: str, toggle: str) -> str:
     frames = [f".{scope}:has(#{toggle}:checked) .nborch-svg", f"#{toggle}:checked + .nborch-graph .nborch-svg"]
     return (
         f"{', '.join(frames)}{{overflow:auto;max-height:80vh;cursor:zoom-out!important}}"
-        f"{', '.join(f + ' svg' for f in frames)}{{max-width:none!important;max-height:none!important}}"
+        f"{', '.join(f + s for f in frames for s in (' svg', ' img'))}"
+        "{max-width:none!important;max-height:none!important}"
     )
 
 

@@ -1,8 +1,9 @@
 """Static snapshots of a run: the HTML a saved notebook keeps, and how a past run is drawn.
 
 A snapshot is plain HTML (no widget, no script): the status line, the progress bar, the graph
-as inline SVG coloured by state (the colours written into the SVG, so they survive where style
-blocks are stripped), fitted to the output with a click to see it at full size, the per-task
+coloured by state (an SVG with its colours written in, held by an ``<img>`` as a data URI: the
+HTML sanitizers of untrusted notebooks and of sites keep an image where they strip inline SVG
+and style blocks), fitted to the output with a click to see it at full size, the per-task
 progress bars and the task table with errors (tracebacks folded), durations and output. The
 live display shows one while the run starts and ends on one (``update_display``), so a saved
 notebook shows the finished run without a kernel, on GitHub and nbviewer and after
@@ -24,9 +25,19 @@ import uuid
 
 from .. import record
 from ..record import Run, _fmt_seconds
-from .dot import COLLAPSE_OVER, GraphModel, SvgTemplate, layout_dot, layout_svg, node_looks, run_model
+from .dot import (
+    COLLAPSE_OVER,
+    GraphModel,
+    SvgTemplate,
+    layout_dot,
+    layout_svg,
+    node_looks,
+    run_model,
+    svg_image,
+)
 from .html import (
     esc,
+    graph_alt,
     header_html,
     model_list_html,
     progress_html,
@@ -59,14 +70,18 @@ def _wrap(scope: str, body: str, css: str = "") -> str:
 
 def graph_part(
     model: GraphModel, view: RunView, template: SvgTemplate | None, toggle: str, *, now: float | None = None,
-    no_dot: bool = False,
+    no_dot: bool = False, image: bool = False,
 ) -> str:
-    """The graph as shown in a snapshot (or the live display): the filled SVG, zoomable by a
-    click, or the task list when Graphviz is missing; "" while no layout is ready."""
+    """The graph as shown in a snapshot (``image``: the filled SVG as an ``<img>``, which
+    survives HTML sanitizers) or the live display (inline SVG), zoomable by a click, or the
+    task list when Graphviz is missing; "" while no layout is ready."""
     if template is None:
         return model_list_html(model, view) if no_dot else ""
     states, notes, marks = node_looks(model, view, now)
-    return f"<div class='nborch-graph'>{zoomable(template.fill(states, notes, marks), toggle)}</div>"
+    svg = template.fill(states, notes, marks)
+    if image:
+        svg = svg_image(svg, graph_alt(view.states, view.states))
+    return f"<div class='nborch-graph'>{zoomable(svg, toggle)}</div>"
 
 
 def snapshot_html(
@@ -78,7 +93,7 @@ def snapshot_html(
     succeed first, and a count of the rest)."""
     scope = scope or new_scope()
     toggle = f"{scope}-zoom"
-    graph = graph_part(model, view, template, toggle, no_dot=no_dot)
+    graph = graph_part(model, view, template, toggle, no_dot=no_dot, image=True)
     body = (
         header_html(view) + progress_html(view, final=True)
         + (zoom_checkbox(toggle) + graph if graph else "")

@@ -421,6 +421,57 @@ def test_the_svg_template_writes_colours_into_the_svg():
     assert filled.startswith('<svg style="max-width:100%;max-height:70vh;height:auto"')
 
 
+def pt_size(svg: str) -> tuple[float, float]:
+    root = ET.fromstring(svg)
+    return float(root.get("width").removesuffix("pt")), float(root.get("height").removesuffix("pt"))
+
+
+def test_many_unconnected_tasks_are_packed_in_rows_not_one_tall_column():
+    loose = DAG(*[Task(lambda: 1, name=f"t{i}") for i in range(30)])
+    chained = DAG(*[Task(lambda: 1, name=f"c{i}") for i in range(3)])  # 3 parts: laid out as before
+
+    width, height = pt_size(render_svg(graph_dot(build_graph(loose))))
+
+    assert 'pack="true"' in graph_dot(build_graph(loose)) and "pack=" not in graph_dot(build_graph(chained))
+    assert width > height  # a grid, wider than tall (one column would be ~190 x 1,700 pt)
+    assert "packmode=array_u6" in node_digraph(loose).source
+
+
+def node_positions(svg: str) -> dict[str, tuple[float, float]]:
+    """Each node's (x, y) on the page: its first text line's anchor (y grows downwards)."""
+    return {g.find(f"{SVG}title").text: (float(g.find(f"{SVG}text").get("x")), float(g.find(f"{SVG}text").get("y")))
+            for g in ET.fromstring(svg).iter(f"{SVG}g") if "node" in (g.get("class") or "")}
+
+
+def test_unconnected_tasks_read_top_down_in_their_order():
+    """Graphviz stacks unconnected parts bottom up (Parallel(first, second) showed second on
+    top); they are declared so that the first part is at the top, packed or not."""
+    few = node_positions(render_svg(graph_dot(build_graph(DAG(*[Task(lambda: 1, name=f"t{i}") for i in range(3)])))))
+    a = Task(lambda: 1, name="a")
+    mixed = DAG(a, Task(lambda x: x, a, name="b"), *[Task(lambda: 1, name=f"s{i}") for i in range(6)])
+    packed = node_positions(render_svg(graph_dot(build_graph(mixed))))
+
+    assert few["t0"][1] < few["t1"][1] < few["t2"][1]
+    # 7 parts, 3 per column: a -> b, s0, s1 down the first column, then s2, s3, s4, then s5
+    assert packed["a"][1] < packed["s0"][1] < packed["s1"][1]
+    assert packed["a"][0] < packed["b"][0] and packed["a"][1] == packed["b"][1]
+    assert packed["s2"][1] < packed["s3"][1] < packed["s4"][1] and packed["s0"][0] < packed["s3"][0]
+    assert packed["s5"][0] > packed["s2"][0]
+
+
+def test_a_tall_graph_is_not_shrunk_below_a_legible_size_by_its_height():
+    """A fan of 30 tasks, laid out left to right, is tall: fitting it to 70% of the window would
+    shrink its labels to a third; its height limit lets it keep 60% of its size."""
+    a = Task(lambda: 1, name="source")
+    fan = [Task(lambda x: x, a, name=f"leaf{i}") for i in range(30)]
+    svg = render_svg(graph_dot(build_graph(DAG(a, *fan))))
+    height_px = pt_size(svg)[1] * 4 / 3
+
+    style = ET.fromstring(svg).get("style")
+
+    assert style == f"max-width:100%;max-height:max(70vh,{height_px * 0.6:.0f}px);height:auto"
+
+
 def test_layouts_of_a_shape_seen_before_need_no_graphviz(monkeypatch):
     from nborch.display import dot
 

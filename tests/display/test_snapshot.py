@@ -21,8 +21,9 @@ from nborch.display.snapshot import (
 )
 from nborch.display.state import RunView
 
+from .images import SVG, graph_svg, nodes
+
 S = TaskState
-SVG = "{http://www.w3.org/2000/svg}"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -32,8 +33,9 @@ def parse(html: str) -> ET.Element:
 
 
 def node_fills(html: str) -> dict[str, str]:
-    return {g.get("id"): g.find(f"{SVG}path").get("fill") for g in parse(html).iter(f"{SVG}g")
-            if "node" in (g.get("class") or "").split()}
+    """Each node's fill colour in the snapshot's graph image (parsed whole first: valid XHTML)."""
+    parse(html)
+    return {nid: g.find(f"{SVG}path").get("fill") for nid, g in nodes(graph_svg(html)).items()}
 
 
 def failing_dag() -> DAG:
@@ -124,7 +126,7 @@ def test_a_past_run_is_drawn_in_a_fresh_process_from_the_store(tmp_path):
     html = proc.stdout.strip()
 
     assert node_fills(html) == {"task-extract": "#43a047", "task-transform": "#e53935", "task-load": "#fb8c00"}
-    edges = [g.find(f"{SVG}title").text for g in parse(html).iter(f"{SVG}g") if g.get("class") == "edge"]
+    edges = [g.find(f"{SVG}title").text for g in graph_svg(html).iter(f"{SVG}g") if g.get("class") == "edge"]
     assert sorted(edges) == ["extract->transform", "transform->load"]
     assert "KeyError: &#x27;price&#x27;" in html  # its own type, as recorded
     assert "Traceback (most recent call last)" in html and "in transform" in html  # as recorded, folded
@@ -146,7 +148,7 @@ def test_without_recorded_edges_the_tasks_are_drawn_unconnected():
     html = run_snapshot_html(run)
 
     assert set(node_fills(html)) == {"task-a", "task-b"}
-    assert not [g for g in parse(html).iter(f"{SVG}g") if g.get("class") == "edge"]
+    assert not [g for g in graph_svg(html).iter(f"{SVG}g") if g.get("class") == "edge"]
 
 
 def sanitize(text: str) -> str:

@@ -21,6 +21,8 @@ from nborch.eventbus import TaskEvent  # noqa: E402
 from nborch.graph import build_graph  # noqa: E402
 from nborch.runner import RunHandle  # noqa: E402
 
+from .images import graph_svg, graph_svgs  # noqa: E402
+
 S = TaskState
 SVG = "{http://www.w3.org/2000/svg}"
 EVIL = "<script>alert(1)</script>"
@@ -57,8 +59,10 @@ def snapshot_root(html: str) -> ET.Element:
 
 
 def svg_of(html: str) -> ET.Element:
-    (svg,) = snapshot_root(html).iter(f"{SVG}svg")
-    return svg
+    """The snapshot's graph: the SVG its image holds (the snapshot parsed whole first)."""
+    root = snapshot_root(html)
+    assert not list(root.iter(f"{SVG}svg")), "a snapshot holds its graph as an image, not inline SVG"
+    return graph_svg(html)
 
 
 def svg_nodes(html: str) -> dict[str, ET.Element]:
@@ -240,7 +244,7 @@ def test_child_tasks_are_laid_out_by_the_end():
 
     assert len(run.states) == 25
     assert svg_classes(live.snapshot) == {node_id(n): "node st-succeeded" for n in run.states}
-    assert live.snapshot.count('stroke-dasharray="5,2"') == 24  # parent -> child edges
+    assert graph_svgs(live.snapshot)[0].count('stroke-dasharray="5,2"') == 24  # parent -> child edges
     assert "25/25 tasks settled" in live.snapshot
 
 
@@ -485,13 +489,16 @@ def test_the_svg_fits_the_output_and_a_click_zooms_it():
     run, live = run_shown(DAG(*[Task(lambda: 1, name=f"wide{i}") for i in range(30)]),
                           live_options={"show_after": 0})
 
-    svg = svg_of(live.snapshot)
-    assert "max-width:100%" in svg.get("style") and "height:auto" in svg.get("style")
     root = snapshot_root(live.snapshot)
+    (img,) = [e for e in root.iter("img") if e.get("class") == "nborch-graph-img"]
+    assert "max-width:100%" in img.get("style") and "height:auto" in img.get("style")
+    svg = svg_of(live.snapshot)  # 30 unconnected tasks packed in rows and columns, not one tall column
+    width, height = (float(svg.get(k).removesuffix("pt")) for k in ("width", "height"))
+    assert width > height, (width, height)
     (label,) = [e for e in root.iter("label") if e.get("class") == "nborch-svg"]
     (box,) = [e for e in root.iter("input") if e.get("class") == "nborch-zoom"]
     assert label.get("for") == box.get("id") == f"{live.scope}-zoom"
-    assert f"#{live.scope}-zoom:checked + .nborch-graph .nborch-svg svg" in live.snapshot
+    assert f"#{live.scope}-zoom:checked + .nborch-graph .nborch-svg img" in live.snapshot
     # live: the checkbox sits in a widget that is never rewritten, the CSS reaches it with :has()
     assert live.toggle in live.zoom.value
     assert f".{live.scope}:has(#{live.scope}-zoom:checked) .nborch-svg" in live.header.value
