@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NborchError
 from ..record import _fmt_seconds
-from ..graph import Graph, build_graph
+from ..graph import Graph, Spec, build_graph
+from ..mapping import Mapped, MapTask
 from ..state import TaskState
 from ..task import fn_name
-from .state import KnownTask, RunView, fmt_elapsed
+from .state import MAP_DRAWN, KnownTask, RunView, fmt_elapsed, map_counts, map_note, maps_from_names
 
 if TYPE_CHECKING:
     import graphviz
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COLLAPSE_OVER", "COLORS", "FIT_STYLE", "MARK_COLORS", "NOTEBOOK_EXTRA", "GraphModel", "SvgTemplate",
     "cached_layout", "components", "fit_style", "forget_layouts", "graph_attrs", "graph_dot", "graph_model",
-    "group_id", "group_tasks", "layout_svg", "node_digraph", "node_id", "node_looks", "printable", "render_svg",
+    "group_id", "group_tasks", "layout_svg", "map_id", "map_look", "map_state", "node_digraph", "node_id", "node_looks", "printable", "render_svg",
     "run_model", "state_css", "status_digraph", "svg_image", "svg_size",
 ]
 
@@ -84,6 +85,8 @@ EDGE_ATTR = {"color": "#9e9e9e", "arrowsize": "0.7"}
 # that replace them, so the boxes need not grow.
 TASK_PLACEHOLDER = "00 attempts · 00.00ms"
 GROUP_PLACEHOLDER = "✓0000 ✗000 ▶000 ○0000"
+MAP_PLACEHOLDER = "0000 ✓ 000 ✗ 000 ⊘ 0000 …"
+MAP_HEIGHT = "0.62"  # inches: a mapped node's two lines and its progress bar
 
 # Inline SVG fits its output: never wider than it, nor taller than most of the window
 # (the aspect ratio kept); ``html.zoomable`` adds a click to see it at full size. A tall graph
@@ -154,21 +157,32 @@ def _attrs(attrs: dict[str, str]) -> str:
 
 @dataclass(slots=True)
 class DotNode:
-    """One drawn node: a task, or (collapsed) all the tasks of one function."""
+    """One drawn node: a task, (collapsed) all the tasks of one function, or a mapped node.
+
+    A mapped node (``map``) stands for a placeholder (``key``) and its items (``members``, none
+    before it expanded); with at most ``MAP_DRAWN`` items, these are drawn too, beside it."""
 
     id: str
     key: str  # the DOT node name: the task name, or the function name for a group
     members: list[str]
     group: bool = False
+    map: bool = False
+    size: int | None = None  # a mapped node's number of items when its inputs are lists (known before it runs)
 
 
 @dataclass(slots=True)
 class GraphModel:
-    """The nodes and edges to draw; ``edges`` are (from id, to id, dashed: a parent calling a child)."""
+    """The nodes and edges to draw; ``edges`` are (from id, to id, dashed: a parent calling a
+    child, or a mapped node making its items)."""
 
     nodes: dict[str, DotNode] = field(default_factory=dict)
     edges: dict[tuple[str, str, bool], None] = field(default_factory=dict)
     collapsed: bool = False
+
+
+def map_id(name: str) -> str:
+    """The SVG/HTML id of mapped node ``name``'s node: ``map-`` + the name, encoded."""
+    return "map-" + _sanitize(name)
 
 
 def group_tasks(graph: Graph, limit: int = COLLAPSE_OVER) -> dict[str, list[str]]:
@@ -202,20 +216,41 @@ def _groups(bases: dict[str, str], fallback: Any, limit: int) -> dict[str, list[
 def graph_model(graph: Graph, collapse_over: int = COLLAPSE_OVER) -> GraphModel:
     """What to draw for ``graph``: every task, or above ``collapse_over`` tasks one node per
     ``Spec.base`` (the function's name, or the task's explicit name), and if that still gives
-    too many, one per function."""
+    too many, one per function. A mapped node is one node (its items counted on it), with its
+    items beside it when it has at most ``MAP_DRAWN`` and the graph is not collapsed."""
     specs = dict(graph.specs)  # a copy: child tasks may be added meanwhile
-    if len(specs) <= collapse_over:
-        ups = {name: [u.name for u in spec.up] for name, spec in specs.items()}
-        parents = {name: spec.parent for name, spec in specs.items() if spec.parent is not None}
-        return _model(list(specs), ups, parents)
-    groups = _groups({n: s.base for n, s in specs.items()},
-                     lambda: {n: fn_name(s.task.fn) for n, s in specs.items()}, collapse_over)
-    group_of = {n: gid for base, members in groups.items() for gid in (group_id(base),) for n in members}
-    data = dict.fromkeys((group_of[u.name], group_of[n]) for n, s in specs.items() for u in s.up)
-    calls = dict.fromkeys(
-        (group_of[s.parent], group_of[n]) for n, s in specs.items() if s.parent is not None and s.parent in group_of
-    )
-    return _grouped(groups, data, calls)
+    ups = {name: [u.name for u in spec.up] for name, spec in specs.items()}
+    parents = {name: spec.parent for name, spec in specs.items() if spec.parent is not None}
+    mapped = [name for name, spec in specs.items() if type(spec.task) is MapTask]
+    maps = {p: list(graph.items.get(p, ())) for p in mapped}
+    extra: list[tuple[str, str]] = []
+    for name in mapped:
+        spec = specs[name]
+        for src in spec.elementwise or ():  # zipped item by item: no upstream of it, but its source
+            extra.append((src.name, name))
+        if name in graph.items and not maps[name]:  # expanded to nothing: its downstream lost the edge
+            extra.extend((name, d) for d, s in specs.items() if _reads_map(s, spec, graph))
+    model = _build(list(specs), ups, parents, maps, extra, collapse_over,
+                   lambda names: {n: specs[n].base for n in names},
+                   lambda names: {n: fn_name(specs[n].task.fn) for n in names})
+    for name in mapped:
+        model.nodes[map_id(name)].size = _known_size(specs[name].task.mapped)  # type: ignore[attr-defined]
+    return model
+
+
+def _known_size(mapped: Mapped) -> int | None:
+    """How many items ``mapped`` will have, when all its inputs are lists (None: known at run time)."""
+    sizes = [len(src) for _, src in mapped.sources] if all(isinstance(src, list) for _, src in mapped.sources) else None
+    if sizes is None:
+        return None
+    return math.prod(sizes) if mapped.mode == "product" else (sizes[0] if sizes else 0)
+
+
+def _reads_map(spec: Spec, placeholder: Spec, graph: Graph) -> bool:
+    """``spec``'s task takes the mapped node of ``placeholder`` as an argument (a reduce)."""
+    by_task = graph.by_task
+    return any(by_task.get(id(v)) is placeholder for v in (*spec.task.args, *spec.task.kwargs.values())
+               if isinstance(v, Mapped))
 
 
 _CALL_SUFFIX = re.compile(r"(\[\d+\]|\d+)$")
@@ -223,51 +258,71 @@ _CALL_SUFFIX = re.compile(r"(\[\d+\]|\d+)$")
 
 def run_model(run: Run, collapse_over: int = COLLAPSE_OVER) -> GraphModel:
     """What to draw for a run from its record alone (``Run.upstreams`` and ``Run.parents``, as
-    the store keeps them): collapsed above ``collapse_over`` tasks by the names' function part
-    ("fetch[3]" and "fetch3" are calls of "fetch")."""
-    names = list(run.states)
-    ups, parents = run.upstreams, run.parents
-    if len(names) <= collapse_over:
-        return _model(names, ups, parents)
-    groups = _groups({n: _CALL_SUFFIX.sub("", n) for n in names}, None, collapse_over)
-    group_of = {n: gid for base, members in groups.items() for gid in (group_id(base),) for n in members}
-    data = dict.fromkeys((group_of[u], group_of[n]) for n in names for u in ups.get(n, ()) if u in group_of)
-    calls = dict.fromkeys((group_of[p], group_of[n]) for n, p in parents.items() if n in group_of and p in group_of)
-    return _grouped(groups, data, calls)
+    the store keeps them): mapped nodes found by their items' names (``NAME:0``...); collapsed
+    above ``collapse_over`` nodes by the names' function part ("fetch[3]" and "fetch3" are
+    calls of "fetch")."""
+    maps = maps_from_names(run.states)
+    return _build(list(run.states), run.upstreams, run.parents, maps, [], collapse_over,
+                  lambda names: {n: _CALL_SUFFIX.sub("", n) for n in names}, None)
 
 
-def _model(names: list[str], ups: Mapping[str, list[str]], parents: Mapping[str, str]) -> GraphModel:
-    """A model with a node per task."""
-    model = GraphModel()
+def _build(
+    names: list[str], ups: Mapping[str, list[str]], parents: Mapping[str, str], maps: Mapping[str, list[str]],
+    extra: list[tuple[str, str]], collapse_over: int, bases: Any, fallback: Any,
+) -> GraphModel:
+    """The model of ``names`` (items of maps among them): a node per task, a node per mapped
+    node (``maps``: placeholder -> its items) with its items when few, or, past
+    ``collapse_over`` nodes, a node per function group and per mapped node, no item drawn.
+    ``extra``: more data edges (task names)."""
+    items = {n: p for p, members in maps.items() for n in members}
+    plain = [n for n in names if n not in items and n not in maps]
+    drawn_items = sum(len(m) for m in maps.values() if len(m) <= MAP_DRAWN)
+    collapsed = len(plain) + len(maps) + drawn_items > collapse_over
+    model = GraphModel(collapsed=collapsed)
     nodes, edges = model.nodes, model.edges
-    known = set(names)
+    rep: dict[str, str] = {}  # task name -> the id of the node that shows it
+    if collapsed:
+        fallback_of = (lambda: fallback(plain)) if fallback is not None else None
+        groups = _groups(bases(plain), fallback_of, max(collapse_over - len(maps), 1))
+        for base, members in groups.items():
+            gid = group_id(base)
+            nodes[gid] = DotNode(gid, base, members, group=True)
+            rep.update(dict.fromkeys(members, gid))
     for name in names:
-        nid = node_id(name)
-        nodes[nid] = DotNode(nid, name, [name])
+        if name in maps:
+            mid = map_id(name)
+            nodes[mid] = DotNode(mid, name, maps[name], map=True)
+            rep[name] = mid
+            shown = not collapsed and len(maps[name]) <= MAP_DRAWN
+            for item in maps[name]:
+                if shown:
+                    nid = rep[item] = node_id(item)
+                    nodes[nid] = DotNode(nid, item, [item])
+                    edges[(mid, nid, True)] = None
+                else:
+                    rep[item] = mid
+        elif name not in items and not collapsed:
+            nid = rep[name] = node_id(name)
+            nodes[nid] = DotNode(nid, name, [name])
+    data: dict[tuple[str, str], None] = {}
     for name in names:
-        nid = node_id(name)
+        down = rep.get(name)
+        if down is None:
+            continue
         for up in ups.get(name, ()):
-            if up in known:
-                edges[(node_id(up), nid, False)] = None
-        parent = parents.get(name)
-        if parent is not None and parent in known:
-            edges[(node_id(parent), nid, True)] = None
-    return model
-
-
-def _grouped(groups: dict[str, list[str]], data: dict[tuple[str, str], None],
-             calls: dict[tuple[str, str], None]) -> GraphModel:
-    """A collapsed model: a node per group; a data edge says more than a call edge."""
-    model = GraphModel(collapsed=True)
-    for base, members in groups.items():
-        gid = group_id(base)
-        model.nodes[gid] = DotNode(gid, base, members, group=True)
-    edges = model.edges
+            u = rep.get(up)
+            if u is not None and u != down:
+                data[(u, down)] = None
+    for up, down in extra:
+        u, d = rep.get(up), rep.get(down)
+        if u is not None and d is not None and u != d:
+            data[(u, d)] = None
     for up, down in data:
         edges[(up, down, False)] = None
-    for up, down in calls:
-        if (up, down) not in data:
-            edges[(up, down, True)] = None
+    for name, parent in parents.items():
+        u, d = rep.get(parent), rep.get(name)
+        if u is not None and d is not None and u != d and (u, d) not in data:
+            edges[(u, d, True)] = None
     return model
 
 
@@ -296,8 +351,34 @@ def _size_note(members: list[str]) -> str:
     return f"{len(members)} task{'s' if len(members) != 1 else ''}"
 
 
+def map_state(counts: Mapping[TaskState, int], placeholder: TaskState) -> TaskState:
+    """A mapped node's state: its items' most telling one (``GROUP_PRIORITY``: a failed item
+    keeps it red while others run), or its placeholder's while it has no items."""
+    return next((s for s in GROUP_PRIORITY if counts.get(s)), placeholder)
+
+
+def map_look(
+    node: DotNode, known: Mapping[str, TaskState], view: RunView | None, now: float | None = None
+) -> tuple[TaskState, str, dict[TaskState, int]]:
+    """A mapped node's state, second line and its items' counts: the most telling state of its
+    items (a failure stays red while others run) and "37 ✓ 2 ✗ 61 …"; before it expanded (or
+    with no items), its placeholder's state and "items at run time" / "0 items"."""
+    counts = map_counts(node.members, known)
+    if node.members:
+        return map_state(counts, S.PENDING), map_note(counts), counts
+    if view is None:
+        return S.PENDING, "map" if node.size is None else f"map · {node.size} item{'s' if node.size != 1 else ''}", counts
+    state = known.get(node.key, S.PENDING)
+    if state is S.PENDING or state is S.RUNNING:
+        return state, "items at run time", counts
+    if state is S.SUCCEEDED:
+        return state, "0 items", counts
+    return state, view.task(node.key).note(now), counts
+
+
 def node_looks(
-    model: GraphModel, view: RunView | None, now: float | None = None
+    model: GraphModel, view: RunView | None, now: float | None = None,
+    bars: dict[str, dict[TaskState, int]] | None = None,
 ) -> tuple[dict[str, TaskState], dict[str, str], dict[str, str]]:
     """Each drawn node's state, second line and mark, in one pass over the tasks.
 
@@ -305,14 +386,23 @@ def node_looks(
     its mark is "cached" or "reused" when it succeeded without running. A group shows the
     most telling state among its members (a failure stays red while others run) and counts
     per state ("✓12 ▶3 ○85"), or its size without a view; it is marked when every member is.
-    Marks are given only for marked nodes.
+    Marks are given only for marked nodes. A mapped node looks as ``map_look`` says; its
+    items' counts go to ``bars`` (its progress bar), when given.
     """
     known: Mapping[str, TaskState] = view.states if view is not None else {}
     states: dict[str, TaskState] = {}
     notes: dict[str, str] = {}
     marks: dict[str, str] = {}
     for nid, node in model.nodes.items():
-        if node.group:
+        if node.map:
+            states[nid], notes[nid], counts = map_look(node, known, view, now)
+            if bars is not None:
+                bars[nid] = counts
+            if view is not None and view.not_run and node.members and counts.get(S.SUCCEEDED) == len(node.members):
+                found = {view.mark(n) for n in node.members}
+                if len(found) == 1 and "" not in found:
+                    marks[nid] = found.pop()
+        elif node.group:
             counts = _counts(node.members, known)
             states[nid] = next(s for s in GROUP_PRIORITY if counts.get(s))
             notes[nid] = _counts_note(counts) if view is not None else _size_note(node.members)
@@ -357,9 +447,11 @@ def group_note(members: list[str], view: RunView | None) -> str:
 def dot_lines(
     model: GraphModel, states: dict[str, TaskState], notes: dict[str, str] | None,
     marks: dict[str, str] | None = None, extra: dict[str, dict[str, str]] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> list[str]:
     """The body lines of the DOT text (one statement each, tab-indented, newline-terminated).
-    ``extra``: more attributes per node id (a stale node's dashed border and tooltip)."""
+    ``extra``: more attributes per node id (a stale node's dashed border and tooltip);
+    ``labels``: DOT label values (HTML-like ones, ``<...>``) that replace the name and note."""
     lines = []
     nodes = model.nodes
     order, _, sortv = layout_order(model)
@@ -371,9 +463,13 @@ def dot_lines(
         note = notes.get(nid) if notes is not None else None
         name = _q(node.key)
         label = name if note is None else name[:-1] + "\\n" + _q(note)[1:]  # "\n": DOT's line break
+        if labels and nid in labels:
+            label = labels[nid]
         more = "".join(f", {k}={_q(v)}" for k, v in extra[nid].items()) if extra and nid in extra else ""
         if sortv:
             more += f", sortv={sortv[nid]}"
+        if node.map and not (labels and nid in labels):  # room under its two lines for its bar (SvgTemplate's)
+            more += f", height={MAP_HEIGHT}, labelloc=t"
         colors = f", color={_q(border)}" if border != BORDER else ""
         lines.append(
             f'\t{_dot_key(node.key)} [id={_q(nid)}, class="{_classes(state, mark)}", label={label}, '
@@ -461,7 +557,8 @@ def layout_dot(model: GraphModel) -> str:
 
     Two models with equal ``layout_dot`` lay out the same, so the text doubles as a shape key.
     """
-    notes = {nid: GROUP_PLACEHOLDER if n.group else TASK_PLACEHOLDER for nid, n in model.nodes.items()}
+    notes = {nid: MAP_PLACEHOLDER if n.map else GROUP_PLACEHOLDER if n.group else TASK_PLACEHOLDER
+             for nid, n in model.nodes.items()}
     return _source(dot_lines(model, {}, notes), model)
 
 
@@ -516,7 +613,11 @@ def status_digraph(node: Node, known: Mapping[str, KnownTask | Any]) -> graphviz
     notes: dict[str, str] = {}
     marks: dict[str, str] = {}
     extra: dict[str, dict[str, str]] = {}
+    labels: dict[str, str] = {}
     for nid, dn in model.nodes.items():
+        if dn.map:
+            _known_map(nid, dn, known, states, notes, extra, labels)
+            continue
         if dn.group:
             counts: dict[TaskState, int] = {}
             stale = 0
@@ -547,7 +648,56 @@ def status_digraph(node: Node, known: Mapping[str, KnownTask | Any]) -> graphviz
         else:
             notes[nid] = note
             extra[nid] = {"tooltip": tip}
-    return _digraph(dot_lines(model, states, notes, marks, extra), "%orch graph", model)
+    return _digraph(dot_lines(model, states, notes, marks, extra, labels), "%orch graph", model)
+
+
+def _known_map(
+    nid: str, dn: DotNode, known: Mapping[str, Any], states: dict[str, TaskState], notes: dict[str, str],
+    extra: dict[str, dict[str, str]], labels: dict[str, str],
+) -> None:
+    """A mapped node of ``%orch graph``: its items' last states (``known`` holds them as
+    ``NAME:0``...) counted on it with a bar, or its own state before it ever expanded."""
+    prefix = dn.key + ":"
+    items = [n for n in known if n.startswith(prefix) and n[len(prefix):].isdigit()]
+    k = known.get(dn.key)
+    if items:
+        counts = map_counts(items, {n: getattr(known[n], "state", None) or S.PENDING for n in items})
+        states[nid] = map_state(counts, S.PENDING)
+        notes[nid] = map_note(counts)
+        labels[nid] = _bar_label(dn.key, notes[nid], counts)
+    else:
+        state = getattr(k, "state", None)
+        states[nid] = state if state is not None else S.PENDING
+        size = "map" if dn.size is None else f"map · {dn.size} item{'s' if dn.size != 1 else ''}"
+        notes[nid] = _known_note(k) if state is not None else f"{size} · never run"
+    reason = getattr(k, "stale", None)
+    if reason:
+        extra[nid] = {"style": "rounded,filled,dashed", "color": STALE_BORDER, "penwidth": "2",
+                      "tooltip": f"stale: {printable(str(reason))}"}
+        if not items:
+            notes[nid] = "stale: " + _cut(printable(str(reason)))
+
+
+def _bar_label(name: str, note: str, counts: Mapping[TaskState, int], width: int = 100) -> str:
+    """A DOT HTML-like label: ``name``, ``note`` and a progress bar of ``counts`` (a row of
+    cells as wide as each state's share, white for what is still to settle)."""
+    total = sum(counts.values()) or 1
+    cells, used = [], 0
+    for state in BAR_ORDER:
+        n = counts.get(state, 0)
+        if n:
+            w = max(1, round(width * n / total))
+            used += w
+            cells.append(f'<TD WIDTH="{w}" HEIGHT="4" FIXEDSIZE="TRUE" BGCOLOR="{COLORS[state][0]}"></TD>')
+    if used < width:
+        cells.append(f'<TD WIDTH="{width - used}" HEIGHT="4" FIXEDSIZE="TRUE" BGCOLOR="{BAR_TRACK}"></TD>')
+    text = lambda t: html.escape(printable(t))  # noqa: E731
+    return (
+        '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
+        f"<TR><TD>{text(name)}</TD></TR><TR><TD>{text(note)}</TD></TR>"
+        '<TR><TD><TABLE BORDER="1" COLOR="#ffffff" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>'
+        + "".join(cells) + "</TR></TABLE></TD></TR></TABLE>>"
+    )
 
 
 def render_svg(dot_text: str) -> str | None:
@@ -649,7 +799,32 @@ def forget_layouts() -> None:
 
 # -- recolouring a laid-out graph ---------------------------------------------------------------
 
-_NODE_G = re.compile(r'<g id="((?:task|group)&#45;[^"]*)" class="node [^"]*">(.*?)</g>', re.S)
+_NODE_G = re.compile(r'<g id="((?:task|group|map)&#45;[^"]*)" class="node [^"]*">(.*?)</g>', re.S)
+_NUMBERS = re.compile(r"-?\d+(?:\.\d+)?")
+_SHAPE = re.compile(r'<(?:path|polygon)[^>]* (?:d|points)="([^"]*)"')
+# A mapped node's progress bar: its items by state, in this order, then the rest (the track)
+BAR_ORDER = (S.SUCCEEDED, S.FAILED, S.UPSTREAM_FAILED, S.CANCELLED, S.SKIPPED, S.RUNNING, S.RETRYING)
+BAR_TRACK = "#ffffff"
+
+
+def bar_svg(box: tuple[float, float, float, float], counts: Mapping[TaskState, int]) -> str:
+    """SVG rects of a mapped node's progress bar at the bottom of its ``box`` (x0, y0, x1, y1):
+    a white track, then a segment per state of its items, as wide as their share."""
+    x0, _, x1, y1 = box
+    left, width, top, height = x0 + 8, max(x1 - x0 - 16, 1.0), y1 - 8, 4.0
+    total = sum(counts.values())
+    out = [f'<rect class="nborch-map-bar" x="{left:.1f}" y="{top:.1f}" width="{width:.1f}" height="{height:.1f}" '
+           f'rx="1.5" fill="{BAR_TRACK}" stroke="{BAR_TRACK}" stroke-width="0.8"/>']
+    x = left
+    for state in BAR_ORDER:
+        n = counts.get(state, 0)
+        if not n or not total:
+            continue
+        w = width * n / total
+        out.append(f'<rect class="nborch-map-seg st-{state.value}" x="{x:.2f}" y="{top:.1f}" width="{w:.2f}" '
+                   f'height="{height:.1f}" fill="{COLORS[state][0]}"/>')
+        x += w
+    return "".join(out)
 
 
 class SvgTemplate:
@@ -667,10 +842,17 @@ class SvgTemplate:
     def __init__(self, svg: str) -> None:
         self.parts: list[Any] = []  # str pieces, with (slot, id) pairs between them
         self.ids: set[str] = set()
+        self.boxes: dict[str, tuple[float, float, float, float]] = {}  # mapped nodes' shapes
         pos = 0
         for m in _NODE_G.finditer(svg):
             nid = m.group(1).replace("&#45;", "-")
             self.ids.add(nid)
+            if nid.startswith("map-"):
+                shape = _SHAPE.search(m.group(2))
+                numbers = [float(v) for v in _NUMBERS.findall(shape.group(1))] if shape else []
+                if len(numbers) >= 4:
+                    xs, ys = numbers[0::2], numbers[1::2]
+                    self.boxes[nid] = (min(xs), min(ys), max(xs), max(ys))
             self.parts.append(svg[pos : m.start()] + f'<g id="{m.group(1)}" ')
             self.parts.append(("class", nid))
             body_start = m.start(2)
@@ -687,6 +869,10 @@ class SvgTemplate:
                 self.parts.append(">")
                 self._colored(body, nid)
                 pos = m.end(2)
+            if nid in self.boxes:  # its progress bar, drawn over the shape, under nothing
+                self.parts.append(svg[pos : m.end(2)])
+                self.parts.append(("bar", nid))
+                pos = m.end(2)
         self.parts.append(svg[pos:])
 
     def _colored(self, text: str, nid: str) -> None:
@@ -697,8 +883,12 @@ class SvgTemplate:
             else:
                 self.parts.append(("shape" if piece.startswith('fill="#e0') else "font", nid))
 
-    def fill(self, states: dict[str, TaskState], notes: dict[str, str], marks: dict[str, str] | None = None) -> str:
-        """The SVG with every node's state class, colours and second line set."""
+    def fill(
+        self, states: dict[str, TaskState], notes: dict[str, str], marks: dict[str, str] | None = None,
+        bars: Mapping[str, Mapping[TaskState, int]] | None = None,
+    ) -> str:
+        """The SVG with every node's state class, colours and second line set, and each mapped
+        node's progress bar (``bars``: its items per state)."""
         looks: dict[str, tuple[str, str, str]] = {}
         for nid in self.ids:
             state = states.get(nid, S.PENDING)
@@ -715,6 +905,8 @@ class SvgTemplate:
             slot, nid = part
             if slot == "note":
                 out.append(html.escape(notes.get(nid, ""), quote=False))
+            elif slot == "bar":
+                out.append(bar_svg(self.boxes[nid], bars.get(nid, {}) if bars else {}))
             else:
                 out.append(looks[nid][0 if slot == "class" else 1 if slot == "shape" else 2])
         return "".join(out)

@@ -22,6 +22,7 @@ from ..graph import Graph, build_graph
 from ..record import _fmt_seconds
 from ..state import TaskState
 from .dot import (
+    BAR_ORDER,
     COLLAPSE_OVER,
     COLORS,
     MARK_COLORS,
@@ -30,12 +31,13 @@ from .dot import (
     graph_dot,
     graph_model,
     group_note,
+    map_state,
     node_looks,
     printable,
     render_svg,
     svg_image,
 )
-from .state import RunView, TaskStatus, fmt_elapsed
+from .state import MAP_DRAWN, RunView, TaskStatus, fmt_elapsed, map_counts, map_note
 
 if TYPE_CHECKING:
     from ..task import Node
@@ -206,36 +208,112 @@ def _duration(st: TaskStatus, now: float | None) -> str:
     return fmt_elapsed(elapsed) if elapsed is not None else "-"
 
 
+def _row(st: TaskStatus, now: float | None, tracebacks: bool, item: bool = False) -> str:
+    mark = st.mark
+    name = (f"<small style='color:#757575'>&#8627;</small> <code>{esc(st.name)}</code>" if item
+            else f"<code>{esc(st.name)}</code>")
+    return (
+        f"<tr class='st-{st.state.value}{' nb-' + mark if mark else ''}{' nborch-item' if item else ''}' "
+        f"data-task='{esc(st.name)}'><td style='text-align:left'>{name}"
+        + (f" <small>&#8592; {esc(st.parent)}</small>" if st.parent else "")
+        + f"</td><td style='text-align:left'>{state_badge(st.state, mark)}</td>"
+        f"<td>{st.attempts or '-'}</td><td class='nborch-duration'>{esc(_duration(st, now))}</td>"
+        f"<td style='text-align:left'>{_error_cell(st, tracebacks)}</td>"
+        f"<td style='text-align:left'>{_output_cell(st)}</td></tr>"
+    )
+
+
+def _notable_first(names: Iterable[str], states: Mapping[str, TaskState], limit: int) -> list[str]:
+    """At most ``limit`` of ``names``: failed / running / retrying / cancelled ones first."""
+    names = list(names)
+    if len(names) <= limit:
+        return names
+    picked = list(itertools.islice((n for n in names if states.get(n) in _NOTABLE), limit))
+    if len(picked) < limit:
+        chosen = set(picked)
+        picked += itertools.islice((n for n in names if n not in chosen), limit - len(picked))
+    return picked
+
+
+def map_bar_html(counts: Mapping[TaskState, int], width: str = "8em") -> str:
+    """A mapped node's items as an inline bar: a segment per settled state, then the rest."""
+    total = sum(counts.values())
+    segs = "".join(
+        f"<span class='nborch-seg st-{state.value}' style='display:inline-block;height:100%;"
+        f"width:{100 * counts[state] / total:.2f}%;background:{COLORS[state][0]}'></span>"
+        for state in BAR_ORDER if counts.get(state) and total
+    )
+    return (f"<span class='nborch-map-bar' style='display:inline-block;vertical-align:middle;width:{width};"
+            f"height:8px;background:#eeeeee;border-radius:3px;overflow:hidden;white-space:nowrap;"
+            f"line-height:0'>{segs}</span>")
+
+
+def _map_rows(view: RunView, name: str, now: float | None, tracebacks: bool, fold: bool) -> str:
+    """A mapped node's rows: one for the node (its state, items' counts and bar, duration, the
+    first failure), then its items: in a fold (``fold``: a static snapshot), failed / running
+    ones first, at most ``MAP_DRAWN``; else (the live table, rewritten at every repaint, where
+    a fold would close) the items that failed, retry or run, at most 5."""
+    st = view.task(name)
+    items = view.maps.get(name, [])
+    states = view.states
+    counts = map_counts(items, states)
+    state = map_state(counts, st.state)
+    failed = [n for n in items if states.get(n) is TaskState.FAILED]
+    error = ""
+    if failed:
+        first = view.task(failed[0])
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        error = f"<code>{esc(first.name)}</code>: {esc(first.error)}{esc(more)}"
+    elif st.error:
+        error = esc(st.error)
+    size = f"{len(items)} item{'s' if len(items) != 1 else ''}" if name in view.maps else "items at run time"
+    head = (
+        f"<tr class='st-{state.value} nborch-map' data-task='{esc(name)}'><td style='text-align:left'>"
+        f"<code>{esc(name)}</code> <small>map · {esc(size)}</small></td>"
+        f"<td style='text-align:left;white-space:nowrap'>{state_badge(state)}"
+        + (f" {map_bar_html(counts)} <span class='nborch-map-counts'>{esc(map_note(counts))}</span>" if items else "")
+        + f"</td><td>-</td><td class='nborch-duration'>{esc(_duration(st, now))}</td>"
+        f"<td style='text-align:left'>{error}</td><td></td></tr>"
+    )
+    if not items:
+        return head
+    if not fold:
+        shown = list(itertools.islice((n for n in items if states.get(n) in _NOTABLE), 5))
+        return head + "".join(_row(view.task(n), now, tracebacks, item=True) for n in shown)
+    shown = _notable_first(items, states, MAP_DRAWN)
+    rows = "".join(_row(view.task(n), now, tracebacks, item=True) for n in shown)
+    rest = len(items) - len(shown)
+    if rest:
+        rows += (f"<tr><td colspan='6' style='text-align:left'>… {rest} more items "
+                 f"(<code>run.items({esc(repr(name))})</code> lists them all)</td></tr>")
+    return head + (
+        f"<tr class='nborch-items' data-map='{esc(name)}'><td colspan='6' style='text-align:left;padding:0'>"
+        f"<details><summary>{len(items)} items: {esc(map_note(counts))}</summary>"
+        f"<table class='nborch-table' style='margin-left:1.5em'><tbody>{rows}</tbody></table></details></td></tr>"
+    )
+
+
 def task_table_html(
-    view: RunView, *, limit: int = 60, now: float | None = None, tracebacks: bool = False
+    view: RunView, *, limit: int = 60, now: float | None = None, tracebacks: bool = False, fold: bool | None = None,
 ) -> str:
     """The task table: state (cached and reused tasks marked), attempts, duration (the time
     so far for a running task, given ``now``), error (with its traceback in a fold when
     ``tracebacks``) and the task's captured output. Past ``limit`` rows, failed / running /
-    retrying tasks come first."""
+    retrying tasks come first. A mapped node is one row with its items' counts and a bar, its
+    items below it (``fold``, the default with ``tracebacks``: in a fold; else only those that
+    failed or run)."""
+    fold = tracebacks if fold is None else fold
     states = view.states
-    names: list[str]
+    items = view.item_names() if view.maps else frozenset()
+    names = [n for n in states if n not in items] if items else list(states)
     hidden = 0
-    if len(states) > limit:
-        notable = _NOTABLE
-        names = list(itertools.islice((n for n, s in states.items() if s in notable), limit))
-        if len(names) < limit:
-            names += itertools.islice((n for n, s in states.items() if s not in notable), limit - len(names))
-        hidden = len(states) - len(names)
-    else:
-        names = list(states)
-    body = []
-    for st in map(view.task, names):
-        mark = st.mark
-        body.append(
-            f"<tr class='st-{st.state.value}{' nb-' + mark if mark else ''}' data-task='{esc(st.name)}'>"
-            f"<td style='text-align:left'><code>{esc(st.name)}</code>"
-            + (f" <small>&#8592; {esc(st.parent)}</small>" if st.parent else "")
-            + f"</td><td style='text-align:left'>{state_badge(st.state, mark)}</td>"
-            f"<td>{st.attempts or '-'}</td><td class='nborch-duration'>{esc(_duration(st, now))}</td>"
-            f"<td style='text-align:left'>{_error_cell(st, tracebacks)}</td>"
-            f"<td style='text-align:left'>{_output_cell(st)}</td></tr>"
-        )
+    if len(names) > limit:
+        names_all = len(names)
+        names = _notable_first(names, states, limit)
+        hidden = names_all - len(names)
+    mapped = view.mapped
+    body = [_map_rows(view, n, now, tracebacks, fold) if n in mapped else _row(view.task(n), now, tracebacks)
+            for n in names]
     if hidden:
         counts = view.counts()
         summary = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
@@ -243,7 +321,8 @@ def task_table_html(
     return (
         "<table class='nborch-table'><thead><tr><th style='text-align:left'>task</th>"
         "<th style='text-align:left'>state</th><th>attempts</th><th>duration</th>"
-        "<th style='text-align:left'>error</th><th style='text-align:left'>output</th></tr></thead><tbody>" + "".join(body) + "</tbody></table>"
+        "<th style='text-align:left'>error</th><th style='text-align:left'>output</th></tr></thead><tbody>"
+        + "".join(body) + "</tbody></table>"
     )
 
 

@@ -25,6 +25,7 @@ import uuid
 
 from .. import record
 from ..record import Run, _fmt_seconds
+from ..state import TaskState
 from .dot import (
     COLLAPSE_OVER,
     GraphModel,
@@ -77,8 +78,9 @@ def graph_part(
     task list when Graphviz is missing; "" while no layout is ready."""
     if template is None:
         return model_list_html(model, view) if no_dot else ""
-    states, notes, marks = node_looks(model, view, now)
-    svg = template.fill(states, notes, marks)
+    bars: dict[str, dict[TaskState, int]] = {}
+    states, notes, marks = node_looks(model, view, now, bars)
+    svg = template.fill(states, notes, marks, bars)
     if image:
         svg = svg_image(svg, graph_alt(view.states, view.states))
     return f"<div class='nborch-graph'>{zoomable(svg, toggle)}</div>"

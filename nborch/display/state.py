@@ -10,19 +10,70 @@ events at once (``apply_all``, what the live display does at each repaint), and
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..eventbus import CircuitEvent, RunEvent, TaskEvent, TaskOutput, TaskProgress
 from ..graph import Graph
+from ..mapping import MapTask
 from ..record import Run, _fmt_seconds, error_line
 from ..state import TaskState
 
-__all__ = ["KnownTask", "RunView", "TaskStatus", "fmt_elapsed"]
+__all__ = [
+    "MAP_DRAWN", "KnownTask", "RunView", "TaskStatus", "fmt_elapsed", "map_counts", "map_note", "maps_from_names",
+    "text_bar",
+]
 
 PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
 SUCCEEDED, FAILED = TaskState.SUCCEEDED, TaskState.FAILED
 _FINAL = frozenset(s for s in TaskState if s.is_final)
+
+# A mapped node (``fn.map(...)``) is drawn as one node with its items' counts and a progress bar;
+# with at most this many items, its items are drawn too (and its table row opens on them).
+MAP_DRAWN = 20
+# How a mapped node counts its items: settled states, then "…" for the items still to settle.
+MAP_SYMBOLS = ((SUCCEEDED, "✓"), (FAILED, "✗"), (TaskState.UPSTREAM_FAILED, "⊘"), (TaskState.CANCELLED, "■"),
+               (TaskState.SKIPPED, "↷"))
+
+
+def maps_from_names(names: Iterable[str]) -> dict[str, list[str]]:
+    """The mapped nodes among a run's task names: placeholder -> its items (``NAME:0``,
+    ``NAME:1``...: a name, a colon and digits, whose NAME is a task of the run too), in index
+    order. What a run reloaded from the store says of its maps."""
+    names = list(names)
+    known = set(names)
+    found: dict[str, list[tuple[int, str]]] = {}
+    for name in names:
+        head, sep, tail = name.rpartition(":")
+        if sep and tail.isdigit() and head in known:
+            found.setdefault(head, []).append((int(tail), name))
+    return {head: [n for _, n in sorted(items)] for head, items in found.items()}
+
+
+def map_counts(items: Iterable[str], states: Mapping[str, TaskState]) -> dict[TaskState, int]:
+    """How many of ``items`` are in each state (pending when ``states`` lacks them)."""
+    get = states.get
+    return dict(Counter(get(n, PENDING) for n in items))
+
+
+def map_note(counts: Mapping[TaskState, int]) -> str:
+    """A mapped node's counts as shown on its node, in its table row and on the console:
+    "37 ✓ 2 ✗ 61 …" (succeeded, failed, then those still to settle); "0 items" for none."""
+    parts = [f"{counts[s]} {sym}" for s, sym in MAP_SYMBOLS if counts.get(s)]
+    still = counts.get(PENDING, 0) + counts.get(RUNNING, 0) + counts.get(RETRYING, 0)
+    if still:
+        parts.append(f"{still} …")
+    return " ".join(parts) or "0 items"
+
+
+def text_bar(counts: Mapping[TaskState, int], width: int = 12) -> str:
+    """A progress bar in text, settled items of all: "▰▰▰▰▱▱▱▱▱▱▱▱" (Mermaid labels, plain text)."""
+    total = sum(counts.values())
+    still = counts.get(PENDING, 0) + counts.get(RUNNING, 0) + counts.get(RETRYING, 0)
+    done = round(width * (total - still) / total) if total else width
+    return "▰" * done + "▱" * (width - done)
 
 
 def fmt_elapsed(s: float) -> str:
@@ -168,6 +219,12 @@ class RunView:
         self._last: dict[str, TaskEvent] = {}  # the final event of a task with no details yet
         self._record: Run | None = None  # the finished run: details of tasks no event told of
         self._counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
+        # mapped nodes: placeholder -> its items' names, once it expanded (a live run's
+        # ``Graph.items``, which the engine fills as maps expand), and every placeholder's name
+        self.maps: Mapping[str, list[str]] = graph.items if graph is not None else {}
+        self.mapped: set[str] = set()
+        self._items_key: tuple[int, int] = (0, 0)
+        self._items: frozenset[str] = frozenset()
         if graph is not None:
             self.sync(graph)
 
@@ -176,8 +233,25 @@ class RunView:
         """The view of a finished run, from its record alone (a run reloaded from the store)."""
         view = cls()
         view.run_id = run.id
+        view.maps = maps_from_names(run.states)
+        view.mapped = set(view.maps)
         view.finish(run)
         return view
+
+    # -- mapped nodes ------------------------------------------------------------------------------
+
+    def item_names(self) -> frozenset[str]:
+        """The names of every mapped node's items (made again only when maps expanded)."""
+        maps = self.maps
+        key = (len(maps), sum(len(v) for v in maps.values()))
+        if key != self._items_key:
+            self._items = frozenset(n for items in list(maps.values()) for n in items)
+            self._items_key = key
+        return self._items
+
+    def map_counts(self, name: str) -> dict[TaskState, int]:
+        """Mapped node ``name``'s items per state (empty before it expanded)."""
+        return map_counts(self.maps.get(name, ()), self.states)
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -266,6 +340,7 @@ class RunView:
             return False
         states.update(dict.fromkeys(new, PENDING))
         self.parents.update({name: spec.parent for name, spec in items if spec.parent is not None})
+        self.mapped.update(name for name in new if type(specs[name].task) is MapTask)
         self._counts[PENDING] += len(new)
         self.shape += 1
         self.version += 1
