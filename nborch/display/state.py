@@ -298,8 +298,8 @@ class RunView:
         st = self._details[name] = TaskStatus(name, self.parents.get(name))
         st.state = self.states.get(name, PENDING)
         e = self._last.pop(name, None)
-        if e is not None:
-            self._from_event(st, e, None, counted=True)
+        if e is not None:  # its last event, kept: it succeeded, or it runs since then
+            self._from_event(st, e, e[4] if e[2] is RUNNING else None, counted=True)
         elif self._record is not None and name in self._record.states:
             self._from_record(st, self._record)
         return st
@@ -376,16 +376,33 @@ class RunView:
         states, counts, details, keep = self.states, self._counts, self._details, self._last
         for name, e in last.items():
             old = states.get(name)
-            # the common case: a task of the graph, with no details yet, that succeeded at its first
-            # attempt: its state changes, its event is kept for whoever asks for its details
-            if (old is not None and old is not SUCCEEDED and e[2] is SUCCEEDED and e[3] == 1
-                    and e[11] is not None and name not in details and (e[8] is None or name in self.parents)):
+            # the common case: a task with no details yet that succeeded at its first attempt
+            # (one of the graph, or one that appeared meanwhile: a child task, a map's item): its
+            # state changes, its event is kept for whoever asks for its details
+            if (old is not SUCCEEDED and e[2] is SUCCEEDED and e[3] == 1 and e[11] is not None
+                    and name not in details):
+                if old is None:
+                    self._add(name, e[8])
+                    old = PENDING
+                elif e[8] is not None and name not in self.parents:
+                    self._task_event(e, began.get(name))
+                    continue
                 states[name] = SUCCEEDED
                 counts[old] -= 1
                 counts[SUCCEEDED] += 1
                 keep[name] = e
                 if e[9] or e[12]:
                     self.not_run += 1
+            elif e[2] is PENDING and old is None and e[3] == 0:  # a task that appeared (an item, a child)
+                self._add(name, e[8])
+            elif (e[2] is RUNNING and old is PENDING and e[3] == 1 and name not in details and name not in keep
+                  and (e[8] is None or name in self.parents)):
+                # started, with no details yet: counted running; its details (and the time
+                # it started, for its ticking time) are made when something shows it
+                states[name] = RUNNING
+                counts[PENDING] -= 1
+                counts[RUNNING] += 1
+                keep[name] = e
             else:
                 self._task_event(e, began.get(name))
         changed = bool(last)
