@@ -248,6 +248,14 @@ def map_bar_html(counts: Mapping[TaskState, int], width: str = "8em") -> str:
             f"line-height:0'>{segs}</span>")
 
 
+def _map_duration(st: TaskStatus, now: float | None) -> str:
+    """A mapped node's time: from its expansion to its last item's end (its placeholder makes no
+    attempt, so it has no duration of its own), or so far."""
+    if st.state.is_final and st.duration is None and st.started is not None and st.ended is not None:
+        return _fmt_seconds(max(st.ended - st.started, 0.0))
+    return _duration(st, now)
+
+
 def _map_rows(view: RunView, name: str, now: float | None, tracebacks: bool, fold: bool) -> str:
     """A mapped node's rows: one for the node (its state, items' counts and bar, duration, the
     first failure), then its items: in a fold (``fold``: a static snapshot), failed / running
@@ -272,7 +280,7 @@ def _map_rows(view: RunView, name: str, now: float | None, tracebacks: bool, fol
         f"<code>{esc(name)}</code> <small>map · {esc(size)}</small></td>"
         f"<td style='text-align:left;white-space:nowrap'>{state_badge(state)}"
         + (f" {map_bar_html(counts)} <span class='nborch-map-counts'>{esc(map_note(counts))}</span>" if items else "")
-        + f"</td><td>-</td><td class='nborch-duration'>{esc(_duration(st, now))}</td>"
+        + f"</td><td>-</td><td class='nborch-duration'>{esc(_map_duration(st, now))}</td>"
         f"<td style='text-align:left'>{error}</td><td></td></tr>"
     )
     if not items:

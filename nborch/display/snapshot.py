@@ -21,6 +21,7 @@ it registers itself with ``nborch.record``, which never imports the display.
 from __future__ import annotations
 
 import itertools
+import sys
 import uuid
 
 from .. import record
@@ -51,7 +52,7 @@ from .html import (
 from .state import RunView
 
 __all__ = [
-    "SNAPSHOT_CLOSE", "SNAPSHOT_OPEN", "new_scope", "run_snapshot_html", "snapshot_html", "snapshot_text",
+    "SNAPSHOT_CLOSE", "SNAPSHOT_OPEN", "drawn_live", "new_scope", "run_snapshot_html", "snapshot_html", "snapshot_text",
     "starting_html", "starting_text",
 ]
 
@@ -138,12 +139,41 @@ def starting_text(view: RunView) -> str:
     return f"nborch run {view.run_id} {view.status}: {view.settled}/{view.total} tasks settled"
 
 
+# Runs a live display drew, by run id: the execution count of the cell it drew them in
+_drawn_live: dict[str, int | None] = {}
+
+
+def _cell_count() -> int | None:
+    """The running IPython cell's execution count (None outside IPython)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "execution_count", None) if shell is not None else None
+
+
+def drawn_live(run_id: str) -> None:
+    """Say that a live display drew run ``run_id`` in the running cell (it ends on its snapshot):
+    the run's own repr in that same cell (``nborch.run(...)`` as its last line) is then one
+    line, not the same drawing twice."""
+    _drawn_live[run_id] = _cell_count()
+    while len(_drawn_live) > 64:
+        del _drawn_live[next(iter(_drawn_live))]
+
+
+def _drawn_above(run: Run) -> bool:
+    count = _drawn_live.get(run.id, -1)
+    return count is not None and count != -1 and count == _cell_count()
+
+
 def run_snapshot_html(run: Run, *, collapse_over: int = COLLAPSE_OVER) -> str:
     """A ``Run`` record drawn as a snapshot: its graph coloured by the recorded states (from
     ``Run.upstreams``; a run recorded before edges were kept shows its tasks unconnected), the
     summary, the table with errors, tracebacks, attempts and durations. What ``%orch show
-    RUN_ID`` and a ``Run`` (``nborch.Run.load(run_id)``) show in a notebook."""
+    RUN_ID`` and a ``Run`` (``nborch.Run.load(run_id)``) show in a notebook. In the cell
+    whose live display just drew it (``drawn_live``), its status line alone, saying so."""
     view = RunView.from_run(run)
+    if _drawn_above(run):
+        return _wrap(new_scope(), header_html(view) + "<p style='color:#757575;margin:2px 0'><i>its graph and "
+                     "table are in the live display above</i></p>")
     model = run_model(run, collapse_over)
     svg = layout_svg(layout_dot(model)) if model.nodes else None
     template = SvgTemplate(svg) if svg is not None else None

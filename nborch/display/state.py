@@ -260,14 +260,15 @@ class RunView:
 
     @property
     def total(self) -> int:
-        """How many tasks the run has (so far: child tasks add to it)."""
-        return len(self.states)
+        """How many tasks the run has (so far: child tasks and a map's items add to it; a
+        mapped node's placeholder is not one, its items are)."""
+        return len(self.states) - len(self.mapped)
 
     @property
     def settled(self) -> int:
-        """How many tasks reached a final state."""
-        c = self._counts
-        return len(self.states) - c[PENDING] - c[RUNNING] - c[RETRYING]
+        """How many tasks reached a final state (placeholders of mapped nodes left out)."""
+        c = self.counts()
+        return self.total - c[PENDING] - c[RUNNING] - c[RETRYING]
 
     @property
     def active(self) -> int:
@@ -275,8 +276,15 @@ class RunView:
         return self._counts[RUNNING] + self._counts[RETRYING]
 
     def counts(self) -> dict[TaskState, int]:
-        """Tasks per state (states with no task included, as 0)."""
-        return dict(self._counts)
+        """Tasks per state (states with no task included, as 0); a mapped node's placeholder
+        is not counted (its items are)."""
+        counts = dict(self._counts)
+        states = self.states
+        for name in self.mapped:
+            state = states.get(name)
+            if state is not None:
+                counts[state] -= 1
+        return counts
 
     @property
     def status(self) -> str:

@@ -57,7 +57,7 @@ from .dot import (
     state_css,
 )
 from .html import header_html, progress_html, task_bars_html, task_table_html, zoom_checkbox, zoom_css
-from .snapshot import graph_part, new_scope, snapshot_html, snapshot_text, starting_html, starting_text
+from .snapshot import drawn_live, graph_part, new_scope, snapshot_html, snapshot_text, starting_html, starting_text
 from .state import RunView
 
 if TYPE_CHECKING:
@@ -311,6 +311,7 @@ class LiveDisplay:
                                       table_rows=self.snapshot_rows, max_bars=self.max_bars)
         self.repaints += 1
         self._publish({"text/html": self.snapshot, "text/plain": snapshot_text(view)}, update=self.shown)
+        drawn_live(run.id)
         if self.widget is not None:
             for part in self._parts:  # the snapshot replaced them: free their comm channels
                 part.close()

@@ -164,6 +164,8 @@ def test_the_live_display_handles_a_map_whose_items_appear_mid_run():
     final = graph_svg(live.snapshot)
     assert node_texts(final)[map_id("slow")] == ["slow", "30 ✓"]
     assert set(nodes(final)) == {node_id("source"), map_id("slow")}  # 30 > MAP_DRAWN: no item nodes
+    # its time: from its expansion to its last item's end (its placeholder makes no attempt)
+    assert re.search(r"data-task='slow'>.*?<td class='nborch-duration'>\d[^<]*s</td>", live.snapshot)
 
 
 def test_mermaid_shows_a_map_as_one_node_with_its_counts_and_a_text_bar():
@@ -261,3 +263,14 @@ def test_orch_graph_in_a_shell_counts_the_items_of_a_map_cell(capsys):
     assert [t.text for t in g.iter(f"{SVG}text")] == ["mfetch", "26 ✓ 4 ✗"]
     assert g.get("class") == "node st-failed"
     assert set(nodes(svg)) == {map_id("mfetch"), node_id("mtotal")}
+
+
+def test_the_status_line_counts_items_not_the_map_s_placeholder():
+    run = mapped_run(100)
+
+    html = run._repr_html_()
+    view = RunView.from_run(run)
+
+    # 100 items and total: 101 tasks; the placeholder (upstream_failed) is not one of them
+    assert "101/101 tasks settled" in html and "(14 failed, 1 upstream_failed)" in html
+    assert view.total == 101 and view.counts()[S.UPSTREAM_FAILED] == 1
