@@ -447,11 +447,12 @@ def group_note(members: list[str], view: RunView | None) -> str:
 def dot_lines(
     model: GraphModel, states: dict[str, TaskState], notes: dict[str, str] | None,
     marks: dict[str, str] | None = None, extra: dict[str, dict[str, str]] | None = None,
-    labels: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None, *, bar_room: bool = True,
 ) -> list[str]:
     """The body lines of the DOT text (one statement each, tab-indented, newline-terminated).
     ``extra``: more attributes per node id (a stale node's dashed border and tooltip);
-    ``labels``: DOT label values (HTML-like ones, ``<...>``) that replace the name and note."""
+    ``labels``: DOT label values (HTML-like ones, ``<...>``) that replace the name and note;
+    ``bar_room``: mapped nodes are drawn taller, for the progress bar ``SvgTemplate`` adds."""
     lines = []
     nodes = model.nodes
     order, _, sortv = layout_order(model)
@@ -468,7 +469,7 @@ def dot_lines(
         more = "".join(f", {k}={_q(v)}" for k, v in extra[nid].items()) if extra and nid in extra else ""
         if sortv:
             more += f", sortv={sortv[nid]}"
-        if node.map and not (labels and nid in labels):  # room under its two lines for its bar (SvgTemplate's)
+        if bar_room and node.map and not (labels and nid in labels):  # room under its two lines for its bar
             more += f", height={MAP_HEIGHT}, labelloc=t"
         colors = f", color={_q(border)}" if border != BORDER else ""
         lines.append(
@@ -549,7 +550,9 @@ def graph_dot(graph: Graph, view: RunView | None = None, *, collapse_over: int =
     for attempts / duration. Dashed edges go from a parent task to the child tasks it called."""
     model = graph_model(graph, collapse_over)
     states, notes, marks = node_looks(model, view)
-    return _source(dot_lines(model, states, notes if view is not None or model.collapsed else None, marks), model)
+    if view is None and not model.collapsed:  # a node's definition: a map's second line only ("map · 30 items")
+        notes = {nid: notes[nid] for nid, n in model.nodes.items() if n.map}
+    return _source(dot_lines(model, states, notes, marks, bar_room=False), model)
 
 
 def layout_dot(model: GraphModel) -> str:
@@ -578,8 +581,10 @@ def node_digraph(node: Node) -> graphviz.Digraph:
     """``node``'s workflow as a ``graphviz.Digraph`` (collapsed above 200 tasks). Raises
     NborchError, saying which extra to install, when the graphviz package is missing."""
     model = graph_model(build_graph(node))
-    notes = node_notes(model, None) if model.collapsed else None
-    return _digraph(dot_lines(model, {}, notes), "node.graph()", model)
+    notes = node_notes(model, None)
+    if not model.collapsed:  # a map's second line only ("map · 30 items")
+        notes = {nid: notes[nid] for nid, n in model.nodes.items() if n.map}
+    return _digraph(dot_lines(model, {}, notes, bar_room=False), "node.graph()", model)
 
 
 def _known_note(k: KnownTask | None) -> str:
@@ -648,7 +653,7 @@ def status_digraph(node: Node, known: Mapping[str, KnownTask | Any]) -> graphviz
         else:
             notes[nid] = note
             extra[nid] = {"tooltip": tip}
-    return _digraph(dot_lines(model, states, notes, marks, extra, labels), "%orch graph", model)
+    return _digraph(dot_lines(model, states, notes, marks, extra, labels, bar_room=False), "%orch graph", model)
 
 
 def _known_map(

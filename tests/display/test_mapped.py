@@ -274,3 +274,17 @@ def test_the_status_line_counts_items_not_the_map_s_placeholder():
     # 100 items and total: 101 tasks; the placeholder (upstream_failed) is not one of them
     assert "101/101 tasks settled" in html and "(14 failed, 1 upstream_failed)" in html
     assert view.total == 101 and view.counts()[S.UPSTREAM_FAILED] == 1
+
+
+def test_a_node_s_graph_shows_a_map_and_how_many_items_it_will_have():
+    rows = fetch.map(range(30))
+    dynamic = fetch.map(total(rows))  # known only when total has run
+
+    html = DAG(rows, dynamic)._repr_html_()
+    digraph = DAG(rows, dynamic).graph()
+
+    texts = node_texts(graph_svg(html))
+    assert texts[map_id("fetch")] == ["fetch", "map · 30 items"]
+    assert texts[map_id("fetch[2]")] == ["fetch[2]", "map"]
+    drawn = ET.fromstring(digraph.pipe(format="svg", encoding="utf-8"))
+    assert [t.text for t in nodes(drawn)[map_id("fetch")].iter(f"{SVG}text")] == ["fetch", "map · 30 items"]
