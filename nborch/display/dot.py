@@ -573,8 +573,35 @@ def _digraph(body: list[str], what: str, model: GraphModel) -> graphviz.Digraph:
             f"{what} needs the graphviz package, which comes with nborch's notebook extra: "
             f"{NOTEBOOK_EXTRA} (node.to_mermaid() needs nothing)"
         ) from err
-    return graphviz.Digraph("nborch", graph_attr=graph_attrs(model), node_attr=NODE_ATTR, edge_attr=EDGE_ATTR,
+    return _shown_digraph()("nborch", graph_attr=graph_attrs(model), node_attr=NODE_ATTR, edge_attr=EDGE_ATTR,
                             body=body)
+
+
+_DIGRAPH: list[type] = []
+
+
+def _shown_digraph() -> type:
+    """``graphviz.Digraph`` that shows itself in a notebook as an image too (``text/html``
+    holding the SVG as a data URI, fitted to the output, beside graphviz's ``image/svg+xml``):
+    JupyterLab refuses to show an SVG output of an untrusted notebook (one received from
+    someone else), but shows the image."""
+    if not _DIGRAPH:
+        import graphviz
+
+        class Digraph(graphviz.Digraph):
+            __doc__ = graphviz.Digraph.__doc__
+
+            def _repr_mimebundle_(self, include: Any = None, exclude: Any = None, **kwargs: Any) -> dict[str, Any]:
+                bundle: dict[str, Any] = super()._repr_mimebundle_(include, exclude, **kwargs)
+                svg = bundle.get("image/svg+xml")
+                if isinstance(svg, str) and "<svg" in svg:
+                    bundle["text/html"] = f"<div class='nborch-graph'>{svg_image(svg, 'graph')}</div>"
+                return bundle
+
+        Digraph.__qualname__ = "Digraph"
+        globals()["Digraph"] = Digraph  # importable by its name, as pickle wants
+        _DIGRAPH.append(Digraph)
+    return _DIGRAPH[0]
 
 
 def node_digraph(node: Node) -> graphviz.Digraph:
