@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import sys
 import uuid
+from typing import Any
 
 from .. import record
 from ..record import Run, _fmt_seconds
@@ -52,7 +53,8 @@ from .html import (
 from .state import RunView
 
 __all__ = [
-    "SNAPSHOT_CLOSE", "SNAPSHOT_OPEN", "drawn_live", "new_scope", "run_snapshot_html", "snapshot_html", "snapshot_text",
+    "SNAPSHOT_CLOSE", "SNAPSHOT_OPEN", "drawn_live", "new_scope", "run_snapshot_html", "snapshot_html",
+    "snapshot_text",
     "starting_html", "starting_text",
 ]
 
@@ -72,15 +74,19 @@ def _wrap(scope: str, body: str, css: str = "") -> str:
 
 def graph_part(
     model: GraphModel, view: RunView, template: SvgTemplate | None, toggle: str, *, now: float | None = None,
-    no_dot: bool = False, image: bool = False,
+    no_dot: bool = False, image: bool = False, looks: Any = None,
 ) -> str:
     """The graph as shown in a snapshot (``image``: the filled SVG as an ``<img>``, which
     survives HTML sanitizers) or the live display (inline SVG), zoomable by a click, or the
-    task list when Graphviz is missing; "" while no layout is ready."""
+    task list when Graphviz is missing; "" while no layout is ready. ``looks``: the nodes'
+    ``node_looks`` and bars, when the caller made them."""
     if template is None:
         return model_list_html(model, view) if no_dot else ""
-    bars: dict[str, dict[TaskState, int]] = {}
-    states, notes, marks = node_looks(model, view, now, bars)
+    if looks is None:
+        bars: dict[str, dict[TaskState, int]] = {}
+        states, notes, marks = node_looks(model, view, now, bars)
+    else:  # made by the caller already: (states, notes, marks, bars)
+        states, notes, marks, bars = looks
     svg = template.fill(states, notes, marks, bars)
     if image:
         svg = svg_image(svg, graph_alt(view.states, view.states))
@@ -172,8 +178,9 @@ def run_snapshot_html(run: Run, *, collapse_over: int = COLLAPSE_OVER) -> str:
     whose live display just drew it (``drawn_live``), its status line alone, saying so."""
     view = RunView.from_run(run)
     if _drawn_above(run):
-        return _wrap(new_scope(), header_html(view) + "<p style='color:#757575;margin:2px 0'><i>its graph and "
-                     "table are in the live display above</i></p>")
+        note = ("<p style='color:#757575;margin:2px 0'><i>its graph and table are in the live display "
+                "above</i></p>")
+        return _wrap(new_scope(), header_html(view) + note)
     model = run_model(run, collapse_over)
     svg = layout_svg(layout_dot(model)) if model.nodes else None
     template = SvgTemplate(svg) if svg is not None else None

@@ -22,8 +22,8 @@ from ..record import Run, _fmt_seconds, error_line
 from ..state import TaskState
 
 __all__ = [
-    "MAP_DRAWN", "KnownTask", "RunView", "TaskStatus", "fmt_elapsed", "map_counts", "map_note", "maps_from_names",
-    "text_bar",
+    "MAP_DRAWN", "KnownTask", "RunView", "TaskStatus", "fmt_elapsed", "map_counts", "map_note",
+    "maps_from_names", "text_bar",
 ]
 
 PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
@@ -34,8 +34,8 @@ _FINAL = frozenset(s for s in TaskState if s.is_final)
 # with at most this many items, its items are drawn too (and its table row opens on them).
 MAP_DRAWN = 20
 # How a mapped node counts its items: settled states, then "…" for the items still to settle.
-MAP_SYMBOLS = ((SUCCEEDED, "✓"), (FAILED, "✗"), (TaskState.UPSTREAM_FAILED, "⊘"), (TaskState.CANCELLED, "■"),
-               (TaskState.SKIPPED, "↷"))
+MAP_SYMBOLS = ((SUCCEEDED, "✓"), (FAILED, "✗"), (TaskState.UPSTREAM_FAILED, "⊘"),
+               (TaskState.CANCELLED, "■"), (TaskState.SKIPPED, "↷"))
 
 
 def maps_from_names(names: Iterable[str]) -> dict[str, list[str]]:
@@ -69,7 +69,7 @@ def map_note(counts: Mapping[TaskState, int]) -> str:
 
 
 def text_bar(counts: Mapping[TaskState, int], width: int = 12) -> str:
-    """A progress bar in text, settled items of all: "▰▰▰▰▱▱▱▱▱▱▱▱" (Mermaid labels, plain text)."""
+    """A progress bar in text, settled items of all: "▰▰▰▰▱▱▱▱▱▱▱▱" (in Mermaid)."""
     total = sum(counts.values())
     still = counts.get(PENDING, 0) + counts.get(RUNNING, 0) + counts.get(RETRYING, 0)
     done = round(width * (total - still) / total) if total else width
@@ -348,7 +348,9 @@ class RunView:
             return False
         states.update(dict.fromkeys(new, PENDING))
         self.parents.update({name: spec.parent for name, spec in items if spec.parent is not None})
-        self.mapped.update(name for name in new if type(specs[name].task) is MapTask)
+        found = [name for name, spec in items if type(spec.task) is MapTask]  # placeholders of mapped nodes
+        if found:
+            self.mapped.update(found if len(new) == len(items) else set(found) & set(new))
         self._counts[PENDING] += len(new)
         self.shape += 1
         self.version += 1
@@ -387,24 +389,27 @@ class RunView:
             # the common case: a task with no details yet that succeeded at its first attempt
             # (one of the graph, or one that appeared meanwhile: a child task, a map's item): its
             # state changes, its event is kept for whoever asks for its details
-            if (old is not SUCCEEDED and e[2] is SUCCEEDED and e[3] == 1 and e[11] is not None
-                    and name not in details):
-                if old is None:
-                    self._add(name, e[8])
-                    old = PENDING
-                elif e[8] is not None and name not in self.parents:
-                    self._task_event(e, began.get(name))
-                    continue
+            if (old is not None and old is not SUCCEEDED and e[2] is SUCCEEDED and e[3] == 1
+                    and e[11] is not None and name not in details and (e[8] is None or name in self.parents)):
                 states[name] = SUCCEEDED
                 counts[old] -= 1
                 counts[SUCCEEDED] += 1
                 keep[name] = e
                 if e[9] or e[12]:
                     self.not_run += 1
-            elif e[2] is PENDING and old is None and e[3] == 0:  # a task that appeared (an item, a child)
+            elif (old is None and e[2] is SUCCEEDED and e[3] == 1 and e[11] is not None
+                  and name not in details):  # appeared meanwhile, and done
                 self._add(name, e[8])
-            elif (e[2] is RUNNING and old is PENDING and e[3] == 1 and name not in details and name not in keep
-                  and (e[8] is None or name in self.parents)):
+                states[name] = SUCCEEDED
+                counts[PENDING] -= 1
+                counts[SUCCEEDED] += 1
+                keep[name] = e
+                if e[9] or e[12]:
+                    self.not_run += 1
+            elif e[2] is PENDING and old is None and e[3] == 0 and name not in details:  # an item, a child
+                self._add(name, e[8])
+            elif (e[2] is RUNNING and old is PENDING and e[3] == 1 and name not in details
+                  and name not in keep and (e[8] is None or name in self.parents)):
                 # started, with no details yet: counted running; its details (and the time
                 # it started, for its ticking time) are made when something shows it
                 states[name] = RUNNING
