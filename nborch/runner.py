@@ -341,8 +341,9 @@ def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, 
     for name in previous.states:
         if name not in graph.specs and known(name):
             base = name.rpartition(":")[0]
-            ups[name] = [u for u in previous.upstreams.get(name, ()) if known(u)] + ups[base]
-            ups[base] = [*ups[base], name]  # the map's value is its items' values
+            sources = [u.name for u in graph.specs[base].up]  # the map's concrete sources
+            ups[name] = [u for u in previous.upstreams.get(name, ()) if known(u)] + sources
+            ups[base].append(name)  # the map's value is its items' values
     succeeded = {n for n, s in previous.states.items() if s is TaskState.SUCCEEDED and known(n)}
     stored = {n: (previous.results[n], previous.cache_keys.get(n)) for n in succeeded if n in previous.results}
     rerun = {n for n in ups if n not in succeeded}

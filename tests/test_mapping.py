@@ -126,3 +126,25 @@ def test_items_show_the_values_an_element_wise_item_got_not_the_upstream_task():
     rows = run.items("size")
     assert [r.params for r in rows] == [{"html": "A"}, {"html": "BB"}]
     assert [r.value for r in rows] == [1, 2]
+
+
+@pytest.mark.parametrize("cache", [False, True])
+@pytest.mark.parametrize("failing", [{0}, {1, 3}, {4}])
+def test_resume_reruns_exactly_the_failed_items_wherever_they_are(store, cache, failing):
+    ran: list[int] = []
+    bad = set(failing)
+
+    @task(cache=cache)
+    def fetch(i):
+        ran.append(i)
+        if i in bad:
+            raise ConnectionError(i)
+        return i * 10
+
+    node = fetch.map(range(5))
+    first = nborch.run(node, store=store)
+    assert not first.ok
+    bad.clear()
+    ran.clear()
+    resumed = nborch.run(node, store=store, resume=first.id)
+    assert sorted(ran) == sorted(failing) and resumed.value == [0, 10, 20, 30, 40]
