@@ -148,3 +148,17 @@ def test_resume_reruns_exactly_the_failed_items_wherever_they_are(store, cache, 
     ran.clear()
     resumed = nborch.run(node, store=store, resume=first.id)
     assert sorted(ran) == sorted(failing) and resumed.value == [0, 10, 20, 30, 40]
+
+
+def test_a_mapped_node_reused_whole_gives_its_list():
+    from nborch.reuse import Memory
+
+    @task
+    async def square(x):
+        return x * x
+
+    memory = Memory()
+    assert square.map([1, 2]).run(store=False, reuse=memory) == [1, 4]
+    again = nborch.run(square.map([1, 2]), store=False, reuse=memory)
+    assert "square" in again.reused and again.value == [1, 4]
+    assert square.map([1, 2]).run(store=False, reuse=memory) == [1, 4]
