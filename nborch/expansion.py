@@ -280,7 +280,11 @@ class Expansions:
         except Exception:  # never break a run over a key: the item just runs
             key = None
         plan.keys[item.name] = key
-        last = memory.succeeded.get(item.name) if memory.reuses else None
+        last = None
+        if memory.reuses and key is not None:
+            last = memory.succeeded.get(item.name)
+            if last is None or last.key.digest != key.digest:  # moved: an element added before it
+                last = memory.items.get(item.name.rpartition(":")[0], {}).get(key.digest)
         if (key is None or last is None or last.key.digest != key.digest or not spec.task.options.reuse
                 or spec.wants_state or any(u.name not in plan.reused for u in spec.up)):
             return None
