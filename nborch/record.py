@@ -314,14 +314,25 @@ class Run:
     def report(self) -> str:
         """A readable, fixed-width table of every task."""
         rows = [("task", "state", "attempts", "duration", "error")]
-        for name, state in self.states.items():
+        states = self.states
+        maps: dict[str, list[int]] = {}  # a mapped node -> [items, items that did not succeed]
+        for name, state in states.items():
+            base, colon, index = name.rpartition(":")
+            if colon and index.isdigit() and base in states:
+                count = maps.setdefault(base, [0, 0])
+                count[0] += 1
+                count[1] += state is not TaskState.SUCCEEDED
+        for name, state in states.items():
+            note = error_line(self.errors.get(name)) or _fmt_size(self.sizes.get(name))
+            if name in maps and maps[name][1]:
+                note = f"{maps[name][1]} of {maps[name][0]} items did not succeed"
             rows.append(
                 (
                     name,
                     state.value + _label(name, self),
                     str(self.attempts.get(name, 0)),
                     _fmt_seconds(self.durations.get(name)),
-                    error_line(self.errors.get(name)) or _fmt_size(self.sizes.get(name)),
+                    note,
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
