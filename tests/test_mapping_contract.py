@@ -225,6 +225,39 @@ def test_a_dag_member_is_mapped_and_a_parameter_named_after_the_map_receives_the
     assert r.value["total"] == 60
 
 
+def test_upstream_nodes_as_iterables_and_as_fixed_keywords():
+    @task
+    def one():
+        return 1
+
+    @task
+    def two():
+        return 2
+
+    @task
+    def conf():
+        return "cfg"
+
+    @task
+    def ident(v):
+        return v
+
+    @task
+    def pair(a, b=None):
+        return (a, b)
+
+    parallel = nborch.Parallel(one(), two())  # its value is a list
+    assert pair.map(parallel).run(store=False) == [(1, None), (2, None)]
+    assert pair.map([1, 2], b=conf()).run(store=False) == [(1, "cfg"), (2, "cfg")]  # a node fixed: its value
+    assert pair.map([1, 2], b=ident.map([7, 8])).run(store=False) == [(1, [7, 8]), (2, [7, 8])]
+    assert pair.map(ident.map([1, 2]), ident.map([10, 20])).run(store=False) == [(1, 10), (2, 20)]
+    sweep = pair.product(a=ident.map([1, 2]), b=[10, 20])
+    assert sweep.run(store=False) == [(1, 10), (1, 20), (2, 10), (2, 20)]
+    r = run(pair.map(ident.map([1, 2]), ident.map([10])))
+    assert r.states["pair"] is S.FAILED
+    assert re.search(r"iterable 1 has 2 items and iterable 2 has 1", str(r.errors["pair"])), r.errors["pair"]
+
+
 def test_task_fn_map_keeps_the_task_options_and_its_keyword_arguments_for_every_item():
     calls = Calls()
 
