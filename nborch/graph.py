@@ -128,7 +128,11 @@ class Graph:
         if isinstance(node, MapTask):
             node = node.mapped
         if isinstance(node, Mapped):
-            items = self.items.get(self.by_task[id(node)].name, ())
+            name = self.by_task[id(node)].name
+            items = self.items.get(name)
+            if items is None:  # not expanded: reused or resumed whole, with its list as it was
+                value = results.get(name)
+                return value if isinstance(value, list) else []
             return [results[n] for n in items if n in results]
         if isinstance(node, Task):
             return results.get(self.by_task[id(node)].name)

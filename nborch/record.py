@@ -261,14 +261,21 @@ class Run:
             if not task.startswith(prefix) or not task[len(prefix):].isdigit():
                 continue
             inv = self._invs.get(task)
-            item = getattr(getattr(inv, "spec", None), "item", None)
+            spec = getattr(inv, "spec", None)
+            item = getattr(spec, "item", None)
             rows.append(ItemRow(
-                task=task, index=int(task[len(prefix):]), params=dict(item[2]) if item else {},
+                task=task, index=int(task[len(prefix):]), params=self._item_params(spec, item[2]) if item else {},
                 state=state, value=self.results.get(task), duration=self.durations.get(task),
                 attempts=self.attempts.get(task, 0), error=self.errors.get(task),
             ))
         rows.sort(key=lambda r: r.index)
         return rows
+
+    def _item_params(self, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
+        """An item's mapped parameters as its body got them: a parameter zipped from another
+        map's item (``clean.map(fetch.map(urls))``) is that item's value, not its task."""
+        ups = {id(u.task): u.name for u in getattr(spec, "up", ())}
+        return {k: self.results.get(ups[id(v)]) if id(v) in ups else v for k, v in params.items()}
 
     def counts(self) -> dict[TaskState, int]:
         """How many tasks ended in each state."""
