@@ -198,7 +198,7 @@ class MapTask(Task):
         self.args = tuple(waits_for)
         self.kwargs = {}
         self.options = mapped.options
-        self.own_name = mapped.name is not None
+        self.own_name = False  # named after its function (or @task(name=...)), numbered like its calls
         self.node_name = None
         self.seq = mapped.seq
         self.info = _NO_INFO

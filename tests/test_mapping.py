@@ -162,3 +162,33 @@ def test_a_mapped_node_reused_whole_gives_its_list():
     again = nborch.run(square.map([1, 2]), store=False, reuse=memory)
     assert "square" in again.reused and again.value == [1, 4]
     assert square.map([1, 2]).run(store=False, reuse=memory) == [1, 4]
+
+
+def test_reuse_adding_an_element_at_the_front_runs_only_the_new_item_through_the_chain():
+    from nborch.reuse import Memory
+
+    @task
+    async def fetch(x):
+        return x * 10
+
+    @task
+    def clean(v):
+        return v + 1
+
+    memory = Memory()
+    nborch.run(clean.map(fetch.map([1, 2, 3])), store=False, reuse=memory)
+    again = nborch.run(clean.map(fetch.map([0, 1, 2, 3])), store=False, reuse=memory)
+    assert again.value == [1, 11, 21, 31]
+    ran = {n for n, a in again.attempts.items() if a and n not in again.reused and ":" in n}
+    assert ran == {"fetch:0", "clean:0"}
+
+
+def test_a_loaded_run_keeps_its_items_parameters(store):
+    @task
+    def fetch(x, scale=1):
+        return x * scale
+
+    run = nborch.run(fetch.map([5, 6], scale=2), store=store)
+    loaded = nborch.Run.load(run.id, store=store)
+    assert [(r.params, r.value) for r in loaded.items("fetch")] == [({"x": 5}, None), ({"x": 6}, None)]
+    assert "\x00items" not in loaded.upstreams
