@@ -257,6 +257,11 @@ class Run:
 
             raise NborchError(f"no task {name!r} in run {self.id}.{did_you_mean(name, self.states)}")
         prefix = name + ":"
+        if not any(t.startswith(prefix) and t[len(prefix):].isdigit() for t in self.states) and not self._is_map(name):
+            from .errors import NborchError
+
+            raise NborchError(f"task {name!r} of run {self.id} is not a mapped node: it has no items "
+                              "(a mapped node is made by fn.map(...) or fn.product(...))")
         rows = ItemRows()
         for task, state in self.states.items():
             if not task.startswith(prefix) or not task[len(prefix):].isdigit():
@@ -272,6 +277,13 @@ class Run:
             ))
         rows.sort(key=lambda r: r.index)
         return rows
+
+    def _is_map(self, name: str) -> bool:
+        """``name`` is a mapped node (perhaps with no items: an empty input)."""
+        from .mapping import MapTask
+
+        inv = self._invs.get(name)
+        return inv is not None and type(getattr(inv.spec, "task", None)) is MapTask
 
     def item_params(self) -> dict[str, dict[str, Any]]:
         """Each item's mapped parameters, as its body got them (what the store keeps)."""

@@ -697,11 +697,6 @@ def test_a_sequence_step_after_a_map_gets_the_list_and_a_task_ordered_after_it_w
     assert r.value["after"] == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the placeholder's UPSTREAM_FAILED event has error=None (README: 'UPSTREAM_FAILED carrying "
-    "the first failed item's error'); the report's error column is empty for it too",
-)
 def test_the_upstream_failed_placeholder_carries_the_failed_items_error(recorder):
     calls = Calls()
     fetch = _flaky_fetch(calls, fail={1})
