@@ -1,9 +1,10 @@
 """The ``nborch`` command (also ``python -m nborch``).
 
 ``run`` and ``graph`` work on a notebook file (``notebook/headless.py``), ``history`` lists the
-recorded runs, ``demo`` runs the built-in workflow. Exit status: 0 success, 1 a task or a cell
-failed, 2 bad usage or a notebook that does not exist or cannot be read (argparse already
-exits 2 on bad options). Expected failures print one short message, never a traceback.
+recorded runs, ``demo`` runs the built-in workflow. Exit status (``EXIT_CODES``): 0 success, 1 a
+task or a cell failed, 2 bad usage or a notebook that does not exist or cannot be read (argparse
+already exits 2 on bad options), 3 ``--timeout`` passed, 130 interrupted. Expected failures
+print one short message, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,9 +15,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "parse_param"]
+__all__ = ["EXIT_CODES", "main", "parse_param"]
 
 GRAPH_SUFFIXES = (".svg", ".png", ".mmd")
+EXIT_CODES = {0: "success", 1: "a task or a cell failed", 2: "bad usage, or an input that cannot be read",
+              3: "timed out (--timeout)", 130: "interrupted (Ctrl-C, SIGINT)"}
+RUN_EPILOG = """\
+positional arguments: the first is the notebook to run. A second one ending in .ipynb (or -)
+is OUT, the executed notebook to write, when it does not exist yet or was written by an earlier
+run (nborch run or papermill); otherwise every .ipynb given is a notebook to run, in order (or
+side by side with --parallel), each written to --output-dir. With -o or --output-dir, every
+.ipynb given is a notebook to run. Other positionals are task names, as --tasks.
+
+exit status:
+""" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items())
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -31,6 +43,16 @@ def parse_param(text: str) -> tuple[str, Any]:
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         value = raw
     return name, value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -51,12 +73,22 @@ def parser() -> argparse.ArgumentParser:
         "run", help="run a notebook headless: its cells, then its task graph",
         description="Run a notebook without Jupyter: the ordinary cells in order (an IPython shell), "
         "then the %%task graph with console progress, then the cells that read task values.",
+        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("notebook", metavar="NOTEBOOK.ipynb")
+    run.add_argument("notebook", metavar="IN.ipynb")
     run.add_argument(
-        "targets", nargs="*", default=[], metavar="TARGET",
-        help="run these tasks and their upstream (default: all)",
+        "targets", nargs="*", default=[], metavar="OUT.ipynb",
+        help="where to write the executed notebook (- for stdout); see below",
     )
+    run.add_argument("-o", "--output", default=None, metavar="OUT.ipynb",
+                     help="write the executed notebook here (- for stdout), also when the run fails")
+    run.add_argument("--tasks", nargs="+", default=[], metavar="TASK",
+                     help="run these tasks and their upstream (default: all)")
+    run.add_argument("--timeout", type=_seconds, default=None, metavar="S",
+                     help="a deadline for the whole run: cancelled when it passes (exit status 3)")
+    run.add_argument("--log-output", action="store_true",
+                     help="stream cell and task output to stderr as it happens")
+    run.add_argument("--cwd", default=None, metavar="DIR", help="run the notebook's code in DIR")
     run.add_argument("--flow", default=None, metavar="FLOW", help="run this named workflow only")
     run.add_argument(
         "-p", "--parameter", dest="params", action="append", type=parse_param, default=[],
@@ -88,13 +120,77 @@ def _error(message: str) -> None:
     print(f"nborch: {message}", file=sys.stderr, flush=True)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from .notebook.headless import run_notebook
+def _is_notebook_arg(text: str) -> bool:
+    return text == "-" or text.lower().endswith(".ipynb")
 
-    run_notebook(
-        args.notebook, args.targets,
-        flow=args.flow, params=dict(args.params), max_concurrency=args.max_concurrency,
+
+def _written_by_a_run(path: Path) -> bool:
+    """Whether ``path`` is an executed notebook an earlier ``nborch run`` or papermill wrote."""
+    import json
+
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8-sig")).get("metadata", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(meta, dict) and (
+        isinstance(meta.get("nborch"), dict) and "run_id" in meta["nborch"]
+        or isinstance(meta.get("papermill"), dict) and "input_path" in meta["papermill"]
     )
+
+
+def split_positionals(first: str, rest: list[str], *, output: str | None = None,
+                      output_dir: str | None = None) -> tuple[list[str], str | None, list[str]]:
+    """``nborch run``'s positionals -> (notebooks to run, OUT or None, task names); the rule is
+    in ``RUN_EPILOG``. Raises NotebookFailed (exit status 2) for an impossible combination."""
+    from .notebook.headless import NotebookFailed
+
+    notebooks = [first, *[r for r in rest if _is_notebook_arg(r)]]
+    targets = [r for r in rest if not _is_notebook_arg(r)]
+    out = None
+    if output is None and output_dir is None and len(notebooks) == 2:
+        second = Path(notebooks[1])
+        if notebooks[1] == "-" or not second.exists() or _written_by_a_run(second):
+            out = notebooks.pop()
+    if "-" in notebooks:
+        raise NotebookFailed("'-' (stdout) can only be the executed notebook of a single run: "
+                             "nborch run IN.ipynb - (or -o -)", 2)
+    return notebooks, out, targets
+
+
+def _check_notebook_output(text: str) -> None:
+    """OUT (the executed notebook) is writable in principle: not a directory, in a folder that exists."""
+    from .notebook.headless import NotebookFailed
+
+    if text == "-":
+        return
+    target = Path(text)
+    if target.is_dir():
+        raise NotebookFailed(f"cannot write {text!r}: it is a directory", 2)
+    folder = target.parent
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise NotebookFailed(f"cannot write {text!r}: the folder {str(folder)!r} {problem}", 2)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .notebook.headless import NotebookFailed, run_notebook
+
+    notebooks, out, targets = split_positionals(args.notebook, args.targets, output=args.output)
+    if len(notebooks) > 1:
+        raise NotebookFailed("several notebooks in one nborch run are not supported yet", 2)
+    output = args.output if args.output is not None else out
+    if output is not None:
+        _check_notebook_output(output)
+    try:
+        run_notebook(
+            notebooks[0], [*targets, *args.tasks],
+            flow=args.flow, params=dict(args.params), max_concurrency=args.max_concurrency,
+            timeout=args.timeout, output=output, log_output=args.log_output, cwd=args.cwd,
+        )
+    except NotebookFailed as err:
+        if output not in (None, "-") and err.exit_code != 2:
+            raise NotebookFailed(f"{err}\n  the executed notebook is in {output}", err.exit_code) from None
+        raise
     return 0
 
 
