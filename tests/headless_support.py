@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -96,6 +97,11 @@ def outputs(cell: dict[str, Any]) -> list[tuple[str, str]]:
         else:
             got.append((kind, text(o["data"].get("text/plain", ""))))
     return got
+
+
+def traceback_text(output: dict[str, Any]) -> str:
+    """An error output's traceback without its colours."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(output["traceback"]))
 
 
 def code_cells(nb: dict[str, Any]) -> list[dict[str, Any]]:

@@ -203,10 +203,10 @@ def attach(shell: Any, transcript: Transcript) -> None:
     class Publisher(DisplayPublisher):  # display(), update_display(), clear_output()
         def publish(self, data: Any, metadata: Any = None, source: Any = None, *, transient: Any = None,
                     update: bool = False, **kwargs: Any) -> None:
-            transcript.display(transcript.target(), data, metadata, transient, update)
+            _in_order(transcript.display, transcript.target(), data, metadata, transient, update)
 
         def clear_output(self, wait: bool = False) -> None:
-            transcript.clear(transcript.target())
+            _in_order(transcript.clear, transcript.target())
 
     shell.displayhook = Hook(shell=shell, cache_size=shell.cache_size)
     shell.display_trap.hook = shell.displayhook
@@ -220,6 +220,22 @@ def attach(shell: Any, transcript: Transcript) -> None:
 
     shell._showtraceback = show
     shell.show_usage_error = usage
+
+
+def _in_order(fn: Any, *args: Any) -> None:
+    """Call ``fn`` now, or, in a task's worker thread, on its run's loop: after the output the
+    task printed before (which reaches the transcript as events on that loop)."""
+    from ..engine import current_frame
+
+    frame = current_frame()
+    engine = frame.engine if frame is not None else None
+    if engine is None or engine.loop is None or threading.get_ident() == engine.loop_thread:
+        fn(*args)
+        return
+    try:
+        engine.loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the loop is closed: an abandoned thread displaying after its run
+        fn(*args)
 
 
 def format_value(shell: Any, value: Any) -> tuple[dict[str, Any], dict[str, Any]]:
