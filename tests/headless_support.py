@@ -59,11 +59,15 @@ def env_for(cwd: Path) -> dict[str, str]:
     return {**os.environ, "NBORCH_HOME": str(cwd / ".nborch"), "PYTHONIOENCODING": "utf-8"}
 
 
-def nborch(*args: object, cwd: Path, timeout: float = 120) -> Result:
-    """``python -m nborch ARGS`` in ``cwd``, with its own store (NBORCH_HOME=cwd/.nborch)."""
+def nborch(*args: object, cwd: Path, timeout: float = 120, home: bool = True) -> Result:
+    """``python -m nborch ARGS`` in ``cwd``, with its own store (NBORCH_HOME=cwd/.nborch; with
+    ``home=False`` NBORCH_HOME is unset: the default store, ./.nborch)."""
+    env = env_for(cwd)
+    if not home:
+        env.pop("NBORCH_HOME")
     proc = subprocess.run(
         [sys.executable, "-m", "nborch", *map(str, args)],
-        cwd=cwd, env=env_for(cwd), capture_output=True, text=True, encoding="utf-8", timeout=timeout,
+        cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", timeout=timeout,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr, cwd)
 
