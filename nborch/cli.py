@@ -71,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run", help="run a notebook headless: its cells, then its task graph",
-        description="Run a notebook without Jupyter: the ordinary cells in order (an IPython shell), "
+        description="Run a notebook without Jupyter: the ordinary cells in order (an IPython shell),\n"
         "then the %%task graph with console progress, then the cells that read task values.",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -93,8 +93,20 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-p", "--parameter", dest="params", action="append", type=parse_param, default=[],
         metavar="NAME=VALUE",
-        help="override a value of the cell tagged 'parameters' (a Python literal, else a string); repeatable",
+        help="override a value of the cell tagged 'parameters' (a Python literal, else a string); repeatable. "
+        "Later sources win: -f files, then -y, then -p, then -r (papermill's order)",
     )
+    run.add_argument(
+        "-f", "--parameters-file", "--parameters_file", dest="param_files", action="append", default=[],
+        metavar="FILE", help="parameters from a YAML or JSON file (YAML needs PyYAML: "
+        'pip install "nborch[yaml]"); repeatable',
+    )
+    run.add_argument("-y", "--parameters-yaml", "--parameters_yaml", dest="param_yamls", action="append",
+                     default=[], metavar="YAML", help="parameters as a YAML string; repeatable")
+    run.add_argument("-r", "--parameters-raw", "--parameters_raw", dest="param_raws", action="append", nargs=2,
+                     default=[], metavar=("NAME", "VALUE"), help="a parameter set to the string VALUE; repeatable")
+    run.add_argument("--help-notebook", action="store_true",
+                     help="list the notebook's parameters (its 'parameters' cell) with their defaults; run nothing")
     run.add_argument("--max-concurrency", type=_positive, default=None, metavar="N")
 
     graph = sub.add_parser(
@@ -172,9 +184,33 @@ def _check_notebook_output(text: str) -> None:
         raise NotebookFailed(f"cannot write {text!r}: the folder {str(folder)!r} {problem}", 2)
 
 
+def _parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from .notebook.headless import NotebookFailed
+    from .notebook.params import ParameterError, collect_parameters
+
+    try:
+        return collect_parameters(args.param_files, args.param_yamls, args.params,
+                                  [tuple(pair) for pair in args.param_raws])
+    except ParameterError as err:
+        raise NotebookFailed(str(err), 2) from None
+
+
+def cmd_help_notebook(path: str) -> int:
+    from .notebook.ipynb import read_notebook
+    from .notebook.params import notebook_help
+
+    cells = read_notebook(path)
+    cell = next((c for c in cells if c.is_code and "parameters" in c.tags), None)
+    print(notebook_help(path, cell.source if cell is not None else None))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .notebook.headless import NotebookFailed, run_notebook
 
+    if args.help_notebook:
+        return cmd_help_notebook(args.notebook)
+    params = _parameters(args)
     notebooks, out, targets = split_positionals(args.notebook, args.targets, output=args.output)
     if len(notebooks) > 1:
         raise NotebookFailed("several notebooks in one nborch run are not supported yet", 2)
@@ -184,7 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         run_notebook(
             notebooks[0], [*targets, *args.tasks],
-            flow=args.flow, params=dict(args.params), max_concurrency=args.max_concurrency,
+            flow=args.flow, params=params, max_concurrency=args.max_concurrency,
             timeout=args.timeout, output=output, log_output=args.log_output, cwd=args.cwd,
         )
     except NotebookFailed as err:
