@@ -70,7 +70,7 @@ def _yaml() -> Any:
 def _no_dates_loader(yaml: Any) -> Any:
     """PyYAML's safe loader without timestamps: ``2024-01-01`` stays a string (papermill's loader)."""
 
-    class Loader(yaml.SafeLoader):  # type: ignore[misc,name-defined]
+    class Loader(yaml.SafeLoader):
         yaml_implicit_resolvers = {
             key: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
             for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
