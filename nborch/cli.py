@@ -86,6 +86,12 @@ def parser() -> argparse.ArgumentParser:
                      help="run these tasks and their upstream (default: all)")
     run.add_argument("--timeout", type=_seconds, default=None, metavar="S",
                      help="a deadline for the whole run: cancelled when it passes (exit status 3)")
+    run.add_argument("--resume", nargs="?", const="last", default=None, metavar="RUN_ID",
+                     help="re-run only the tasks that did not succeed in that run (default: the last run of "
+                     "this notebook file) and what depends on them; the others keep their values")
+    run.add_argument("--from", dest="rerun_from", default=None, metavar="TASK",
+                     help="re-run TASK and everything downstream of it (of the --resume run, default: the last)")
+    run.add_argument("--force", action="store_true", help="ignore the disk cache: every task that runs computes")
     run.add_argument("--log-output", action="store_true",
                      help="stream cell and task output to stderr as it happens")
     run.add_argument("--cwd", default=None, metavar="DIR", help="run the notebook's code in DIR")
@@ -222,6 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             notebooks[0], [*targets, *args.tasks],
             flow=args.flow, params=params, max_concurrency=args.max_concurrency,
             timeout=args.timeout, output=output, log_output=args.log_output, cwd=args.cwd,
+            resume=args.resume, rerun_from=args.rerun_from, force=args.force,
         )
     except NotebookFailed as err:
         if output not in (None, "-") and err.exit_code != 2:

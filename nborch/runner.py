@@ -325,8 +325,10 @@ def _open_recorder(handle: RunHandle, graph: Graph, node: Node, options: dict[st
     return recorder, cache, preset
 
 
-def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, Preset]:
+def resume_plan(store: Any, graph: Graph, run_id: str | Run, cache: Any) -> dict[str, Preset]:
     """Tasks of ``run_id`` that need not run again: name -> (value, cache key, stored, stored).
+    ``run_id`` may be the ``Run`` record itself (a front end that keeps more values than the
+    store, or wants a task to run again, hands it in with its ``results`` and ``states``).
 
     Everything that did not succeed runs again, and so does any succeeded task whose value a
     re-run task needs but which was not stored (only ``cache=True`` values are stored). A
@@ -335,7 +337,7 @@ def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, 
     """
     from .store import load_run
 
-    previous = load_run(run_id, store)
+    previous = run_id if isinstance(run_id, Run) else load_run(run_id, store)
     succeeded = {n for n, s in previous.states.items() if s is TaskState.SUCCEEDED and n in graph.specs}
     stored = {n: (previous.results[n], previous.cache_keys.get(n)) for n in succeeded if n in previous.results}
     rerun = {n for n in graph.specs if n not in succeeded}

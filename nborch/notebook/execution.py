@@ -60,7 +60,8 @@ class NotebookRun:
     def __init__(self, path: Any, cells: list[Cell], *, targets: list[str], flow: str | None,
                  params: dict[str, Any], max_concurrency: int | None, run_id: str,
                  deadline: Deadline, transcript: Transcript, shows_output: bool,
-                 run_options: dict[str, Any] | None = None) -> None:
+                 run_options: dict[str, Any] | None = None, rerun_from: str | None = None,
+                 earlier_outputs: dict[str, list[dict[str, Any]]] | None = None) -> None:
         self.path = path
         self.cells = cells
         self.targets = targets
@@ -72,6 +73,8 @@ class NotebookRun:
         self.transcript = transcript
         self.shows_output = shows_output
         self.run_options = run_options or {}
+        self.rerun_from = rerun_from  # --from TASK: it and its downstream run again
+        self.earlier_outputs = earlier_outputs or {}  # a resumed run's tasks that stand show these
         self.record: Any = None  # the task run's Run
         self.specs = task_cells(cells)
         self.task_lines = {s.cell.number: s.line for s in self.specs}
@@ -152,6 +155,11 @@ class NotebookRun:
 
         unregister = register_display(factory)
         run_name = Path(self.path).stem + (f":{self.flow}" if self.flow else "")
+        previous = self.run_options.get("resume")
+        if previous is not None and self.rerun_from is not None:
+            from .resume import rerun_from
+
+            rerun_from(previous, [self.rerun_from, *self.magics.workflow.downstream(self.rerun_from)])
         try:
             self.record = self.magics.run_targets(
                 self.targets, flow=self.flow, display=True, max_concurrency=self.max_concurrency,
@@ -174,6 +182,25 @@ class NotebookRun:
             raise NotebookFailed(str(err).removeprefix("%orch run: ").removeprefix("%orch: ")) from None
         finally:
             unregister()
+            self._show_reused()
+
+    def _show_reused(self) -> None:
+        """Tasks of a resumed run that stand as they were show what they showed then."""
+        import copy
+
+        record = self.record
+        if record is None:
+            return
+        for name in record.reused:
+            number = self.transcript.task_cells.get(name)
+            if number is None:
+                continue
+            run = self.transcript.cell(number)
+            run.executed = True
+            run.started = run.started or time.time()
+            run.finished = run.finished or run.started
+            if name in self.earlier_outputs:
+                run.outputs[:] = copy.deepcopy(self.earlier_outputs[name])
 
     def timeout_message(self, what: str) -> str:
         return f"timed out after {self.deadline.seconds:g}s (--timeout): {what}"

@@ -258,13 +258,20 @@ def run_notebook(
     output: str | os.PathLike[str] | None = None,
     log_output: bool = False,
     cwd: str | os.PathLike[str] | None = None,
+    resume: str | None = None,
+    rerun_from: str | None = None,
+    force: bool = False,
 ) -> Any:
     """Run a notebook headless (see ``execution.py``); returns the task run's ``Run`` (None
     without task cells). ``output``: write the executed notebook there (``"-"``: stdout), also
     when the run fails. ``timeout``: seconds for the whole run (cells and graph). ``cwd``: the
-    cells and tasks run in that folder (paths given here, and the store, stay the caller's). Raises
-    NotebookError (unreadable notebook), NotebookFailed (exit_code 1, or 3 when the deadline
-    passed) or KeyboardInterrupt."""
+    cells and tasks run in that folder (paths given here, and the store, stay the caller's).
+    ``resume``: a run id, or "last" (the newest run of this notebook file): only the tasks that
+    did not succeed run again (``rerun_from``: also that task and its downstream; alone, it
+    resumes the last run), with the earlier run's parameters, flow and targets unless given
+    (see ``resume.py``). ``force``: ignore the disk cache. Raises NotebookError (unreadable
+    notebook), NotebookFailed (exit_code 1, 2 for bad usage, 3 when the deadline passed) or
+    KeyboardInterrupt."""
     import uuid
 
     from .deadline import Deadline
@@ -291,15 +298,26 @@ def run_notebook(
     if flow is not None:
         _check_flow(flow, list(dict.fromkeys(s.flow for s in specs if s.spec is not None)))
     params = dict(params or {})
-    run_options: dict[str, Any] = {}
+    from ..store import default_home
+
+    home = default_home().resolve()
+    run_options: dict[str, Any] = {"force": True} if force else {}
     if cwd is not None:
         if not Path(cwd).is_dir():
             problem = "is not a folder" if Path(cwd).exists() else "does not exist"
             raise NotebookFailed(f"--cwd {str(cwd)!r}: the folder {problem}", 2)
-        from ..store import default_home
-
-        run_options["store"] = default_home().resolve()  # the caller's store, not one in DIR
+        run_options["store"] = home  # the caller's store, not one in DIR
         output = output if output is None or str(output) == "-" else Path(output).resolve()
+    earlier = None
+    if resume is not None or rerun_from is not None:
+        from .resume import prepare
+
+        previous, earlier = prepare(home, str(path), resume, rerun_from, names)
+        run_options["resume"] = previous
+        if not params and earlier.params:
+            params = dict(earlier.params)  # the namespace the standing tasks' values were made in
+        if not targets and flow is None:
+            targets, flow = earlier.targets, earlier.flow
     transcript = Transcript(*echo_streams(output, log_output))
     run_id = uuid.uuid4().hex[:12]
     info = RunInfo(run_id, str(path), None if output is None else str(output), params, time.time(),
@@ -308,6 +326,7 @@ def run_notebook(
         path, cells, targets=targets, flow=flow, params=params, max_concurrency=max_concurrency,
         run_id=run_id, deadline=Deadline(timeout), transcript=transcript,
         shows_output=output is not None or log_output, run_options=run_options,
+        rerun_from=rerun_from, earlier_outputs=earlier.outputs if earlier is not None else {},
     )
     status = "failed"
     try:
@@ -325,13 +344,36 @@ def run_notebook(
         status = "interrupted"
         raise
     finally:
+        record = job.record
+        if record is not None and run_options.get("store", True) is not False:
+            _keep_for_resume(home, job, str(path), params, flow, targets)
         if output is not None:
             info.finished, info.status = time.time(), status
-            if job.record is not None:
-                info.snapshot = _snapshot(job.record)
-                info.extra["tasks"] = {name: state.value for name, state in job.record.states.items()}
+            if record is not None:
+                info.snapshot = _snapshot(record)
+                info.extra["tasks"] = {name: state.value for name, state in record.states.items()}
+                if earlier is not None:
+                    info.extra["resumed_from"] = earlier.run_id
+                    info.extra["reused"] = sorted(record.reused)
             nb = executed_notebook(data, cells, transcript, info, snapshot_cell=_orch_run_cell(cells, job))
             write_notebook(nb, output)
+
+
+def _keep_for_resume(home: Path, job: Any, path: str, params: dict[str, Any], flow: str | None,
+                     targets: list[str]) -> None:
+    """What a later ``--resume`` of this run needs: the task cells' values and outputs."""
+    from .resume import save_run
+
+    record = job.record
+    cells = job.transcript.task_cells
+    values = {n: v for n, v in record.results.items() if n in cells and record.states.get(n) is not None
+              and record.states[n].value == "succeeded"}
+    outputs = {n: job.transcript.cells[c].outputs for n, c in cells.items() if c in job.transcript.cells}
+    try:
+        save_run(home, record.id, notebook=path, params=params, flow=flow, targets=targets, values=values,
+                 outputs=outputs)
+    except OSError as err:  # a store folder that cannot be written: the run stands, --resume re-runs more
+        _warn(f"could not keep this run's values for --resume in {home}: {err.strerror or err}")
 
 
 @contextlib.contextmanager
