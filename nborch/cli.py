@@ -21,11 +21,14 @@ GRAPH_SUFFIXES = (".svg", ".png", ".mmd")
 EXIT_CODES = {0: "success", 1: "a task or a cell failed", 2: "bad usage, or an input that cannot be read",
               3: "timed out (--timeout)", 130: "interrupted (Ctrl-C, SIGINT)"}
 RUN_EPILOG = """\
-positional arguments: the first is the notebook to run. A second one ending in .ipynb (or -)
-is OUT, the executed notebook to write, when it does not exist yet or was written by an earlier
-run (nborch run or papermill); otherwise every .ipynb given is a notebook to run, in order (or
-side by side with --parallel), each written to --output-dir. With -o or --output-dir, every
-.ipynb given is a notebook to run. Other positionals are task names, as --tasks.
+positional arguments: the first is the notebook to run. Without -o and --output-dir, a second
+one ending in .ipynb (or -) is OUT, the executed notebook to write, when it does not exist yet
+or was written by an earlier run (nborch run or papermill); otherwise every .ipynb given is a
+notebook to run. With --output-dir, every .ipynb given is a notebook to run. Several notebooks
+run in order (side by side with --parallel), each in its own process with the same options,
+each written to --output-dir under its own name; a failed one does not stop the others unless
+--fail-fast. The exit status is then the first non-zero status in the order given. Other
+positionals are task names, as --tasks.
 
 exit status:
 """ + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items())
@@ -114,6 +117,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--help-notebook", action="store_true",
                      help="list the notebook's parameters (its 'parameters' cell) with their defaults; run nothing")
     run.add_argument("--max-concurrency", type=_positive, default=None, metavar="N")
+    run.add_argument("--output-dir", default=None, metavar="DIR",
+                     help="write each notebook's executed notebook to DIR under its own file name")
+    run.add_argument("--parallel", action="store_true", help="run several notebooks side by side (a process each)")
+    run.add_argument("--fail-fast", action="store_true",
+                     help="with several notebooks: stop at the first that fails (--parallel: interrupt the others)")
 
     graph = sub.add_parser(
         "graph", help="draw a notebook's task graph without running it",
@@ -175,6 +183,61 @@ def split_positionals(first: str, rest: list[str], *, output: str | None = None,
     return notebooks, out, targets
 
 
+def _output_dir(text: str) -> Path:
+    """``--output-dir DIR``, created when missing (its parent must exist)."""
+    from .notebook.headless import NotebookFailed
+
+    folder = Path(text)
+    if folder.exists() and not folder.is_dir():
+        raise NotebookFailed(f"--output-dir {text!r}: it is not a folder", 2)
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as err:
+        raise NotebookFailed(f"--output-dir {text!r}: cannot create it ({err.strerror or err})", 2) from None
+    return folder
+
+
+def _child_options(args: argparse.Namespace, params: dict[str, Any], targets: list[str]) -> list[str]:
+    """The options each notebook of several gets: the same as this run's, parameters merged."""
+    from .notebook.params import python_literal
+
+    opts: list[str] = []
+    for name, value in params.items():  # strings raw, so that they stay strings exactly
+        opts += ["-r", name, value] if isinstance(value, str) else ["-p", f"{name}={python_literal(value)}"]
+    if targets or args.tasks:
+        opts += ["--tasks", *targets, *args.tasks]
+    for flag, value in (("--flow", args.flow), ("--max-concurrency", args.max_concurrency),
+                        ("--timeout", args.timeout), ("--from", args.rerun_from)):
+        if value is not None:
+            opts += [flag, str(value)]
+    if args.cwd is not None:
+        opts += ["--cwd", str(Path(args.cwd).resolve())]
+    if args.resume is not None:
+        opts += ["--resume"] if args.resume == "last" else ["--resume", args.resume]
+    opts += [flag for flag, on in (("--force", args.force), ("--log-output", args.log_output)) if on]
+    return opts
+
+
+def _run_several(args: argparse.Namespace, notebooks: list[str], params: dict[str, Any], targets: list[str]) -> int:
+    from .notebook.batch import Job, output_paths, run_batch
+    from .notebook.headless import NotebookFailed
+
+    if args.output is not None:
+        raise NotebookFailed("-o names the executed notebook of one run; with several notebooks give "
+                             "--output-dir DIR", 2)
+    if args.resume not in (None, "last"):
+        raise NotebookFailed(f"--resume {args.resume}: a run id names one notebook's run; with several "
+                             "notebooks use --resume alone (each resumes its own last run)", 2)
+    try:
+        outputs = output_paths(notebooks, args.output_dir)
+    except ValueError as err:
+        raise NotebookFailed(str(err), 2) from None
+    if args.output_dir is not None:
+        _output_dir(args.output_dir)
+    jobs = [Job(nb, out) for nb, out in zip(notebooks, outputs, strict=True)]
+    return run_batch(jobs, _child_options(args, params, targets), parallel=args.parallel, fail_fast=args.fail_fast)
+
+
 def _check_notebook_output(text: str) -> None:
     """OUT (the executed notebook) is writable in principle: not a directory, in a folder that exists."""
     from .notebook.headless import NotebookFailed
@@ -217,10 +280,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.help_notebook:
         return cmd_help_notebook(args.notebook)
     params = _parameters(args)
-    notebooks, out, targets = split_positionals(args.notebook, args.targets, output=args.output)
+    notebooks, out, targets = split_positionals(args.notebook, args.targets, output=args.output,
+                                                output_dir=args.output_dir)
     if len(notebooks) > 1:
-        raise NotebookFailed("several notebooks in one nborch run are not supported yet", 2)
+        return _run_several(args, notebooks, params, targets)
     output = args.output if args.output is not None else out
+    if args.output_dir is not None:
+        if args.output is not None:
+            raise NotebookFailed("give -o OUT or --output-dir DIR, not both", 2)
+        output = str(_output_dir(args.output_dir) / Path(notebooks[0]).name)
     if output is not None:
         _check_notebook_output(output)
     try:
