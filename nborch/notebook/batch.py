@@ -83,9 +83,9 @@ def _side_by_side(jobs: list[Job], options: list[str], fail_fast: bool) -> None:
 
     def wait(job: Job, proc: subprocess.Popen[str]) -> None:
         job.out, job.err = proc.communicate()
-        job.code = proc.returncode
+        code = job.code = proc.returncode
         with lock:  # each notebook's output as one block, when it ends
-            sys.stderr.write(f"nborch: {job.notebook}: {_STATUS.get(job.code, 'exit status ' + str(job.code))}\n")
+            sys.stderr.write(f"nborch: {job.notebook}: {_STATUS.get(code, f'exit status {code}')}\n")
             sys.stderr.write(job.err)
             sys.stdout.write(job.out)
             sys.stdout.flush()
