@@ -82,6 +82,10 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
         return {key: f.result() for key, f in futures.items()}
 
 
+def nb_run_id(r: Result) -> str:
+    return read(r.cwd / "pipe.out.ipynb")["metadata"]["nborch"]["run_id"]
+
+
 def counts(nb: dict) -> list[int | None]:
     return [c["execution_count"] for c in code_cells(nb)]
 
@@ -263,6 +267,10 @@ def test_the_orch_run_cell_shows_the_runs_final_snapshot(results):
     (shown,) = cell["outputs"]
     assert shown["output_type"] == "display_data"
     assert text(shown["data"]["text/plain"]).startswith(f"run {run_id} succeeded")
+    html = text(shown["data"]["text/html"])  # the final graph and table, static: no widget, no script
+    assert run_id in html and "numbers" in html and "caption" in html and "<script" not in html
+    if shutil.which("dot"):
+        assert "data:image/svg+xml" in html or "<svg" in html  # the graph is drawn
     assert outputs(by_source(nb, "%%task total")) == [("stdout", "summing 4 numbers\n"), ("execute_result", "14")]
     assert outputs(by_source(nb, 'summary = f"')) == [("stdout", "RESULT total=14 label=base\n")]
     # in document order, as Run All numbers them (the graph ran after the cells that do not read tasks)
@@ -283,6 +291,7 @@ def test_nbconvert_renders_the_executed_notebook_to_html(results, tmp_path):
     assert proc.returncode == 0, proc.stderr
     html = (tmp_path / "pipe.html").read_text()
     assert "summing 4 numbers" in html and "RESULT total=14 label=base" in html
+    assert nb_run_id(r) in html  # the run's snapshot is in the page
 
 
 # -- writing atomically -------------------------------------------------------------------------------

@@ -412,7 +412,7 @@ def _snapshot(record: Any) -> dict[str, Any]:
     """The run's final graph and table as a static mime bundle (HTML when the display can draw it)."""
     text = f"{record.summary()}\n\n{record.report()}"
     try:
-        from ..display.snapshot import run_snapshot_html  # type: ignore[import-not-found,unused-ignore]
+        from ..display.snapshot import run_snapshot_html
     except ImportError:
         return {"text/plain": text}
     try:
