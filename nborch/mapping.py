@@ -198,7 +198,8 @@ class MapTask(Task):
         self.args = tuple(waits_for)
         self.kwargs = {}
         self.options = mapped.options
-        self.own_name = mapped.name is not None
+        self.own_name = False  # named after its function (or @task(name=...)), numbered like its calls
+        self.node_name = None
         self.seq = mapped.seq
         self.info = _NO_INFO
         self._after = mapped._after
@@ -231,7 +232,7 @@ def item_tasks(mapped: Mapped, resolved: list[tuple[str, list[Any]]], fixed: dic
         kwargs = {**fixed, **{names[i]: row[i] for i in range(len(names)) if i not in positional}}
         task = new(Task)  # built without Task.__init__: the options and checks are the map's
         task.fn, task.args, task.kwargs, task.options = fn, args, kwargs, options
-        task.own_name, task.seq, task.info, task._after = False, next(seq), info, ()
+        task.own_name, task.node_name, task.seq, task.info, task._after = False, None, next(seq), info, ()
         params = {**dict(zip(open_params, args, strict=False)), **{k: v for k, v in kwargs.items() if k not in fixed}}
         out.append((task, params))
     return out

@@ -157,6 +157,7 @@ class Run:
         self.attempt_records: list[dict[str, Any]] = []
         self.reasons: dict[str, str] = {}  # an incremental run: why each task ran or was reused
         self.stopped: bool | None = None  # the run itself was cancelled (None: not known)
+        self.recorded_params: dict[str, dict[str, Any]] = {}  # a loaded run: each item's parameters
         # The per-task tables are built on first use from the engine's records (``invs``),
         # so a 100,000-task run does not pay for tables nobody reads.
         self._invs = invs or {}
@@ -276,14 +277,32 @@ class Run:
             if not task.startswith(prefix) or not task[len(prefix):].isdigit():
                 continue
             inv = self._invs.get(task)
-            item = getattr(getattr(inv, "spec", None), "item", None)
+            spec = getattr(inv, "spec", None)
+            item = getattr(spec, "item", None)
+            params = self._item_params(spec, item[2]) if item else self.recorded_params.get(task, {})
             rows.append(ItemRow(
-                task=task, index=int(task[len(prefix):]), params=dict(item[2]) if item else {},
+                task=task, index=int(task[len(prefix):]), params=params,
                 state=state, value=self.results.get(task), duration=self.durations.get(task),
                 attempts=self.attempts.get(task, 0), error=self.errors.get(task),
             ))
         rows.sort(key=lambda r: r.index)
         return rows
+
+    def item_params(self) -> dict[str, dict[str, Any]]:
+        """Each item's mapped parameters, as its body got them (what the store keeps)."""
+        out = dict(self.recorded_params)
+        for name, inv in self._invs.items():
+            spec = getattr(inv, "spec", None)
+            item = getattr(spec, "item", None)
+            if item:
+                out[name] = self._item_params(spec, item[2])
+        return out
+
+    def _item_params(self, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
+        """An item's mapped parameters as its body got them: a parameter zipped from another
+        map's item (``clean.map(fetch.map(urls))``) is that item's value, not its task."""
+        ups = {id(u.task): u.name for u in getattr(spec, "up", ())}
+        return {k: self.results.get(ups[id(v)]) if id(v) in ups else v for k, v in params.items()}
 
     def counts(self) -> dict[TaskState, int]:
         """How many tasks ended in each state."""

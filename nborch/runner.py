@@ -330,25 +330,56 @@ def resume_plan(store: Any, graph: Graph, run_id: str | Run, cache: Any) -> dict
     ``run_id`` may be the ``Run`` record itself (a front end that keeps more values than the
     store, or wants a task to run again, hands it in with its ``results`` and ``states``).
 
-    Everything that did not succeed runs again, and so does any succeeded task whose value a
-    re-run task needs but which was not stored (only ``cache=True`` values are stored). A
-    succeeded task that nothing re-run needs stands as it was, without a value when none was
-    stored (``stored`` False): it is reported as reused, and no value is made up for it.
+    Everything that did not succeed runs again, with everything downstream of it (a task that
+    succeeded under ``all_done`` despite a failed upstream runs again once that upstream has),
+    and so does any succeeded task whose value a re-run task needs but which was not stored
+    (values are stored by ``cache=True``, and a run that did not succeed keeps the rest it can
+    pickle, see ``store.sqlite.keep_for_resume``). A succeeded task that nothing re-run needs
+    stands as it was, without a value when none was stored (``stored`` False): it is reported
+    as reused, and no value is made up for it.
+
+    The items of a mapped node (``name:i``) are planned one by one: a re-run map expands again,
+    and its items that succeeded stand (their presets are taken when the item is made), so one
+    failed item of thousands runs alone. An item also depends on its map's concrete sources:
+    if one of those runs again, so do all the items.
     """
+    from .mapping import MapTask
     from .store import load_run
 
     previous = run_id if isinstance(run_id, Run) else load_run(run_id, store)
-    succeeded = {n for n, s in previous.states.items() if s is TaskState.SUCCEEDED and n in graph.specs}
+    maps = {n for n, spec in graph.specs.items() if type(spec.task) is MapTask}
+
+    def known(name: str) -> bool:
+        return name in graph.specs or name.rpartition(":")[0] in maps
+
+    ups: dict[str, list[str]] = {n: [u.name for u in spec.up] for n, spec in graph.specs.items()}
+    for name in previous.states:
+        if name not in graph.specs and known(name):
+            base = name.rpartition(":")[0]
+            sources = [u.name for u in graph.specs[base].up]  # the map's concrete sources
+            ups[name] = [u for u in previous.upstreams.get(name, ()) if known(u)] + sources
+            ups[base].append(name)  # the map's value is its items' values
+    succeeded = {n for n, s in previous.states.items() if s is TaskState.SUCCEEDED and known(n)}
     stored = {n: (previous.results[n], previous.cache_keys.get(n)) for n in succeeded if n in previous.results}
-    rerun = {n for n in graph.specs if n not in succeeded}
+    rerun = {n for n in ups if n not in succeeded}
+    down: dict[str, list[str]] = {}
+    for name, its_ups in ups.items():
+        for up in its_ups:
+            down.setdefault(up, []).append(name)
     frontier = list(rerun)
-    while frontier:
-        for up in graph.specs[frontier.pop()].up:
-            if up.name in succeeded and up.name not in stored and up.name not in rerun:
-                rerun.add(up.name)
-                frontier.append(up.name)
+    while frontier:  # what depends on a re-run task runs again
+        for d in down.get(frontier.pop(), ()):
+            if d not in rerun:
+                rerun.add(d)
+                frontier.append(d)
+    frontier = list(rerun)
+    while frontier:  # what a re-run task needs and cannot be read back runs again
+        for up in ups.get(frontier.pop(), ()):
+            if up in succeeded and up not in stored and up not in rerun:
+                rerun.add(up)
+                frontier.append(up)
     return {
-        n: (*stored[n], True, True) if n in stored else (None, None, False, False)
+        n: (*stored[n], True, stored[n][1] is not None) if n in stored else (None, None, False, False)
         for n in succeeded if n not in rerun
     }
 
