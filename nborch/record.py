@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -10,7 +12,20 @@ from typing import Any
 from .errors import safe_str
 from .state import TaskState
 
-__all__ = ["ErrorRecord", "ItemRow", "ItemRows", "Run", "error_line"]
+__all__ = ["ErrorRecord", "ItemRow", "ItemRows", "Run", "error_line", "set_html_renderer"]
+
+log = logging.getLogger("nborch")
+
+# How a Run draws itself in a notebook (graph, table, errors): set by the display layer when it
+# is imported (nborch.display.snapshot); the core never imports a front end. None: a plain table.
+_html_renderer: Callable[[Run], str] | None = None
+
+
+def set_html_renderer(renderer: Callable[[Run], str] | None) -> None:
+    """Make ``Run._repr_html_`` return ``renderer(run)`` (None: back to the plain table). A
+    renderer that raises is logged, and the plain table is shown."""
+    global _html_renderer
+    _html_renderer = renderer
 
 
 class ErrorRecord(Exception):
@@ -360,6 +375,16 @@ class Run:
         return f"<Run {self.id} {self.status}: {len(self.states)} tasks>"
 
     def _repr_html_(self) -> str:
+        renderer = _html_renderer
+        if renderer is not None:
+            try:
+                return renderer(self)
+            except Exception:  # a front end must never hide the record
+                log.exception("drawing run %s failed; showing its table", self.id)
+        return self._table_html()
+
+    def _table_html(self) -> str:
+        """The run as a plain HTML table (no graph): what a notebook shows without nborch.display."""
         esc = html.escape
         colors = {
             TaskState.SUCCEEDED: "#2e7d32", TaskState.FAILED: "#c62828",
