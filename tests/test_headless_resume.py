@@ -128,3 +128,18 @@ def test_force_ignores_the_disk_cache_and_tasks_selects_targets(tmp_path):
     assert ran(tmp_path) == ["after"]  # slow came from the cache; other is not a target
     assert nborch("run", nb, "--tasks", "after", "--force", cwd=tmp_path).code == 0
     assert ran(tmp_path) == ["after", "slow"]
+
+
+def test_only_the_newest_runs_of_a_notebook_keep_their_values(tmp_path):
+    from nborch.notebook import resume
+
+    folder = tmp_path / resume.FOLDER
+    for i in range(resume.KEEP + 3):
+        resume.save_run(tmp_path, f"run{i}", notebook=str(tmp_path / "a.ipynb"), params={}, flow=None,
+                        targets=[], values={"t": i}, outputs={})
+    resume.save_run(tmp_path, "other", notebook=str(tmp_path / "b.ipynb"), params={}, flow=None,
+                    targets=[], values={}, outputs={})
+    kept = sorted(p.stem for p in folder.glob("*.json"))
+    assert len([k for k in kept if k.startswith("run")]) == resume.KEEP and "other" in kept
+    assert sorted(p.stem for p in folder.glob("*.pkl")) == kept
+    assert resume.last_run_of(tmp_path, str(tmp_path / "a.ipynb")) == f"run{resume.KEEP + 2}"

@@ -10,7 +10,7 @@ did not succeed (or ``--from TASK`` and its downstream), feeds the others' value
 writes a complete executed notebook with the earlier outputs of the tasks that stand.
 
 Deleting ``<store>/headless/`` is safe: ``--resume`` then re-runs the tasks whose values it
-needs and lacks.
+needs and lacks. The newest ``KEEP`` (5) runs of each notebook file are kept.
 """
 
 from __future__ import annotations
@@ -63,6 +63,30 @@ def save_run(home: Path, run_id: str, *, notebook: str, params: dict[str, Any], 
     meta = {"run_id": run_id, "notebook": str(Path(notebook).resolve()), "flow": flow, "targets": targets,
             "saved": time.time(), "outputs": outputs}
     _write(folder / f"{run_id}.json", json.dumps(meta).encode())
+    prune(folder, meta["notebook"])
+
+
+KEEP = 5  # headless runs kept per notebook file for --resume / --from; older ones are removed
+
+
+def prune(folder: Path, notebook: str, keep: int = KEEP) -> None:
+    """Keep the newest ``keep`` runs of ``notebook`` only: a notebook run on a schedule must not
+    fill the disk with the values of every run it ever made."""
+    runs: list[tuple[float, Path]] = []
+    for path in folder.glob("*.json"):
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("notebook") == notebook:
+            runs.append((float(meta.get("saved") or 0.0), path))
+    runs.sort(reverse=True)
+    for _, path in runs[keep:]:
+        for old in (path, path.with_suffix(".pkl")):
+            try:
+                old.unlink()
+            except OSError:
+                pass
 
 
 def last_run_of(home: Path, notebook: str) -> str | None:
