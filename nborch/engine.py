@@ -184,7 +184,8 @@ class Engine(Offload):
                 value, error = inv.value, None
             else:
                 value = None
-                error = inv.error if state is FAILED or state is RETRYING or state is SKIPPED else None
+                error = inv.error if (state is FAILED or state is RETRYING or state is SKIPPED
+                                      or inv.mapping is not None) else None  # a map: its first failed item's
             parent = inv.parent
             self.publish(
                 _new_event(TaskEvent, (  # TaskEvent(...) without its Python-level __new__: 2x faster
@@ -301,14 +302,14 @@ class Engine(Offload):
         if self.gc_was_enabled:
             gc.enable()
         try:
-            for name in self.preset:  # decided, all of them, before any settles and starts its downstream
-                self.invs[name].call = AS_BOUND
-            for name, (value, key, has_value, cached) in self.preset.items():  # an earlier run's success
-                inv = self.invs[name]
+            presets = [(self.invs[n], p) for n, p in self.preset.items() if n in self.invs]  # items: at expansion
+            for inv, _ in presets:  # decided, all of them, before any settles and starts its downstream
+                inv.call = AS_BOUND
+            for inv, (value, key, has_value, cached) in presets:  # an earlier run's success
                 inv.reused = True
                 if has_value:  # a value stored (resume) or remembered (reuse): it feeds the downstream
                     inv.value, inv.cache_key, inv.cached = value, key, cached
-                    self.results[name] = value
+                    self.results[inv.name] = value
                 self.settle(inv, SUCCEEDED)
             for inv in invs:  # no upstream, or `always` (Airflow: runs before any upstream settles)
                 if (inv.n_up == 0 or inv.rule == "always") and inv.state is PENDING and inv.call is None:

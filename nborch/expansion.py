@@ -8,13 +8,15 @@ upstream), and expands at once the maps that zip this one item by item, so items
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
+from .executors import Remote, has_remote, materialize
 from .graph import Spec
 from .invocation import AS_BOUND, CANCELLED, DECIDED, FAILED, PENDING, RUNNING, SUCCEEDED, UPSTREAM_FAILED
 from .mapping import MapError, Mapped, as_items, item_tasks
 from .state import RUN, decide
-from .task import fn_name
+from .task import Node, fn_name
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -26,11 +28,12 @@ __all__ = ["Expansions", "MapWait"]
 class MapWait:
     """What a mapped placeholder waits for before it expands."""
 
-    __slots__ = ("maps", "ready")
+    __slots__ = ("maps", "ready", "split")
 
     def __init__(self) -> None:
         self.maps = 0  # the maps it zips item by item that have not expanded yet
         self.ready = False  # its other inputs (dynamic sources, fixed nodes) have succeeded
+        self.split: dict[str, list[Any]] | None = None  # remote sources' items, made on their cluster
 
 
 class Expansions:
@@ -56,6 +59,55 @@ class Expansions:
         inv.call = DECIDED
         wait = inv.mapping
         assert wait is not None
+        remote = self.remote_sources(inv)
+        if remote:  # a source left on a cluster: split it there first (only its length comes here)
+            inv.job = self.engine.loop.create_task(self.split(inv, remote))  # type: ignore[union-attr]
+            return
+        wait.ready = True
+        if wait.maps == 0:
+            self.expand(inv)
+
+    def remote_sources(self, inv: Inv) -> dict[str, Remote]:
+        """The dynamic sources whose value is still on a cluster (a ``Remote``), by parameter."""
+        mapped: Mapped = inv.spec.task.mapped  # type: ignore[attr-defined]
+        out = {}
+        for name, src in mapped.sources:
+            if isinstance(src, Node) and not (mapped.mode == "zip" and isinstance(src, Mapped)):
+                value = self.engine.value_of(src)
+                if has_remote(value):
+                    out[name] = value
+        return out
+
+    async def split(self, inv: Inv, remote: dict[str, Any]) -> None:
+        """Turn each remote source into its items: on an executor that can (Dask), one remote
+        handle per element made on the cluster, so the items' tasks take their element worker
+        to worker; elsewhere the value is fetched. Then expand as usual."""
+        engine = self.engine
+        wait = inv.mapping
+        assert wait is not None
+        try:
+            split: dict[str, list[Any]] = {}
+            mapped: Mapped = inv.spec.task.mapped  # type: ignore[attr-defined]
+            who = f"{fn_name(mapped.fn)}.{'map' if mapped.mode == 'zip' else 'product'}() ({inv.name!r})"
+            for name, value in remote.items():
+                what = f"{_label(name)} (the value of {value.task!r})" if isinstance(value, Remote) else _label(name)
+                parts = await value.executor.split(value, who, what) if isinstance(value, Remote) else None
+                split[name] = parts if parts is not None else await materialize(value)
+        except asyncio.CancelledError:
+            inv.job = None
+            if not inv.state.is_final:
+                engine.settle(inv, CANCELLED)
+            return
+        except Exception as exc:  # the cluster could not say: the placeholder fails with it
+            inv.job = None
+            if not inv.state.is_final:
+                engine.fail(inv, exc)
+                self.abandon_consumers(inv)
+            return
+        inv.job = None
+        if inv.state is not PENDING:
+            return
+        wait.split = split
         wait.ready = True
         if wait.maps == 0:
             self.expand(inv)
@@ -74,12 +126,12 @@ class Expansions:
             resolved = self.inputs(inv, mapped, who)
             fixed = {k: engine.resolve(v) for k, v in mapped.fixed.items()}
             pairs = item_tasks(mapped, resolved, fixed)
+            specs = self.item_specs(inv, mapped, pairs)
         except Exception as exc:
             inv.state = PENDING  # settle from here: a failed expansion is the placeholder's failure
             engine.fail(inv, exc)
             self.abandon_consumers(inv)
             return
-        specs = self.item_specs(inv, mapped, pairs)
         self.rewire(inv, specs)
         new = engine.add_specs(specs, inv.parent)
         inv.map_left = len(new)
@@ -105,15 +157,17 @@ class Expansions:
         engine = self.engine
         graph = engine.graph
         out = []
+        split = inv.mapping.split if inv.mapping is not None else None
         for name, src in mapped.sources:
-            if isinstance(src, list):
+            if split and name in split:  # a remote source, split on its cluster
+                out.append((name, as_items(split[name], who, repr(name))))
+            elif isinstance(src, list):
                 out.append((name, src))
             elif mapped.mode == "zip" and isinstance(src, Mapped):
                 names = graph.items[graph.by_task[id(src)].name]
                 out.append((name, [graph.specs[n].task for n in names]))
             else:
-                label = f"iterable {int(name[1:]) + 1}" if name.startswith("#") else repr(name)
-                out.append((name, as_items(engine.value_of(src), who, f"{label} (the value of {src!r})")))
+                out.append((name, as_items(engine.value_of(src), who, f"{_label(name)} (the value of {src!r})")))
         return out
 
     def item_specs(self, inv: Inv, mapped: Mapped, pairs: list[tuple[Any, dict[str, Any]]]) -> list[Spec]:
@@ -130,12 +184,15 @@ class Expansions:
         by_task = graph.by_task
         elementwise = mapped.mode == "zip" and any(isinstance(s, Mapped) for _, s in mapped.sources)
         specs = []
+        names = [f"{placeholder.name}:{i}" for i in range(len(pairs))]
+        clash = next((n for n in names if n in taken), None)
+        if clash is not None:  # checked before any name is taken: nothing to give back
+            raise MapError(f"item {clash!r} of {placeholder.name!r} would clash with a task of that name "
+                           "(items are named NAME:i); rename that task")
+        taken.update(names)
         for i, (task, params) in enumerate(pairs):
             spec = Spec(task, None, placeholder.parent)
-            name = spec.name = spec.base = f"{placeholder.name}:{i}"
-            if name in taken:
-                raise MapError(f"item {name!r} would clash with a task of that name; rename that task")
-            taken.add(name)
+            name = spec.name = spec.base = names[i]
             spec.item = (placeholder.name, i, params)
             spec.wants_context, spec.wants_state = wants_context, wants_state
             if placeholder.groups:
@@ -226,7 +283,11 @@ class Expansions:
         except Exception:  # never break a run over a key: the item just runs
             key = None
         plan.keys[item.name] = key
-        last = memory.succeeded.get(item.name) if memory.reuses else None
+        last = None
+        if memory.reuses and key is not None:
+            last = memory.succeeded.get(item.name)
+            if last is None or last.key.digest != key.digest:  # moved: an element added before it
+                last = memory.items.get(item.name.rpartition(":")[0], {}).get(key.digest)
         if (key is None or last is None or last.key.digest != key.digest or not spec.task.options.reuse
                 or spec.wants_state or any(u.name not in plan.reused for u in spec.up)):
             return None
@@ -256,7 +317,8 @@ class Expansions:
         mapped = inv.spec.task.mapped  # type: ignore[attr-defined]
         value = engine.graph.value(mapped, engine.results)
         inv.value = value
-        engine.results[inv.name] = value
+        if inv.map_state is SUCCEEDED:  # a failed map has no value (a reduce reads its items')
+            engine.results[inv.name] = value
         engine.settle(inv, inv.map_state)
 
     def abandon_consumers(self, inv: Inv) -> None:
@@ -267,3 +329,7 @@ class Expansions:
                 self.engine.settle(consumer, UPSTREAM_FAILED)
                 self.abandon_consumers(consumer)
 
+
+def _label(name: str) -> str:
+    """A mapped source as a message names it: ``iterable 2`` (positional) or ``'url'``."""
+    return f"iterable {int(name[1:]) + 1}" if name.startswith("#") else repr(name)

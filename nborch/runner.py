@@ -27,7 +27,7 @@ from typing import Any
 from . import capture
 from .clock import SystemClock, wall_time
 from .engine import Engine, current_frame, is_loop_thread
-from .errors import DefinitionError, NborchError, did_you_mean
+from .errors import DefinitionError, NborchError, RunTimeoutError, did_you_mean
 from .eventbus import EventBus
 from .executors import child_call_error, remote_task
 from .graph import Graph, build_graph
@@ -39,7 +39,7 @@ __all__ = ["cancelled", "last_run", "register_display", "register_wait_hook", "r
 
 RUN_OPTIONS = (
     "max_concurrency", "state", "on_event", "clock", "display", "run_id", "capture",
-    "store", "force", "resume", "name", "executor", "durable", "reuse",
+    "store", "force", "resume", "name", "executor", "durable", "reuse", "timeout",
 )
 
 DisplayFactory = Callable[["RunHandle"], Any]
@@ -130,6 +130,10 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     mc = options.get("max_concurrency")
     if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
         raise DefinitionError(f"max_concurrency= expects an integer >= 1 or None, got {mc!r}")
+    timeout = options.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                or not timeout > 0):
+        raise DefinitionError(f"timeout= expects a number of seconds > 0 or None, got {timeout!r}")
     if options.get("executor") is not None:
         from .executors import check_executor
 
@@ -184,6 +188,8 @@ async def run_async(node: Any, **options: Any) -> Run:
 
     Bad workflows raise ``DefinitionError`` before anything runs. Cancelling the awaiting
     coroutine cancels the run (every task settles first) and re-raises ``CancelledError``.
+    ``timeout=S``: when the run has lasted S seconds it is cancelled the same way, then
+    ``RunTimeoutError`` is raised with the record as ``.run``.
     """
     node = as_node(node)
     check_options(options)
@@ -245,9 +251,14 @@ async def run_async(node: Any, **options: Any) -> Run:
     if capturing:
         capture.install()
     started = wall_time()
+    deadline = asyncio.timeout(options.get("timeout"))  # the whole run's; cancels it as an interrupt does
     try:
         with _wake_on_sigint(handle.loop):
-            await engine.execute()
+            async with deadline:
+                await engine.execute()
+    except TimeoutError:
+        if not deadline.expired():  # a TimeoutError of the run's own, not its deadline
+            raise
     finally:
         if engine.remotes:  # values left on a cluster come back once, in one batch, for the record
             try:
@@ -269,6 +280,8 @@ async def run_async(node: Any, **options: Any) -> Run:
                     close(record)
                 except Exception:  # a display must never break a run
                     log.exception("display %r failed to close", d)
+    if deadline.expired():
+        raise RunTimeoutError(record, options["timeout"])
     return record
 
 
@@ -312,28 +325,61 @@ def _open_recorder(handle: RunHandle, graph: Graph, node: Node, options: dict[st
     return recorder, cache, preset
 
 
-def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, Preset]:
+def resume_plan(store: Any, graph: Graph, run_id: str | Run, cache: Any) -> dict[str, Preset]:
     """Tasks of ``run_id`` that need not run again: name -> (value, cache key, stored, stored).
+    ``run_id`` may be the ``Run`` record itself (a front end that keeps more values than the
+    store, or wants a task to run again, hands it in with its ``results`` and ``states``).
 
-    Everything that did not succeed runs again, and so does any succeeded task whose value a
-    re-run task needs but which was not stored (only ``cache=True`` values are stored). A
-    succeeded task that nothing re-run needs stands as it was, without a value when none was
-    stored (``stored`` False): it is reported as reused, and no value is made up for it.
+    Everything that did not succeed runs again, with everything downstream of it (a task that
+    succeeded under ``all_done`` despite a failed upstream runs again once that upstream has),
+    and so does any succeeded task whose value a re-run task needs but which was not stored
+    (values are stored by ``cache=True``, and a run that did not succeed keeps the rest it can
+    pickle, see ``store.sqlite.keep_for_resume``). A succeeded task that nothing re-run needs
+    stands as it was, without a value when none was stored (``stored`` False): it is reported
+    as reused, and no value is made up for it.
+
+    The items of a mapped node (``name:i``) are planned one by one: a re-run map expands again,
+    and its items that succeeded stand (their presets are taken when the item is made), so one
+    failed item of thousands runs alone. An item also depends on its map's concrete sources:
+    if one of those runs again, so do all the items.
     """
+    from .mapping import MapTask
     from .store import load_run
 
-    previous = load_run(run_id, store)
-    succeeded = {n for n, s in previous.states.items() if s is TaskState.SUCCEEDED and n in graph.specs}
+    previous = run_id if isinstance(run_id, Run) else load_run(run_id, store)
+    maps = {n for n, spec in graph.specs.items() if type(spec.task) is MapTask}
+
+    def known(name: str) -> bool:
+        return name in graph.specs or name.rpartition(":")[0] in maps
+
+    ups: dict[str, list[str]] = {n: [u.name for u in spec.up] for n, spec in graph.specs.items()}
+    for name in previous.states:
+        if name not in graph.specs and known(name):
+            base = name.rpartition(":")[0]
+            sources = [u.name for u in graph.specs[base].up]  # the map's concrete sources
+            ups[name] = [u for u in previous.upstreams.get(name, ()) if known(u)] + sources
+            ups[base].append(name)  # the map's value is its items' values
+    succeeded = {n for n, s in previous.states.items() if s is TaskState.SUCCEEDED and known(n)}
     stored = {n: (previous.results[n], previous.cache_keys.get(n)) for n in succeeded if n in previous.results}
-    rerun = {n for n in graph.specs if n not in succeeded}
+    rerun = {n for n in ups if n not in succeeded}
+    down: dict[str, list[str]] = {}
+    for name, its_ups in ups.items():
+        for up in its_ups:
+            down.setdefault(up, []).append(name)
     frontier = list(rerun)
-    while frontier:
-        for up in graph.specs[frontier.pop()].up:
-            if up.name in succeeded and up.name not in stored and up.name not in rerun:
-                rerun.add(up.name)
-                frontier.append(up.name)
+    while frontier:  # what depends on a re-run task runs again
+        for d in down.get(frontier.pop(), ()):
+            if d not in rerun:
+                rerun.add(d)
+                frontier.append(d)
+    frontier = list(rerun)
+    while frontier:  # what a re-run task needs and cannot be read back runs again
+        for up in ups.get(frontier.pop(), ()):
+            if up in succeeded and up not in stored and up not in rerun:
+                rerun.add(up)
+                frontier.append(up)
     return {
-        n: (*stored[n], True, True) if n in stored else (None, None, False, False)
+        n: (*stored[n], True, stored[n][1] is not None) if n in stored else (None, None, False, False)
         for n in succeeded if n not in rerun
     }
 

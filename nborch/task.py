@@ -338,7 +338,7 @@ class Task(Node, Generic[R_co]):
     task runs, and running this task runs them first.
     """
 
-    __slots__ = ("fn", "args", "kwargs", "options", "seq", "info", "own_name")
+    __slots__ = ("fn", "args", "kwargs", "options", "seq", "info", "own_name", "node_name")
 
     @overload
     def __init__(self, fn: TaskFunction[..., R_co], /, *args: Any, **keywords: Any) -> None: ...
@@ -351,20 +351,36 @@ class Task(Node, Generic[R_co]):
         base: TaskOptions | None = None
         if isinstance(fn, TaskFunction):
             base, fn = fn.options, fn.fn
-        _check_callable(fn, "Task()")
-        option_kw = {k: keywords.pop(k) for k in list(keywords) if k in OPTION_NAMES}
-        kwargs = keywords.pop("kwargs", None) or _NO_KWARGS
+        try:  # a function seen before was checked then: the common case costs one lookup
+            info = _info_cache[fn]
+        except (KeyError, TypeError):
+            info = None
+        if info is None or info.generator:
+            _check_callable(fn, "Task()")
+            info = fn_info(fn)
         if keywords:
-            kwargs = {**kwargs, **keywords}
+            option_kw = {k: keywords.pop(k) for k in list(keywords) if k in OPTION_NAMES}
+            kwargs = keywords.pop("kwargs", None) or _NO_KWARGS
+            if keywords:
+                kwargs = {**kwargs, **keywords}
+        else:
+            option_kw, kwargs = _NO_KWARGS, _NO_KWARGS
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.options = make_options(base, **option_kw) if option_kw else (base or _DEFAULTS)
         # A name given to this node must be unique in its run; a task function's name
         # (@task(name=...)) names every call of it, numbered like an unnamed function's.
-        self.own_name = option_kw.get("name") is not None
+        name = option_kw.get("name")
+        if name is not None and len(option_kw) == 1:  # only a name: the options stay shared
+            if not isinstance(name, str) or not name:
+                raise DefinitionError(f"task {name!r}: name= expects a non-empty string, got {name!r}")
+            self.options = base or _DEFAULTS
+        else:
+            self.options = make_options(base, **option_kw) if option_kw else (base or _DEFAULTS)
+        self.node_name = name
+        self.own_name = name is not None
         self.seq = next(_sequence)
-        self.info = fn_info(fn)
+        self.info = info
         self._after = ()
         if option_kw and self.options.limit_by:
             check_for(fn, self.options, self.info)
@@ -379,19 +395,19 @@ class Task(Node, Generic[R_co]):
     @property
     def name(self) -> str | None:  # type: ignore[override]
         """The explicit name, or None when the run derives one from the function."""
-        return self.options.name
+        return self.node_name if self.node_name is not None else self.options.name
 
     @property
     def base_name(self) -> str:
         """The explicit name, else the function's name."""
-        return self.options.name or fn_name(self.fn)
+        return self.name or fn_name(self.fn)
 
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         call = f"{fn_name(self.fn)}({', '.join(parts)})"
         if len(call) > 80:
             call = call[:77] + "...)"
-        named = f", name={self.options.name!r}" if self.options.name else ""
+        named = f", name={self.name!r}" if self.name else ""
         return f"<Task {call}{named}>"
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
