@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from ..task import Node
 
 __all__ = [
-    "GRAPHVIZ_HINT", "PACKAGE_HINT", "esc", "graph_alt", "graphviz_hint", "header_html", "node_html", "model_list_html", "progress_html",
-    "state_badge", "task_bars_html", "task_list_html", "task_table_html", "zoom_css", "zoomable",
+    "GRAPHVIZ_HINT", "PACKAGE_HINT", "esc", "graph_alt", "graphviz_hint", "header_html", "map_duration",
+    "node_html", "model_list_html", "progress_html", "state_badge", "task_bars_html", "task_list_html", "task_table_html", "zoom_css", "zoomable",
 ]
 
 S = TaskState
@@ -256,7 +256,7 @@ def map_bar_html(counts: Mapping[TaskState, int], width: str = "8em") -> str:
             f"line-height:0'>{segs}</span>")
 
 
-def _map_duration(st: TaskStatus, now: float | None) -> str:
+def map_duration(st: TaskStatus, now: float | None) -> str:
     """A mapped node's time: from its expansion to its last item's end (its placeholder makes no
     attempt, so it has no duration of its own), or so far."""
     if st.state.is_final and st.duration is None and st.started is not None and st.ended is not None:
@@ -289,7 +289,7 @@ def _map_rows(view: RunView, name: str, now: float | None, tracebacks: bool, fol
         f"<td style='text-align:left;white-space:nowrap'>{state_badge(state)}"
         + (f" {map_bar_html(counts)} <span class='nborch-map-counts'>{esc(map_note(counts))}</span>"
            if items else "")
-        + f"</td><td>-</td><td class='nborch-duration'>{esc(_map_duration(st, now))}</td>"
+        + f"</td><td>-</td><td class='nborch-duration'>{esc(map_duration(st, now))}</td>"
         f"<td style='text-align:left'>{error}</td><td></td></tr>"
     )
     if not items:

@@ -42,6 +42,7 @@ from .html import (
     esc,
     graph_alt,
     header_html,
+    map_duration,
     model_list_html,
     progress_html,
     task_bars_html,
@@ -50,7 +51,7 @@ from .html import (
     zoom_checkbox,
     zoomable,
 )
-from .state import RunView
+from .state import RunView, map_note
 
 __all__ = [
     "SNAPSHOT_CLOSE", "SNAPSHOT_OPEN", "drawn_live", "new_scope", "run_snapshot_html", "snapshot_html",
@@ -127,16 +128,25 @@ def snapshot_text(view: RunView, *, limit: int = 60) -> str:
     took = f" in {_fmt_seconds(view.duration)}" if view.duration is not None else ""
     lines = [f"nborch run {view.run_id} {view.status}{took}: {counts}"]
     rows = [("task", "state", "attempts", "duration", "error")]
-    for name in itertools.islice(view.states, limit):
+    items = view.item_names() if view.maps else frozenset()
+    # a mapped node in one row (its items' counts), then its items that did not succeed
+    shown = (n for n in view.states if n not in items or view.states[n] is not TaskState.SUCCEEDED)
+    names = list(itertools.islice(shown, limit + 1))
+    for name in names[:limit]:
         st = view.task(name)
+        if name in view.mapped:
+            size = len(view.maps.get(name, ()))
+            rows.append((f"{name} (map, {size} items)", map_note(view.map_counts(name)), "-",
+                         map_duration(st, None), st.error))
+            continue
         mark = st.mark
-        rows.append((st.name, st.state.value + (f" ({mark})" if mark else ""), str(st.attempts or "-"),
-                     _fmt_seconds(st.duration), st.error))
+        rows.append(("  " + st.name if name in items else st.name, st.state.value + (f" ({mark})" if mark else ""),
+                     str(st.attempts or "-"), _fmt_seconds(st.duration), st.error))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         lines.append(("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]).rstrip())
-    if len(view.states) > limit:
-        lines.append(f"… {len(view.states) - limit} more tasks")
+    if len(names) > limit:
+        lines.append(f"… {len(names) - limit + sum(1 for _ in shown)} more tasks")
     return "\n".join(lines)
 
 

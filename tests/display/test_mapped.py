@@ -288,3 +288,19 @@ def test_a_node_s_graph_shows_a_map_and_how_many_items_it_will_have():
     assert texts[map_id("fetch[2]")] == ["fetch[2]", "map"]
     drawn = ET.fromstring(digraph.pipe(format="svg", encoding="utf-8"))
     assert [t.text for t in nodes(drawn)[map_id("fetch")].iter(f"{SVG}text")] == ["fetch", "map · 30 items"]
+
+
+def test_the_text_form_of_a_snapshot_folds_a_map_s_items():
+    """``text/plain`` (front ends without HTML, nbval): the map in one row with its counts, then
+    only its items that did not succeed."""
+    from nborch.display.snapshot import snapshot_text
+
+    text = snapshot_text(RunView.from_run(mapped_run(100)))
+
+    lines = text.splitlines()
+    assert lines[0].startswith("nborch run ") and "14 failed" in lines[0]
+    (row,) = [line for line in lines if line.startswith("fetch (map, 100 items)")]
+    assert "86 ✓ 14 ✗" in row
+    items = [line.split()[0] for line in lines if line.startswith("  fetch:")]
+    assert items == [f"fetch:{i}" for i in range(3, 100, 7)]
+    assert all("failed" in line and "ValueError: bad row" in line for line in lines if line.startswith("  fetch:"))
