@@ -166,7 +166,9 @@ SAMPLE_JS = """(index) => {
   const cell = index === null ? document : cells[index];
   if (!cell) return null;
   const live = cell.querySelector('.nborch-live');
-  const root = live || [...cell.querySelectorAll('.nborch-snapshot')].pop();
+  // the last snapshot that draws a graph (a Run shown in the cell its live display drew is one line)
+  const snaps = [...cell.querySelectorAll('.nborch-snapshot')];
+  const root = live || snaps.filter(s => s.querySelector('.nborch-graph')).pop() || snaps.pop();
   if (!root) return null;
   const bar = root.querySelector('.nborch-progress .nborch-bar');
   const graph = root.querySelector('.nborch-graph');
@@ -648,6 +650,7 @@ def test_jupyterlab_shows_a_mapped_node_with_its_counts_and_bar(chromium_context
         _wait_for_output(page, "ALL-DONE")
         page.wait_for_timeout(300)
         final, few = page.evaluate(SAMPLE_JS, 1), page.evaluate(SAMPLE_JS, 2)
+        cell_text = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-OutputArea").inner_text()
         _scroll_to_cell(page, 1)
         _shot(page, tmp_path, "browser_map_final.png")
         _scroll_to_cell(page, 2)
@@ -661,6 +664,8 @@ def test_jupyterlab_shows_a_mapped_node_with_its_counts_and_bar(chromium_context
     nodes = {n["id"]: n for n in live["nodes"]}
     assert set(nodes) == {"task-rows", "map-fetch", "task-total"}, nodes  # 40 items: one node
     assert re.fullmatch(r"(\d+ ✓ )?(\d+ ✗ )?\d+ …", nodes["map-fetch"]["texts"][-1]), nodes["map-fetch"]
+    # the returned Run, the cell's last line, does not draw the run a second time
+    assert cell_text.count("tasks settled") == 2 and "its graph and table are in the live display above" in cell_text
     final_nodes = {n["id"]: n for n in final["nodes"]}
     assert final_nodes["map-fetch"]["texts"] == ["fetch", "36 ✓ 4 ✗"], final_nodes
     assert final_nodes["map-fetch"]["fill"] == FAILED and final_nodes["task-total"]["fill"] == SUCCEEDED
