@@ -429,7 +429,10 @@ def map_look(
     """A mapped node's state, second line and its items' counts: the most telling state of its
     items (a failure stays red while others run) and "37 ✓ 2 ✗ 61 …"; before it expanded (or
     with no items), its placeholder's state and "items at run time" / "0 items"."""
-    counts = map_counts(node.members, known)
+    if view is not None and node.key in view.maps:  # counted once per repaint, with the table's
+        counts = view.map_counts(node.key)
+    else:
+        counts = map_counts(node.members, known)
     if node.members:
         return map_state(counts, S.PENDING), map_note(counts), counts
     if view is None:

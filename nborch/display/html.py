@@ -37,7 +37,7 @@ from .dot import (
     render_svg,
     svg_image,
 )
-from .state import MAP_DRAWN, RunView, TaskStatus, fmt_elapsed, map_counts, map_note
+from .state import MAP_DRAWN, RunView, TaskStatus, fmt_elapsed, map_note
 
 if TYPE_CHECKING:
     from ..task import Node
@@ -272,13 +272,13 @@ def _map_rows(view: RunView, name: str, now: float | None, tracebacks: bool, fol
     st = view.task(name)
     items = view.maps.get(name, [])
     states = view.states
-    counts = map_counts(items, states)
+    counts = view.map_counts(name)
     state = map_state(counts, st.state)
-    failed = [n for n in items if states.get(n) is TaskState.FAILED]
+    failed = counts.get(TaskState.FAILED, 0)
     error = ""
     if failed:
-        first = view.task(failed[0])
-        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        first = view.task(next(n for n in items if states.get(n) is TaskState.FAILED))
+        more = f" (and {failed - 1} more)" if failed > 1 else ""
         error = f"<code>{esc(first.name)}</code>: {esc(first.error)}{esc(more)}"
     elif st.error:
         error = esc(st.error)
@@ -295,6 +295,8 @@ def _map_rows(view: RunView, name: str, now: float | None, tracebacks: bool, fol
     if not items:
         return head
     if not fold:
+        if not any(counts.get(s) for s in _NOTABLE):  # nothing to list: no pass over the items
+            return head
         shown = list(itertools.islice((n for n in items if states.get(n) in _NOTABLE), 5))
         return head + "".join(_row(view.task(n), now, tracebacks, item=True) for n in shown)
     shown = _notable_first(items, states, MAP_DRAWN)

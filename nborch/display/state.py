@@ -225,6 +225,7 @@ class RunView:
         self.mapped: set[str] = set()
         self._items_key: tuple[int, int] = (0, 0)
         self._items: frozenset[str] = frozenset()
+        self._map_counts: tuple[tuple[int, int], dict[str, dict[TaskState, int]]] = ((-1, -1), {})
         if graph is not None:
             self.sync(graph)
 
@@ -250,8 +251,16 @@ class RunView:
         return self._items
 
     def map_counts(self, name: str) -> dict[TaskState, int]:
-        """Mapped node ``name``'s items per state (empty before it expanded)."""
-        return map_counts(self.maps.get(name, ()), self.states)
+        """Mapped node ``name``'s items per state (empty before it expanded); counted once per
+        change of the view (a repaint's graph and table share the count of 10,000 items)."""
+        key = (self.version, len(self.states))
+        if self._map_counts[0] != key:
+            self._map_counts = (key, {})
+        memo = self._map_counts[1]
+        counts = memo.get(name)
+        if counts is None:
+            counts = memo[name] = map_counts(self.maps.get(name, ()), self.states)
+        return counts
 
     # -- reading -----------------------------------------------------------------------------------
 
