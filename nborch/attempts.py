@@ -243,7 +243,7 @@ class Attempts:
                 self.engine.emit_circuit(b, b.on_failure())
         inv.error = exc
         if retry is not None and not refused and retry.should_retry(exc, inv.attempts):
-            delay = retry.delay_for(inv.attempts)
+            delay = retry.delay_for(inv.attempts, exc)
             inv.state = RETRYING
             self.engine.emit(inv, RETRYING, delay=delay)
             if delay > 0:
