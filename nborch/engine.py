@@ -30,6 +30,7 @@ from .errors import CircuitOpenError, Skip
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, events
 from .executors import Remote, has_remote
 from .graph import Graph, Group, Spec
+from .limits import Rates, call_values
 from .invocation import (
     AS_BOUND,
     CANCELLED,
@@ -120,6 +121,7 @@ class Engine(Offload):
         self.pending: dict[str, Remote] = {}  # tasks running on Dask, by name: their futures
         self.attempts = Attempts(self)  # the slow path: one task's attempts
         self.children = ChildCalls(self)  # tasks that running tasks call
+        self.rates = Rates(self)  # rate=: this run's limiters
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -491,13 +493,7 @@ class Engine(Offload):
     def keyed_limit(self, inv: Inv) -> Limit:
         opts = inv.spec.task.options
         args, kwargs = inv.call  # type: ignore[misc]  # keyed tasks always resolve their call
-        try:
-            bound = inv.spec.task.info.signature.bind(*args, **kwargs).arguments  # type: ignore[union-attr]
-            values = tuple(bound.get(name) for name in opts.limit_by)
-            hash(values)
-        except TypeError:
-            values = tuple(repr(kwargs.get(name)) for name in opts.limit_by)
-        key = (inv.spec.task.fn, values)
+        key = (inv.spec.task.fn, call_values(inv, opts.limit_by, args, kwargs))
         lim = self.fn_limits.get(key)
         if lim is None:
             lim = self.fn_limits[key] = Limit(opts.limit)  # type: ignore[arg-type]

@@ -113,8 +113,8 @@ class Inv:
         self.circuits: tuple[CircuitCall, ...] = ()  # the CircuitGroups this task is a step of
         opts = spec.task.options
         self.rule = opts.trigger_rule
-        # no retry, timeout, breaker, key or skip_if: the body runs without a wrapper coroutine
+        # no retry, timeout, breaker, key, rate or skip_if: the body runs without a wrapper coroutine
         self.simple = (
             opts.retry is None and opts.timeout is None and opts.skip_if is None and not opts.limit_by
-            and not opts.cache
+            and not opts.cache and opts.rate is None
         )

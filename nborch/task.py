@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .errors import DefinitionError, InvalidTaskError
+from .limits import Rate, parse_rate
 from .policies import CircuitBreaker, RetryPolicy, is_seconds
 from .state import check_trigger_rule
 
@@ -108,6 +109,8 @@ class TaskOptions:
     trigger_rule: str = "all_success"
     limit: int | None = None
     limit_by: tuple[str, ...] = ()
+    rate: Rate | None = None  # starts per period, evenly spaced (nborch.limits)
+    rate_by: tuple[str, ...] = ()
     breaker: CircuitBreaker | None = None
     skip_if: Callable[..., Any] | None = None
     dedupe: bool = False
@@ -119,7 +122,7 @@ class TaskOptions:
 
 OPTION_NAMES = frozenset(
     {"name", "retries", "retry_delay", "retry", "timeout", "trigger_rule", "limit", "limit_by",
-     "breaker", "skip_if", "dedupe", "cache", "reuse", "executor"}
+     "rate", "rate_by", "breaker", "skip_if", "dedupe", "cache", "reuse", "executor"}
 )
 
 
@@ -178,6 +181,19 @@ def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
         if not all(isinstance(b, str) for b in by):
             raise DefinitionError(f"{who}limit_by= expects parameter names, got {given['limit_by']!r}")
         changes["limit_by"] = by
+    if given.get("rate") is not None:
+        try:
+            changes["rate"] = parse_rate(given["rate"], who)
+        except DefinitionError:
+            if who:
+                raise
+            changes["rate"] = given["rate"]  # check_for raises, naming the task
+    if given.get("rate_by") is not None:
+        by = given["rate_by"]
+        by = (by,) if isinstance(by, str) else tuple(by)
+        if not all(isinstance(b, str) for b in by):
+            raise DefinitionError(f"{who}rate_by= expects parameter names, got {given['rate_by']!r}")
+        changes["rate_by"] = by
     if given.get("breaker") is not None:
         if not isinstance(given["breaker"], CircuitBreaker):
             raise DefinitionError(f"{who}breaker= expects a CircuitBreaker, got {given['breaker']!r}")
@@ -201,6 +217,8 @@ def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
     opts = replace(opts, **changes) if changes else opts
     if opts.limit_by and opts.limit is None:
         raise DefinitionError(f"{who}limit_by= needs limit=N as well (at most N at once per key)")
+    if opts.rate_by and opts.rate is None:
+        raise DefinitionError(f"{who}rate_by= needs rate= as well (rate='10/s': at most 10 starts a second per key)")
     return opts
 
 
@@ -366,7 +384,7 @@ class Task(Node, Generic[R_co]):
         self.seq = next(_sequence)
         self.info = fn_info(fn)
         self._after = ()
-        if option_kw and self.options.limit_by:
+        if option_kw:
             check_for(fn, self.options, self.info)
         if kwargs and self.info.signature is not None and not self.info.var_keyword:
             unknown = [k for k in kwargs if k not in self.info.params]
@@ -414,18 +432,23 @@ _DEFAULTS = TaskOptions()
 
 
 def check_for(fn: Callable[..., Any], options: TaskOptions, info: FnInfo) -> None:
-    """The checks of ``options`` that need the function: ``limit_by=`` names its parameters."""
-    if options.limit_by and info.signature is not None and not info.var_keyword:
-        missing = [p for p in options.limit_by if p not in info.params]
-        if missing:
-            from .errors import did_you_mean
+    """The checks of ``options`` that need the function: ``limit_by=``/``rate_by=`` name its
+    parameters, and ``rate=`` errors name the task."""
+    if options.rate is not None and not isinstance(options.rate, Rate):
+        parse_rate(options.rate, f"task {options.name or fn_name(fn)!r}: ")  # raises: make_options kept it
+    for option in ("limit_by", "rate_by"):
+        names = getattr(options, option)
+        if names and info.signature is not None and not info.var_keyword:
+            missing = [p for p in names if p not in info.params]
+            if missing:
+                from .errors import did_you_mean
 
-            name = options.name or fn_name(fn)
-            raise DefinitionError(
-                f"task {name!r}: limit_by= names {missing[0]!r}, but {fn_name(fn)}() has no such "
-                f"parameter.{did_you_mean(missing[0], info.params)} "
-                f"Its parameters: {', '.join(info.params) or '(none)'}."
-            )
+                name = options.name or fn_name(fn)
+                raise DefinitionError(
+                    f"task {name!r}: {option}= names {missing[0]!r}, but {fn_name(fn)}() has no such "
+                    f"parameter.{did_you_mean(missing[0], info.params)} "
+                    f"Its parameters: {', '.join(info.params) or '(none)'}."
+                )
 
 
 def _check_callable(fn: Any, where: str) -> None:
@@ -522,8 +545,9 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Turn a sync or async function into a task function.
 
     ``@task`` or ``@task(name=, retries=, retry_delay=, retry=RetryPolicy(...), timeout=,
-    trigger_rule=, limit=, limit_by=, breaker=, skip_if=, dedupe=, cache=, reuse=, executor=)``. Options
-    are checked here, so a typo fails at definition time. ``executor="process"`` or
+    trigger_rule=, limit=, limit_by=, rate=, rate_by=, breaker=, skip_if=, dedupe=, cache=, reuse=,
+    executor=)``. Options are checked here, so a typo fails at definition time. ``rate="10/s"``
+    spaces the starts of its bodies (``nborch.limits``). ``executor="process"`` or
     ``executor=DaskExecutor(...)`` runs the body in a process pool or on Dask (see
     ``nborch.executors``); it also sends an async function there.
     """
