@@ -31,6 +31,7 @@ from .errors import DefinitionError, NborchError, did_you_mean
 from .eventbus import EventBus
 from .executors import child_call_error, remote_task
 from .graph import Graph, build_graph
+from .limits import check_max_concurrency
 from .record import Run
 from .state import TaskState
 from .task import Node, Task, TaskFunction, _check_callable
@@ -120,9 +121,7 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
             f"run() got an unknown option {bad!r}.{did_you_mean(bad, RUN_OPTIONS)} "
             f"Options: {', '.join(RUN_OPTIONS)}."
         )
-    mc = options.get("max_concurrency")
-    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
-        raise DefinitionError(f"max_concurrency= expects an integer >= 1 or None, got {mc!r}")
+    check_max_concurrency(options.get("max_concurrency"))
     if options.get("executor") is not None:
         from .executors import check_executor
 

@@ -111,6 +111,8 @@ class TaskOptions:
     limit_by: tuple[str, ...] = ()
     rate: Rate | None = None  # starts per period, evenly spaced (nborch.limits)
     rate_by: tuple[str, ...] = ()
+    slots: int = 1  # slots it takes of its pool
+    pool: str | None = None  # a pool of max_concurrency={...}; None: "default"
     breaker: CircuitBreaker | None = None
     skip_if: Callable[..., Any] | None = None
     dedupe: bool = False
@@ -122,7 +124,7 @@ class TaskOptions:
 
 OPTION_NAMES = frozenset(
     {"name", "retries", "retry_delay", "retry", "timeout", "trigger_rule", "limit", "limit_by",
-     "rate", "rate_by", "breaker", "skip_if", "dedupe", "cache", "reuse", "executor"}
+     "rate", "rate_by", "slots", "pool", "breaker", "skip_if", "dedupe", "cache", "reuse", "executor"}
 )
 
 
@@ -194,6 +196,10 @@ def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
         if not all(isinstance(b, str) for b in by):
             raise DefinitionError(f"{who}rate_by= expects parameter names, got {given['rate_by']!r}")
         changes["rate_by"] = by
+    if given.get("slots") is not None:
+        changes["slots"] = given["slots"]  # checked by check_for, which can name the task
+    if given.get("pool") is not None:
+        changes["pool"] = given["pool"]
     if given.get("breaker") is not None:
         if not isinstance(given["breaker"], CircuitBreaker):
             raise DefinitionError(f"{who}breaker= expects a CircuitBreaker, got {given['breaker']!r}")
@@ -433,9 +439,22 @@ _DEFAULTS = TaskOptions()
 
 def check_for(fn: Callable[..., Any], options: TaskOptions, info: FnInfo) -> None:
     """The checks of ``options`` that need the function: ``limit_by=``/``rate_by=`` name its
-    parameters, and ``rate=`` errors name the task."""
+    parameters, and ``rate=``/``slots=``/``pool=`` errors name the task."""
     if options.rate is not None and not isinstance(options.rate, Rate):
         parse_rate(options.rate, f"task {options.name or fn_name(fn)!r}: ")  # raises: make_options kept it
+    if options.slots != 1 or options.pool is not None or isinstance(options.slots, bool):
+        name = options.name or fn_name(fn)
+        slots = options.slots
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+            raise DefinitionError(
+                f"task {name!r}: slots= expects an integer >= 1 (how many slots of its pool one call "
+                f"takes), got {slots!r}. Write slots=2."
+            )
+        if not isinstance(options.pool, str | None) or options.pool == "":
+            raise DefinitionError(
+                f"task {name!r}: pool= expects a pool's name, got {options.pool!r}. Write pool=\"gpu\" "
+                "and run with max_concurrency={\"default\": 8, \"gpu\": 1}."
+            )
     for option in ("limit_by", "rate_by"):
         names = getattr(options, option)
         if names and info.signature is not None and not info.var_keyword:
@@ -545,9 +564,10 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Turn a sync or async function into a task function.
 
     ``@task`` or ``@task(name=, retries=, retry_delay=, retry=RetryPolicy(...), timeout=,
-    trigger_rule=, limit=, limit_by=, rate=, rate_by=, breaker=, skip_if=, dedupe=, cache=, reuse=,
-    executor=)``. Options are checked here, so a typo fails at definition time. ``rate="10/s"``
-    spaces the starts of its bodies (``nborch.limits``). ``executor="process"`` or
+    trigger_rule=, limit=, limit_by=, rate=, rate_by=, slots=, pool=, breaker=, skip_if=, dedupe=,
+    cache=, reuse=, executor=)``. Options are checked here, so a typo fails at definition time.
+    ``rate="10/s"`` spaces the starts of its bodies (``nborch.limits``); ``slots=2`` takes two
+    slots of its pool, ``pool="gpu"`` a pool of ``max_concurrency={"default": 8, "gpu": 1}``. ``executor="process"`` or
     ``executor=DaskExecutor(...)`` runs the body in a process pool or on Dask (see
     ``nborch.executors``); it also sends an async function there.
     """

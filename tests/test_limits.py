@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
+import time
 
 import pytest
 
@@ -340,3 +342,408 @@ def test_after_a_retry_after_the_retry_still_waits_for_the_rate(fake_clock):
 
     assert starts == pytest.approx([0.0, 1.0])
     assert fake_clock.slept == pytest.approx([0.25, 0.75])
+
+
+# -- slots= and pools ----------------------------------------------------------------------------
+
+
+class Slots:
+    """Sums the slots of the bodies running at once; records any moment above a pool's size."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.used: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.count = 0
+        self.peak_count = 0
+
+    def enter(self, pool: str, slots: int) -> None:
+        with self.lock:
+            self.used[pool] = self.used.get(pool, 0) + slots
+            self.peak[pool] = max(self.peak.get(pool, 0), self.used[pool])
+            self.count += 1
+            self.peak_count = max(self.peak_count, self.count)
+
+    def exit(self, pool: str, slots: int) -> None:
+        with self.lock:
+            self.used[pool] -= slots
+            self.count -= 1
+
+
+def worker(gauge: Slots, *, slots: int = 1, pool: str | None = None, name: str = "work", log=None):
+    async def work(i):
+        gauge.enter(pool or "default", slots)
+        if log is not None:
+            log.append(i)
+        try:
+            for _ in range(5):  # long enough for everything that fits to be inside too
+                await asyncio.sleep(0)
+            return i
+        finally:
+            gauge.exit(pool or "default", slots)
+
+    work.__name__ = name
+    return task(work, slots=slots, pool=pool) if (slots != 1 or pool) else task(work)
+
+
+def test_slots_take_that_many_of_max_concurrency():
+    gauge = Slots()
+    big = worker(gauge, slots=2)
+
+    assert Parallel(*(big(i) for i in range(6))).run(max_concurrency=4, store=False) == list(range(6))
+    assert gauge.peak == {"default": 4}
+    assert gauge.peak_count == 2
+
+
+def test_small_and_big_tasks_share_a_pool_by_their_slots():
+    gauge = Slots()
+    small, big = worker(gauge, name="small"), worker(gauge, slots=3, name="big")
+
+    flow = Parallel(*(t(i) for i in range(6) for t in (small, big)))
+    assert nborch.run(flow, max_concurrency=4, store=False).ok
+    assert gauge.peak == {"default": 4}
+
+
+def test_a_named_pool_caps_its_tasks_and_takes_no_default_slot():
+    gauge = Slots()
+    gpu = worker(gauge, pool="gpu", name="train")
+    cpu = worker(gauge, name="prep")
+
+    record = nborch.run(Parallel(*(gpu(i) for i in range(3)), *(cpu(i) for i in range(6))),
+                        max_concurrency={"default": 3, "gpu": 1}, store=False)
+
+    assert record.ok
+    assert gauge.peak == {"gpu": 1, "default": 3}
+    assert gauge.peak_count == 4  # a gpu task runs beside three default ones
+
+
+def test_slots_count_within_their_own_pool():
+    gauge = Slots()
+    two = worker(gauge, pool="gpu", slots=2, name="two")
+    one = worker(gauge, pool="gpu", name="one")
+
+    flow = Parallel(*(t(i) for i in range(4) for t in (two, one)))
+    assert nborch.run(flow, max_concurrency={"default": 1, "gpu": 3}, store=False).ok
+    assert gauge.peak == {"gpu": 3}
+
+
+def test_pools_without_a_default_leave_other_tasks_unlimited():
+    gauge = Slots()
+    plain = worker(gauge)
+    assert nborch.run(Parallel(*(plain(i) for i in range(10))), max_concurrency={"gpu": 1}, store=False).ok
+    assert gauge.peak == {"default": 10}
+
+
+def test_slots_without_a_limit_limit_nothing():
+    gauge = Slots()
+    big = worker(gauge, slots=3)
+    assert nborch.run(Parallel(*(big(i) for i in range(5))), store=False).ok
+    assert gauge.peak_count == 5
+
+
+def test_parallel_and_task_limits_count_tasks_not_slots():
+    gauge = Slots()
+    big = worker(gauge, slots=2)
+
+    assert nborch.run(Parallel(*(big(i) for i in range(6)), limit=2), max_concurrency=8, store=False).ok
+    assert gauge.peak_count == 2  # two tasks of two slots: limit=2 counts tasks
+    assert gauge.peak == {"default": 4}
+
+
+def test_a_big_task_starts_before_the_small_ones_queued_after_it():
+    gauge = Slots()
+    log: list[str] = []
+    small = worker(gauge, name="small", log=log)
+    big = worker(gauge, slots=4, name="big", log=log)
+
+    flow = Parallel(*(small(f"s{i}") for i in range(3)), big("big"), *(small(f"s{i}") for i in range(3, 10)))
+    assert nborch.run(flow, max_concurrency=4, store=False).ok
+
+    # with one slot free, s3 could have started beside s0-s2; it waits behind the big task
+    assert log == ["s0", "s1", "s2", "big", *(f"s{i}" for i in range(3, 10))]
+    assert gauge.peak == {"default": 4}
+
+
+def test_a_stream_of_small_tasks_cannot_pass_a_big_one_forever():
+    gauge = Slots()
+    log: list[str] = []
+    big = worker(gauge, slots=4, name="big", log=log)
+
+    @task
+    async def small(i):
+        gauge.enter("default", 1)
+        log.append(f"s{i}")
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)
+        finally:
+            gauge.exit("default", 1)
+
+    @task
+    async def feeder():  # keeps the pool busy: a new small task joins as each one leaves
+        calls = [asyncio.ensure_future(small(i)) for i in range(3)]
+        await asyncio.sleep(0)
+        calls.append(asyncio.ensure_future(big("big")))
+        calls += [asyncio.ensure_future(small(i)) for i in range(3, 30)]
+        await asyncio.gather(*calls)
+
+    record = nborch.run(feeder(), max_concurrency=4, store=False)
+
+    assert record.ok
+    assert log.index("big") <= 3  # after the smalls already in, before any that came after it
+    assert gauge.peak == {"default": 4}
+
+
+def test_slots_held_by_a_big_task_that_is_cancelled_go_to_the_next_in_line():
+    gate = asyncio.Event()
+
+    @task(pool="gpu")
+    async def long():  # holds one gpu slot until `opener` (queued behind `big`) has run
+        await gate.wait()
+
+    @task(pool="gpu", slots=2)
+    async def big():
+        raise AssertionError("cancelled before it could start")
+
+    @task
+    async def boom():  # not in the gpu pool: it fails while `big` holds the free gpu slot
+        await asyncio.sleep(0)
+        raise RuntimeError("boom")
+
+    @task(pool="gpu")
+    async def opener():
+        gate.set()
+
+    flow = Parallel(long(), Parallel(boom(), big(), fail_fast=True), opener())
+    record = nborch.run(flow, max_concurrency={"gpu": 2}, store=False)
+
+    assert record.states == {"long": TaskState.SUCCEEDED, "boom": TaskState.FAILED, "big": TaskState.CANCELLED,
+                             "opener": TaskState.SUCCEEDED}
+
+
+def test_a_task_waiting_for_its_children_gives_its_slots_back():
+    @task(slots=4)
+    async def child(i):
+        return i
+
+    @task(slots=4)
+    async def parent():
+        return await Parallel(child(1), child(2))
+
+    assert parent().run(max_concurrency=4, store=False) == [1, 2]
+
+
+def test_a_retried_task_takes_its_slots_again():
+    gauge = Slots()
+    failures = [ConnectionError("once")]
+
+    @task(slots=3, retries=1, retry_delay=0.0)
+    async def flaky():
+        gauge.enter("default", 3)
+        try:
+            await asyncio.sleep(0)
+            if failures:
+                raise failures.pop()
+        finally:
+            gauge.exit("default", 3)
+
+    other = worker(gauge, slots=2, name="other")
+    record = nborch.run(Parallel(flaky(), *(other(i) for i in range(4))), max_concurrency=4, store=False)
+    assert record.ok
+    assert gauge.peak["default"] <= 4
+
+
+def test_sync_tasks_take_their_slots_too():
+    used = []
+    lock = threading.Lock()
+    inside = [0]
+
+    @task(slots=2)
+    def heavy(i):
+        with lock:
+            inside[0] += 2
+            used.append(inside[0])
+        time.sleep(0.01)
+        with lock:
+            inside[0] -= 2
+        return i
+
+    assert Parallel(*(heavy(i) for i in range(6))).run(max_concurrency=5, store=False) == list(range(6))
+    assert max(used) <= 4  # 5 slots: two tasks of 2 at once, never three
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def test_a_task_in_an_unknown_pool_fails_before_anything_runs():
+    ran: list[int] = []
+
+    @task(pool="gpus")
+    def train(i):
+        ran.append(i)
+
+    @task
+    def prep():
+        ran.append(0)
+
+    with pytest.raises(DefinitionError, match=r"^task 'train' runs in pool 'gpus', but the run has no such pool "
+                                              r"\(its pools: 'default', 'gpu'\)\. Did you mean 'gpu'\? Give its "
+                                              r"size: max_concurrency=\{'default': 8, 'gpu': 1, 'gpus': 1\}\.$"):
+        nborch.run(DAG(prep(), train(1)), max_concurrency={"default": 8, "gpu": 1}, store=False)
+    assert ran == []
+
+
+@pytest.mark.parametrize("mc", [None, 4])
+def test_a_pool_must_be_given_its_size(mc):
+    @task(pool="gpu")
+    def train():
+        pass
+
+    with pytest.raises(DefinitionError, match=r"^task 'train' runs in pool 'gpu', but the run has no such pool"):
+        train().run(max_concurrency=mc, store=False)
+
+
+def test_the_default_pool_may_be_named():
+    @task(pool="default", slots=2)
+    def train():
+        return 1
+
+    assert train().run(max_concurrency=2, store=False) == 1
+    assert train().run(store=False) == 1
+
+
+def test_more_slots_than_the_pool_has_fail_before_anything_runs():
+    ran: list[int] = []
+
+    @task(slots=4)
+    def train():
+        ran.append(1)
+
+    with pytest.raises(DefinitionError, match=r"^task 'train' takes slots=4, but pool 'default' has only 2: it "
+                                              r"could never start\. Lower slots= or make the pool bigger "
+                                              r"\(max_concurrency=\{'default': 4\}\)\.$"):
+        train().run(max_concurrency=2, store=False)
+    assert ran == []
+
+
+def test_a_child_task_in_an_unknown_pool_fails_its_caller_only():
+    @task(pool="gpu")
+    async def child():
+        return 1
+
+    @task
+    async def parent():
+        return await child()
+
+    @task
+    async def sibling():
+        return 2
+
+    record = nborch.run(Parallel(parent(), sibling()), store=False)
+
+    assert record.states == {"parent": TaskState.FAILED, "sibling": TaskState.SUCCEEDED}
+    assert isinstance(record.errors["parent"], DefinitionError)
+    assert "runs in pool 'gpu'" in str(record.errors["parent"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"slots": 0}, r"^task 'train': slots= expects an integer >= 1 \(how many slots of its pool one call "
+                       r"takes\), got 0\. Write slots=2\.$"),
+        ({"slots": 1.5}, r"^task 'train': slots= expects an integer >= 1 .*, got 1\.5\."),
+        ({"slots": True}, r"^task 'train': slots= expects an integer >= 1 .*, got True\."),
+        ({"slots": "2"}, r"^task 'train': slots= expects an integer >= 1 .*, got '2'\."),
+        ({"pool": ""}, r"^task 'train': pool= expects a pool's name, got ''\. Write pool=\"gpu\""),
+        ({"pool": 3}, r"^task 'train': pool= expects a pool's name, got 3\."),
+    ],
+)
+def test_bad_slots_or_pool_are_definition_errors_naming_the_task(options, message):
+    def train():
+        pass
+
+    with pytest.raises(DefinitionError, match=message):
+        task(**options)(train)
+    with pytest.raises(DefinitionError, match=message):
+        Task(train, **options)
+
+
+@pytest.mark.parametrize(
+    ("mc", "message"),
+    [
+        ({"gpu": 0}, r"^max_concurrency=: pool 'gpu' expects a size >= 1 \(or None for no limit\), got 0$"),
+        ({"gpu": 1.5}, r"^max_concurrency=: pool 'gpu' expects a size >= 1 .*, got 1\.5$"),
+        ({"": 1}, r"^max_concurrency= names pools with non-empty strings, got '' in \{'': 1\}$"),
+        ("4", r"^max_concurrency= expects an integer >= 1 or None, got '4' \(or pool sizes by name: "
+              r"max_concurrency=\{'default': 8, 'gpu': 1\}\)$"),
+        (0, r"^max_concurrency= expects an integer >= 1 or None, got 0"),
+    ],
+)
+def test_bad_max_concurrency_is_a_definition_error(mc, message):
+    with pytest.raises(DefinitionError, match=message):
+        nborch.run(Task(lambda: 1), max_concurrency=mc, store=False)
+
+
+def test_a_pool_of_none_has_no_limit():
+    gauge = Slots()
+    gpu = worker(gauge, pool="gpu", slots=2)
+    assert nborch.run(Parallel(*(gpu(i) for i in range(5))), max_concurrency={"gpu": None}, store=False).ok
+    assert gauge.peak_count == 5
+
+
+# -- a property: pools never overflow, and every run ends ------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_pools_slots_retries_and_children_never_overflow_and_always_finish(seed, fake_clock):
+    """Random pool sizes and slot weights, bodies of random length, failures retried after a
+    back-off (which gives the slots back), tasks that wait for child tasks (which does too):
+    at every moment the slots of the bodies running in a pool sum to at most its size, and
+    every task ends as its failures say (no deadlock, nothing lost)."""
+    import random
+
+    rnd = random.Random(seed)
+    sizes = {name: rnd.randint(1, 4) for name in ("default", "gpu", "io")}
+    gauge = Slots()
+    fails: dict[str, int] = {}  # task -> failures before it succeeds
+
+    def make(name: str, pool: str, slots: int, steps: int, child=None):
+        async def body():
+            gauge.enter(pool, slots)
+            try:
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+            finally:
+                gauge.exit(pool, slots)
+            if child is not None:  # outside its slots' count: waiting for a child gives them back
+                await child()
+            if fails.get(name, 0) > 0:
+                fails[name] -= 1
+                raise ConnectionError(f"{name} failed")
+            return name
+
+        body.__name__ = name
+        options: dict = {"name": name, "retries": 2, "retry_delay": rnd.choice([0.0, 0.5])}
+        if pool != "default":
+            options["pool"] = pool
+        if slots != 1:
+            options["slots"] = slots
+        return task(body, **options)
+
+    nodes = []
+    for i in range(rnd.randint(0, 30)):
+        pool = rnd.choice(list(sizes))
+        slots = rnd.randint(1, sizes[pool])
+        name = f"t{i}"
+        fails[name] = rnd.choice([0, 0, 0, 1, 2])
+        child = None
+        if rnd.random() < 0.2:
+            cpool = rnd.choice(list(sizes))
+            child = make(f"{name}_child", cpool, rnd.randint(1, sizes[cpool]), rnd.randint(0, 4))
+        nodes.append(make(name, pool, slots, rnd.randint(0, 6), child)())
+    record = nborch.run(Parallel(*nodes), max_concurrency=sizes, clock=fake_clock, store=False)
+
+    assert record.ok, record.errors
+    assert sorted(record.value) == sorted(f"t{i}" for i in range(len(nodes)))
+    for pool, peak in gauge.peak.items():
+        assert peak <= sizes[pool], (pool, peak, sizes)
