@@ -114,6 +114,8 @@ class ChildCalls:
             inv = self.engine.invs[spec.name]
             if inv.state is FAILED and inv.error is not None:
                 raise inv.error
+            if inv.state is UPSTREAM_FAILED and inv.mapping is not None and inv.error is not None:
+                raise inv.error  # a mapped child: its first failed item's error
             if inv.state in (CANCELLED, UPSTREAM_FAILED):
                 cause = self.first_failed_upstream(inv)
                 if cause is not None and cause.error is not None:

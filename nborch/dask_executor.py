@@ -437,6 +437,39 @@ class DaskExecutor(Executor):
         hashed = self.client.submit(fingerprint, remote.future, pure=False)
         return (await self._on_client_loop(self.client.gather([hashed], asynchronous=True)))[0]
 
+    async def split(self, remote: Remote, who: str = "map", what: str = "the mapped value") -> list[Remote] | None:
+        """Map over a value on the cluster: its length is computed there and each element
+        becomes a future of its own there; the items' tasks then take them worker to worker."""
+        if remote.fetched or not self.owns(remote):
+            return None
+        client = self.client
+        key = f"nborch-len-{self._token}-{next(self._counter)}"
+        counted = client.submit(_length, remote.future, who, what, pure=False, key=key)
+        n = (await self._on_client_loop(client.gather([counted], asynchronous=True)))[0]
+        if not n:
+            return []
+        token = f"{self._token}-{next(self._counter)}"
+        futures = client.map(_item, [remote.future] * n, range(n), pure=False,
+                             key=[f"{remote.task}-item-{token}-{i}" for i in range(n)])
+        return [Remote(self, f, f"{remote.task}[{i}]") for i, f in enumerate(futures)]
+
+
+def _length(value: Any, who: str, what: str) -> int:
+    """On a worker: how many items a mapped node gets from ``value``, as the client would count
+    them (``mapping.as_items``: its errors, e.g. a value that is not iterable, are raised there)."""
+    from .mapping import as_items
+
+    return len(as_items(value, who, what))
+
+
+def _item(value: Any, index: int) -> Any:
+    """On a worker: element ``index`` of ``value`` (a list, or any iterable, as ``as_items`` sees it)."""
+    if isinstance(value, list | tuple | range):
+        return value[index]
+    from .mapping import as_items
+
+    return as_items(value, "map", "the mapped value")[index]
+
 
 def _without_sigint(start: Callable[[], tuple[Any, Any]]) -> tuple[Any, Any]:
     """``start()`` (a LocalCluster and its client), run in a thread of its own that blocks SIGINT.

@@ -24,6 +24,8 @@ from types import MappingProxyType
 from typing import Any
 
 from .attempts import Attempts
+from .expansion import Expansions
+from .mapping import MapTask
 from .children import ChildCalls
 from .clock import Clock
 from .errors import CircuitOpenError, DefinitionError, Skip
@@ -111,6 +113,7 @@ class Engine(Offload):
         self.gc_was_enabled = gc.isenabled()  # the runner pauses the GC while it builds
         self.cache: Any = None  # a store.cache.Cache when the run caches values
         self.memory: Any = None  # an incremental run's nborch.reuse.Memory
+        self.plan: Any = None  # and its nborch.reuse.Plan (items' keys join it as maps expand)
         self.force = False  # ignore cached values (still store new ones)
         # tasks that do not run (resume=, an incremental run): name -> (value, cache key, has a
         # value, the value came from the cache); each stands SUCCEEDED with reused=True
@@ -123,6 +126,7 @@ class Engine(Offload):
         self.attempts = Attempts(self)  # the slow path: one task's attempts
         self.children = ChildCalls(self)  # tasks that running tasks call
         self.rates = Rates(self)  # rate=: this run's limiters
+        self.expansions = Expansions(self)  # mapped nodes: their items
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -217,6 +221,12 @@ class Engine(Offload):
         new = []
         for spec in specs:
             inv = Inv(spec, parent)
+            if type(spec.task) is MapTask:  # a mapped placeholder: no body, no slot; it expands
+                inv.simple = False
+                self.invs[spec.name] = inv
+                self.expansions.added(inv)
+                new.append(inv)
+                continue
             limits: list[Limit] = []
             opts = spec.task.options
             pool = self.global_limit if opts.pool is None else pool_of(self.pools, spec)
@@ -314,14 +324,14 @@ class Engine(Offload):
         if self.gc_was_enabled:
             gc.enable()
         try:
-            for name in self.preset:  # decided, all of them, before any settles and starts its downstream
-                self.invs[name].call = AS_BOUND
-            for name, (value, key, has_value, cached) in self.preset.items():  # an earlier run's success
-                inv = self.invs[name]
+            presets = [(self.invs[n], p) for n, p in self.preset.items() if n in self.invs]  # items: at expansion
+            for inv, _ in presets:  # decided, all of them, before any settles and starts its downstream
+                inv.call = AS_BOUND
+            for inv, (value, key, has_value, cached) in presets:  # an earlier run's success
                 inv.reused = True
                 if has_value:  # a value stored (resume) or remembered (reuse): it feeds the downstream
                     inv.value, inv.cache_key, inv.cached = value, key, cached
-                    self.results[name] = value
+                    self.results[inv.name] = value
                 self.settle(inv, SUCCEEDED)
             for inv in invs:  # no upstream, or `always` (Airflow: runs before any upstream settles)
                 if (inv.n_up == 0 or inv.rule == "always") and inv.state is PENDING and inv.call is None:
@@ -369,6 +379,9 @@ class Engine(Offload):
         if inv.simple and not (spec.refs or spec.pipe or spec.named or spec.wants_context or spec.wants_state):
             inv.call = AS_BOUND
         else:
+            if inv.mapping is not None:  # a mapped placeholder: its inputs are there
+                self.expansions.start(inv)
+                return
             try:
                 inv.call = self.arguments(inv)
                 skip_if = spec.task.options.skip_if
@@ -685,6 +698,8 @@ class Engine(Offload):
             self.drop_ahead(inv)
         if inv.circuits:
             self.count_circuits(inv, state)
+        if inv.map_of is not None:  # an item: its placeholder may settle now (value first)
+            self.expansions.settled(inv)
         if events._subscribers or (self.bus is not None and self.bus._subscribers):
             self.emit(inv, state)
         self.unsettled -= 1

@@ -182,6 +182,12 @@ class Executor:
 
         return fingerprint((await self.fetch([remote]))[0])
 
+    async def split(self, remote: Remote, who: str = "map", what: str = "the mapped value") -> list[Remote] | None:
+        """A remote sequence as one ``Remote`` per element, made where it is (only its length
+        comes back), for mapping over it; None: this executor cannot, fetch it instead. ``who``
+        and ``what`` name the map and the value in the error raised when it is not iterable."""
+        return None
+
 
 # -- remote values --------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any
 from .errors import CycleError, DefinitionError, GraphError, did_you_mean
 from .policies import CircuitBreaker
 from .task import INJECTED, Node, Task
+from .mapping import MapTask, Mapped
 from .workflow import DAG, CircuitGroup, Composite, Parallel, Sequence
 
 __all__ = ["Graph", "Group", "Names", "Spec", "build_graph", "find_nodes"]
@@ -40,6 +41,7 @@ class Spec:
     __slots__ = (
         "name", "base", "task", "explicit", "scope", "groups", "pipe", "named",
         "wants_context", "wants_state", "refs", "up", "down", "parent", "order", "pipe_names",
+        "elementwise", "item",
     )
 
     def __init__(self, task: Task, scope: DAG | None, parent: str | None = None) -> None:
@@ -59,6 +61,8 @@ class Spec:
         self.down: list[Spec] = []
         self.parent = parent
         self.order = task.seq
+        self.elementwise: list[Spec] | None = None  # a mapped placeholder: the maps it zips item by item
+        self.item: tuple[str, int, dict[str, Any]] | None = None  # a map's item: (placeholder, index, params)
 
     def __repr__(self) -> str:
         return f"<Spec {self.name}>"
@@ -87,6 +91,7 @@ class Graph:
         self.groups: list[Group] = []
         self.nodes: dict[int, Node] = {}  # keeps every visited node alive while ids are used
         self.names = Names()  # the run's names (shared with the graphs of its child tasks)
+        self.items: dict[str, list[str]] = {}  # a mapped placeholder's name -> its items' names
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -100,8 +105,8 @@ class Graph:
         return [(u.name, s.name) for s in self.specs.values() for u in s.up]
 
     def leaves(self, node: Node) -> list[Spec]:
-        """The leaf specs a node stands for."""
-        if isinstance(node, Task):
+        """The leaf specs a node stands for (a mapped node: its placeholder)."""
+        if isinstance(node, Task | Mapped):
             return [self.by_task[id(node)]]
         return self.members[id(node)]
 
@@ -113,11 +118,22 @@ class Graph:
             self.by_task.setdefault(key, spec)
         for key, members in part.members.items():
             self.members.setdefault(key, members)
+        self.items.update(part.items)
         self.nodes.update(part.nodes)
         self.groups.extend(part.groups)
 
     def value(self, node: Node, results: dict[str, Any]) -> Any:
-        """The value of ``node`` given the results so far (None for tasks without one)."""
+        """The value of ``node`` given the results so far (None for tasks without one); a mapped
+        node's is the list of the values of its items that succeeded, in input order."""
+        if isinstance(node, MapTask):
+            node = node.mapped
+        if isinstance(node, Mapped):
+            name = self.by_task[id(node)].name
+            items = self.items.get(name)
+            if items is None:  # not expanded: reused or resumed whole, with its list as it was
+                value = results.get(name)
+                return value if isinstance(value, list) else []
+            return [results[n] for n in items if n in results]
         if isinstance(node, Task):
             return results.get(self.by_task[id(node)].name)
         if isinstance(node, DAG):
@@ -176,6 +192,7 @@ class _Builder:
         self.scoped: dict[int, list[Spec]] = {}  # id(DAG) -> specs created inside it
         self.pipes: dict[int, Node] = {}  # id(step Task) -> previous step, for Sequence piping
         self.index: dict[int, dict[str, list[Spec]]] = {}  # id(scope) -> name/base -> specs
+        self.map_tasks: dict[int, MapTask] = {}  # id(Mapped) -> its placeholder task
 
     def build(self) -> Graph:
         self.collect(self.graph.root, None, [])
@@ -198,6 +215,8 @@ class _Builder:
     def collect(self, node: Node, scope: DAG | None, groups: list[Group]) -> list[Spec]:
         g = self.graph
         key = id(node)
+        if isinstance(node, Mapped):
+            return self.collect_mapped(node, scope, groups)
         if isinstance(node, Task):
             if key in g.by_task:
                 spec = g.by_task[key]
@@ -259,6 +278,30 @@ class _Builder:
         self.collect_after(node, scope)
         return g.members[key]
 
+    def collect_mapped(self, node: Mapped, scope: DAG | None, groups: list[Group]) -> list[Spec]:
+        """A mapped node becomes one placeholder task (``MapTask``) that waits for its dynamic
+        sources and the nodes among its fixed values; the maps it zips item by item are
+        collected too, but are no upstream of it (it expands as soon as they did)."""
+        g = self.graph
+        key = id(node)
+        found = g.by_task.get(key) or self.known.get(key)
+        if found is not None:
+            g.by_task[key] = found
+            return [found]
+        elementwise = node.mode == "zip"
+        waits: list[Node] = [src for _, src in node.sources
+                             if isinstance(src, Node) and not (elementwise and isinstance(src, Mapped))]
+        for value in node.fixed.values():
+            waits.extend(find_nodes(value))
+        placeholder = MapTask(node, waits)
+        self.map_tasks[key] = placeholder
+        (spec,) = self.collect(placeholder, scope, groups)
+        g.by_task[key] = spec
+        g.nodes[key] = node
+        if elementwise:
+            spec.elementwise = [self.collect(src, scope, [])[0] for _, src in node.sources if isinstance(src, Mapped)]
+        return [spec]
+
     def collect_after(self, node: Node, scope: DAG | None) -> None:
         by_task = self.graph.by_task
         for up in node._after:
@@ -314,6 +357,14 @@ class _Builder:
                     )
                 else:
                     claimed[base] = fn
+        maps = {s.base for s in self.new if type(s.task) is MapTask}
+        for base in explicit:  # `fetch:0` is how item 0 of the mapped node `fetch` is named
+            stem, colon, index = base.rpartition(":")
+            if colon and index.isdigit() and stem in maps:
+                self.problems.append(
+                    f"a task named {base!r} would clash with item {index} of the mapped node {stem!r} "
+                    "(items are named NAME:i); give it another name="
+                )
         if self.problems:
             raise GraphError("\n".join(self.problems))
         added: list[str] = list(explicit)
@@ -367,7 +418,7 @@ class _Builder:
         return self.ends(node, "up")
 
     def ends(self, node: Node, side: str) -> list[Spec]:
-        if isinstance(node, Task):
+        if isinstance(node, Task | Mapped):
             return [self.graph.by_task[id(node)]]
         key = (id(node), side)
         found = self.end_cache.get(key)
@@ -396,6 +447,14 @@ class _Builder:
         if key in self.wired:
             return
         self.wired.add(key)
+        if isinstance(node, Mapped):
+            placeholder = self.map_tasks.get(key)
+            if placeholder is not None:
+                self.wire(placeholder)
+            for _, src in node.sources:
+                if isinstance(src, Node):
+                    self.wire(src)
+            return
         if isinstance(node, Task):
             spec = self.graph.by_task[key]
             if spec in self.is_new and spec.task is node:

@@ -12,6 +12,7 @@ from .state import TaskState
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .expansion import MapWait
     from .graph import Spec
     from .policies import CircuitBreaker
 
@@ -78,7 +79,7 @@ class Inv:
         "n_up", "n_ok", "n_failed", "n_upfailed", "n_skipped", "limits", "holding",
         "job", "resume", "waiters", "frame", "call", "parent", "breakers", "stop", "rule", "simple",
         "waiting", "cache_key", "cached", "size", "executor", "ahead", "circuits", "reused", "in_flight",
-        "cache_miss", "weight",
+        "cache_miss", "mapping", "map_of", "map_left", "map_state", "weight",
     )
 
     def __init__(self, spec: Spec, parent: Inv | None) -> None:
@@ -107,6 +108,12 @@ class Inv:
         self.cached = False
         self.reused = False  # it did not run: an earlier run's outcome stands (resume, reuse)
         self.cache_miss: str | None = None  # a cache=True task that ran: why the disk cache missed
+        # mapping (nborch.expansion): a placeholder's [maps it waits for, inputs ready], an
+        # item's placeholder, a placeholder's items still unsettled and its outcome so far
+        self.mapping: MapWait | None = None
+        self.map_of: Inv | None = None
+        self.map_left = 0
+        self.map_state: TaskState = SUCCEEDED
         # the child calls it waits on: (the tasks each call added, its waiter futures)
         self.in_flight: list[tuple[list[Inv], list[asyncio.Future[None]]]] | None = None
         self.size: int | None = None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from .errors import safe_str
 from .state import TaskState
 
-__all__ = ["ErrorRecord", "Run", "error_line"]
+__all__ = ["ErrorRecord", "ItemRow", "ItemRows", "Run", "error_line"]
 
 
 class ErrorRecord(Exception):
@@ -60,6 +61,39 @@ def error_line(err: BaseException | None, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+@dataclass(frozen=True, slots=True)
+class ItemRow:
+    """One item of a mapped node in a run (``Run.items``)."""
+
+    task: str
+    index: int
+    params: dict[str, Any]
+    state: TaskState
+    value: Any
+    duration: float | None
+    attempts: int
+    error: BaseException | None
+
+
+class ItemRows(list[ItemRow]):
+    """``Run.items(name)``: a list of ``ItemRow``; ``.to_pandas()`` when pandas is installed."""
+
+    def to_pandas(self) -> Any:
+        """A DataFrame with one row per item: index, each mapped parameter, state, value,
+        duration, attempts, error (needs pandas, which nborch does not depend on)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Run.items(...).to_pandas() needs pandas: pip install pandas") from None
+        records = [
+            {"index": r.index, **r.params, "state": r.state.value, "value": r.value, "duration": r.duration,
+             "attempts": r.attempts, "error": error_line(r.error) or None}
+            for r in self
+        ]
+        return pd.DataFrame.from_records(records, index="index") if records else pd.DataFrame(
+            columns=["state", "value", "duration", "attempts", "error"])
+
+
 def _label(name: str, run: Run) -> str:
     if name in run.cached:
         return " (cached)"
@@ -108,6 +142,7 @@ class Run:
         self.attempt_records: list[dict[str, Any]] = []
         self.reasons: dict[str, str] = {}  # an incremental run: why each task ran or was reused
         self.stopped: bool | None = None  # the run itself was cancelled (None: not known)
+        self.recorded_params: dict[str, dict[str, Any]] = {}  # a loaded run: each item's parameters
         # The per-task tables are built on first use from the engine's records (``invs``),
         # so a 100,000-task run does not pay for tables nobody reads.
         self._invs = invs or {}
@@ -212,6 +247,47 @@ class Run:
         from .store import load_run
 
         return load_run(run_id, store)
+
+    def items(self, name: str) -> ItemRows:
+        """The items of the mapped node ``name``, in input order: one row per item with its
+        ``index``, ``params`` (the mapped parameters' values), ``state``, ``value``,
+        ``duration``, ``attempts`` and ``error``. ``.to_pandas()`` makes a DataFrame of them."""
+        if name not in self.states:
+            from .errors import NborchError, did_you_mean
+
+            raise NborchError(f"no task {name!r} in run {self.id}.{did_you_mean(name, self.states)}")
+        prefix = name + ":"
+        rows = ItemRows()
+        for task, state in self.states.items():
+            if not task.startswith(prefix) or not task[len(prefix):].isdigit():
+                continue
+            inv = self._invs.get(task)
+            spec = getattr(inv, "spec", None)
+            item = getattr(spec, "item", None)
+            params = self._item_params(spec, item[2]) if item else self.recorded_params.get(task, {})
+            rows.append(ItemRow(
+                task=task, index=int(task[len(prefix):]), params=params,
+                state=state, value=self.results.get(task), duration=self.durations.get(task),
+                attempts=self.attempts.get(task, 0), error=self.errors.get(task),
+            ))
+        rows.sort(key=lambda r: r.index)
+        return rows
+
+    def item_params(self) -> dict[str, dict[str, Any]]:
+        """Each item's mapped parameters, as its body got them (what the store keeps)."""
+        out = dict(self.recorded_params)
+        for name, inv in self._invs.items():
+            spec = getattr(inv, "spec", None)
+            item = getattr(spec, "item", None)
+            if item:
+                out[name] = self._item_params(spec, item[2])
+        return out
+
+    def _item_params(self, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
+        """An item's mapped parameters as its body got them: a parameter zipped from another
+        map's item (``clean.map(fetch.map(urls))``) is that item's value, not its task."""
+        ups = {id(u.task): u.name for u in getattr(spec, "up", ())}
+        return {k: self.results.get(ups[id(v)]) if id(v) in ups else v for k, v in params.items()}
 
     def counts(self) -> dict[TaskState, int]:
         """How many tasks ended in each state."""

@@ -67,6 +67,7 @@ _wait_hooks: list[WaitHook] = []
 # "thread": this run's caller blocks in another thread's wait (a plain Jupyter cell's node.run()),
 # "nested": it blocks in run_until_complete on its own loop (nest_asyncio), None: it awaits
 _blocking: contextvars.ContextVar[str | None] = contextvars.ContextVar("nborch_blocking", default=None)
+_polls_ui: contextvars.ContextVar[bool] = contextvars.ContextVar("nborch_polls_ui", default=False)
 
 
 def register_wait_hook(hook: WaitHook) -> Callable[[], None]:
@@ -74,20 +75,26 @@ def register_wait_hook(hook: WaitHook) -> Callable[[], None]:
 
     A front end uses it to keep its UI alive while a cell blocks in ``node.run()``: the
     notebook extension processes the widget messages that arrived meanwhile, so the live
-    display's Cancel button works during a blocking run. A hook that raises is logged and
-    removed. Returns a function that unregisters it."""
+    display's Cancel button works during a blocking run. A hook is asked once before the
+    wait; returning False there means it cannot work in this thread (it is then left out of
+    this wait, and ``RunHandle.polls_ui`` is False). A hook that raises is logged and removed.
+    Returns a function that unregisters it."""
     _wait_hooks.append(hook)
     return lambda: _wait_hooks.remove(hook) if hook in _wait_hooks else None
 
 
-def _call_wait_hooks() -> None:
-    for hook in list(_wait_hooks):
+def _call_wait_hooks(hooks: list[WaitHook]) -> list[WaitHook]:
+    """Call ``hooks``; returns those that want to go on (not False, not raising)."""
+    going = []
+    for hook in hooks:
         try:
-            hook()
+            if hook() is not False:
+                going.append(hook)
         except Exception:  # a front end's hook must never break the wait
             log.exception("wait hook %r failed; it has been removed", hook)
             if hook in _wait_hooks:
                 _wait_hooks.remove(hook)
+    return going
 
 
 def last_run() -> Run | None:
@@ -160,7 +167,7 @@ class RunHandle:
         self.task: asyncio.Task[Any] | None = None
         self.plan: Any = None  # an incremental run's nborch.reuse.Plan (what it reuses, and why)
         self.blocking = _blocking.get()
-        self.polls_ui = self.blocking != "thread" or bool(_wait_hooks)
+        self.polls_ui = self.blocking != "thread" or _polls_ui.get()
 
     def cancel(self) -> None:
         """Cancel the run from any thread (a widget's Cancel button); every task settles."""
@@ -229,7 +236,7 @@ async def run_async(node: Any, **options: Any) -> Run:
 
         plan = plan_reuse(graph, memory, options.get("state"))
         handle.plan = plan
-        engine.memory = memory
+        engine.memory, engine.plan = memory, plan
         preset = {**plan.presets(), **(preset or {})}  # a resumed run's own presets win
     engine.preset = preset or {}
     engine.echo = not any(getattr(d, "shows_output", False) for d in displays)
@@ -307,25 +314,56 @@ def _open_recorder(handle: RunHandle, graph: Graph, node: Node, options: dict[st
 def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, Preset]:
     """Tasks of ``run_id`` that need not run again: name -> (value, cache key, stored, stored).
 
-    Everything that did not succeed runs again, and so does any succeeded task whose value a
-    re-run task needs but which was not stored (only ``cache=True`` values are stored). A
-    succeeded task that nothing re-run needs stands as it was, without a value when none was
-    stored (``stored`` False): it is reported as reused, and no value is made up for it.
+    Everything that did not succeed runs again, with everything downstream of it (a task that
+    succeeded under ``all_done`` despite a failed upstream runs again once that upstream has),
+    and so does any succeeded task whose value a re-run task needs but which was not stored
+    (values are stored by ``cache=True``, and a run that did not succeed keeps the rest it can
+    pickle, see ``store.sqlite.keep_for_resume``). A succeeded task that nothing re-run needs
+    stands as it was, without a value when none was stored (``stored`` False): it is reported
+    as reused, and no value is made up for it.
+
+    The items of a mapped node (``name:i``) are planned one by one: a re-run map expands again,
+    and its items that succeeded stand (their presets are taken when the item is made), so one
+    failed item of thousands runs alone. An item also depends on its map's concrete sources:
+    if one of those runs again, so do all the items.
     """
+    from .mapping import MapTask
     from .store import load_run
 
     previous = load_run(run_id, store)
-    succeeded = {n for n, s in previous.states.items() if s is TaskState.SUCCEEDED and n in graph.specs}
+    maps = {n for n, spec in graph.specs.items() if type(spec.task) is MapTask}
+
+    def known(name: str) -> bool:
+        return name in graph.specs or name.rpartition(":")[0] in maps
+
+    ups: dict[str, list[str]] = {n: [u.name for u in spec.up] for n, spec in graph.specs.items()}
+    for name in previous.states:
+        if name not in graph.specs and known(name):
+            base = name.rpartition(":")[0]
+            sources = [u.name for u in graph.specs[base].up]  # the map's concrete sources
+            ups[name] = [u for u in previous.upstreams.get(name, ()) if known(u)] + sources
+            ups[base].append(name)  # the map's value is its items' values
+    succeeded = {n for n, s in previous.states.items() if s is TaskState.SUCCEEDED and known(n)}
     stored = {n: (previous.results[n], previous.cache_keys.get(n)) for n in succeeded if n in previous.results}
-    rerun = {n for n in graph.specs if n not in succeeded}
+    rerun = {n for n in ups if n not in succeeded}
+    down: dict[str, list[str]] = {}
+    for name, its_ups in ups.items():
+        for up in its_ups:
+            down.setdefault(up, []).append(name)
     frontier = list(rerun)
-    while frontier:
-        for up in graph.specs[frontier.pop()].up:
-            if up.name in succeeded and up.name not in stored and up.name not in rerun:
-                rerun.add(up.name)
-                frontier.append(up.name)
+    while frontier:  # what depends on a re-run task runs again
+        for d in down.get(frontier.pop(), ()):
+            if d not in rerun:
+                rerun.add(d)
+                frontier.append(d)
+    frontier = list(rerun)
+    while frontier:  # what a re-run task needs and cannot be read back runs again
+        for up in ups.get(frontier.pop(), ()):
+            if up in succeeded and up not in stored and up not in rerun:
+                rerun.add(up)
+                frontier.append(up)
     return {
-        n: (*stored[n], True, True) if n in stored else (None, None, False, False)
+        n: (*stored[n], True, stored[n][1] is not None) if n in stored else (None, None, False, False)
         for n in succeeded if n not in rerun
     }
 
@@ -499,8 +537,11 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         started.set()
         return await make()
 
+    hooks = _call_wait_hooks(list(_wait_hooks)) if _wait_hooks else []  # those that can work here
+
     def target() -> None:
         _blocking.set("thread")
+        _polls_ui.set(bool(hooks))
         try:
             box["result"] = asyncio.run(main())
         except BaseException as exc:  # re-raised in the caller's thread
@@ -517,8 +558,8 @@ def _run_in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
             # returns, since the new thread need not hand the GIL back at once
             worker.start()
             while not finished.wait(0.1):  # short waits keep KeyboardInterrupt prompt everywhere
-                if _wait_hooks:
-                    _call_wait_hooks()
+                if hooks:
+                    hooks = _call_wait_hooks(hooks)
         except BaseException:  # KeyboardInterrupt (kernel Stop, Ctrl-C): cancel, wait, re-raise
             _cancel_and_wait(box, started, finished)
             raise

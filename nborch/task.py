@@ -362,7 +362,7 @@ class Task(Node, Generic[R_co]):
     task runs, and running this task runs them first.
     """
 
-    __slots__ = ("fn", "args", "kwargs", "options", "seq", "info", "own_name")
+    __slots__ = ("fn", "args", "kwargs", "options", "seq", "info", "own_name", "node_name")
 
     @overload
     def __init__(self, fn: TaskFunction[..., R_co], /, *args: Any, **keywords: Any) -> None: ...
@@ -375,20 +375,36 @@ class Task(Node, Generic[R_co]):
         base: TaskOptions | None = None
         if isinstance(fn, TaskFunction):
             base, fn = fn.options, fn.fn
-        _check_callable(fn, "Task()")
-        option_kw = {k: keywords.pop(k) for k in list(keywords) if k in OPTION_NAMES}
-        kwargs = keywords.pop("kwargs", None) or _NO_KWARGS
+        try:  # a function seen before was checked then: the common case costs one lookup
+            info = _info_cache[fn]
+        except (KeyError, TypeError):
+            info = None
+        if info is None or info.generator:
+            _check_callable(fn, "Task()")
+            info = fn_info(fn)
         if keywords:
-            kwargs = {**kwargs, **keywords}
+            option_kw = {k: keywords.pop(k) for k in list(keywords) if k in OPTION_NAMES}
+            kwargs = keywords.pop("kwargs", None) or _NO_KWARGS
+            if keywords:
+                kwargs = {**kwargs, **keywords}
+        else:
+            option_kw, kwargs = _NO_KWARGS, _NO_KWARGS
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.options = make_options(base, **option_kw) if option_kw else (base or _DEFAULTS)
         # A name given to this node must be unique in its run; a task function's name
         # (@task(name=...)) names every call of it, numbered like an unnamed function's.
-        self.own_name = option_kw.get("name") is not None
+        name = option_kw.get("name")
+        if name is not None and len(option_kw) == 1:  # only a name: the options stay shared
+            if not isinstance(name, str) or not name:
+                raise DefinitionError(f"task {name!r}: name= expects a non-empty string, got {name!r}")
+            self.options = base or _DEFAULTS
+        else:
+            self.options = make_options(base, **option_kw) if option_kw else (base or _DEFAULTS)
+        self.node_name = name
+        self.own_name = name is not None
         self.seq = next(_sequence)
-        self.info = fn_info(fn)
+        self.info = info
         self._after = ()
         if option_kw:
             check_for(fn, self.options, self.info)
@@ -403,24 +419,40 @@ class Task(Node, Generic[R_co]):
     @property
     def name(self) -> str | None:  # type: ignore[override]
         """The explicit name, or None when the run derives one from the function."""
-        return self.options.name
+        return self.node_name if self.node_name is not None else self.options.name
 
     @property
     def base_name(self) -> str:
         """The explicit name, else the function's name."""
-        return self.options.name or fn_name(self.fn)
+        return self.name or fn_name(self.fn)
 
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         call = f"{fn_name(self.fn)}({', '.join(parts)})"
         if len(call) > 80:
             call = call[:77] + "...)"
-        named = f", name={self.options.name!r}" if self.options.name else ""
+        named = f", name={self.name!r}" if self.name else ""
         return f"<Task {call}{named}>"
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         """Call the plain function, bypassing the engine."""
         return self.fn(*args, **kwargs)
+
+    def map(self, *iterables: Any, **fixed: Any) -> Any:
+        """``Task(fn).map(...)``: as ``TaskFunction.map``, with this task's options and its
+        keyword arguments fixed for every item (it must bind no positional argument)."""
+        if self.args:
+            raise InvalidTaskError(
+                f"{self!r}.map(): the task binds positional arguments; map the function instead "
+                f"(Task({fn_name(self.fn)}).map(...)) and pass fixed values as keywords"
+            )
+        return TaskFunction(self.fn, self.options).map(*iterables, **{**self.kwargs, **fixed})
+
+    def product(self, **iterables: Any) -> Any:
+        """``Task(fn).product(...)``: as ``TaskFunction.product``."""
+        if self.args or self.kwargs:
+            raise InvalidTaskError(f"{self!r}.product(): the task binds arguments; use the function's .product()")
+        return TaskFunction(self.fn, self.options).product(**iterables)
 
     if TYPE_CHECKING:  # what type checkers see: a Task's value is its function's result
 
@@ -529,6 +561,25 @@ class TaskFunction(Generic[P, R_co]):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Task[R_co]:
         return Task(self, *args, kwargs=kwargs)
+
+    def map(self, *iterables: Any, **fixed: Any) -> Any:
+        """A task per element: ``fetch.map(urls)``, ``score.map(xs, ys, scale=2)``.
+
+        Several iterables are zipped (their lengths must be equal), in the order of the
+        function's positional parameters; ``fixed`` keywords go to every item. An iterable may
+        be a list (or any iterable: it is read now), a node whose value is iterable (read when
+        it has run), or another mapped node (element-wise: item i depends on its item i only).
+        Nothing runs until the node is run; its value is the list of the items' values."""
+        from .mapping import Mapped
+
+        return Mapped(self.fn, self.options, [(f"#{i}", it) for i, it in enumerate(iterables)], fixed, "zip")
+
+    def product(self, **iterables: Any) -> Any:
+        """A task per combination of the named iterables (a parameter sweep), in
+        ``itertools.product`` order: ``train.product(lr=[0.1, 0.01], depth=[2, 4])``."""
+        from .mapping import Mapped
+
+        return Mapped(self.fn, self.options, list(iterables.items()), {}, "product")
 
     def with_options(self, **options: Any) -> TaskFunction[P, R_co]:
         """A copy with some options changed: ``fetch.with_options(retries=5)``."""

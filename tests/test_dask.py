@@ -552,3 +552,42 @@ def test_a_downstream_that_cannot_be_sent_to_dask_fails_itself_not_its_upstream(
     assert run.states == {"first": TaskState.SUCCEEDED, "second": TaskState.FAILED}
     assert run.results["first"] == 1
     assert str(run.errors["second"]).startswith("task 'second' cannot be sent to Dask")
+
+
+def test_mapping_over_a_value_on_the_cluster_keeps_its_items_there(dask):
+    """Only the length of the mapped list comes back to the client: each item's task takes its
+    element from the cluster (no element is ever unpickled here until asked for)."""
+    keep = DaskExecutor(client=dask.client, gather=False)
+
+    @task
+    def make():
+        return [Counted([i]) for i in range(6)]
+
+    @task
+    def first(item):
+        return Counted([item.data[0] * 10])
+
+    @task(executor="thread")
+    def total(values):  # a local reduce: it fetches the items' values, not make's list
+        return sum(v.data[0] for v in values)
+
+    Counted.loads = 0
+    run = nborch.run(total(first.map(make())), executor=keep, store=False)
+    assert run.ok and run.value == sum(i * 10 for i in range(6))
+    assert Counted.loads == 6  # the six item values, for the reduce; never make's elements
+    assert [r.state for r in run.items("first")] == [TaskState.SUCCEEDED] * 6
+    assert isinstance(run.results["make"], Remote)
+
+
+def test_mapping_over_a_remote_value_that_is_not_a_list_fails_the_map_clearly(dask):
+    @task
+    def make():
+        return 42
+
+    @task
+    def first(item):
+        return item
+
+    run = nborch.run(first.map(make()), executor=dask, store=False)
+    assert run.states["first"] is TaskState.FAILED
+    assert str(run.errors["first"]).startswith("first.map() ('first'): iterable 1 (the value of 'make') is not iterable (got int)")

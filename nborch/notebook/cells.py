@@ -273,11 +273,19 @@ class CellTask:
     is_async: bool = False
     filename: str = ""
     flow: str = "default"
+    map_over: tuple[str, str] | None = None  # --map ITEM in SOURCE: the item's name and SOURCE
+
+    @property
+    def map_item(self) -> str | None:
+        return self.map_over[0] if self.map_over else None
 
     def dependencies(self, known: Iterable[str]) -> list[str]:
         """The upstream tasks among ``known`` names: tasks this cell reads before assigning."""
         names = set(known)
-        return [r for r in self.reads if r in names and r != self.name]
+        deps = [r for r in self.reads if r in names and r != self.name and r != self.map_item]
+        if self.map_over and self.map_over[1] in names and self.map_over[1] not in deps:
+            deps.append(self.map_over[1])  # the task it maps over is an upstream, read or not
+        return deps
 
     def code(self, deps: list[str]) -> tuple[Any, bool]:
         """The cell compiled into ``def NAME(*deps)``, and whether it takes the notebook namespace
@@ -294,8 +302,9 @@ class CellTask:
             for sub in ast.walk(stmt):
                 if hasattr(sub, "lineno"):
                     sub.lineno, sub.end_lineno = 1, 1  # type: ignore[attr-defined]
+        params = ([self.map_item] if self.map_item else []) + [d for d in deps if d != self.map_item]
         args = ast.arguments(
-            posonlyargs=[], args=[ast.arg(arg=d) for d in deps], vararg=None,
+            posonlyargs=[], args=[ast.arg(arg=d) for d in params], vararg=None,
             kwonlyargs=[ast.arg(arg=_NS)] if rebind else [], kw_defaults=[None] if rebind else [],
             kwarg=None, defaults=[],
         )
@@ -344,6 +353,7 @@ def compile_cell(
     options: dict[str, Any] | None = None,
     after: Iterable[str] = (),
     flow: str = "default",
+    map_over: tuple[str, str] | None = None,
 ) -> CellTask:
     """Check and analyse a task cell. Raises DefinitionError for a name that cannot name a task
     (``check_task_name``), SyntaxError (line numbers within the body)."""
@@ -362,11 +372,12 @@ def compile_cell(
         is_async=visitor.is_async,
         filename=filename,
         flow=flow,
+        map_over=map_over,
     )
     # What only compiling the task function finds (a misplaced nonlocal, an await where it
     # cannot be) is reported now, with the cell's line numbers, not when the workflow runs:
     # every name it reads and does not bind counts as an upstream, the most a run can pass.
-    cell.code([r for r in cell.reads if r not in cell.assigned])
+    cell.code([r for r in cell.reads if r not in cell.assigned and r != cell.map_item])
     # register the source so tracebacks show the cell's lines
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     return cell

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import traceback
 from typing import Any
 
@@ -19,6 +20,9 @@ def _show_failure(
     """Show nborch's cell errors short: a failed run as task, exception and failing line; a
     syntax error in a task cell as the cell line and caret, not the frames that compiled it."""
     red, reset = "\x1b[0;31m", "\x1b[0m"
+    if isinstance(value, asyncio.CancelledError) and not getattr(value, "_nborch_run", False):
+        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)  # not a run we stopped
+        return None
     if isinstance(value, SyntaxError):
         if not getattr(value, "_nborch_cell", False):  # not ours: IPython's usual display
             shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
@@ -33,7 +37,8 @@ def _show_failure(
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register %%task / %orch, the live display for runs in this kernel, and the failure block."""
+    """Register %%task / %orch, the live display for runs in this kernel, the widget pump that
+    keeps its Cancel button working during a blocking run, and the failure block."""
     if id(ipython) in _state:  # %load_ext twice: keep the workflow defined so far
         return
     from .magics import CellTaskFailed, OrchMagics
@@ -48,8 +53,13 @@ def load_ipython_extension(ipython: Any) -> None:
         pass
     else:
         state["unregister"] = register_display(widget_factory)
+    from .uipoll import install as install_widget_pump
+
+    unpump = install_widget_pump(ipython)  # None in a terminal IPython or an unknown ipykernel
+    if unpump is not None:
+        state["unpump"] = unpump
     if not ipython.custom_exceptions:  # never take over another extension's handler
-        ipython.set_custom_exc((CellTaskFailed, SyntaxError), _show_failure)
+        ipython.set_custom_exc((CellTaskFailed, SyntaxError, asyncio.CancelledError), _show_failure)
         state["custom_exc"] = True
     _state[id(ipython)] = state
 
@@ -61,6 +71,8 @@ def unload_ipython_extension(ipython: Any) -> None:
         return
     if "unregister" in state:
         state["unregister"]()
+    if "unpump" in state:
+        state["unpump"]()
     try:
         ipython.events.unregister("pre_run_cell", state["magics"].pre_run_cell)
     except ValueError:  # already gone

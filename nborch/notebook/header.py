@@ -32,6 +32,8 @@ TASK_ARGUMENTS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--limit",), {"type": int, "default": None, "metavar": "N"}),
     (("--cache",), {"action": "store_true",
                     "help": "reuse the stored value while code and inputs are unchanged"}),
+    (("--map",), {"nargs": 3, "default": None, "metavar": ("ITEM", "in", "SOURCE"),
+                  "help": "run the cell once per element of SOURCE (a task or a variable) with ITEM bound"}),
     (("--always",), {"action": "store_true",
                      "help": "run every time: never reused by an incremental %%orch run (it reads the outside world)"}),
     (("--flow",), {"default": "default", "metavar": "FLOW",
@@ -69,6 +71,7 @@ class TaskLine:
     after: tuple[str, ...] = ()
     flow: str = "default"
     run: bool = False
+    map: tuple[str, str] | None = None  # --map ITEM in SOURCE: (ITEM, SOURCE)
 
 
 def check_task_name(name: str) -> None:
@@ -138,4 +141,15 @@ def parse_task_line(line: str) -> TaskLine:
         raise DefinitionError(f"{err}.{options_hint}") from None
     if not args.flow.isidentifier():
         raise DefinitionError(f"the flow name must be a Python identifier, got {args.flow!r}")
-    return TaskLine(args.name, options, tuple(args.after), args.flow, args.run)
+    mapping = None
+    if args.map is not None:
+        item, word, source = args.map
+        if word != "in" or not item.isidentifier() or keyword.iskeyword(item) or not source.isidentifier():
+            raise DefinitionError(
+                f"--map expects ITEM in SOURCE with two Python names (--map url in urls), got "
+                f"{' '.join(args.map)!r}.{options_hint}"
+            )
+        if item in (args.name, source):
+            raise DefinitionError(f"--map {item} in {source}: ITEM must differ from the task and SOURCE names")
+        mapping = (item, source)
+    return TaskLine(args.name, options, tuple(args.after), args.flow, args.run, mapping)

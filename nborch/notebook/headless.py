@@ -108,7 +108,8 @@ def notebook_graph(path: str | os.PathLike[str], flow: str | None = None) -> Any
         spec = found.spec
         try:
             compiled = compile_cell(
-                spec.name, found.body, options=spec.options, after=spec.after, flow=spec.flow
+                spec.name, found.body, options=spec.options, after=spec.after, flow=spec.flow,
+                map_over=spec.map,
             )
         except SyntaxError as err:
             raise NotebookFailed(f"{where}: SyntaxError: {err.msg}{_syntax_where(err, 1)}") from None

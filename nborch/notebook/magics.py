@@ -119,7 +119,8 @@ class OrchMagics(Magics):
             raise UsageError(f"%%task: {err}") from err
         name, options = spec.name, spec.options
         try:
-            cell_task = compile_cell(name, cell, options=options, after=spec.after, flow=spec.flow)
+            cell_task = compile_cell(name, cell, options=options, after=spec.after, flow=spec.flow,
+                                     map_over=spec.map)
         except SyntaxError as err:  # the previous definition stays; lines count within the body
             err._nborch_cell = True  # type: ignore[attr-defined]  # shown short by the extension
             raise err.with_traceback(None) from None
@@ -129,6 +130,8 @@ class OrchMagics(Magics):
         deps = self.workflow.dependencies(name)
         described = ", ".join(f"{k}={v}" for k, v in options.items())
         line_out = f"task {name}" + (f" <- {', '.join(deps)}" if deps else "")
+        if spec.map is not None:
+            line_out += f" [map {spec.map[0]} in {spec.map[1]}]"
         if spec.flow != "default":
             line_out += f" [flow {spec.flow}]"
         line_out += f" ({described})" if described else ""
@@ -302,11 +305,15 @@ class OrchMagics(Magics):
             record = run_node(dag, **options)
         except DefinitionError as err:
             raise UsageError(f"%orch run: {err}") from err
-        except (KeyboardInterrupt, asyncio.CancelledError):  # stopped: its record still counts
+        except (KeyboardInterrupt, asyncio.CancelledError) as stop:  # stopped: its record still counts
             stopped = last_run()
             if stopped is not None and stopped.id == run_id:
                 self.workflow.last_run = stopped
                 self.namespace["_orch_run"] = stopped
+                if isinstance(stop, asyncio.CancelledError):  # the Cancel button: one short line
+                    stop._nborch_run = True  # type: ignore[attr-defined]
+                    stop.args = (failure_message(stopped, self.workflow.cells).split("\n")[0]
+                                 + "; the record is _orch_run",)
             raise
         except SystemExit:
             # A task called sys.exit(): the engine records it FAILED, then re-raises it. It fails

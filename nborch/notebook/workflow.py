@@ -156,10 +156,48 @@ class NotebookWorkflow:
                 )
             names = [n for n in names if self.cells[n].flow == flow]
         dag = DAG(name=self.title + (f":{flow}" if flow else ""))
-        for name in names:
+        nodes: dict[str, Any] = {}
+        for name in self._mapped_last(names):
             cell = self.cells[name]
-            deps = cell.dependencies(names)
+            # the task a --map cell maps over is an upstream but not a parameter, unless the
+            # cell reads it too (then every item gets its whole value)
+            deps = [d for d in cell.dependencies(names) if d in cell.reads]
             fn = cell.function(deps, namespace)
-            node = Task(fn, name=name, **cell.options)
-            dag.add(node, after=list(cell.after))
+            if cell.map_over is None:
+                node: Any = Task(fn, name=name, **cell.options)
+            else:  # once per element of SOURCE; its upstream values are the same for every item
+                node = self._mapped(cell, fn, deps, nodes, namespace)
+            nodes[name] = node
+        for name in names:  # in definition order
+            dag.add(nodes[name], after=list(self.cells[name].after))
         return dag
+
+    def _mapped_last(self, names: list[str]) -> list[str]:
+        """``names`` with each --map cell after the cells it depends on (it needs their nodes)."""
+        import graphlib
+
+        deps = {n: [d for d in self.cells[n].dependencies(names) if d in names] for n in names}
+        try:
+            return list(graphlib.TopologicalSorter(deps).static_order())
+        except graphlib.CycleError:  # reported by the run's own graph check
+            return names
+
+    def _mapped(self, cell: CellTask, fn: Any, deps: list[str], nodes: dict[str, Any],
+                namespace: dict[str, Any]) -> Any:
+        from ..task import TaskFunction, make_options
+
+        assert cell.map_over is not None
+        item, source = cell.map_over
+        if source in self.cells:
+            iterable = nodes.get(source)
+            if iterable is None:
+                raise GraphError(f"task {cell.name!r} maps over task {source!r}, which is not in this run")
+        elif source in namespace:
+            iterable = namespace[source]
+        else:
+            raise GraphError(
+                f"task {cell.name!r} maps over {source!r}, which is neither a task cell nor a variable of "
+                f"the notebook.{did_you_mean(source, [*self.cells, *namespace])}"
+            )
+        fixed = {d: nodes[d] for d in deps if d != item}
+        return TaskFunction(fn, make_options(None, name=cell.name, **cell.options)).map(iterable, **fixed)

@@ -5,6 +5,7 @@ Imported lazily by the runner: ``import nborch`` does not open a database.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 from ..errors import NborchError
 from ..record import ErrorRecord, Run
 from ..state import TaskState
-from .sqlite import DurableRecorder, Recorder, SqliteStore, StoreError, default_home
+from .sqlite import ITEMS_KEY, DurableRecorder, Recorder, SqliteStore, StoreError, default_home, resume_key
 
 __all__ = [
     "HISTORY_HEAD", "DurableRecorder", "Recorder", "SqliteStore", "StoreError", "default_home", "get_store",
@@ -86,6 +87,9 @@ def load_run(run_id: str, store: SqliteStore | None = None, *, values: bool = Tr
     )
     run.name = row["name"]
     run.recorded_state = row["state"]
+    params = run.upstreams.pop(ITEMS_KEY, None)
+    if isinstance(params, dict):
+        run.recorded_params = params
     for t in tasks:
         name = t["task"]
         run.states[name] = TaskState(t["state"])
@@ -108,6 +112,15 @@ def load_run(run_id: str, store: SqliteStore | None = None, *, values: bool = Tr
                 run.sizes[name] = size
         if t["state"] == "failed" and run.first_failure is None:
             run.first_failure = name
+    if values:  # a failed or cancelled run's values that no cache stored (``keep_for_resume``)
+        hit, kept, _ = cache.load(resume_key(run_id))
+        if hit and isinstance(kept, dict):
+            import cloudpickle
+
+            for name, data in kept.items():
+                if name not in run.results and name in run.states:
+                    with contextlib.suppress(Exception):  # a value that no longer unpickles: that task runs again
+                        run.results[name] = cloudpickle.loads(data)
     run.attempt_records = [dict(a) for a in attempts]
     return run
 

@@ -28,6 +28,7 @@ import atexit
 import contextlib
 import itertools
 import json
+import logging
 import os
 import queue
 import sqlite3
@@ -191,6 +192,7 @@ _CRASHED = (
     " WHERE id = ? AND state = 'running'"
 )
 _SUCCEEDED = TaskState.SUCCEEDED
+log = logging.getLogger(__name__)
 _NEVER = float("inf")
 _CHECKPOINT = object()  # requests to the writer thread
 _STOP = object()
@@ -862,9 +864,14 @@ class Recorder:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        keep_for_resume(self.store, self.run_id, run)
         tasks = self.count + len(self.succeeded)  # the last batch is counted when taken
         try:  # the run's edges, for drawing it later (a task is listed even with no upstream)
-            graph = json.dumps(run.upstreams, separators=(",", ":"))
+            table: dict[str, Any] = run.upstreams
+            params = run.item_params()
+            if params:  # the items' parameters, for Run.items of the loaded run (not JSON: their repr)
+                table = {**table, ITEMS_KEY: params}
+            graph = json.dumps(table, separators=(",", ":"), default=repr)
         except Exception:  # recording must never break a run's end
             graph = None
         end = (self.outcome or run.status, time.time(), tasks, graph, self.run_id)
@@ -873,6 +880,58 @@ class Recorder:
         if self.handed_off:  # rows wait for another process's lock: a moment, not the run's end
             self.store.flush(CLOSE_WAIT)
         self.store.checkpoint_later()
+
+
+ITEMS_KEY = "\x00items"  # in a run's recorded graph: each item's parameters (no task has that name)
+
+
+def resume_key(run_id: str) -> str:
+    """The values file of a run that did not succeed (``keep_for_resume``)."""
+    return f"resume-{run_id}"
+
+
+def keep_for_resume(store: SqliteStore, run_id: str, run: Any) -> None:
+    """A run that failed or was cancelled keeps the values of its succeeded tasks that no cache
+    stored, in one file, so that ``resume=`` need not run them again to feed what it re-runs
+    (items of a mapped node above all: one failed item of 10,000 re-runs alone). A succeeded run
+    writes nothing. Values that cannot be pickled are left out (those tasks run again). One
+    pickle and one write for the whole run: the cost falls on the failed run's end only. The
+    newest ``RESUME_KEPT`` such files are kept (``prune_resume_files``)."""
+    try:
+        if run.status == "succeeded" or not run.results:
+            return
+        import cloudpickle
+
+        stored = run.cache_keys
+        kept: dict[str, bytes] = {}
+        for name, value in run.results.items():
+            if name in stored or run.states.get(name) is not _SUCCEEDED:
+                continue
+            try:
+                kept[name] = cloudpickle.dumps(value, protocol=5)
+            except Exception:  # this task runs again on resume, as without a store
+                continue
+        if kept:
+            from .cache import Cache
+
+            Cache(store, run_id).save(resume_key(run_id), "(resume)", kept)
+            prune_resume_files(store)
+    except Exception:  # recording must never break a run's end
+        log.debug("values of run %s not kept for resume", run_id, exc_info=True)
+
+
+RESUME_KEPT = 10  # failed runs whose values are kept for resume; older ones' files are removed
+
+
+def prune_resume_files(store: SqliteStore, keep: int = RESUME_KEPT) -> None:
+    """Keep the values of the newest ``keep`` failed runs only: a notebook that fails again and
+    again must not fill the disk (a run whose file is gone resumes as without one)."""
+    with contextlib.suppress(OSError):
+        found = [e for e in os.scandir(store.values) if e.name.startswith("resume-") and e.name.endswith(".pkl")]
+        found.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+        for old in found[keep:]:
+            with contextlib.suppress(OSError):
+                os.unlink(old.path)
 
 
 class DurableRecorder(Recorder):

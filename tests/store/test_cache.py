@@ -194,14 +194,14 @@ def test_resume_reruns_what_did_not_succeed(store):
     @task
     def plain():
         ran.append("plain")
-        return 10
+        return Unpicklable(10)
 
     @task
     def transform(extract, plain):
         ran.append("transform")
         if broken["yes"]:
             raise ValueError("bug")
-        return [x + plain for x in extract]
+        return [x + plain.n for x in extract]
 
     failed = nborch.run(DAG(extract, plain, transform), store=store)
     assert not failed.ok and sorted(ran) == ["extract", "plain", "transform"]
@@ -210,9 +210,65 @@ def test_resume_reruns_what_did_not_succeed(store):
     ran.clear()
     resumed = nborch.run(DAG(extract, plain, transform), store=store, resume=failed.id)
     assert resumed.ok and resumed.value["transform"] == [11, 12, 13]
-    # extract's value was stored: reused; plain's was not but transform needs it: run again
+    # extract's value was stored: reused; plain's could not be but transform needs it: run again
     assert sorted(ran) == ["plain", "transform"]
     assert "extract" in resumed.cached
+
+
+class Unpicklable:
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.lock = threading.Lock()
+
+
+def test_a_failed_run_keeps_its_values_for_resume(store, tmp_path):
+    """A run that fails keeps the values of its succeeded tasks (one file, in the store's
+    values folder), so resume re-runs only the failed task, even with no cache: the value fed
+    to it is the one the first run made, read back from disk."""
+    ran = Log()
+    broken = {"yes": True}
+
+    @task
+    def load():
+        ran.append("load")
+        return {"rows": [1, 2, 3]}
+
+    @task
+    def total(load):
+        ran.append("total")
+        if broken["yes"]:
+            raise ValueError("bug")
+        return sum(load["rows"])
+
+    dag = DAG(load, total)
+    failed = nborch.run(dag, store=store)
+    assert list(store.values.glob(f"resume-{failed.id}.pkl"))  # on disk, next to the cached values
+    broken["yes"] = False
+    ran.clear()
+    resumed = nborch.run(dag, store=store, resume=failed.id)
+    assert ran == ["total"] and resumed.value["total"] == 6
+    assert "load" in resumed.reused and "load" not in resumed.cached
+    ok = nborch.run(dag, store=store)
+    assert not list(store.values.glob(f"resume-{ok.id}.pkl"))  # a run that succeeded keeps nothing
+
+
+def test_only_the_newest_failed_runs_keep_their_values(store, monkeypatch):
+    from nborch.store import sqlite
+
+    monkeypatch.setattr(sqlite, "RESUME_KEPT", 3)
+    monkeypatch.setattr(sqlite.prune_resume_files, "__defaults__", (3,))
+
+    @task
+    def ok():
+        return 1
+
+    @task
+    def bad(ok):
+        raise ValueError("again")
+
+    ids = [nborch.run(bad(ok()), store=store).id for _ in range(5)]
+    kept = sorted(p.name for p in store.values.glob("resume-*.pkl"))
+    assert kept == sorted(f"resume-{i}.pkl" for i in ids[-3:])
 
 
 def test_resume_of_an_unknown_run_is_a_clear_error(store):
@@ -236,9 +292,9 @@ def test_resume_never_makes_up_a_value_for_a_task_whose_value_was_not_stored(sto
     broken = {"yes": True}
 
     @task
-    def side():  # succeeds, not cached, nothing downstream of it re-runs
+    def side():  # succeeds, not cached (its value cannot be pickled), nothing downstream re-runs
         ran.append("side")
-        return "side value"
+        return Unpicklable(1)
 
     @task
     def flaky():
