@@ -32,7 +32,7 @@ from .errors import CircuitOpenError, DefinitionError, Skip
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, events
 from .executors import Remote, has_remote
 from .graph import Graph, Group, Spec
-from .limits import Rates, acquire_weighted, call_values, check_slots, drop_waiter, make_pools, pool_of, unhold
+from .limits import Rates, acquire_weighted, call_values, check_pool, drop_waiter, make_pools, unhold
 from .invocation import (
     AS_BOUND,
     CANCELLED,
@@ -206,18 +206,12 @@ class Engine(Offload):
     # -- setting up ------------------------------------------------------------------------------
 
     def add_specs(self, specs: list[Spec], parent: Inv | None) -> list[Inv]:
-        """Add the tasks of ``specs``; DefinitionError, and none added, for a task in a pool the
-        run does not have or that takes more slots than its pool has."""
-        try:
-            return self._add_specs(specs, parent)
-        except DefinitionError:
-            for spec in specs:
-                inv = self.invs.get(spec.name)
-                if inv is not None and inv.spec is spec:
-                    del self.invs[spec.name]
-            raise
-
-    def _add_specs(self, specs: list[Spec], parent: Inv | None) -> list[Inv]:
+        """Add the tasks of ``specs``; a DefinitionError, before any is added, for a task in a
+        pool the run does not have or that takes more slots than its pool has."""
+        for spec in specs:
+            opts = spec.task.options
+            if opts.pool is not None or opts.slots != 1:
+                check_pool(self.pools, spec)
         new = []
         for spec in specs:
             inv = Inv(spec, parent)
@@ -229,11 +223,10 @@ class Engine(Offload):
                 continue
             limits: list[Limit] = []
             opts = spec.task.options
-            pool = self.global_limit if opts.pool is None else pool_of(self.pools, spec)
+            pool = self.global_limit if opts.pool is None else self.pools.get(opts.pool)
             if pool is not None:  # first: acquire_weighted finds it there, release pumps it first
                 limits.append(pool)
-                if opts.slots != 1:
-                    inv.weight = check_slots(pool, spec)
+                inv.weight = opts.slots
             for grp in spec.groups:
                 if grp.limit:
                     lim = self.group_limits.get(id(grp))

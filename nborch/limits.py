@@ -48,7 +48,10 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .graph import Spec
 
-__all__ = ["Rate", "RateLimiter", "Rates", "make_pools", "parse_rate", "pool_of"]
+__all__ = [
+    "Rate", "RateLimiter", "Rates", "acquire_weighted", "call_values", "check_max_concurrency", "check_pool",
+    "drop_waiter", "make_pools", "parse_rate", "unhold",
+]
 
 DEFAULT_POOL = "default"
 
@@ -236,33 +239,26 @@ def make_pools(max_concurrency: int | Mapping[str, int | None] | None) -> dict[s
     return {name: None if size is None else Limit(size) for name, size in max_concurrency.items()}
 
 
-def pool_of(pools: dict[str, Limit | None], spec: Spec) -> Limit | None:
-    """The pool of a task that names ``pool=``, or DefinitionError naming the task and the fix."""
-    name: str = spec.task.options.pool  # type: ignore[assignment]
-    if name in pools:
-        return pools[name]
-    if name == DEFAULT_POOL:  # not sized: no limit
-        return None
-    known = sorted({*pools, DEFAULT_POOL})
-    sizes = {k: (v.cap if v is not None else None) for k, v in pools.items()}
-    sizes[name] = 1
-    raise DefinitionError(
-        f"task {spec.name!r} runs in pool {name!r}, but the run has no such pool "
-        f"(its pools: {', '.join(map(repr, known))}).{did_you_mean(name, known)} "
-        f"Give its size: max_concurrency={sizes!r}."
-    )
-
-
-def check_slots(pool: Limit, spec: Spec) -> int:
-    """``slots=`` of a task in a pool with a size: at most that size."""
-    slots: int = spec.task.options.slots
-    pool_name = spec.task.options.pool or DEFAULT_POOL
-    if slots > pool.cap:
+def check_pool(pools: dict[str, Limit | None], spec: Spec) -> None:
+    """A DefinitionError, naming the task and the fix, if ``spec``'s task names a pool the run
+    does not have or takes more slots than its pool has."""
+    opts = spec.task.options
+    name = opts.pool or DEFAULT_POOL
+    if name not in pools and name != DEFAULT_POOL:  # "default" not sized: no limit
+        known = sorted({*pools, DEFAULT_POOL})
+        sizes = {k: (v.cap if v is not None else None) for k, v in pools.items()}
+        sizes[name] = 1
         raise DefinitionError(
-            f"task {spec.name!r} takes slots={slots}, but pool {pool_name!r} has only {pool.cap}: it could "
-            f"never start. Lower slots= or make the pool bigger (max_concurrency={{{pool_name!r}: {slots}}})."
+            f"task {spec.name!r} runs in pool {name!r}, but the run has no such pool "
+            f"(its pools: {', '.join(map(repr, known))}).{did_you_mean(name, known)} "
+            f"Give its size: max_concurrency={sizes!r}."
         )
-    return slots
+    pool = pools.get(name)
+    if pool is not None and opts.slots > pool.cap:
+        raise DefinitionError(
+            f"task {spec.name!r} takes slots={opts.slots}, but pool {name!r} has only {pool.cap}: it could "
+            f"never start. Lower slots= or make the pool bigger (max_concurrency={{{name!r}: {opts.slots}}})."
+        )
 
 
 def acquire_weighted(inv: Inv, front: bool) -> bool:

@@ -747,3 +747,86 @@ def test_random_pools_slots_retries_and_children_never_overflow_and_always_finis
     assert sorted(record.value) == sorted(f"t{i}" for i in range(len(nodes)))
     for pool, peak in gauge.peak.items():
         assert peak <= sizes[pool], (pool, peak, sizes)
+
+
+# -- mapped items share their function's rate and pool ------------------------------------------
+
+
+def test_fifty_mapped_items_share_their_functions_rate(fake_clock, recorder):
+    starts: dict[int, float] = {}
+
+    @task(rate="20/s")
+    async def fetch(i):
+        starts[i] = since(fake_clock)
+        return i * 2
+
+    record = nborch.run(fetch.map(range(50)), clock=fake_clock, store=False, on_event=recorder)
+
+    assert record.value == [i * 2 for i in range(50)]
+    assert sorted(starts.values()) == pytest.approx([i * 0.05 for i in range(50)])
+    assert [r.state for r in record.items("fetch")] == [TaskState.SUCCEEDED] * 50
+    # every item but the first waited for its turn, each published as waiting, not running
+    assert sorted(w.task for w in recorder.of_type(TaskWaiting)) == sorted(f"fetch:{i}" for i in range(1, 50))
+
+
+def test_items_of_a_dynamic_map_and_plain_calls_share_one_rate(fake_clock):
+    starts: list[float] = []
+
+    @task
+    def ids():
+        return list(range(5))
+
+    @task(rate="2/s")
+    async def fetch(i):
+        starts.append(since(fake_clock))
+        return i
+
+    record = nborch.run(Parallel(fetch.map(ids()), fetch(99)), clock=fake_clock, store=False)
+
+    assert record.ok
+    assert sorted(starts) == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5])
+
+
+def test_rate_by_holds_per_value_across_mapped_items(fake_clock):
+    starts: dict[str, list[float]] = {"a": [], "b": []}
+
+    @task(rate="1/s", rate_by="host")
+    async def fetch(host, path):
+        starts[host].append(since(fake_clock))
+
+    record = nborch.run(fetch.product(host=["a", "b"], path=range(3)), clock=fake_clock, store=False)
+
+    assert record.ok
+    for times in starts.values():
+        assert len(times) == 3
+        assert all(later - earlier >= 1.0 - 1e-9 for earlier, later in zip(times, times[1:]))
+
+
+def test_mapped_items_take_their_slots_of_their_functions_pool():
+    gauge = Slots()
+    train = worker(gauge, pool="gpu", slots=2, name="train")
+    prep = worker(gauge, name="prep")
+
+    record = nborch.run(Parallel(train.map(range(10)), prep.map(range(10))),
+                        max_concurrency={"default": 2, "gpu": 4}, store=False)
+
+    assert record.ok
+    assert [r.state for r in record.items("train")] == [TaskState.SUCCEEDED] * 10
+    assert gauge.peak == {"gpu": 4, "default": 2}
+
+
+def test_a_mapped_task_in_an_unknown_pool_fails_before_anything_runs():
+    ran: list[str] = []
+
+    @task
+    def ids():
+        ran.append("ids")
+        return [1, 2]
+
+    @task(pool="gpus")
+    def train(i):
+        ran.append(f"train {i}")
+
+    with pytest.raises(DefinitionError, match=r"^task 'train' runs in pool 'gpus', but the run has no such pool"):
+        nborch.run(train.map(ids()), max_concurrency={"gpu": 1}, store=False)
+    assert ran == []
