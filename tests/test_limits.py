@@ -213,6 +213,39 @@ def test_a_task_waiting_for_its_rate_is_published_as_waiting_not_running(fake_cl
         assert since(fake_clock, events[1].time) == pytest.approx(since(fake_clock, w.until))
 
 
+def test_the_live_view_shows_tasks_waiting_for_their_rate_as_waiting_not_running(fake_clock):
+    from nborch.display.state import RunView
+
+    view = RunView()
+    inside: set[str] = set()  # tasks whose body has started and not returned
+    seen: list[tuple[set[str], set[str]]] = []
+    sleep = fake_clock.sleep
+
+    async def probing_sleep(seconds):  # a task waits for its rate: what does the view show?
+        running = {name for name, st in view.tasks.items() if st.state is TaskState.RUNNING}
+        seen.append((running, set(inside)))
+        await sleep(seconds)
+
+    fake_clock.sleep = probing_sleep
+
+    @task(rate="1/s")
+    async def fetch(name):
+        inside.add(name)
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)
+        finally:
+            inside.discard(name)
+
+    names = ["fetch", "fetch[2]", "fetch[3]", "fetch[4]"]
+    nborch.run(Parallel(*(fetch(n) for n in names)), clock=fake_clock, store=False, on_event=[view])
+
+    assert len(seen) == 3  # fetch[2], [3] and [4] each waited for their turn
+    for running, bodies in seen:  # running in the view: exactly the tasks whose body runs
+        assert running == bodies
+    assert seen[0] == ({"fetch"}, {"fetch"})
+
+
 def test_a_tasks_duration_does_not_count_its_wait_for_the_rate(fake_clock):
     @task(rate="1/s")
     async def fetch(i):
