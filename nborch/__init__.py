@@ -20,6 +20,7 @@ from .errors import (
     GraphError,
     InvalidTaskError,
     NborchError,
+    RunTimeoutError,
     Skip,
     TaskTimeoutError,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "Run",
     "RunEvent",
     "RunHandle",
+    "RunTimeoutError",
     "Schedule",
     "Sequence",
     "Skip",

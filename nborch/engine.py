@@ -187,7 +187,8 @@ class Engine(Offload):
                 value, error = inv.value, None
             else:
                 value = None
-                error = inv.error if state is FAILED or state is RETRYING or state is SKIPPED else None
+                error = inv.error if (state is FAILED or state is RETRYING or state is SKIPPED
+                                      or inv.mapping is not None) else None  # a map: its first failed item's
             parent = inv.parent
             self.publish(
                 _new_event(TaskEvent, (  # TaskEvent(...) without its Python-level __new__: 2x faster

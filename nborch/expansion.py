@@ -317,7 +317,8 @@ class Expansions:
         mapped = inv.spec.task.mapped  # type: ignore[attr-defined]
         value = engine.graph.value(mapped, engine.results)
         inv.value = value
-        engine.results[inv.name] = value
+        if inv.map_state is SUCCEEDED:  # a failed map has no value (a reduce reads its items')
+            engine.results[inv.name] = value
         engine.settle(inv, inv.map_state)
 
     def abandon_consumers(self, inv: Inv) -> None:

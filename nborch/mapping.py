@@ -105,8 +105,8 @@ class Mapped(Node):
         taken = set(slots[: len(positional)])
         if len(positional) > len(slots) and not info.var_positional:
             raise InvalidTaskError(
-                f"{who} maps over {len(positional)} iterables, but {fn_name(self.fn)}() takes "
-                f"{len(slots)} positional parameters"
+                f"{who} maps over {_count(len(positional), 'iterable')}, but {fn_name(self.fn)}() takes "
+                f"{_count(len(slots), 'positional parameter')}"
             )
         missing = [p for p in info.required if p not in given and p not in taken and p not in INJECTED]
         if missing:
@@ -143,6 +143,10 @@ def _sequence() -> Any:
 
         _counter.append(seq)
     return _counter[0]
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def _length_message(who: str, lengths: dict[str, int]) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 from . import capture
 from .clock import SystemClock, wall_time
 from .engine import Engine, current_frame, is_loop_thread
-from .errors import DefinitionError, NborchError, did_you_mean
+from .errors import DefinitionError, NborchError, RunTimeoutError, did_you_mean
 from .eventbus import EventBus
 from .executors import child_call_error, remote_task
 from .graph import Graph, build_graph
@@ -40,7 +40,7 @@ __all__ = ["cancelled", "last_run", "register_display", "register_wait_hook", "r
 
 RUN_OPTIONS = (
     "max_concurrency", "state", "on_event", "clock", "display", "run_id", "capture",
-    "store", "force", "resume", "name", "executor", "durable", "reuse",
+    "store", "force", "resume", "name", "executor", "durable", "reuse", "timeout",
 )
 
 DisplayFactory = Callable[["RunHandle"], Any]
@@ -129,6 +129,10 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
             f"Options: {', '.join(RUN_OPTIONS)}."
         )
     check_max_concurrency(options.get("max_concurrency"))
+    timeout = options.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                or not timeout > 0):
+        raise DefinitionError(f"timeout= expects a number of seconds > 0 or None, got {timeout!r}")
     if options.get("executor") is not None:
         from .executors import check_executor
 
@@ -183,6 +187,8 @@ async def run_async(node: Any, **options: Any) -> Run:
 
     Bad workflows raise ``DefinitionError`` before anything runs. Cancelling the awaiting
     coroutine cancels the run (every task settles first) and re-raises ``CancelledError``.
+    ``timeout=S``: when the run has lasted S seconds it is cancelled the same way, then
+    ``RunTimeoutError`` is raised with the record as ``.run``.
     """
     node = as_node(node)
     check_options(options)
@@ -244,9 +250,14 @@ async def run_async(node: Any, **options: Any) -> Run:
     if capturing:
         capture.install()
     started = wall_time()
+    deadline = asyncio.timeout(options.get("timeout"))  # the whole run's; cancels it as an interrupt does
     try:
         with _wake_on_sigint(handle.loop):
-            await engine.execute()
+            async with deadline:
+                await engine.execute()
+    except TimeoutError:
+        if not deadline.expired():  # a TimeoutError of the run's own, not its deadline
+            raise
     finally:
         if engine.remotes:  # values left on a cluster come back once, in one batch, for the record
             try:
@@ -268,6 +279,8 @@ async def run_async(node: Any, **options: Any) -> Run:
                     close(record)
                 except Exception:  # a display must never break a run
                     log.exception("display %r failed to close", d)
+    if deadline.expired():
+        raise RunTimeoutError(record, options["timeout"])
     return record
 
 
@@ -311,8 +324,10 @@ def _open_recorder(handle: RunHandle, graph: Graph, node: Node, options: dict[st
     return recorder, cache, preset
 
 
-def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, Preset]:
+def resume_plan(store: Any, graph: Graph, run_id: str | Run, cache: Any) -> dict[str, Preset]:
     """Tasks of ``run_id`` that need not run again: name -> (value, cache key, stored, stored).
+    ``run_id`` may be the ``Run`` record itself (a front end that keeps more values than the
+    store, or wants a task to run again, hands it in with its ``results`` and ``states``).
 
     Everything that did not succeed runs again, with everything downstream of it (a task that
     succeeded under ``all_done`` despite a failed upstream runs again once that upstream has),
@@ -330,7 +345,7 @@ def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, 
     from .mapping import MapTask
     from .store import load_run
 
-    previous = load_run(run_id, store)
+    previous = run_id if isinstance(run_id, Run) else load_run(run_id, store)
     maps = {n for n, spec in graph.specs.items() if type(spec.task) is MapTask}
 
     def known(name: str) -> bool:

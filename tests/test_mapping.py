@@ -192,3 +192,17 @@ def test_a_loaded_run_keeps_its_items_parameters(store):
     loaded = nborch.Run.load(run.id, store=store)
     assert [(r.params, r.value) for r in loaded.items("fetch")] == [({"x": 5}, None), ({"x": 6}, None)]
     assert "\x00items" not in loaded.upstreams
+
+
+def test_a_failed_map_carries_its_first_failed_items_error_and_says_how_many_failed():
+    @task
+    def fetch(i):
+        if i == 1:
+            raise ValueError("item 1 failed")
+        return i
+
+    events = []
+    run = nborch.run(fetch.map([0, 1, 2]), store=False, on_event=events.append)
+    (final,) = [e for e in events if getattr(e, "task", None) == "fetch" and e.state is TaskState.UPSTREAM_FAILED]
+    assert isinstance(final.error, ValueError) and str(final.error) == "item 1 failed"
+    assert "1 of 3 items did not succeed" in run.report()
