@@ -406,7 +406,7 @@ class Task(Node, Generic[R_co]):
         self.seq = next(_sequence)
         self.info = info
         self._after = ()
-        if option_kw:
+        if option_kw and not _CHECKED.issuperset(option_kw):  # options that need the function
             check_for(fn, self.options, self.info)
         if kwargs and self.info.signature is not None and not self.info.var_keyword:
             unknown = [k for k in kwargs if k not in self.info.params]
@@ -469,12 +469,15 @@ class Task(Node, Generic[R_co]):
 _DEFAULTS = TaskOptions()
 
 
+_CHECKED = OPTION_NAMES - {"limit_by", "rate_by", "rate", "slots", "pool"}  # by make_options alone
+
+
 def check_for(fn: Callable[..., Any], options: TaskOptions, info: FnInfo) -> None:
     """The checks of ``options`` that need the function: ``limit_by=``/``rate_by=`` name its
     parameters, and ``rate=``/``slots=``/``pool=`` errors name the task."""
     if options.rate is not None and not isinstance(options.rate, Rate):
         parse_rate(options.rate, f"task {options.name or fn_name(fn)!r}: ")  # raises: make_options kept it
-    if options.slots != 1 or options.pool is not None or isinstance(options.slots, bool):
+    if type(options.slots) is not int or options.slots != 1 or options.pool is not None:
         name = options.name or fn_name(fn)
         slots = options.slots
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
@@ -487,8 +490,7 @@ def check_for(fn: Callable[..., Any], options: TaskOptions, info: FnInfo) -> Non
                 f"task {name!r}: pool= expects a pool's name, got {options.pool!r}. Write pool=\"gpu\" "
                 "and run with max_concurrency={\"default\": 8, \"gpu\": 1}."
             )
-    for option in ("limit_by", "rate_by"):
-        names = getattr(options, option)
+    for option, names in (("limit_by", options.limit_by), ("rate_by", options.rate_by)):
         if names and info.signature is not None and not info.var_keyword:
             missing = [p for p in names if p not in info.params]
             if missing:
