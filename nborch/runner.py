@@ -215,7 +215,7 @@ async def run_async(node: Any, **options: Any) -> Run:
     if recorder is not None:
         bus.subscribe(recorder)  # first: with durable=True a row is committed before others see it
     on_event = options.get("on_event")
-    for s in on_event if isinstance(on_event, list | tuple) else [on_event] if on_event else []:
+    for s in on_event if isinstance(on_event, list | tuple) else [on_event] if on_event is not None else []:
         bus.subscribe(s)
     displays = _open_displays(handle)
     for d in displays:
