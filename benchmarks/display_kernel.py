@@ -2,6 +2,7 @@
 
     python benchmarks/display_kernel.py                    # 1,000 and 10,000 tasks, best of 7
     python benchmarks/display_kernel.py --tasks 1000 --repeat 11 --messages
+    python benchmarks/display_kernel.py --shape mapped --tasks 10000   # one map of 10,000 items
 
 A kernel of this Python (jupyter_client's KernelManager, the ``python3`` kernelspec) runs
 ``%load_ext nborch``, builds a layered DAG of async no-ops (100 tasks per layer, two upstreams
@@ -13,7 +14,9 @@ the kernel's CPU time, every thread, which other processes on a busy machine dis
 runs alternate display on / ``display=False`` (the order flips every round) and the figures are
 the best of ``--repeat`` each. Both runs record into the kernel's store, as a plain ``dag.run()`` does (``--no-store``:
 neither does, which leaves the display alone against the engine). ``--messages`` prints what the display sent per run (iopub messages by
-kind, and their JSON size). Target: on / off <= 1.2 at 1,000 and 10,000 tasks.
+kind, and their JSON size). ``--shape mapped`` runs one mapped node instead,
+``item.map(range(n))`` (its items appear when it expands, in the run). Target: on / off <= 1.2
+at 1,000 and 10,000 tasks, and for a 10,000-item map.
 """
 
 from __future__ import annotations
@@ -49,8 +52,13 @@ def layered(n, width=100, seed=7):
         dag.add(t, after=rng.sample(prev, min(2, len(prev))) if prev else [])
     return dag
 
+@nborch.task
+async def item(x):
+    return None
+
 _bench = {{}}
-dags = {{n: layered(n) for n in {sizes!r}}}
+# layered: n tasks in layers of 100; mapped: one mapped node of n items (item.map(range(n)))
+dags = {{n: layered(n) if {shape!r} == "layered" else item.map(range(n)) for n in {sizes!r}}}
 """
 
 CELL = """
@@ -58,7 +66,7 @@ gc.collect()
 _c0, _t0 = time.process_time(), time.perf_counter()
 _r = dags[{n}].run(display={display}, store={store})
 _bench["t"], _bench["cpu"] = time.perf_counter() - _t0, time.process_time() - _c0
-assert len(_r) == {n}
+assert len(_r) == {n}  # a DAG: its values by task; a map: its items' values
 """
 
 
@@ -131,17 +139,19 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--no-store", dest="store", action="store_false", help="store=False on both sides")
     p.add_argument("--messages", action="store_true", help="print the iopub messages of the last run")
+    p.add_argument("--shape", choices=("layered", "mapped"), default="layered",
+                   help="layered DAGs of n tasks, or one mapped node of n items (item.map(range(n)))")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="nborch-bench-") as cwd:
         kernel = Kernel(cwd)
         try:
-            kernel.execute(SETUP.format(sizes=args.tasks))
+            kernel.execute(SETUP.format(sizes=args.tasks, shape=args.shape))
             for n in args.tasks:
                 times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
                 last_msgs: list[dict] = []
 
                 def once(display: bool, n: int = n) -> list[dict]:
-                    code = CELL.format(n=n, display=display, store=args.store)
+                    code = CELL.format(n=n, display=display, store=args.store, shape=args.shape)
                     t, msgs = kernel.execute(code, '[_bench["t"], _bench["cpu"]]')
                     times[display].append(tuple(t))
                     return msgs
@@ -153,7 +163,8 @@ def main() -> None:
                         msgs = once(display)
                         if display:
                             last_msgs = msgs
-                print(f"{n:,} tasks, layered, async no-ops, dag.run() in a kernel cell, "
+                what = "layered" if args.shape == "layered" else "one mapped node (item.map(range(n)))"
+                print(f"{n:,} tasks, {what}, async no-ops, node.run() in a kernel cell, "
                       f"store={args.store}, best of {args.repeat}")
                 for what, i in (("wall", 0), ("cpu ", 1)):
                     on = min(t[i] for t in times[True])

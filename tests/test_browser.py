@@ -166,7 +166,9 @@ SAMPLE_JS = """(index) => {
   const cell = index === null ? document : cells[index];
   if (!cell) return null;
   const live = cell.querySelector('.nborch-live');
-  const root = live || [...cell.querySelectorAll('.nborch-snapshot')].pop();
+  // the last snapshot that draws a graph (a Run shown in the cell its live display drew is one line)
+  const snaps = [...cell.querySelectorAll('.nborch-snapshot')];
+  const root = live || snaps.filter(s => s.querySelector('.nborch-graph')).pop() || snaps.pop();
   if (!root) return null;
   const bar = root.querySelector('.nborch-progress .nborch-bar');
   const graph = root.querySelector('.nborch-graph');
@@ -603,3 +605,68 @@ def test_notebook_7_shows_the_live_display_then_its_snapshot(chromium_context, t
     assert final and not final["live"] and final["bar"] == "100%", final
     assert {n["id"]: n["fill"] for n in final["nodes"]} == {"task-slow": SUCCEEDED, "task-quick": SUCCEEDED}
     assert not problems, problems
+
+
+MAP_CELLS = [
+    "%load_ext nborch\nimport asyncio\nimport nborch",
+    # 1: a map of 40 items over a task's value: they appear when it succeeds, then settle in turn
+    "@nborch.task\ndef rows():\n    return list(range(40))\n\n"
+    "@nborch.task\nasync def fetch(x):\n    await asyncio.sleep(0.1 * (x % 10) + 0.3)\n"
+    "    if x % 9 == 4:\n        raise ValueError(f'bad row {x}')\n    return x\n\n"
+    "@nborch.task(trigger_rule='all_done')\ndef total(fetch):\n    return sum(fetch)\n\n"
+    "src = rows()\nm = fetch.map(src)\nnborch.run(nborch.DAG(src, m, total(m)))",
+    # 2: a map of 4 items: drawn beside it
+    "few = fetch.map([1, 2, 3, 4])\nnborch.run(nborch.DAG(few, total(few)))",
+    "print('ALL-DONE')",
+]
+
+
+@pytest.mark.timeout(180)
+def test_jupyterlab_shows_a_mapped_node_with_its_counts_and_bar(chromium_context, tmp_path):
+    import nbformat
+
+    root = tmp_path / "root"
+    root.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in MAP_CELLS]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(nb, root / "maps.ipynb")
+    server = Server("lab", tmp_path / "server", root)
+    page = _new_page(chromium_context)
+    live = None
+    try:
+        _open(page, server, "lab/tree/maps.ipynb")
+        _wait_for_kernel(page, server)
+        _run_all(page)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # mid-run: some items settled, others still to come
+            live = page.evaluate(SAMPLE_JS, 1)
+            note = next((n["texts"][-1] for n in (live or {}).get("nodes", []) if n["id"] == "map-fetch"), "")
+            if live and live["live"] and "✓" in note and "…" in note:
+                break
+            page.wait_for_timeout(50)
+        _scroll_to_cell(page, 1)
+        _shot(page, tmp_path, "browser_map_live.png")
+        _wait_for_output(page, "ALL-DONE")
+        page.wait_for_timeout(300)
+        final, few = page.evaluate(SAMPLE_JS, 1), page.evaluate(SAMPLE_JS, 2)
+        cell_text = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-OutputArea").inner_text()
+        _scroll_to_cell(page, 1)
+        _shot(page, tmp_path, "browser_map_final.png")
+        _scroll_to_cell(page, 2)
+        _shot(page, tmp_path, "browser_map_few.png")
+        problems = _widget_problems(page)
+    finally:
+        page.close()
+        server.stop()
+
+    assert not problems, problems
+    nodes = {n["id"]: n for n in live["nodes"]}
+    assert set(nodes) == {"task-rows", "map-fetch", "task-total"}, nodes  # 40 items: one node
+    assert re.fullmatch(r"(\d+ ✓ )?(\d+ ✗ )?\d+ …", nodes["map-fetch"]["texts"][-1]), nodes["map-fetch"]
+    # the returned Run, the cell's last line, does not draw the run a second time
+    assert cell_text.count("tasks settled") == 2 and "its graph and table are in the live display above" in cell_text
+    final_nodes = {n["id"]: n for n in final["nodes"]}
+    assert final_nodes["map-fetch"]["texts"] == ["fetch", "36 ✓ 4 ✗"], final_nodes
+    assert final_nodes["map-fetch"]["fill"] == FAILED and final_nodes["task-total"]["fill"] == SUCCEEDED
+    assert {n["id"] for n in few["nodes"]} == {"map-fetch", "task-total", *(f"task-fetch-3a-{i}" for i in range(4))}

@@ -127,8 +127,8 @@ class ConsoleProgress:
                     )
                 elif shown == FAILURES_PER_MAP:
                     self.progress.console.print(
-                        f"[bold red]✗[/] more items of {_text(placeholder or '')} failed: the table at the end "
-                        "lists them", markup=True, highlight=False,
+                        f"[bold red]✗[/] more items of {_text(placeholder or '')} failed: the table at "
+                        "the end lists them", markup=True, highlight=False,
                     )
         names = list(self.running)
         label = ", ".join(map(_text, names[:4])) + (f" +{len(names) - 4}" if len(names) > 4 else "")

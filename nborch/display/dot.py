@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 __all__ = [
     "COLLAPSE_OVER", "COLORS", "FIT_STYLE", "MARK_COLORS", "NOTEBOOK_EXTRA", "GraphModel", "SvgTemplate",
     "cached_layout", "components", "fit_style", "forget_layouts", "graph_attrs", "graph_dot", "graph_model",
-    "group_id", "group_tasks", "layout_svg", "map_id", "map_look", "map_state", "node_digraph", "node_id", "node_looks", "printable", "render_svg",
-    "run_model", "state_css", "status_digraph", "svg_image", "svg_size",
+    "group_id", "group_tasks", "layout_svg", "map_id", "map_look", "map_state", "node_digraph", "node_id",
+    "node_looks", "printable", "render_svg", "run_model", "state_css", "status_digraph", "svg_image",
+    "svg_size",
 ]
 
 COLLAPSE_OVER = 200
@@ -167,7 +168,7 @@ class DotNode:
     members: list[str]
     group: bool = False
     map: bool = False
-    size: int | None = None  # a mapped node's number of items when its inputs are lists (known before it runs)
+    size: int | None = None  # a mapped node's items, when its inputs are lists (known before it runs)
 
 
 @dataclass(slots=True)
@@ -219,9 +220,11 @@ def graph_model(graph: Graph, collapse_over: int = COLLAPSE_OVER) -> GraphModel:
     too many, one per function. A mapped node is one node (its items counted on it), with its
     items beside it when it has at most ``MAP_DRAWN`` and the graph is not collapsed."""
     specs = dict(graph.specs)  # a copy: child tasks may be added meanwhile
+    mapped = [name for name, spec in specs.items() if type(spec.task) is MapTask]
+    if not mapped:
+        return _plain_model(specs, collapse_over)
     ups = {name: [u.name for u in spec.up] for name, spec in specs.items()}
     parents = {name: spec.parent for name, spec in specs.items() if spec.parent is not None}
-    mapped = [name for name, spec in specs.items() if type(spec.task) is MapTask]
     maps = {p: list(graph.items.get(p, ())) for p in mapped}
     extra: list[tuple[str, str]] = []
     for name in mapped:
@@ -240,10 +243,61 @@ def graph_model(graph: Graph, collapse_over: int = COLLAPSE_OVER) -> GraphModel:
 
 def _known_size(mapped: Mapped) -> int | None:
     """How many items ``mapped`` will have, when all its inputs are lists (None: known at run time)."""
-    sizes = [len(src) for _, src in mapped.sources] if all(isinstance(src, list) for _, src in mapped.sources) else None
-    if sizes is None:
+    if not all(isinstance(src, list) for _, src in mapped.sources):
         return None
+    sizes = [len(src) for _, src in mapped.sources]
     return math.prod(sizes) if mapped.mode == "product" else (sizes[0] if sizes else 0)
+
+
+def _plain_model(specs: dict[str, Spec], collapse_over: int) -> GraphModel:
+    """``graph_model`` of a graph with no mapped node (the common case, kept lean)."""
+    if len(specs) <= collapse_over:
+        ups = {name: [u.name for u in spec.up] for name, spec in specs.items()}
+        parents = {name: spec.parent for name, spec in specs.items() if spec.parent is not None}
+        return _model(list(specs), ups, parents)
+    groups = _groups({n: s.base for n, s in specs.items()},
+                     lambda: {n: fn_name(s.task.fn) for n, s in specs.items()}, collapse_over)
+    group_of = {n: gid for base, members in groups.items() for gid in (group_id(base),) for n in members}
+    data = dict.fromkeys((group_of[u.name], group_of[n]) for n, s in specs.items() for u in s.up)
+    calls = dict.fromkeys(
+        (group_of[s.parent], group_of[n]) for n, s in specs.items() if s.parent is not None and s.parent in group_of
+    )
+    return _grouped(groups, data, calls)
+
+
+def _model(names: list[str], ups: Mapping[str, list[str]], parents: Mapping[str, str]) -> GraphModel:
+    """A model with a node per task (no mapped node)."""
+    model = GraphModel()
+    nodes, edges = model.nodes, model.edges
+    known = set(names)
+    for name in names:
+        nid = node_id(name)
+        nodes[nid] = DotNode(nid, name, [name])
+    for name in names:
+        nid = node_id(name)
+        for up in ups.get(name, ()):
+            if up in known:
+                edges[(node_id(up), nid, False)] = None
+        parent = parents.get(name)
+        if parent is not None and parent in known:
+            edges[(node_id(parent), nid, True)] = None
+    return model
+
+
+def _grouped(groups: dict[str, list[str]], data: dict[tuple[str, str], None],
+             calls: dict[tuple[str, str], None]) -> GraphModel:
+    """A collapsed model (no mapped node): a node per group; a data edge says more than a call edge."""
+    model = GraphModel(collapsed=True)
+    for base, members in groups.items():
+        gid = group_id(base)
+        model.nodes[gid] = DotNode(gid, base, members, group=True)
+    edges = model.edges
+    for up, down in data:
+        edges[(up, down, False)] = None
+    for up, down in calls:
+        if (up, down) not in data:
+            edges[(up, down, True)] = None
+    return model
 
 
 def _reads_map(spec: Spec, placeholder: Spec, graph: Graph) -> bool:
@@ -261,9 +315,21 @@ def run_model(run: Run, collapse_over: int = COLLAPSE_OVER) -> GraphModel:
     the store keeps them): mapped nodes found by their items' names (``NAME:0``...); collapsed
     above ``collapse_over`` nodes by the names' function part ("fetch[3]" and "fetch3" are
     calls of "fetch")."""
-    maps = maps_from_names(run.states)
-    return _build(list(run.states), run.upstreams, run.parents, maps, [], collapse_over,
-                  lambda names: {n: _CALL_SUFFIX.sub("", n) for n in names}, None)
+    names = list(run.states)
+    maps = maps_from_names(names)
+    ups, parents = run.upstreams, run.parents
+    if maps:
+        return _build(names, ups, parents, maps, [], collapse_over,
+                      lambda names: {n: _CALL_SUFFIX.sub("", n) for n in names}, None)
+    if len(names) <= collapse_over:
+        return _model(names, ups, parents)
+    groups = _groups({n: _CALL_SUFFIX.sub("", n) for n in names}, None, collapse_over)
+    group_of = {n: gid for base, members in groups.items() for gid in (group_id(base),) for n in members}
+    data = dict.fromkeys((group_of[u], group_of[n]) for n in names for u in ups.get(n, ()) if u in group_of)
+    calls = dict.fromkeys(
+        (group_of[p], group_of[n]) for n, p in parents.items() if n in group_of and p in group_of
+    )
+    return _grouped(groups, data, calls)
 
 
 def _build(
@@ -367,7 +433,8 @@ def map_look(
     if node.members:
         return map_state(counts, S.PENDING), map_note(counts), counts
     if view is None:
-        return S.PENDING, "map" if node.size is None else f"map · {node.size} item{'s' if node.size != 1 else ''}", counts
+        size = node.size
+        return S.PENDING, "map" if size is None else f"map · {size} item{'s' if size != 1 else ''}", counts
     state = known.get(node.key, S.PENDING)
     if state is S.PENDING or state is S.RUNNING:
         return state, "items at run time", counts
@@ -398,7 +465,8 @@ def node_looks(
             states[nid], notes[nid], counts = map_look(node, known, view, now)
             if bars is not None:
                 bars[nid] = counts
-            if view is not None and view.not_run and node.members and counts.get(S.SUCCEEDED) == len(node.members):
+            members = node.members
+            if view is not None and view.not_run and members and counts.get(S.SUCCEEDED) == len(members):
                 found = {view.mark(n) for n in node.members}
                 if len(found) == 1 and "" not in found:
                     marks[nid] = found.pop()
@@ -447,11 +515,12 @@ def group_note(members: list[str], view: RunView | None) -> str:
 def dot_lines(
     model: GraphModel, states: dict[str, TaskState], notes: dict[str, str] | None,
     marks: dict[str, str] | None = None, extra: dict[str, dict[str, str]] | None = None,
-    labels: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None, *, bar_room: bool = True,
 ) -> list[str]:
     """The body lines of the DOT text (one statement each, tab-indented, newline-terminated).
     ``extra``: more attributes per node id (a stale node's dashed border and tooltip);
-    ``labels``: DOT label values (HTML-like ones, ``<...>``) that replace the name and note."""
+    ``labels``: DOT label values (HTML-like ones, ``<...>``) that replace the name and note;
+    ``bar_room``: mapped nodes are drawn taller, for the progress bar ``SvgTemplate`` adds."""
     lines = []
     nodes = model.nodes
     order, _, sortv = layout_order(model)
@@ -468,7 +537,7 @@ def dot_lines(
         more = "".join(f", {k}={_q(v)}" for k, v in extra[nid].items()) if extra and nid in extra else ""
         if sortv:
             more += f", sortv={sortv[nid]}"
-        if node.map and not (labels and nid in labels):  # room under its two lines for its bar (SvgTemplate's)
+        if bar_room and node.map and not (labels and nid in labels):  # room under its two lines for its bar
             more += f", height={MAP_HEIGHT}, labelloc=t"
         colors = f", color={_q(border)}" if border != BORDER else ""
         lines.append(
@@ -549,7 +618,9 @@ def graph_dot(graph: Graph, view: RunView | None = None, *, collapse_over: int =
     for attempts / duration. Dashed edges go from a parent task to the child tasks it called."""
     model = graph_model(graph, collapse_over)
     states, notes, marks = node_looks(model, view)
-    return _source(dot_lines(model, states, notes if view is not None or model.collapsed else None, marks), model)
+    if view is None and not model.collapsed:  # a definition: a map's second line only ("map · 30 items")
+        notes = {nid: notes[nid] for nid, n in model.nodes.items() if n.map}
+    return _source(dot_lines(model, states, notes, marks, bar_room=False), model)
 
 
 def layout_dot(model: GraphModel) -> str:
@@ -570,16 +641,47 @@ def _digraph(body: list[str], what: str, model: GraphModel) -> graphviz.Digraph:
             f"{what} needs the graphviz package, which comes with nborch's notebook extra: "
             f"{NOTEBOOK_EXTRA} (node.to_mermaid() needs nothing)"
         ) from err
-    return graphviz.Digraph("nborch", graph_attr=graph_attrs(model), node_attr=NODE_ATTR, edge_attr=EDGE_ATTR,
+    return _shown_digraph()("nborch", graph_attr=graph_attrs(model), node_attr=NODE_ATTR, edge_attr=EDGE_ATTR,
                             body=body)
+
+
+_DIGRAPH: list[type] = []
+
+
+def _shown_digraph() -> type:
+    """``graphviz.Digraph`` that shows itself in a notebook as an image too (``text/html``
+    holding the SVG as a data URI, fitted to the output, beside graphviz's ``image/svg+xml``):
+    JupyterLab refuses to show an SVG output of an untrusted notebook (one received from
+    someone else), but shows the image."""
+    if not _DIGRAPH:
+        import graphviz
+
+        class Digraph(graphviz.Digraph):
+            __doc__ = graphviz.Digraph.__doc__
+
+            def _repr_mimebundle_(
+                self, include: Any = None, exclude: Any = None, **kwargs: Any
+            ) -> dict[str, Any]:
+                bundle: dict[str, Any] = super()._repr_mimebundle_(include, exclude, **kwargs)
+                svg = bundle.get("image/svg+xml")
+                if isinstance(svg, str) and "<svg" in svg:
+                    bundle["text/html"] = f"<div class='nborch-graph'>{svg_image(svg, 'graph')}</div>"
+                return bundle
+
+        Digraph.__qualname__ = "Digraph"
+        globals()["Digraph"] = Digraph  # importable by its name, as pickle wants
+        _DIGRAPH.append(Digraph)
+    return _DIGRAPH[0]
 
 
 def node_digraph(node: Node) -> graphviz.Digraph:
     """``node``'s workflow as a ``graphviz.Digraph`` (collapsed above 200 tasks). Raises
     NborchError, saying which extra to install, when the graphviz package is missing."""
     model = graph_model(build_graph(node))
-    notes = node_notes(model, None) if model.collapsed else None
-    return _digraph(dot_lines(model, {}, notes), "node.graph()", model)
+    notes = node_notes(model, None)
+    if not model.collapsed:  # a map's second line only ("map · 30 items")
+        notes = {nid: notes[nid] for nid, n in model.nodes.items() if n.map}
+    return _digraph(dot_lines(model, {}, notes, bar_room=False), "node.graph()", model)
 
 
 def _known_note(k: KnownTask | None) -> str:
@@ -648,7 +750,8 @@ def status_digraph(node: Node, known: Mapping[str, KnownTask | Any]) -> graphviz
         else:
             notes[nid] = note
             extra[nid] = {"tooltip": tip}
-    return _digraph(dot_lines(model, states, notes, marks, extra, labels), "%orch graph", model)
+    body = dot_lines(model, states, notes, marks, extra, labels, bar_room=False)
+    return _digraph(body, "%orch graph", model)
 
 
 def _known_map(
@@ -813,8 +916,8 @@ def bar_svg(box: tuple[float, float, float, float], counts: Mapping[TaskState, i
     x0, _, x1, y1 = box
     left, width, top, height = x0 + 8, max(x1 - x0 - 16, 1.0), y1 - 8, 4.0
     total = sum(counts.values())
-    out = [f'<rect class="nborch-map-bar" x="{left:.1f}" y="{top:.1f}" width="{width:.1f}" height="{height:.1f}" '
-           f'rx="1.5" fill="{BAR_TRACK}" stroke="{BAR_TRACK}" stroke-width="0.8"/>']
+    out = [f'<rect class="nborch-map-bar" x="{left:.1f}" y="{top:.1f}" width="{width:.1f}" '
+           f'height="{height:.1f}" rx="1.5" fill="{BAR_TRACK}" stroke="{BAR_TRACK}" stroke-width="0.8"/>']
     x = left
     for state in BAR_ORDER:
         n = counts.get(state, 0)

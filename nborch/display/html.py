@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import itertools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import NborchError, safe_str
@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from ..task import Node
 
 __all__ = [
-    "GRAPHVIZ_HINT", "PACKAGE_HINT", "esc", "graph_alt", "graphviz_hint", "header_html", "node_html", "model_list_html", "progress_html",
-    "state_badge", "task_bars_html", "task_list_html", "task_table_html", "zoom_css", "zoomable",
+    "GRAPHVIZ_HINT", "PACKAGE_HINT", "esc", "graph_alt", "graphviz_hint", "header_html", "map_duration",
+    "node_html", "model_list_html", "progress_html", "state_badge", "task_bars_html", "task_list_html", "task_table_html", "zoom_css", "zoomable",
 ]
 
 S = TaskState
@@ -223,15 +223,23 @@ def _row(st: TaskStatus, now: float | None, tracebacks: bool, item: bool = False
     )
 
 
-def _notable_first(names: Iterable[str], states: Mapping[str, TaskState], limit: int) -> list[str]:
-    """At most ``limit`` of ``names``: failed / running / retrying / cancelled ones first."""
-    names = list(names)
-    if len(names) <= limit:
-        return names
-    picked = list(itertools.islice((n for n in names if states.get(n) in _NOTABLE), limit))
+def _notable_first(names: Collection[str], states: Mapping[str, TaskState], limit: int) -> list[str]:
+    """At most ``limit`` of ``names`` (all of ``states`` when ``names`` is ``states``): failed /
+    running / retrying / cancelled ones first."""
+    if names is states:  # every task: read the states in one pass, no lookups
+        if len(states) <= limit:
+            return list(states)
+        notable = (n for n, s in states.items() if s in _NOTABLE)
+        rest = (n for n, s in states.items() if s not in _NOTABLE)
+    else:
+        names = list(names)
+        if len(names) <= limit:
+            return names
+        notable = (n for n in names if states.get(n) in _NOTABLE)
+        rest = (n for n in names if states.get(n) not in _NOTABLE)
+    picked = list(itertools.islice(notable, limit))
     if len(picked) < limit:
-        chosen = set(picked)
-        picked += itertools.islice((n for n in names if n not in chosen), limit - len(picked))
+        picked += itertools.islice(rest, limit - len(picked))
     return picked
 
 
@@ -246,6 +254,14 @@ def map_bar_html(counts: Mapping[TaskState, int], width: str = "8em") -> str:
     return (f"<span class='nborch-map-bar' style='display:inline-block;vertical-align:middle;width:{width};"
             f"height:8px;background:#eeeeee;border-radius:3px;overflow:hidden;white-space:nowrap;"
             f"line-height:0'>{segs}</span>")
+
+
+def map_duration(st: TaskStatus, now: float | None) -> str:
+    """A mapped node's time: from its expansion to its last item's end (its placeholder makes no
+    attempt, so it has no duration of its own), or so far."""
+    if st.state.is_final and st.duration is None and st.started is not None and st.ended is not None:
+        return _fmt_seconds(max(st.ended - st.started, 0.0))
+    return _duration(st, now)
 
 
 def _map_rows(view: RunView, name: str, now: float | None, tracebacks: bool, fold: bool) -> str:
@@ -271,8 +287,9 @@ def _map_rows(view: RunView, name: str, now: float | None, tracebacks: bool, fol
         f"<tr class='st-{state.value} nborch-map' data-task='{esc(name)}'><td style='text-align:left'>"
         f"<code>{esc(name)}</code> <small>map · {esc(size)}</small></td>"
         f"<td style='text-align:left;white-space:nowrap'>{state_badge(state)}"
-        + (f" {map_bar_html(counts)} <span class='nborch-map-counts'>{esc(map_note(counts))}</span>" if items else "")
-        + f"</td><td>-</td><td class='nborch-duration'>{esc(_duration(st, now))}</td>"
+        + (f" {map_bar_html(counts)} <span class='nborch-map-counts'>{esc(map_note(counts))}</span>"
+           if items else "")
+        + f"</td><td>-</td><td class='nborch-duration'>{esc(map_duration(st, now))}</td>"
         f"<td style='text-align:left'>{error}</td><td></td></tr>"
     )
     if not items:
@@ -289,12 +306,14 @@ def _map_rows(view: RunView, name: str, now: float | None, tracebacks: bool, fol
     return head + (
         f"<tr class='nborch-items' data-map='{esc(name)}'><td colspan='6' style='text-align:left;padding:0'>"
         f"<details><summary>{len(items)} items: {esc(map_note(counts))}</summary>"
-        f"<table class='nborch-table' style='margin-left:1.5em'><tbody>{rows}</tbody></table></details></td></tr>"
+        f"<table class='nborch-table' style='margin-left:1.5em'><tbody>{rows}</tbody></table>"
+        "</details></td></tr>"
     )
 
 
 def task_table_html(
-    view: RunView, *, limit: int = 60, now: float | None = None, tracebacks: bool = False, fold: bool | None = None,
+    view: RunView, *, limit: int = 60, now: float | None = None, tracebacks: bool = False,
+    fold: bool | None = None,
 ) -> str:
     """The task table: state (cached and reused tasks marked), attempts, duration (the time
     so far for a running task, given ``now``), error (with its traceback in a fold when
@@ -305,12 +324,10 @@ def task_table_html(
     fold = tracebacks if fold is None else fold
     states = view.states
     items = view.item_names() if view.maps else frozenset()
-    names = [n for n in states if n not in items] if items else list(states)
-    hidden = 0
-    if len(names) > limit:
-        names_all = len(names)
-        names = _notable_first(names, states, limit)
-        hidden = names_all - len(names)
+    every: Collection[str] = [n for n in states if n not in items] if items else states
+    count = len(every)
+    names = _notable_first(every, states, limit)
+    hidden = count - len(names)
     mapped = view.mapped
     body = [_map_rows(view, n, now, tracebacks, fold) if n in mapped else _row(view.task(n), now, tracebacks)
             for n in names]

@@ -21,7 +21,9 @@ it registers itself with ``nborch.record``, which never imports the display.
 from __future__ import annotations
 
 import itertools
+import sys
 import uuid
+from typing import Any
 
 from .. import record
 from ..record import Run, _fmt_seconds
@@ -40,6 +42,7 @@ from .html import (
     esc,
     graph_alt,
     header_html,
+    map_duration,
     model_list_html,
     progress_html,
     task_bars_html,
@@ -48,10 +51,11 @@ from .html import (
     zoom_checkbox,
     zoomable,
 )
-from .state import RunView
+from .state import RunView, map_note
 
 __all__ = [
-    "SNAPSHOT_CLOSE", "SNAPSHOT_OPEN", "new_scope", "run_snapshot_html", "snapshot_html", "snapshot_text",
+    "SNAPSHOT_CLOSE", "SNAPSHOT_OPEN", "drawn_live", "new_scope", "run_snapshot_html", "snapshot_html",
+    "snapshot_text",
     "starting_html", "starting_text",
 ]
 
@@ -71,15 +75,19 @@ def _wrap(scope: str, body: str, css: str = "") -> str:
 
 def graph_part(
     model: GraphModel, view: RunView, template: SvgTemplate | None, toggle: str, *, now: float | None = None,
-    no_dot: bool = False, image: bool = False,
+    no_dot: bool = False, image: bool = False, looks: Any = None,
 ) -> str:
     """The graph as shown in a snapshot (``image``: the filled SVG as an ``<img>``, which
     survives HTML sanitizers) or the live display (inline SVG), zoomable by a click, or the
-    task list when Graphviz is missing; "" while no layout is ready."""
+    task list when Graphviz is missing; "" while no layout is ready. ``looks``: the nodes'
+    ``node_looks`` and bars, when the caller made them."""
     if template is None:
         return model_list_html(model, view) if no_dot else ""
-    bars: dict[str, dict[TaskState, int]] = {}
-    states, notes, marks = node_looks(model, view, now, bars)
+    if looks is None:
+        bars: dict[str, dict[TaskState, int]] = {}
+        states, notes, marks = node_looks(model, view, now, bars)
+    else:  # made by the caller already: (states, notes, marks, bars)
+        states, notes, marks, bars = looks
     svg = template.fill(states, notes, marks, bars)
     if image:
         svg = svg_image(svg, graph_alt(view.states, view.states))
@@ -120,16 +128,25 @@ def snapshot_text(view: RunView, *, limit: int = 60) -> str:
     took = f" in {_fmt_seconds(view.duration)}" if view.duration is not None else ""
     lines = [f"nborch run {view.run_id} {view.status}{took}: {counts}"]
     rows = [("task", "state", "attempts", "duration", "error")]
-    for name in itertools.islice(view.states, limit):
+    items = view.item_names() if view.maps else frozenset()
+    # a mapped node in one row (its items' counts), then its items that did not succeed
+    shown = (n for n in view.states if n not in items or view.states[n] is not TaskState.SUCCEEDED)
+    names = list(itertools.islice(shown, limit + 1))
+    for name in names[:limit]:
         st = view.task(name)
+        if name in view.mapped:
+            size = len(view.maps.get(name, ()))
+            rows.append((f"{name} (map, {size} items)", map_note(view.map_counts(name)), "-",
+                         map_duration(st, None), st.error))
+            continue
         mark = st.mark
-        rows.append((st.name, st.state.value + (f" ({mark})" if mark else ""), str(st.attempts or "-"),
-                     _fmt_seconds(st.duration), st.error))
+        rows.append(("  " + st.name if name in items else st.name, st.state.value + (f" ({mark})" if mark else ""),
+                     str(st.attempts or "-"), _fmt_seconds(st.duration), st.error))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         lines.append(("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]).rstrip())
-    if len(view.states) > limit:
-        lines.append(f"… {len(view.states) - limit} more tasks")
+    if len(names) > limit:
+        lines.append(f"… {len(names) - limit + sum(1 for _ in shown)} more tasks")
     return "\n".join(lines)
 
 
@@ -138,12 +155,42 @@ def starting_text(view: RunView) -> str:
     return f"nborch run {view.run_id} {view.status}: {view.settled}/{view.total} tasks settled"
 
 
+# Runs a live display drew, by run id: the execution count of the cell it drew them in
+_drawn_live: dict[str, int | None] = {}
+
+
+def _cell_count() -> int | None:
+    """The running IPython cell's execution count (None outside IPython)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "execution_count", None) if shell is not None else None
+
+
+def drawn_live(run_id: str) -> None:
+    """Say that a live display drew run ``run_id`` in the running cell (it ends on its snapshot):
+    the run's own repr in that same cell (``nborch.run(...)`` as its last line) is then one
+    line, not the same drawing twice."""
+    _drawn_live[run_id] = _cell_count()
+    while len(_drawn_live) > 64:
+        del _drawn_live[next(iter(_drawn_live))]
+
+
+def _drawn_above(run: Run) -> bool:
+    count = _drawn_live.get(run.id, -1)
+    return count is not None and count != -1 and count == _cell_count()
+
+
 def run_snapshot_html(run: Run, *, collapse_over: int = COLLAPSE_OVER) -> str:
     """A ``Run`` record drawn as a snapshot: its graph coloured by the recorded states (from
     ``Run.upstreams``; a run recorded before edges were kept shows its tasks unconnected), the
     summary, the table with errors, tracebacks, attempts and durations. What ``%orch show
-    RUN_ID`` and a ``Run`` (``nborch.Run.load(run_id)``) show in a notebook."""
+    RUN_ID`` and a ``Run`` (``nborch.Run.load(run_id)``) show in a notebook. In the cell
+    whose live display just drew it (``drawn_live``), its status line alone, saying so."""
     view = RunView.from_run(run)
+    if _drawn_above(run):
+        note = ("<p style='color:#757575;margin:2px 0'><i>its graph and table are in the live display "
+                "above</i></p>")
+        return _wrap(new_scope(), header_html(view) + note)
     model = run_model(run, collapse_over)
     svg = layout_svg(layout_dot(model)) if model.nodes else None
     template = SvgTemplate(svg) if svg is not None else None

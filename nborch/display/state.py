@@ -22,8 +22,8 @@ from ..record import Run, _fmt_seconds, error_line
 from ..state import TaskState
 
 __all__ = [
-    "MAP_DRAWN", "KnownTask", "RunView", "TaskStatus", "fmt_elapsed", "map_counts", "map_note", "maps_from_names",
-    "text_bar",
+    "MAP_DRAWN", "KnownTask", "RunView", "TaskStatus", "fmt_elapsed", "map_counts", "map_note",
+    "maps_from_names", "text_bar",
 ]
 
 PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
@@ -34,8 +34,8 @@ _FINAL = frozenset(s for s in TaskState if s.is_final)
 # with at most this many items, its items are drawn too (and its table row opens on them).
 MAP_DRAWN = 20
 # How a mapped node counts its items: settled states, then "…" for the items still to settle.
-MAP_SYMBOLS = ((SUCCEEDED, "✓"), (FAILED, "✗"), (TaskState.UPSTREAM_FAILED, "⊘"), (TaskState.CANCELLED, "■"),
-               (TaskState.SKIPPED, "↷"))
+MAP_SYMBOLS = ((SUCCEEDED, "✓"), (FAILED, "✗"), (TaskState.UPSTREAM_FAILED, "⊘"),
+               (TaskState.CANCELLED, "■"), (TaskState.SKIPPED, "↷"))
 
 
 def maps_from_names(names: Iterable[str]) -> dict[str, list[str]]:
@@ -69,7 +69,7 @@ def map_note(counts: Mapping[TaskState, int]) -> str:
 
 
 def text_bar(counts: Mapping[TaskState, int], width: int = 12) -> str:
-    """A progress bar in text, settled items of all: "▰▰▰▰▱▱▱▱▱▱▱▱" (Mermaid labels, plain text)."""
+    """A progress bar in text, settled items of all: "▰▰▰▰▱▱▱▱▱▱▱▱" (in Mermaid)."""
     total = sum(counts.values())
     still = counts.get(PENDING, 0) + counts.get(RUNNING, 0) + counts.get(RETRYING, 0)
     done = round(width * (total - still) / total) if total else width
@@ -260,14 +260,15 @@ class RunView:
 
     @property
     def total(self) -> int:
-        """How many tasks the run has (so far: child tasks add to it)."""
-        return len(self.states)
+        """How many tasks the run has (so far: child tasks and a map's items add to it; a
+        mapped node's placeholder is not one, its items are)."""
+        return len(self.states) - len(self.mapped)
 
     @property
     def settled(self) -> int:
-        """How many tasks reached a final state."""
-        c = self._counts
-        return len(self.states) - c[PENDING] - c[RUNNING] - c[RETRYING]
+        """How many tasks reached a final state (placeholders of mapped nodes left out)."""
+        c = self.counts()
+        return self.total - c[PENDING] - c[RUNNING] - c[RETRYING]
 
     @property
     def active(self) -> int:
@@ -275,8 +276,15 @@ class RunView:
         return self._counts[RUNNING] + self._counts[RETRYING]
 
     def counts(self) -> dict[TaskState, int]:
-        """Tasks per state (states with no task included, as 0)."""
-        return dict(self._counts)
+        """Tasks per state (states with no task included, as 0); a mapped node's placeholder
+        is not counted (its items are)."""
+        counts = dict(self._counts)
+        states = self.states
+        for name in self.mapped:
+            state = states.get(name)
+            if state is not None:
+                counts[state] -= 1
+        return counts
 
     @property
     def status(self) -> str:
@@ -298,8 +306,8 @@ class RunView:
         st = self._details[name] = TaskStatus(name, self.parents.get(name))
         st.state = self.states.get(name, PENDING)
         e = self._last.pop(name, None)
-        if e is not None:
-            self._from_event(st, e, None, counted=True)
+        if e is not None:  # its last event, kept: it succeeded, or it runs since then
+            self._from_event(st, e, e[4] if e[2] is RUNNING else None, counted=True)
         elif self._record is not None and name in self._record.states:
             self._from_record(st, self._record)
         return st
@@ -340,7 +348,9 @@ class RunView:
             return False
         states.update(dict.fromkeys(new, PENDING))
         self.parents.update({name: spec.parent for name, spec in items if spec.parent is not None})
-        self.mapped.update(name for name in new if type(specs[name].task) is MapTask)
+        found = [name for name, spec in items if type(spec.task) is MapTask]  # placeholders of mapped nodes
+        if found:
+            self.mapped.update(found if len(new) == len(items) else set(found) & set(new))
         self._counts[PENDING] += len(new)
         self.shape += 1
         self.version += 1
@@ -376,8 +386,9 @@ class RunView:
         states, counts, details, keep = self.states, self._counts, self._details, self._last
         for name, e in last.items():
             old = states.get(name)
-            # the common case: a task of the graph, with no details yet, that succeeded at its first
-            # attempt: its state changes, its event is kept for whoever asks for its details
+            # the common case: a task with no details yet that succeeded at its first attempt
+            # (one of the graph, or one that appeared meanwhile: a child task, a map's item): its
+            # state changes, its event is kept for whoever asks for its details
             if (old is not None and old is not SUCCEEDED and e[2] is SUCCEEDED and e[3] == 1
                     and e[11] is not None and name not in details and (e[8] is None or name in self.parents)):
                 states[name] = SUCCEEDED
@@ -386,6 +397,25 @@ class RunView:
                 keep[name] = e
                 if e[9] or e[12]:
                     self.not_run += 1
+            elif (old is None and e[2] is SUCCEEDED and e[3] == 1 and e[11] is not None
+                  and name not in details):  # appeared meanwhile, and done
+                self._add(name, e[8])
+                states[name] = SUCCEEDED
+                counts[PENDING] -= 1
+                counts[SUCCEEDED] += 1
+                keep[name] = e
+                if e[9] or e[12]:
+                    self.not_run += 1
+            elif e[2] is PENDING and old is None and e[3] == 0 and name not in details:  # an item, a child
+                self._add(name, e[8])
+            elif (e[2] is RUNNING and old is PENDING and e[3] == 1 and name not in details
+                  and name not in keep and (e[8] is None or name in self.parents)):
+                # started, with no details yet: counted running; its details (and the time
+                # it started, for its ticking time) are made when something shows it
+                states[name] = RUNNING
+                counts[PENDING] -= 1
+                counts[RUNNING] += 1
+                keep[name] = e
             else:
                 self._task_event(e, began.get(name))
         changed = bool(last)

@@ -57,7 +57,15 @@ from .dot import (
     state_css,
 )
 from .html import header_html, progress_html, task_bars_html, task_table_html, zoom_checkbox, zoom_css
-from .snapshot import graph_part, new_scope, snapshot_html, snapshot_text, starting_html, starting_text
+from .snapshot import (
+    drawn_live,
+    graph_part,
+    new_scope,
+    snapshot_html,
+    snapshot_text,
+    starting_html,
+    starting_text,
+)
 from .state import RunView
 
 if TYPE_CHECKING:
@@ -311,6 +319,7 @@ class LiveDisplay:
                                       table_rows=self.snapshot_rows, max_bars=self.max_bars)
         self.repaints += 1
         self._publish({"text/html": self.snapshot, "text/plain": snapshot_text(view)}, update=self.shown)
+        drawn_live(run.id)
         if self.widget is not None:
             for part in self._parts:  # the snapshot replaced them: free their comm channels
                 part.close()
@@ -412,11 +421,14 @@ class LiveDisplay:
         now = self.clock.now()
         self._layout()
         css = _layout_css(self.scope) + zoom_css(self.scope, self.toggle)
-        if self._template is not None:
-            states, _, marks = node_looks(self._model, view)
+        looks = None
+        if self._template is not None:  # each node's look, once: the style block and the SVG share it
+            bars: dict[str, dict[TaskState, int]] = {}
+            states, notes, marks = node_looks(self._model, view, now, bars)
+            looks = (states, notes, marks, bars)
             css += "\n" + state_css(self.scope, states, marks)
         self.header.value = f"<style>{css}</style>" + header_html(view, now=now) + progress_html(view)
-        self._paint_graph(now)
+        self._paint_graph(now, looks)
         self.table.value = task_bars_html(view, limit=self.max_bars) + task_table_html(
             view, limit=self.table_rows, now=now
         )
@@ -424,22 +436,22 @@ class LiveDisplay:
             self._painted_at = self._loop.time()
         self._cost = _monotonic() - started
 
-    def _paint_graph(self, now: float) -> None:
+    def _paint_graph(self, now: float, looks: Any = None) -> None:
         if self._template is None and not self._no_dot:
             if not self.graph_html.value:
                 self.graph_html.value = "<i style='color:#757575'>drawing the graph…</i>"
             return
-        value = graph_part(self._model, self.view, self._template, self.toggle, now=now, no_dot=self._no_dot)
-        if value == self.graph_html.value:
-            return
         t = self._loop.time() if self._loop is not None else 0.0
         wait = self._svg_at + self.svg_interval - t
-        if wait <= 0 or self._loop is None:
+        if wait > 0 and self._loop is not None:  # the colours are right already (style block): the
+            self._dirty = True  # node texts follow shortly, and the SVG is not even made now
+            self._schedule(wait)
+            return
+        value = graph_part(self._model, self.view, self._template, self.toggle, now=now, no_dot=self._no_dot,
+                           looks=looks)
+        if value != self.graph_html.value:
             self.graph_html.value = value
             self._svg_at = t
-        else:  # the colours are already right (style block); the node texts follow shortly
-            self._dirty = True
-            self._schedule(wait)
 
     # -- showing it --------------------------------------------------------------------------------
 

@@ -483,3 +483,19 @@ def test_layouts_of_a_shape_seen_before_need_no_graphviz(monkeypatch):
     assert dot.layout_svg(src) == first and dot.cached_layout(src) == first
     dot.forget_layouts()
     assert dot.cached_layout(src) is None
+
+
+def test_a_digraph_shows_itself_as_an_image_too_for_untrusted_notebooks():
+    """JupyterLab shows no image/svg+xml output of an untrusted notebook; the same SVG as an
+    <img> in text/html (preferred by front ends) survives its sanitizer."""
+    import base64
+    import re
+
+    digraph = pipeline().graph()
+
+    bundle = digraph._repr_mimebundle_()
+
+    assert isinstance(digraph, graphviz.Digraph)
+    assert set(bundle) == {"image/svg+xml", "text/html"}
+    (data,) = re.findall(r"src='data:image/svg\+xml;base64,([^']+)'", bundle["text/html"])
+    assert svg_nodes(base64.b64decode(data).decode()) == svg_nodes(bundle["image/svg+xml"])

@@ -164,6 +164,8 @@ def test_the_live_display_handles_a_map_whose_items_appear_mid_run():
     final = graph_svg(live.snapshot)
     assert node_texts(final)[map_id("slow")] == ["slow", "30 ✓"]
     assert set(nodes(final)) == {node_id("source"), map_id("slow")}  # 30 > MAP_DRAWN: no item nodes
+    # its time: from its expansion to its last item's end (its placeholder makes no attempt)
+    assert re.search(r"data-task='slow'>.*?<td class='nborch-duration'>\d[^<]*s</td>", live.snapshot)
 
 
 def test_mermaid_shows_a_map_as_one_node_with_its_counts_and_a_text_bar():
@@ -261,3 +263,44 @@ def test_orch_graph_in_a_shell_counts_the_items_of_a_map_cell(capsys):
     assert [t.text for t in g.iter(f"{SVG}text")] == ["mfetch", "26 ✓ 4 ✗"]
     assert g.get("class") == "node st-failed"
     assert set(nodes(svg)) == {map_id("mfetch"), node_id("mtotal")}
+
+
+def test_the_status_line_counts_items_not_the_map_s_placeholder():
+    run = mapped_run(100)
+
+    html = run._repr_html_()
+    view = RunView.from_run(run)
+
+    # 100 items and total: 101 tasks; the placeholder (upstream_failed) is not one of them
+    assert "101/101 tasks settled" in html and "(14 failed, 1 upstream_failed)" in html
+    assert view.total == 101 and view.counts()[S.UPSTREAM_FAILED] == 1
+
+
+def test_a_node_s_graph_shows_a_map_and_how_many_items_it_will_have():
+    rows = fetch.map(range(30))
+    dynamic = fetch.map(total(rows))  # known only when total has run
+
+    html = DAG(rows, dynamic)._repr_html_()
+    digraph = DAG(rows, dynamic).graph()
+
+    texts = node_texts(graph_svg(html))
+    assert texts[map_id("fetch")] == ["fetch", "map · 30 items"]
+    assert texts[map_id("fetch[2]")] == ["fetch[2]", "map"]
+    drawn = ET.fromstring(digraph.pipe(format="svg", encoding="utf-8"))
+    assert [t.text for t in nodes(drawn)[map_id("fetch")].iter(f"{SVG}text")] == ["fetch", "map · 30 items"]
+
+
+def test_the_text_form_of_a_snapshot_folds_a_map_s_items():
+    """``text/plain`` (front ends without HTML, nbval): the map in one row with its counts, then
+    only its items that did not succeed."""
+    from nborch.display.snapshot import snapshot_text
+
+    text = snapshot_text(RunView.from_run(mapped_run(100)))
+
+    lines = text.splitlines()
+    assert lines[0].startswith("nborch run ") and "14 failed" in lines[0]
+    (row,) = [line for line in lines if line.startswith("fetch (map, 100 items)")]
+    assert "86 ✓ 14 ✗" in row
+    items = [line.split()[0] for line in lines if line.startswith("  fetch:")]
+    assert items == [f"fetch:{i}" for i in range(3, 100, 7)]
+    assert all("failed" in line and "ValueError: bad row" in line for line in lines if line.startswith("  fetch:"))

@@ -180,3 +180,31 @@ def test_other_recorded_states_are_named(state):
     run = nborch.Run("r7", states={"a": S.SUCCEEDED})
     run.recorded_state = state
     assert "[" in run_snapshot_html(run).split("<div class='nborch-header'>")[1][:60]
+
+
+def test_in_the_cell_whose_live_display_drew_it_a_run_shows_one_line():
+    """``nborch.run(dag)`` as a cell's last line: the live display ends on the snapshot, and the
+    returned Run's repr is its status line, not the same drawing twice; in a later cell (or
+    after ``Run.load``) it is drawn in full."""
+    pytest.importorskip("ipywidgets")
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from nborch.display.widget import LiveDisplay
+
+    shell = InteractiveShell.instance()
+    unregister = nborch.register_display(lambda handle: LiveDisplay(handle, publish=lambda *a: None))
+    try:
+        run = nborch.run(failing_dag(), store=False)
+    finally:
+        unregister()
+
+    same_cell = run._repr_html_()
+    shell.execution_count += 1
+    try:
+        next_cell = run._repr_html_()
+    finally:
+        shell.execution_count -= 1
+
+    assert "its graph and table are in the live display above" in same_cell and "<img" not in same_cell
+    assert f"run <code>{run.id}</code>" in same_cell and "failed" in same_cell
+    assert node_fills(next_cell) == {"task-extract": "#43a047", "task-transform": "#e53935", "task-load": "#fb8c00"}
