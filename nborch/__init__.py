@@ -25,7 +25,7 @@ from .errors import (
     TaskTimeoutError,
 )
 from .executors import Executor, ProcessExecutor, Remote
-from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, TaskProgress, events
+from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, TaskProgress, TaskWaiting, events
 from .policies import BreakerState, CircuitBreaker, RetryPolicy
 from .record import ErrorRecord, Run
 from .registry import register, workflows
@@ -77,6 +77,7 @@ __all__ = [
     "TaskProgress",
     "TaskState",
     "TaskTimeoutError",
+    "TaskWaiting",
     "cache",
     "cancelled",
     "history",

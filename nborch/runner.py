@@ -31,6 +31,7 @@ from .errors import DefinitionError, NborchError, RunTimeoutError, did_you_mean
 from .eventbus import EventBus
 from .executors import child_call_error, remote_task
 from .graph import Graph, build_graph
+from .limits import check_max_concurrency
 from .record import Run
 from .state import TaskState
 from .task import Node, Task, TaskFunction, _check_callable
@@ -127,9 +128,7 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
             f"run() got an unknown option {bad!r}.{did_you_mean(bad, RUN_OPTIONS)} "
             f"Options: {', '.join(RUN_OPTIONS)}."
         )
-    mc = options.get("max_concurrency")
-    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
-        raise DefinitionError(f"max_concurrency= expects an integer >= 1 or None, got {mc!r}")
+    check_max_concurrency(options.get("max_concurrency"))
     timeout = options.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
                                 or not timeout > 0):
@@ -216,7 +215,7 @@ async def run_async(node: Any, **options: Any) -> Run:
     if recorder is not None:
         bus.subscribe(recorder)  # first: with durable=True a row is committed before others see it
     on_event = options.get("on_event")
-    for s in on_event if isinstance(on_event, list | tuple) else [on_event] if on_event else []:
+    for s in on_event if isinstance(on_event, list | tuple) else [on_event] if on_event is not None else []:
         bus.subscribe(s)
     displays = _open_displays(handle)
     for d in displays:

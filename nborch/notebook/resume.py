@@ -63,7 +63,7 @@ def save_run(home: Path, run_id: str, *, notebook: str, params: dict[str, Any], 
     meta = {"run_id": run_id, "notebook": str(Path(notebook).resolve()), "flow": flow, "targets": targets,
             "saved": time.time(), "outputs": outputs}
     _write(folder / f"{run_id}.json", json.dumps(meta).encode())
-    prune(folder, meta["notebook"])
+    prune(folder, str(Path(notebook).resolve()))
 
 
 KEEP = 5  # headless runs kept per notebook file for --resume / --from; older ones are removed
