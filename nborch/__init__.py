@@ -20,11 +20,12 @@ from .errors import (
     GraphError,
     InvalidTaskError,
     NborchError,
+    RunTimeoutError,
     Skip,
     TaskTimeoutError,
 )
 from .executors import Executor, ProcessExecutor, Remote
-from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, TaskProgress, events
+from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, TaskProgress, TaskWaiting, events
 from .policies import BreakerState, CircuitBreaker, RetryPolicy
 from .record import ErrorRecord, Run
 from .registry import register, workflows
@@ -63,6 +64,7 @@ __all__ = [
     "Run",
     "RunEvent",
     "RunHandle",
+    "RunTimeoutError",
     "Schedule",
     "Sequence",
     "Skip",
@@ -75,6 +77,7 @@ __all__ = [
     "TaskProgress",
     "TaskState",
     "TaskTimeoutError",
+    "TaskWaiting",
     "cache",
     "cancelled",
     "history",

@@ -65,8 +65,11 @@ class Attempts:
             if refused is not None:  # a CircuitGroup's circuit is open: fail without running
                 self.engine.fail(inv, refused)
                 return
+        rate = engine.rates.limiter(inv, args, kwargs) if opts.rate is not None else None
         try:
             while True:
+                if rate is not None:  # every attempt starts when its rate allows (nborch.limits)
+                    await engine.rates.turn(inv, rate)
                 inv.attempts += 1
                 frame = inv.frame = Frame(engine, inv, inv.attempts)
                 _frame.set(frame)
@@ -243,7 +246,7 @@ class Attempts:
                 self.engine.emit_circuit(b, b.on_failure())
         inv.error = exc
         if retry is not None and not refused and retry.should_retry(exc, inv.attempts):
-            delay = retry.delay_for(inv.attempts)
+            delay = retry.delay_for(inv.attempts, exc)
             inv.state = RETRYING
             self.engine.emit(inv, RETRYING, delay=delay)
             if delay > 0:

@@ -28,10 +28,11 @@ from .expansion import Expansions
 from .mapping import MapTask
 from .children import ChildCalls
 from .clock import Clock
-from .errors import CircuitOpenError, Skip
+from .errors import CircuitOpenError, DefinitionError, Skip
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, events
 from .executors import Remote, has_remote
 from .graph import Graph, Group, Spec
+from .limits import Rates, acquire_weighted, call_values, check_pool, drop_waiter, make_pools, unhold
 from .invocation import (
     AS_BOUND,
     CANCELLED,
@@ -74,7 +75,7 @@ class Engine(Offload):
         *,
         run_id: str,
         clock: Clock,
-        max_concurrency: int | None = None,
+        max_concurrency: int | dict[str, int | None] | None = None,
         state: Any = None,
         bus: EventBus | None = None,
         executor: Any = None,
@@ -97,7 +98,8 @@ class Engine(Offload):
         self.loop_thread: int | None = None
         self.pool: WorkerPool | None = None
         self.done: asyncio.Future[None] | None = None
-        self.global_limit = Limit(max_concurrency) if max_concurrency else None
+        self.pools = make_pools(max_concurrency)  # by name: "default" (max_concurrency=N) and named pools
+        self.global_limit = self.pools.get("default")
         self.fn_limits: dict[Any, Limit] = {}
         self.group_limits: dict[int, Limit] = {}
         self.circuits: dict[int, CircuitCall] = {}  # id(CircuitGroup's Group) -> this run's call
@@ -123,6 +125,7 @@ class Engine(Offload):
         self.pending: dict[str, Remote] = {}  # tasks running on Dask, by name: their futures
         self.attempts = Attempts(self)  # the slow path: one task's attempts
         self.children = ChildCalls(self)  # tasks that running tasks call
+        self.rates = Rates(self)  # rate=: this run's limiters
         self.expansions = Expansions(self)  # mapped nodes: their items
 
     # -- events ----------------------------------------------------------------------------------
@@ -184,7 +187,8 @@ class Engine(Offload):
                 value, error = inv.value, None
             else:
                 value = None
-                error = inv.error if state is FAILED or state is RETRYING or state is SKIPPED else None
+                error = inv.error if (state is FAILED or state is RETRYING or state is SKIPPED
+                                      or inv.mapping is not None) else None  # a map: its first failed item's
             parent = inv.parent
             self.publish(
                 _new_event(TaskEvent, (  # TaskEvent(...) without its Python-level __new__: 2x faster
@@ -203,6 +207,12 @@ class Engine(Offload):
     # -- setting up ------------------------------------------------------------------------------
 
     def add_specs(self, specs: list[Spec], parent: Inv | None) -> list[Inv]:
+        """Add the tasks of ``specs``; a DefinitionError, before any is added, for a task in a
+        pool the run does not have or that takes more slots than its pool has."""
+        for spec in specs:
+            opts = spec.task.options
+            if opts.pool is not None or opts.slots != 1:
+                check_pool(self.pools, spec)
         new = []
         for spec in specs:
             inv = Inv(spec, parent)
@@ -213,15 +223,17 @@ class Engine(Offload):
                 new.append(inv)
                 continue
             limits: list[Limit] = []
-            if self.global_limit is not None:
-                limits.append(self.global_limit)
+            opts = spec.task.options
+            pool = self.global_limit if opts.pool is None else self.pools.get(opts.pool)
+            if pool is not None:  # first: acquire_weighted finds it there, release pumps it first
+                limits.append(pool)
+                inv.weight = opts.slots
             for grp in spec.groups:
                 if grp.limit:
                     lim = self.group_limits.get(id(grp))
                     if lim is None:
                         lim = self.group_limits[id(grp)] = Limit(grp.limit)
                     limits.append(lim)
-            opts = spec.task.options
             if opts.limit and not opts.limit_by:
                 key = (spec.task.fn, None)
                 lim = self.fn_limits.get(key)
@@ -289,9 +301,14 @@ class Engine(Offload):
         self.loop_thread = threading.get_ident()
         self.done = self.loop.create_future()
         self.started = self.now()
-        self.publish(RunEvent(self.run_id, RUNNING, self.started)) if self.listening else None
         gc.disable()
-        invs = self.add_specs(list(self.graph.specs.values()), None)
+        try:
+            invs = self.add_specs(list(self.graph.specs.values()), None)
+        except DefinitionError:  # a task in a pool the run lacks: nothing has started
+            if self.gc_was_enabled:
+                gc.enable()
+            raise
+        self.publish(RunEvent(self.run_id, RUNNING, self.started)) if self.listening else None
         # A big run's graph lives until the run ends: freeze it out of the cyclic GC's sight so
         # collections during the run do not rescan it again and again (only when nobody else
         # froze objects, so our unfreeze cannot release theirs).
@@ -497,20 +514,15 @@ class Engine(Offload):
 
     def worker_pool(self) -> WorkerPool:
         if self.pool is None:
-            size = max(32, self.max_concurrency or 0, (os.cpu_count() or 1) + 4)
+            slots = sum(p.cap for p in self.pools.values() if p is not None)
+            size = max(32, slots, (os.cpu_count() or 1) + 4)
             self.pool = WorkerPool(self.loop, size)  # type: ignore[arg-type]
         return self.pool
 
     def keyed_limit(self, inv: Inv) -> Limit:
         opts = inv.spec.task.options
         args, kwargs = inv.call  # type: ignore[misc]  # keyed tasks always resolve their call
-        try:
-            bound = inv.spec.task.info.signature.bind(*args, **kwargs).arguments  # type: ignore[union-attr]
-            values = tuple(bound.get(name) for name in opts.limit_by)
-            hash(values)
-        except TypeError:
-            values = tuple(repr(kwargs.get(name)) for name in opts.limit_by)
-        key = (inv.spec.task.fn, values)
+        key = (inv.spec.task.fn, call_values(inv, opts.limit_by, args, kwargs))
         lim = self.fn_limits.get(key)
         if lim is None:
             lim = self.fn_limits[key] = Limit(opts.limit)  # type: ignore[arg-type]
@@ -518,6 +530,8 @@ class Engine(Offload):
 
     def acquire(self, inv: Inv, front: bool) -> bool:
         """Take a slot in every limit of ``inv``, or queue it on the first full one."""
+        if inv.weight != 1:  # slots=N: N slots of its pool (nborch.limits)
+            return acquire_weighted(inv, front)
         for lim in inv.limits:
             if lim.used >= lim.cap:
                 if front:
@@ -534,6 +548,8 @@ class Engine(Offload):
         if not inv.holding:
             return
         inv.holding = False
+        if inv.weight != 1:
+            inv.limits[0].used -= inv.weight - 1
         for lim in inv.limits:
             lim.used -= 1
         for lim in inv.limits:
@@ -543,6 +559,8 @@ class Engine(Offload):
         waiters = lim.waiters
         while waiters and lim.used < lim.cap:
             inv = waiters.popleft()
+            if lim.held:  # slots kept for the first in line (slots=N): it takes them or keeps them
+                unhold(lim)
             resuming = inv.resume is not None
             if inv.state.is_final or ((self.cancelling or inv.stop) and not resuming):
                 continue
@@ -668,6 +686,8 @@ class Engine(Offload):
                     self.cancel_specs(grp.specs)
         if inv.holding:
             self.release(inv)
+        elif inv.weight != 1:  # it may hold slots while it waits for more (nborch.limits)
+            drop_waiter(self, inv)
         if inv.ahead is not None or self.pending:
             self.drop_ahead(inv)
         if inv.circuits:

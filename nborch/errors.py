@@ -7,6 +7,7 @@ NborchError
 │   └── GraphError                     an edge or a name that cannot be resolved
 │       └── CycleError                 also a graphlib.CycleError; .cycle holds the names
 ├── TaskTimeoutError(TimeoutError)     an attempt ran past its ``timeout=``
+├── RunTimeoutError(TimeoutError)      a whole run passed ``run(..., timeout=)`` and was cancelled
 └── CircuitOpenError                   a breaker refused the call without running it
 ```
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import difflib
 import graphlib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = [
     "CircuitOpenError",
@@ -27,6 +29,7 @@ __all__ = [
     "GraphError",
     "InvalidTaskError",
     "NborchError",
+    "RunTimeoutError",
     "Skip",
     "TaskTimeoutError",
     "did_you_mean",
@@ -67,6 +70,17 @@ class TaskTimeoutError(NborchError, TimeoutError):
         self.task = task
         self.timeout = timeout
         super().__init__(f"task {task!r} timed out after {timeout:g}s")
+
+
+class RunTimeoutError(NborchError, TimeoutError):
+    """A whole run passed its ``run(..., timeout=)`` deadline and was cancelled (every task
+    settled first); ``.run`` is its record, ``.timeout`` the deadline in seconds."""
+
+    def __init__(self, run: Any, timeout: float) -> None:
+        self.run = run
+        self.timeout = timeout
+        left = sum(1 for s in run.states.values() if s.value == "cancelled")
+        super().__init__(f"run {run.id} timed out after {timeout:g}s and was cancelled ({left} tasks cancelled)")
 
 
 class CircuitOpenError(NborchError):

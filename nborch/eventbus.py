@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 from .state import TaskState
 
 __all__ = [
-    "CircuitEvent", "Event", "EventBus", "RunEvent", "TaskEvent", "TaskOutput", "TaskProgress", "events",
+    "CircuitEvent", "Event", "EventBus", "RunEvent", "TaskEvent", "TaskOutput", "TaskProgress", "TaskWaiting",
+    "events",
 ]
 
 log = logging.getLogger("nborch.events")
@@ -94,7 +95,21 @@ class TaskProgress:
     time: float = 0.0
 
 
-Event = TaskEvent | RunEvent | CircuitEvent | TaskOutput | TaskProgress
+@dataclass(frozen=True, slots=True)
+class TaskWaiting:
+    """A task ready to start ``attempt`` waits for ``reason`` ("rate": its ``rate=``) without
+    holding a slot; ``until`` is when its turn is expected, on the run's clock. It is not
+    running: its state stays PENDING (or RETRYING), and its next RUNNING ends the wait."""
+
+    run_id: str
+    task: str
+    reason: str
+    attempt: int
+    until: float | None = None
+    time: float = 0.0
+
+
+Event = TaskEvent | RunEvent | CircuitEvent | TaskOutput | TaskProgress | TaskWaiting
 Subscriber = Callable[[Any], Any]
 
 

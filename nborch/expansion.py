@@ -126,12 +126,12 @@ class Expansions:
             resolved = self.inputs(inv, mapped, who)
             fixed = {k: engine.resolve(v) for k, v in mapped.fixed.items()}
             pairs = item_tasks(mapped, resolved, fixed)
+            specs = self.item_specs(inv, mapped, pairs)
         except Exception as exc:
             inv.state = PENDING  # settle from here: a failed expansion is the placeholder's failure
             engine.fail(inv, exc)
             self.abandon_consumers(inv)
             return
-        specs = self.item_specs(inv, mapped, pairs)
         self.rewire(inv, specs)
         new = engine.add_specs(specs, inv.parent)
         inv.map_left = len(new)
@@ -184,12 +184,15 @@ class Expansions:
         by_task = graph.by_task
         elementwise = mapped.mode == "zip" and any(isinstance(s, Mapped) for _, s in mapped.sources)
         specs = []
+        names = [f"{placeholder.name}:{i}" for i in range(len(pairs))]
+        clash = next((n for n in names if n in taken), None)
+        if clash is not None:  # checked before any name is taken: nothing to give back
+            raise MapError(f"item {clash!r} of {placeholder.name!r} would clash with a task of that name "
+                           "(items are named NAME:i); rename that task")
+        taken.update(names)
         for i, (task, params) in enumerate(pairs):
             spec = Spec(task, None, placeholder.parent)
-            name = spec.name = spec.base = f"{placeholder.name}:{i}"
-            if name in taken:
-                raise MapError(f"item {name!r} would clash with a task of that name; rename that task")
-            taken.add(name)
+            name = spec.name = spec.base = names[i]
             spec.item = (placeholder.name, i, params)
             spec.wants_context, spec.wants_state = wants_context, wants_state
             if placeholder.groups:
@@ -280,7 +283,11 @@ class Expansions:
         except Exception:  # never break a run over a key: the item just runs
             key = None
         plan.keys[item.name] = key
-        last = memory.succeeded.get(item.name) if memory.reuses else None
+        last = None
+        if memory.reuses and key is not None:
+            last = memory.succeeded.get(item.name)
+            if last is None or last.key.digest != key.digest:  # moved: an element added before it
+                last = memory.items.get(item.name.rpartition(":")[0], {}).get(key.digest)
         if (key is None or last is None or last.key.digest != key.digest or not spec.task.options.reuse
                 or spec.wants_state or any(u.name not in plan.reused for u in spec.up)):
             return None
@@ -310,7 +317,8 @@ class Expansions:
         mapped = inv.spec.task.mapped  # type: ignore[attr-defined]
         value = engine.graph.value(mapped, engine.results)
         inv.value = value
-        engine.results[inv.name] = value
+        if inv.map_state is SUCCEEDED:  # a failed map has no value (a reduce reads its items')
+            engine.results[inv.name] = value
         engine.settle(inv, inv.map_state)
 
     def abandon_consumers(self, inv: Inv) -> None:

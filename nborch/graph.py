@@ -128,7 +128,11 @@ class Graph:
         if isinstance(node, MapTask):
             node = node.mapped
         if isinstance(node, Mapped):
-            items = self.items.get(self.by_task[id(node)].name, ())
+            name = self.by_task[id(node)].name
+            items = self.items.get(name)
+            if items is None:  # not expanded: reused or resumed whole, with its list as it was
+                value = results.get(name)
+                return value if isinstance(value, list) else []
             return [results[n] for n in items if n in results]
         if isinstance(node, Task):
             return results.get(self.by_task[id(node)].name)
@@ -353,6 +357,14 @@ class _Builder:
                     )
                 else:
                     claimed[base] = fn
+        maps = {s.base for s in self.new if type(s.task) is MapTask}
+        for base in explicit:  # `fetch:0` is how item 0 of the mapped node `fetch` is named
+            stem, colon, index = base.rpartition(":")
+            if colon and index.isdigit() and stem in maps:
+                self.problems.append(
+                    f"a task named {base!r} would clash with item {index} of the mapped node {stem!r} "
+                    "(items are named NAME:i); give it another name="
+                )
         if self.problems:
             raise GraphError("\n".join(self.problems))
         added: list[str] = list(explicit)

@@ -44,14 +44,16 @@ current_frame = _frame.get
 
 
 class Limit:
-    """A counting slot pool (max_concurrency, a Parallel's limit, a task's limit=)."""
+    """A counting slot pool (max_concurrency and its named pools, a Parallel's limit, a task's
+    limit=). ``held``: free slots kept for the first waiter, which needs more (``nborch.limits``)."""
 
-    __slots__ = ("cap", "used", "waiters")
+    __slots__ = ("cap", "used", "waiters", "held")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self.used = 0
+        self.used = 0  # slots taken, and those held
         self.waiters: deque[Inv] = deque()
+        self.held = 0
 
 
 class CircuitCall:
@@ -77,7 +79,7 @@ class Inv:
         "n_up", "n_ok", "n_failed", "n_upfailed", "n_skipped", "limits", "holding",
         "job", "resume", "waiters", "frame", "call", "parent", "breakers", "stop", "rule", "simple",
         "waiting", "cache_key", "cached", "size", "executor", "ahead", "circuits", "reused", "in_flight",
-        "cache_miss", "mapping", "map_of", "map_left", "map_state",
+        "cache_miss", "mapping", "map_of", "map_left", "map_state", "weight",
     )
 
     def __init__(self, spec: Spec, parent: Inv | None) -> None:
@@ -118,10 +120,11 @@ class Inv:
         self.executor: Any = None  # an Executor when the body runs in a process pool or on Dask
         self.ahead: asyncio.Future[Any] | None = None  # submitted ahead to Dask (see submit_ahead)
         self.circuits: tuple[CircuitCall, ...] = ()  # the CircuitGroups this task is a step of
+        self.weight = 1  # slots it takes of its pool, limits[0] (slots=N in a pool with a size)
         opts = spec.task.options
         self.rule = opts.trigger_rule
-        # no retry, timeout, breaker, key or skip_if: the body runs without a wrapper coroutine
+        # no retry, timeout, breaker, key, rate or skip_if: the body runs without a wrapper coroutine
         self.simple = (
             opts.retry is None and opts.timeout is None and opts.skip_if is None and not opts.limit_by
-            and not opts.cache
+            and not opts.cache and opts.rate is None
         )

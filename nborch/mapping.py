@@ -105,8 +105,8 @@ class Mapped(Node):
         taken = set(slots[: len(positional)])
         if len(positional) > len(slots) and not info.var_positional:
             raise InvalidTaskError(
-                f"{who} maps over {len(positional)} iterables, but {fn_name(self.fn)}() takes "
-                f"{len(slots)} positional parameters"
+                f"{who} maps over {_count(len(positional), 'iterable')}, but {fn_name(self.fn)}() takes "
+                f"{_count(len(slots), 'positional parameter')}"
             )
         missing = [p for p in info.required if p not in given and p not in taken and p not in INJECTED]
         if missing:
@@ -143,6 +143,10 @@ def _sequence() -> Any:
 
         _counter.append(seq)
     return _counter[0]
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def _length_message(who: str, lengths: dict[str, int]) -> str:
@@ -198,7 +202,8 @@ class MapTask(Task):
         self.args = tuple(waits_for)
         self.kwargs = {}
         self.options = mapped.options
-        self.own_name = mapped.name is not None
+        self.own_name = False  # named after its function (or @task(name=...)), numbered like its calls
+        self.node_name = None
         self.seq = mapped.seq
         self.info = _NO_INFO
         self._after = mapped._after
@@ -231,7 +236,7 @@ def item_tasks(mapped: Mapped, resolved: list[tuple[str, list[Any]]], fixed: dic
         kwargs = {**fixed, **{names[i]: row[i] for i in range(len(names)) if i not in positional}}
         task = new(Task)  # built without Task.__init__: the options and checks are the map's
         task.fn, task.args, task.kwargs, task.options = fn, args, kwargs, options
-        task.own_name, task.seq, task.info, task._after = False, next(seq), info, ()
+        task.own_name, task.node_name, task.seq, task.info, task._after = False, None, next(seq), info, ()
         params = {**dict(zip(open_params, args, strict=False)), **{k: v for k, v in kwargs.items() if k not in fixed}}
         out.append((task, params))
     return out

@@ -111,7 +111,7 @@ class Offload:
         opts = inv.spec.task.options
         return (
             opts.retry is None and opts.timeout is None and opts.skip_if is None and not opts.cache
-            and not opts.limit_by and not inv.spec.wants_context
+            and not opts.limit_by and opts.rate is None and not inv.spec.wants_context
         )
 
     def done_or_pending(self, name: str) -> bool:

@@ -44,6 +44,14 @@ class RetryPolicy:
     ``max_attempts`` counts the first try. The wait before attempt ``n + 1`` is
     ``delay * backoff ** (n - 1)``, capped at ``max_delay``, plus up to ``jitter`` seconds
     drawn uniformly at random. Only exceptions that are instances of ``retry_on`` are retried.
+
+    ``retry_after=True``: when the exception carries ``retry_after`` (seconds, an int or float,
+    as a server's ``Retry-After`` header says), that wait replaces the computed one, without
+    jitter; a negative one is 0 (retry at once), and one that is missing, None, not a number, a
+    bool, NaN or infinite leaves the computed wait. It is capped at ``max_delay`` when that is
+    given, else waited in full: give ``max_delay=`` to bound what a server may ask. It says only
+    how long to wait; whether to retry is still ``max_attempts`` and ``retry_on``, and a task
+    with ``rate=`` then also waits for its rate.
     """
 
     max_attempts: int = 3
@@ -52,6 +60,7 @@ class RetryPolicy:
     max_delay: float | None = None
     jitter: float = 0.0
     retry_on: tuple[type[BaseException], ...] = (Exception,)
+    retry_after: bool = False
     _random: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +81,11 @@ class RetryPolicy:
                     why = " (it must be finite: a task would wait forever)"
                 raise DefinitionError(f"RetryPolicy({name}=...) {expects}, got {value!r}{why}")
         object.__setattr__(self, "retry_on", _exception_types(self.retry_on))
+        if not isinstance(self.retry_after, bool):
+            raise DefinitionError(
+                f"RetryPolicy(retry_after=...) expects True or False, got {self.retry_after!r} "
+                "(True: wait as long as the exception's retry_after attribute says)"
+            )
 
     @classmethod
     def from_retries(cls, retries: int, retry_delay: float = 0.0) -> RetryPolicy:
@@ -84,8 +98,12 @@ class RetryPolicy:
         """True if a failure of ``attempt`` (1-based) with ``error`` earns another try."""
         return attempt < self.max_attempts and isinstance(error, self.retry_on)
 
-    def delay_for(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt ``attempt`` (1-based)."""
+    def delay_for(self, attempt: int, error: BaseException | None = None) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (1-based) that raised ``error``."""
+        if self.retry_after and error is not None:
+            asked = retry_after_of(error)
+            if asked is not None:
+                return min(asked, self.max_delay) if self.max_delay is not None else asked
         try:
             wait = self.delay * self.backoff ** (attempt - 1)
         except OverflowError:  # a huge attempt number: the cap (if any) still holds
@@ -95,6 +113,17 @@ class RetryPolicy:
         if self.jitter:
             wait += self._random.uniform(0, self.jitter)
         return float(wait)
+
+
+def retry_after_of(error: BaseException) -> float | None:
+    """The wait ``error.retry_after`` asks for, in seconds (>= 0), or None when it asks none."""
+    try:
+        value = getattr(error, "retry_after", None)
+    except Exception:  # a property that raises asks nothing
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return max(float(value), 0.0)
 
 
 class BreakerState(str, enum.Enum):

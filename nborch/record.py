@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -10,7 +12,20 @@ from typing import Any
 from .errors import safe_str
 from .state import TaskState
 
-__all__ = ["ErrorRecord", "ItemRow", "ItemRows", "Run", "error_line"]
+__all__ = ["ErrorRecord", "ItemRow", "ItemRows", "Run", "error_line", "set_html_renderer"]
+
+log = logging.getLogger("nborch")
+
+# How a Run draws itself in a notebook (graph, table, errors): set by the display layer when it
+# is imported (nborch.display.snapshot); the core never imports a front end. None: a plain table.
+_html_renderer: Callable[[Run], str] | None = None
+
+
+def set_html_renderer(renderer: Callable[[Run], str] | None) -> None:
+    """Make ``Run._repr_html_`` return ``renderer(run)`` (None: back to the plain table). A
+    renderer that raises is logged, and the plain table is shown."""
+    global _html_renderer
+    _html_renderer = renderer
 
 
 class ErrorRecord(Exception):
@@ -142,6 +157,7 @@ class Run:
         self.attempt_records: list[dict[str, Any]] = []
         self.reasons: dict[str, str] = {}  # an incremental run: why each task ran or was reused
         self.stopped: bool | None = None  # the run itself was cancelled (None: not known)
+        self.recorded_params: dict[str, dict[str, Any]] = {}  # a loaded run: each item's parameters
         # The per-task tables are built on first use from the engine's records (``invs``),
         # so a 100,000-task run does not pay for tables nobody reads.
         self._invs = invs or {}
@@ -256,6 +272,11 @@ class Run:
 
             raise NborchError(f"no task {name!r} in run {self.id}.{did_you_mean(name, self.states)}")
         prefix = name + ":"
+        if not any(t.startswith(prefix) and t[len(prefix):].isdigit() for t in self.states) and not self._is_map(name):
+            from .errors import NborchError
+
+            raise NborchError(f"task {name!r} of run {self.id} is not a mapped node: it has no items "
+                              "(a mapped node is made by fn.map(...) or fn.product(...))")
         rows = ItemRows()
         for task, state in self.states.items():
             if not task.startswith(prefix) or not task[len(prefix):].isdigit():
@@ -263,13 +284,31 @@ class Run:
             inv = self._invs.get(task)
             spec = getattr(inv, "spec", None)
             item = getattr(spec, "item", None)
+            params = self._item_params(spec, item[2]) if item else self.recorded_params.get(task, {})
             rows.append(ItemRow(
-                task=task, index=int(task[len(prefix):]), params=self._item_params(spec, item[2]) if item else {},
+                task=task, index=int(task[len(prefix):]), params=params,
                 state=state, value=self.results.get(task), duration=self.durations.get(task),
                 attempts=self.attempts.get(task, 0), error=self.errors.get(task),
             ))
         rows.sort(key=lambda r: r.index)
         return rows
+
+    def _is_map(self, name: str) -> bool:
+        """``name`` is a mapped node (perhaps with no items: an empty input)."""
+        from .mapping import MapTask
+
+        inv = self._invs.get(name)
+        return inv is not None and type(getattr(inv.spec, "task", None)) is MapTask
+
+    def item_params(self) -> dict[str, dict[str, Any]]:
+        """Each item's mapped parameters, as its body got them (what the store keeps)."""
+        out = dict(self.recorded_params)
+        for name, inv in self._invs.items():
+            spec = getattr(inv, "spec", None)
+            item = getattr(spec, "item", None)
+            if item:
+                out[name] = self._item_params(spec, item[2])
+        return out
 
     def _item_params(self, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
         """An item's mapped parameters as its body got them: a parameter zipped from another
@@ -302,14 +341,25 @@ class Run:
     def report(self) -> str:
         """A readable, fixed-width table of every task."""
         rows = [("task", "state", "attempts", "duration", "error")]
-        for name, state in self.states.items():
+        states = self.states
+        maps: dict[str, list[int]] = {}  # a mapped node -> [items, items that did not succeed]
+        for name, state in states.items():
+            base, colon, index = name.rpartition(":")
+            if colon and index.isdigit() and base in states:
+                count = maps.setdefault(base, [0, 0])
+                count[0] += 1
+                count[1] += state is not TaskState.SUCCEEDED
+        for name, state in states.items():
+            note = error_line(self.errors.get(name)) or _fmt_size(self.sizes.get(name))
+            if name in maps and maps[name][1]:
+                note = f"{maps[name][1]} of {maps[name][0]} items did not succeed"
             rows.append(
                 (
                     name,
                     state.value + _label(name, self),
                     str(self.attempts.get(name, 0)),
                     _fmt_seconds(self.durations.get(name)),
-                    error_line(self.errors.get(name)) or _fmt_size(self.sizes.get(name)),
+                    note,
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -325,6 +375,16 @@ class Run:
         return f"<Run {self.id} {self.status}: {len(self.states)} tasks>"
 
     def _repr_html_(self) -> str:
+        renderer = _html_renderer
+        if renderer is not None:
+            try:
+                return renderer(self)
+            except Exception:  # a front end must never hide the record
+                log.exception("drawing run %s failed; showing its table", self.id)
+        return self._table_html()
+
+    def _table_html(self) -> str:
+        """The run as a plain HTML table (no graph): what a notebook shows without nborch.display."""
         esc = html.escape
         colors = {
             TaskState.SUCCEEDED: "#2e7d32", TaskState.FAILED: "#c62828",

@@ -56,12 +56,13 @@ class Memory:
         self.succeeded: dict[str, Success] = {}
         self.seen: dict[str, Seen] = {}
         self.cache_keys: dict[str, CallKey] = {}  # each cache=True task's last disk-cache key
+        self.items: dict[str, dict[str, Success]] = {}  # a map's succeeded items by key digest
         self.reuses = True  # False: a view that remembers but reuses nothing (``%orch run --all``)
 
     def without_reuse(self) -> Memory:
         """This memory, seen by a run that reuses nothing but still remembers what it did."""
         view = Memory()
-        view.succeeded, view.seen, view.cache_keys = self.succeeded, self.seen, self.cache_keys
+        view.succeeded, view.seen, view.cache_keys, view.items = self.succeeded, self.seen, self.cache_keys, self.items
         view.reuses = False
         return view
 
@@ -73,14 +74,17 @@ class Memory:
         if name is None:
             self.succeeded.clear()
             self.seen.clear()
+            self.items.clear()
         else:
             self.succeeded.pop(name, None)
             self.seen.pop(name, None)
+            self.items.pop(name, None)
 
     def record(self, run: Run, keys: dict[str, CallKey | None]) -> None:
         """Remember what ``run`` left: every task's state; the key and value of each task that
         succeeded with a key (a task that did not succeed is forgotten: it runs next time)."""
         durations, cached, reused = run.durations, run.cached, run.reused
+        items: dict[str, dict[str, Success]] = {}
         for name, state in run.states.items():
             duration = durations.get(name)
             if name in reused and name in self.seen:  # it did not run: its last run's duration
@@ -88,9 +92,14 @@ class Memory:
             self.seen[name] = Seen(state, duration, run.id, name in reused, name in cached)
             key = keys.get(name)
             if state is TaskState.SUCCEEDED and key is not None and name in run.results:
-                self.succeeded[name] = Success(key, run.results[name], run.id)
+                success = self.succeeded[name] = Success(key, run.results[name], run.id)
+                base, colon, index = name.rpartition(":")
+                if colon and index.isdigit():  # an item: also found by its key, wherever it moves
+                    items.setdefault(base, {})[key.digest] = success
             elif state is not TaskState.SUCCEEDED:
                 self.succeeded.pop(name, None)
+        for base, found in items.items():  # a map's items as of this run (older ones are dropped)
+            self.items[base] = found
 
 
 default_memory = Memory()
@@ -210,17 +219,23 @@ def key_of(graph: Graph, spec: Spec, keys: dict[str, CallKey | None], state_prin
     from .keys import call_key
     from .task import Node
 
+    items = graph.items
+
+    def stable(name: str) -> str:  # an item by its map, not its index: its key says what it is
+        base, colon, index = name.rpartition(":")
+        return f"{base}:*" if colon and index.isdigit() and base in items else name
+
     ups = []
     for u in _inputs(spec):
         k = keys.get(u.name)
         if k is None:
             return None
-        ups.append(f"{u.name}={k.digest}")
+        ups.append(f"{stable(u.name)}={k.digest}")
     task = spec.task
 
     def stand_in(value: Any) -> Any:
         if isinstance(value, Node):  # stands for its tasks, whose keys are among the upstream keys
-            return (_UPSTREAM, tuple(s.name for s in graph.leaves(value)))
+            return (_UPSTREAM, tuple(stable(s.name) for s in graph.leaves(value)))
         if isinstance(value, list | tuple):
             return type(value)(stand_in(v) for v in value)
         if isinstance(value, dict):

@@ -27,10 +27,11 @@ from typing import Any
 from . import capture
 from .clock import SystemClock, wall_time
 from .engine import Engine, current_frame, is_loop_thread
-from .errors import DefinitionError, NborchError, did_you_mean
+from .errors import DefinitionError, NborchError, RunTimeoutError, did_you_mean
 from .eventbus import EventBus
 from .executors import child_call_error, remote_task
 from .graph import Graph, build_graph
+from .limits import check_max_concurrency
 from .record import Run
 from .state import TaskState
 from .task import Node, Task, TaskFunction, _check_callable
@@ -39,7 +40,7 @@ __all__ = ["cancelled", "last_run", "register_display", "register_wait_hook", "r
 
 RUN_OPTIONS = (
     "max_concurrency", "state", "on_event", "clock", "display", "run_id", "capture",
-    "store", "force", "resume", "name", "executor", "durable", "reuse",
+    "store", "force", "resume", "name", "executor", "durable", "reuse", "timeout",
 )
 
 DisplayFactory = Callable[["RunHandle"], Any]
@@ -127,9 +128,11 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
             f"run() got an unknown option {bad!r}.{did_you_mean(bad, RUN_OPTIONS)} "
             f"Options: {', '.join(RUN_OPTIONS)}."
         )
-    mc = options.get("max_concurrency")
-    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
-        raise DefinitionError(f"max_concurrency= expects an integer >= 1 or None, got {mc!r}")
+    check_max_concurrency(options.get("max_concurrency"))
+    timeout = options.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                or not timeout > 0):
+        raise DefinitionError(f"timeout= expects a number of seconds > 0 or None, got {timeout!r}")
     if options.get("executor") is not None:
         from .executors import check_executor
 
@@ -184,6 +187,8 @@ async def run_async(node: Any, **options: Any) -> Run:
 
     Bad workflows raise ``DefinitionError`` before anything runs. Cancelling the awaiting
     coroutine cancels the run (every task settles first) and re-raises ``CancelledError``.
+    ``timeout=S``: when the run has lasted S seconds it is cancelled the same way, then
+    ``RunTimeoutError`` is raised with the record as ``.run``.
     """
     node = as_node(node)
     check_options(options)
@@ -210,7 +215,7 @@ async def run_async(node: Any, **options: Any) -> Run:
     if recorder is not None:
         bus.subscribe(recorder)  # first: with durable=True a row is committed before others see it
     on_event = options.get("on_event")
-    for s in on_event if isinstance(on_event, list | tuple) else [on_event] if on_event else []:
+    for s in on_event if isinstance(on_event, list | tuple) else [on_event] if on_event is not None else []:
         bus.subscribe(s)
     displays = _open_displays(handle)
     for d in displays:
@@ -245,9 +250,14 @@ async def run_async(node: Any, **options: Any) -> Run:
     if capturing:
         capture.install()
     started = wall_time()
+    deadline = asyncio.timeout(options.get("timeout"))  # the whole run's; cancels it as an interrupt does
     try:
         with _wake_on_sigint(handle.loop):
-            await engine.execute()
+            async with deadline:
+                await engine.execute()
+    except TimeoutError:
+        if not deadline.expired():  # a TimeoutError of the run's own, not its deadline
+            raise
     finally:
         if engine.remotes:  # values left on a cluster come back once, in one batch, for the record
             try:
@@ -269,6 +279,8 @@ async def run_async(node: Any, **options: Any) -> Run:
                     close(record)
                 except Exception:  # a display must never break a run
                     log.exception("display %r failed to close", d)
+    if deadline.expired():
+        raise RunTimeoutError(record, options["timeout"])
     return record
 
 
@@ -312,8 +324,10 @@ def _open_recorder(handle: RunHandle, graph: Graph, node: Node, options: dict[st
     return recorder, cache, preset
 
 
-def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, Preset]:
+def resume_plan(store: Any, graph: Graph, run_id: str | Run, cache: Any) -> dict[str, Preset]:
     """Tasks of ``run_id`` that need not run again: name -> (value, cache key, stored, stored).
+    ``run_id`` may be the ``Run`` record itself (a front end that keeps more values than the
+    store, or wants a task to run again, hands it in with its ``results`` and ``states``).
 
     Everything that did not succeed runs again, with everything downstream of it (a task that
     succeeded under ``all_done`` despite a failed upstream runs again once that upstream has),
@@ -331,7 +345,7 @@ def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, 
     from .mapping import MapTask
     from .store import load_run
 
-    previous = load_run(run_id, store)
+    previous = run_id if isinstance(run_id, Run) else load_run(run_id, store)
     maps = {n for n, spec in graph.specs.items() if type(spec.task) is MapTask}
 
     def known(name: str) -> bool:
@@ -341,8 +355,9 @@ def resume_plan(store: Any, graph: Graph, run_id: str, cache: Any) -> dict[str, 
     for name in previous.states:
         if name not in graph.specs and known(name):
             base = name.rpartition(":")[0]
-            ups[name] = [u for u in previous.upstreams.get(name, ()) if known(u)] + ups[base]
-            ups[base] = [*ups[base], name]  # the map's value is its items' values
+            sources = [u.name for u in graph.specs[base].up]  # the map's concrete sources
+            ups[name] = [u for u in previous.upstreams.get(name, ()) if known(u)] + sources
+            ups[base].append(name)  # the map's value is its items' values
     succeeded = {n for n, s in previous.states.items() if s is TaskState.SUCCEEDED and known(n)}
     stored = {n: (previous.results[n], previous.cache_keys.get(n)) for n in succeeded if n in previous.results}
     rerun = {n for n in ups if n not in succeeded}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .errors import DefinitionError, InvalidTaskError
+from .limits import Rate, parse_rate
 from .policies import CircuitBreaker, RetryPolicy, is_seconds
 from .state import check_trigger_rule
 
@@ -108,6 +109,10 @@ class TaskOptions:
     trigger_rule: str = "all_success"
     limit: int | None = None
     limit_by: tuple[str, ...] = ()
+    rate: Rate | None = None  # starts per period, evenly spaced (nborch.limits)
+    rate_by: tuple[str, ...] = ()
+    slots: int = 1  # slots it takes of its pool
+    pool: str | None = None  # a pool of max_concurrency={...}; None: "default"
     breaker: CircuitBreaker | None = None
     skip_if: Callable[..., Any] | None = None
     dedupe: bool = False
@@ -119,7 +124,7 @@ class TaskOptions:
 
 OPTION_NAMES = frozenset(
     {"name", "retries", "retry_delay", "retry", "timeout", "trigger_rule", "limit", "limit_by",
-     "breaker", "skip_if", "dedupe", "cache", "reuse", "executor"}
+     "rate", "rate_by", "slots", "pool", "breaker", "skip_if", "dedupe", "cache", "reuse", "executor"}
 )
 
 
@@ -178,6 +183,23 @@ def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
         if not all(isinstance(b, str) for b in by):
             raise DefinitionError(f"{who}limit_by= expects parameter names, got {given['limit_by']!r}")
         changes["limit_by"] = by
+    if given.get("rate") is not None:
+        try:
+            changes["rate"] = parse_rate(given["rate"], who)
+        except DefinitionError:
+            if who:
+                raise
+            changes["rate"] = given["rate"]  # check_for raises, naming the task
+    if given.get("rate_by") is not None:
+        by = given["rate_by"]
+        by = (by,) if isinstance(by, str) else tuple(by)
+        if not all(isinstance(b, str) for b in by):
+            raise DefinitionError(f"{who}rate_by= expects parameter names, got {given['rate_by']!r}")
+        changes["rate_by"] = by
+    if given.get("slots") is not None:
+        changes["slots"] = given["slots"]  # checked by check_for, which can name the task
+    if given.get("pool") is not None:
+        changes["pool"] = given["pool"]
     if given.get("breaker") is not None:
         if not isinstance(given["breaker"], CircuitBreaker):
             raise DefinitionError(f"{who}breaker= expects a CircuitBreaker, got {given['breaker']!r}")
@@ -201,6 +223,8 @@ def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
     opts = replace(opts, **changes) if changes else opts
     if opts.limit_by and opts.limit is None:
         raise DefinitionError(f"{who}limit_by= needs limit=N as well (at most N at once per key)")
+    if opts.rate_by and opts.rate is None:
+        raise DefinitionError(f"{who}rate_by= needs rate= as well (rate='10/s': at most 10 starts a second per key)")
     return opts
 
 
@@ -338,7 +362,7 @@ class Task(Node, Generic[R_co]):
     task runs, and running this task runs them first.
     """
 
-    __slots__ = ("fn", "args", "kwargs", "options", "seq", "info", "own_name")
+    __slots__ = ("fn", "args", "kwargs", "options", "seq", "info", "own_name", "node_name")
 
     @overload
     def __init__(self, fn: TaskFunction[..., R_co], /, *args: Any, **keywords: Any) -> None: ...
@@ -351,22 +375,38 @@ class Task(Node, Generic[R_co]):
         base: TaskOptions | None = None
         if isinstance(fn, TaskFunction):
             base, fn = fn.options, fn.fn
-        _check_callable(fn, "Task()")
-        option_kw = {k: keywords.pop(k) for k in list(keywords) if k in OPTION_NAMES}
-        kwargs = keywords.pop("kwargs", None) or _NO_KWARGS
+        try:  # a function seen before was checked then: the common case costs one lookup
+            info = _info_cache[fn]
+        except (KeyError, TypeError):
+            info = None
+        if info is None or info.generator:
+            _check_callable(fn, "Task()")
+            info = fn_info(fn)
         if keywords:
-            kwargs = {**kwargs, **keywords}
+            option_kw = {k: keywords.pop(k) for k in list(keywords) if k in OPTION_NAMES}
+            kwargs = keywords.pop("kwargs", None) or _NO_KWARGS
+            if keywords:
+                kwargs = {**kwargs, **keywords}
+        else:
+            option_kw, kwargs = _NO_KWARGS, _NO_KWARGS
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.options = make_options(base, **option_kw) if option_kw else (base or _DEFAULTS)
         # A name given to this node must be unique in its run; a task function's name
         # (@task(name=...)) names every call of it, numbered like an unnamed function's.
-        self.own_name = option_kw.get("name") is not None
+        name = option_kw.get("name")
+        if name is not None and len(option_kw) == 1:  # only a name: the options stay shared
+            if not isinstance(name, str) or not name:
+                raise DefinitionError(f"task {name!r}: name= expects a non-empty string, got {name!r}")
+            self.options = base or _DEFAULTS
+        else:
+            self.options = make_options(base, **option_kw) if option_kw else (base or _DEFAULTS)
+        self.node_name = name
+        self.own_name = name is not None
         self.seq = next(_sequence)
-        self.info = fn_info(fn)
+        self.info = info
         self._after = ()
-        if option_kw and self.options.limit_by:
+        if option_kw and not _CHECKED.issuperset(option_kw):  # options that need the function
             check_for(fn, self.options, self.info)
         if kwargs and self.info.signature is not None and not self.info.var_keyword:
             unknown = [k for k in kwargs if k not in self.info.params]
@@ -379,19 +419,19 @@ class Task(Node, Generic[R_co]):
     @property
     def name(self) -> str | None:  # type: ignore[override]
         """The explicit name, or None when the run derives one from the function."""
-        return self.options.name
+        return self.node_name if self.node_name is not None else self.options.name
 
     @property
     def base_name(self) -> str:
         """The explicit name, else the function's name."""
-        return self.options.name or fn_name(self.fn)
+        return self.name or fn_name(self.fn)
 
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         call = f"{fn_name(self.fn)}({', '.join(parts)})"
         if len(call) > 80:
             call = call[:77] + "...)"
-        named = f", name={self.options.name!r}" if self.options.name else ""
+        named = f", name={self.name!r}" if self.name else ""
         return f"<Task {call}{named}>"
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
@@ -429,19 +469,39 @@ class Task(Node, Generic[R_co]):
 _DEFAULTS = TaskOptions()
 
 
-def check_for(fn: Callable[..., Any], options: TaskOptions, info: FnInfo) -> None:
-    """The checks of ``options`` that need the function: ``limit_by=`` names its parameters."""
-    if options.limit_by and info.signature is not None and not info.var_keyword:
-        missing = [p for p in options.limit_by if p not in info.params]
-        if missing:
-            from .errors import did_you_mean
+_CHECKED = OPTION_NAMES - {"limit_by", "rate_by", "rate", "slots", "pool"}  # by make_options alone
 
-            name = options.name or fn_name(fn)
+
+def check_for(fn: Callable[..., Any], options: TaskOptions, info: FnInfo) -> None:
+    """The checks of ``options`` that need the function: ``limit_by=``/``rate_by=`` name its
+    parameters, and ``rate=``/``slots=``/``pool=`` errors name the task."""
+    if options.rate is not None and not isinstance(options.rate, Rate):
+        parse_rate(options.rate, f"task {options.name or fn_name(fn)!r}: ")  # raises: make_options kept it
+    if type(options.slots) is not int or options.slots != 1 or options.pool is not None:
+        name = options.name or fn_name(fn)
+        slots = options.slots
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
             raise DefinitionError(
-                f"task {name!r}: limit_by= names {missing[0]!r}, but {fn_name(fn)}() has no such "
-                f"parameter.{did_you_mean(missing[0], info.params)} "
-                f"Its parameters: {', '.join(info.params) or '(none)'}."
+                f"task {name!r}: slots= expects an integer >= 1 (how many slots of its pool one call "
+                f"takes), got {slots!r}. Write slots=2."
             )
+        if not isinstance(options.pool, str | None) or options.pool == "":
+            raise DefinitionError(
+                f"task {name!r}: pool= expects a pool's name, got {options.pool!r}. Write pool=\"gpu\" "
+                "and run with max_concurrency={\"default\": 8, \"gpu\": 1}."
+            )
+    for option, names in (("limit_by", options.limit_by), ("rate_by", options.rate_by)):
+        if names and info.signature is not None and not info.var_keyword:
+            missing = [p for p in names if p not in info.params]
+            if missing:
+                from .errors import did_you_mean
+
+                name = options.name or fn_name(fn)
+                raise DefinitionError(
+                    f"task {name!r}: {option}= names {missing[0]!r}, but {fn_name(fn)}() has no such "
+                    f"parameter.{did_you_mean(missing[0], info.params)} "
+                    f"Its parameters: {', '.join(info.params) or '(none)'}."
+                )
 
 
 def _check_callable(fn: Any, where: str) -> None:
@@ -557,8 +617,10 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Turn a sync or async function into a task function.
 
     ``@task`` or ``@task(name=, retries=, retry_delay=, retry=RetryPolicy(...), timeout=,
-    trigger_rule=, limit=, limit_by=, breaker=, skip_if=, dedupe=, cache=, reuse=, executor=)``. Options
-    are checked here, so a typo fails at definition time. ``executor="process"`` or
+    trigger_rule=, limit=, limit_by=, rate=, rate_by=, slots=, pool=, breaker=, skip_if=, dedupe=,
+    cache=, reuse=, executor=)``. Options are checked here, so a typo fails at definition time.
+    ``rate="10/s"`` spaces the starts of its bodies (``nborch.limits``); ``slots=2`` takes two
+    slots of its pool, ``pool="gpu"`` a pool of ``max_concurrency={"default": 8, "gpu": 1}``. ``executor="process"`` or
     ``executor=DaskExecutor(...)`` runs the body in a process pool or on Dask (see
     ``nborch.executors``); it also sends an async function there.
     """

@@ -4,7 +4,7 @@ A small notebook is run with Run All: two task cells (``slow``, 20 s, and ``repo
 and a blocking ``%orch run report``. Once ``slow`` is running, the test clicks the display's
 Cancel button. The run must be cancelled within 2 s of the click, checked by its effects (the
 task's ``finally`` wrote its file, ``report`` never ran) and by the display (the header says
-cancelled, both nodes in the cancelled color, the button gone); the cell ends with
+cancelled; the output ends on the final snapshot: both nodes in the cancelled color, no button); the cell ends with
 ``CancelledError`` and the kernel is idle again long before the task's 20 s. Screenshots before and after the click go to ``tmp_path`` and are copied to
 ``browser_cancel_before.png`` / ``browser_cancel_after.png`` at the repository root (ignored by
 git) for a human to look at.
@@ -16,21 +16,21 @@ where that test is skipped.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from test_browser import (
-    CHROME_ARGS,
+    NODES_JS,
     RUNNING,
-    TOKEN,
+    Server,
     _accept_dialog,
-    _free_port,
+    _new_page,
+    _open,
     _require_tools,
-    _start_lab,
-    _wait_for_kernel_idle,
-    _wait_for_server,
+    _run_all,
+    _wait_for_kernel,
+    chromium_context,  # noqa: F401 - the fixture, shared
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,16 +47,17 @@ CELLS = [
     "%orch run report",
 ]
 
+# The run's display: the live widget (with its Cancel button) or, once the run ended, the final
+# snapshot that replaced it (no button).
 STATE_JS = """() => {
+  const nodesOf = """ + NODES_JS + """;
   const live = document.querySelector('.nborch-live');
-  if (!live) return null;
-  const button = live.querySelector('.nborch-cancel');
-  const fills = [...live.querySelectorAll('.nborch-graph svg g.node')].map(g => {
-    const shape = g.querySelector('path, polygon, ellipse');
-    return shape ? getComputedStyle(shape).fill : null;
-  });
-  const header = live.querySelector('.nborch-header');
-  return {fills: fills, header: header ? header.innerText : '',
+  const root = live || [...document.querySelectorAll('.nborch-snapshot')].pop();
+  if (!root) return null;
+  const button = live ? live.querySelector('.nborch-cancel') : null;
+  const graph = root.querySelector('.nborch-graph');
+  const header = root.querySelector('.nborch-header');
+  return {live: !!live, fills: graph ? nodesOf(graph).map(n => n.fill) : [], header: header ? header.innerText : '',
           button: button ? {disabled: button.disabled, text: button.innerText,
                             visible: getComputedStyle(button).visibility !== 'hidden'} : null};
 }"""
@@ -81,81 +82,60 @@ def _keep(shot: Path) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_cancel_button_stops_a_blocking_orch_run_in_jupyterlab(tmp_path):
-    chromium = _require_tools()
-    from playwright.sync_api import sync_playwright
-
+def test_cancel_button_stops_a_blocking_orch_run_in_jupyterlab(chromium_context, tmp_path):  # noqa: F811
     root = tmp_path / "lab"
     root.mkdir()
     here = tmp_path / "effects"
     here.mkdir()
     _notebook(root / NAME, here)
-    port = _free_port()
-    server, log = _start_lab(tmp_path, root, port)
+    server = Server("lab", tmp_path / "server", root)
+    page = _new_page(chromium_context)
     samples: list[dict] = []
     try:
-        _wait_for_server(server, port, tmp_path)
-        with sync_playwright() as p:
-            ctx = p.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"), executable_path=chromium, headless=True,
-                args=CHROME_ARGS, viewport={"width": 1100, "height": 900},
-            )
-            try:
-                page = ctx.pages[0] if ctx.pages else ctx.new_page()
-                page.goto(f"http://127.0.0.1:{port}/lab/tree/{NAME}?token={TOKEN}")
-                page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-                _wait_for_kernel_idle(page)
-                page.wait_for_timeout(500)
-                _accept_dialog(page)
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        page.set_viewport_size({"width": 1100, "height": 900})
+        _open(page, server, f"lab/tree/{NAME}")
+        _wait_for_kernel(page, server)
+        _run_all(page)
 
-                # slow is running (the task started, its node painted running) and the button is live
-                deadline = time.monotonic() + 30
-                before = None
-                while time.monotonic() < deadline:
-                    _accept_dialog(page)
-                    before = page.evaluate(STATE_JS)
-                    if (before and (here / "started").exists() and RUNNING in before["fills"]
-                            and before["button"] and not before["button"]["disabled"]):
-                        break
-                    page.wait_for_timeout(50)
-                else:
-                    pytest.fail(f"the run did not show slow running with a live Cancel button: {before}")
-                page.locator(".nborch-live").first.scroll_into_view_if_needed()
-                page.screenshot(path=str(tmp_path / "cancel_before.png"))
+        # slow is running (the task started, its node painted running) and the button is live
+        deadline = time.monotonic() + 30
+        before = None
+        while time.monotonic() < deadline:
+            _accept_dialog(page)
+            before = page.evaluate(STATE_JS)
+            if (before and (here / "started").exists() and RUNNING in before["fills"]
+                    and before["button"] and not before["button"]["disabled"]):
+                break
+            page.wait_for_timeout(50)
+        else:
+            pytest.fail(f"the run did not show slow running with a live Cancel button: {before}")
+        page.locator(".nborch-live").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(tmp_path / "cancel_before.png"))
 
-                page.locator(".nborch-live .nborch-cancel").first.click()
-                clicked = time.time()
-                settled_at = shown_at = None
-                while time.time() - clicked < 15:
-                    sample = page.evaluate(STATE_JS)
-                    samples.append({"t": round(time.time() - clicked, 3), **(sample or {})})
-                    if shown_at is None and sample and "cancelled" in sample["header"]:
-                        shown_at = time.time()
-                    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
-                    if shown_at is not None and idle:
-                        settled_at = time.time()
-                        break
-                    page.wait_for_timeout(25)
-                page.wait_for_timeout(300)  # the last repaint's comm messages
-                # the run cell at the top: its display and the CancelledError below it
-                page.locator(".jp-Cell").nth(3).evaluate("e => e.scrollIntoView({block: 'start'})")
-                page.wait_for_timeout(200)
-                after_shot = tmp_path / "cancel_after.png"
-                page.screenshot(path=str(after_shot))
-                after = page.evaluate(STATE_JS)
-                cell_text = page.locator(".jp-Cell").nth(3).inner_text()
-            finally:
-                ctx.close()
+        page.locator(".nborch-live .nborch-cancel").first.click()
+        clicked = time.time()
+        settled_at = shown_at = None
+        while time.time() - clicked < 15:
+            sample = page.evaluate(STATE_JS)
+            samples.append({"t": round(time.time() - clicked, 3), **(sample or {})})
+            if shown_at is None and sample and "cancelled" in sample["header"]:
+                shown_at = time.time()
+            idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
+            if shown_at is not None and idle:
+                settled_at = time.time()
+                break
+            page.wait_for_timeout(25)
+        page.wait_for_timeout(300)  # the last repaint's comm messages
+        # the run cell at the top: its display and the CancelledError below it
+        page.locator(".jp-Cell").nth(3).evaluate("e => e.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(200)
+        after_shot = tmp_path / "cancel_after.png"
+        page.screenshot(path=str(after_shot))
+        after = page.evaluate(STATE_JS)
+        cell_text = page.locator(".jp-Cell").nth(3).inner_text()
     finally:
-        server.terminate()  # our own server, by its handle; it shuts its kernel down
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+        page.close()
+        server.stop()
     _keep(tmp_path / "cancel_before.png")
     _keep(after_shot)
 
@@ -171,6 +151,7 @@ def test_cancel_button_stops_a_blocking_orch_run_in_jupyterlab(tmp_path):
     assert not (here / "report_ran").exists()
     # the cell is over long before the task's 20 s (its end includes IPython's traceback)
     assert settled_at - clicked < 5.0, f"the cell ended {settled_at - clicked:.2f} s after the click"
-    assert after is not None and after["fills"] == [CANCELLED, CANCELLED], after
-    assert after["button"] is not None and not after["button"]["visible"], after
+    # the output ends on the final snapshot: both nodes cancelled, no button left
+    assert after is not None and not after["live"] and after["fills"] == [CANCELLED, CANCELLED], after
+    assert after["button"] is None, after
     assert "CancelledError" in cell_text

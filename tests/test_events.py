@@ -316,3 +316,19 @@ def test_unsubscribing_twice_is_harmless():
     unsubscribe()
     unsubscribe()
     assert double(1).run() == 2
+
+
+def test_a_subscriber_whose_len_is_zero_still_gets_the_events():
+    class Collector:  # falsy while empty, as a RunView or any sized collector is
+        def __init__(self):
+            self.events = []
+
+        def __len__(self):
+            return len(self.events)
+
+        def __call__(self, event):
+            self.events.append(event)
+
+    got = Collector()
+    nborch.run(nborch.task(lambda: 1)(), store=False, on_event=got)
+    assert len(got) > 0  # it was dropped as "no subscriber" when it was falsy at the start

@@ -126,3 +126,83 @@ def test_items_show_the_values_an_element_wise_item_got_not_the_upstream_task():
     rows = run.items("size")
     assert [r.params for r in rows] == [{"html": "A"}, {"html": "BB"}]
     assert [r.value for r in rows] == [1, 2]
+
+
+@pytest.mark.parametrize("cache", [False, True])
+@pytest.mark.parametrize("failing", [{0}, {1, 3}, {4}])
+def test_resume_reruns_exactly_the_failed_items_wherever_they_are(store, cache, failing):
+    ran: list[int] = []
+    bad = set(failing)
+
+    @task(cache=cache)
+    def fetch(i):
+        ran.append(i)
+        if i in bad:
+            raise ConnectionError(i)
+        return i * 10
+
+    node = fetch.map(range(5))
+    first = nborch.run(node, store=store)
+    assert not first.ok
+    bad.clear()
+    ran.clear()
+    resumed = nborch.run(node, store=store, resume=first.id)
+    assert sorted(ran) == sorted(failing) and resumed.value == [0, 10, 20, 30, 40]
+
+
+def test_a_mapped_node_reused_whole_gives_its_list():
+    from nborch.reuse import Memory
+
+    @task
+    async def square(x):
+        return x * x
+
+    memory = Memory()
+    assert square.map([1, 2]).run(store=False, reuse=memory) == [1, 4]
+    again = nborch.run(square.map([1, 2]), store=False, reuse=memory)
+    assert "square" in again.reused and again.value == [1, 4]
+    assert square.map([1, 2]).run(store=False, reuse=memory) == [1, 4]
+
+
+def test_reuse_adding_an_element_at_the_front_runs_only_the_new_item_through_the_chain():
+    from nborch.reuse import Memory
+
+    @task
+    async def fetch(x):
+        return x * 10
+
+    @task
+    def clean(v):
+        return v + 1
+
+    memory = Memory()
+    nborch.run(clean.map(fetch.map([1, 2, 3])), store=False, reuse=memory)
+    again = nborch.run(clean.map(fetch.map([0, 1, 2, 3])), store=False, reuse=memory)
+    assert again.value == [1, 11, 21, 31]
+    ran = {n for n, a in again.attempts.items() if a and n not in again.reused and ":" in n}
+    assert ran == {"fetch:0", "clean:0"}
+
+
+def test_a_loaded_run_keeps_its_items_parameters(store):
+    @task
+    def fetch(x, scale=1):
+        return x * scale
+
+    run = nborch.run(fetch.map([5, 6], scale=2), store=store)
+    loaded = nborch.Run.load(run.id, store=store)
+    assert [(r.params, r.value) for r in loaded.items("fetch")] == [({"x": 5}, None), ({"x": 6}, None)]
+    assert "\x00items" not in loaded.upstreams
+
+
+def test_a_failed_map_carries_its_first_failed_items_error_and_says_how_many_failed():
+    @task
+    def fetch(i):
+        if i == 1:
+            raise ValueError("item 1 failed")
+        return i
+
+    events = []
+    run = nborch.run(fetch.map([0, 1, 2]), store=False, on_event=events.append)
+    (final,) = [e for e in events if getattr(e, "task", None) == "fetch" and e.state is TaskState.UPSTREAM_FAILED]
+    assert isinstance(final.error, ValueError) and str(final.error) == "item 1 failed"
+    assert "1 of 3 items did not succeed" in run.report()

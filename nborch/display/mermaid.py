@@ -8,11 +8,13 @@ every character that Mermaid or HTML would interpret written as an entity code (
 from __future__ import annotations
 
 import re
+import sys
 from typing import TYPE_CHECKING
 
 from ..graph import Graph, build_graph
-from .dot import COLORS, printable
-from .state import RunView
+from ..mapping import MapTask
+from .dot import COLORS, graph_model, node_looks, printable
+from .state import RunView, map_counts, text_bar
 
 if TYPE_CHECKING:
     from ..task import Node
@@ -50,7 +52,11 @@ def _ids(names: list[str]) -> dict[str, str]:
 def graph_mermaid(graph: Graph, view: RunView | None = None) -> str:
     """Mermaid ``flowchart TD`` text for ``graph``: a node per task, an arrow per dependency, a
     dotted arrow from a parent task to each child task it called; with a ``view``, nodes get
-    classes (``st_failed``...) coloured like the live display."""
+    classes (``st_failed``...) coloured like the live display. A mapped node is one node
+    ("fetch" over "map", or with a view its items' counts and a text bar: "37 ✓ 2 ✗ 61 …" over
+    "▰▰▰▱▱▱"), with dotted arrows to its items when it has at most ``MAP_DRAWN``."""
+    if any(type(spec.task) is MapTask for spec in list(graph.specs.values())):
+        return _mapped_mermaid(graph, view)
     specs = graph.specs
     ids = _ids(list(specs))
     lines = ["flowchart TD"]
@@ -65,9 +71,35 @@ def graph_mermaid(graph: Graph, view: RunView | None = None) -> str:
     if view is not None:
         by_state: dict[str, list[str]] = {}
         for name in specs:
-            st = view.tasks.get(name)
-            if st is not None:
-                by_state.setdefault(st.state.value, []).append(ids[name])
+            state = view.states.get(name)
+            if state is not None:
+                by_state.setdefault(state.value, []).append(ids[name])
+        for state, (fill, font) in COLORS.items():
+            if state.value in by_state:
+                lines.append(f"    classDef st_{state.value} fill:{fill},color:{font}")
+                lines.append(f"    class {','.join(by_state[state.value])} st_{state.value}")
+    return "\n".join(lines) + "\n"
+
+
+def _mapped_mermaid(graph: Graph, view: RunView | None) -> str:
+    model = graph_model(graph, collapse_over=sys.maxsize)
+    ids = _ids([n.key for n in model.nodes.values()])
+    by_id = {nid: ids[n.key] for nid, n in model.nodes.items()}
+    states, notes, _ = node_looks(model, view)
+    lines = ["flowchart TD"]
+    for nid, node in model.nodes.items():
+        label = _label(node.key)
+        if node.map:
+            counts = map_counts(node.members, view.states) if view is not None else {}
+            extra = [notes[nid]] + ([text_bar(counts)] if view is not None and node.members else [])
+            label = label[:-1] + "".join("<br/>" + _label(t)[1:-1] for t in extra) + '"'
+        lines.append(f"    {by_id[nid]}[{label}]")
+    for up, down, dashed in model.edges:
+        lines.append(f"    {by_id[up]} {'-.->' if dashed else '-->'} {by_id[down]}")
+    if view is not None:
+        by_state: dict[str, list[str]] = {}
+        for nid, state in states.items():
+            by_state.setdefault(state.value, []).append(by_id[nid])
         for state, (fill, font) in COLORS.items():
             if state.value in by_state:
                 lines.append(f"    classDef st_{state.value} fill:{fill},color:{font}")

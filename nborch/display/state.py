@@ -1,50 +1,148 @@
 """``RunView``: a run's events folded into per-task status, the state every renderer shares.
 
 Pure Python (no IPython, widgets or graphviz): the widget, the DOT text and the HTML table only
-read a ``RunView``. It is itself a subscriber (``run(node, on_event=view)``), and
-``finish(run)`` reconciles it with the final ``Run`` record, which has the last word.
+read a ``RunView``. It is itself a subscriber (``run(node, on_event=view)``), folds a batch of
+events at once (``apply_all``, what the live display does at each repaint), and
+``finish(run)`` reconciles it with the final ``Run`` record, which has the last word;
+``RunView.from_run(run)`` is the view of a finished (or reloaded) run.
+``KnownTask`` is what the notebook knows of a task between runs (``%orch graph``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..eventbus import CircuitEvent, RunEvent, TaskEvent, TaskOutput, TaskProgress
 from ..graph import Graph
+from ..mapping import MapTask
 from ..record import Run, _fmt_seconds, error_line
 from ..state import TaskState
 
-__all__ = ["RunView", "TaskStatus"]
+__all__ = [
+    "MAP_DRAWN", "KnownTask", "RunView", "TaskStatus", "fmt_elapsed", "map_counts", "map_note",
+    "maps_from_names", "text_bar",
+]
 
 PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
+SUCCEEDED, FAILED = TaskState.SUCCEEDED, TaskState.FAILED
+_FINAL = frozenset(s for s in TaskState if s.is_final)
+
+# A mapped node (``fn.map(...)``) is drawn as one node with its items' counts and a progress bar;
+# with at most this many items, its items are drawn too (and its table row opens on them).
+MAP_DRAWN = 20
+# How a mapped node counts its items: settled states, then "…" for the items still to settle.
+MAP_SYMBOLS = ((SUCCEEDED, "✓"), (FAILED, "✗"), (TaskState.UPSTREAM_FAILED, "⊘"),
+               (TaskState.CANCELLED, "■"), (TaskState.SKIPPED, "↷"))
 
 
-@dataclass(slots=True)
+def maps_from_names(names: Iterable[str]) -> dict[str, list[str]]:
+    """The mapped nodes among a run's task names: placeholder -> its items (``NAME:0``,
+    ``NAME:1``...: a name, a colon and digits, whose NAME is a task of the run too), in index
+    order. What a run reloaded from the store says of its maps."""
+    names = list(names)
+    known = set(names)
+    found: dict[str, list[tuple[int, str]]] = {}
+    for name in names:
+        head, sep, tail = name.rpartition(":")
+        if sep and tail.isdigit() and head in known:
+            found.setdefault(head, []).append((int(tail), name))
+    return {head: [n for _, n in sorted(items)] for head, items in found.items()}
+
+
+def map_counts(items: Iterable[str], states: Mapping[str, TaskState]) -> dict[TaskState, int]:
+    """How many of ``items`` are in each state (pending when ``states`` lacks them)."""
+    get = states.get
+    return dict(Counter(get(n, PENDING) for n in items))
+
+
+def map_note(counts: Mapping[TaskState, int]) -> str:
+    """A mapped node's counts as shown on its node, in its table row and on the console:
+    "37 ✓ 2 ✗ 61 …" (succeeded, failed, then those still to settle); "0 items" for none."""
+    parts = [f"{counts[s]} {sym}" for s, sym in MAP_SYMBOLS if counts.get(s)]
+    still = counts.get(PENDING, 0) + counts.get(RUNNING, 0) + counts.get(RETRYING, 0)
+    if still:
+        parts.append(f"{still} …")
+    return " ".join(parts) or "0 items"
+
+
+def text_bar(counts: Mapping[TaskState, int], width: int = 12) -> str:
+    """A progress bar in text, settled items of all: "▰▰▰▰▱▱▱▱▱▱▱▱" (in Mermaid)."""
+    total = sum(counts.values())
+    still = counts.get(PENDING, 0) + counts.get(RUNNING, 0) + counts.get(RETRYING, 0)
+    done = round(width * (total - still) / total) if total else width
+    return "▰" * done + "▱" * (width - done)
+
+
+def fmt_elapsed(s: float) -> str:
+    """A running task's time so far, at the precision a once-a-second tick shows: "0.4s",
+    "12.3s", "2m05s", "1h02m"."""
+    if s < 60:
+        return f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+
+
+@dataclass(frozen=True, slots=True)
+class KnownTask:
+    """What the notebook knows of one task between runs, for ``%orch graph`` and ``%orch list``.
+
+    ``state``, ``duration`` and ``run_id`` are those of its last run (None if it never ran);
+    ``stale`` is None while its key is the one of its last success, else a short reason
+    ("global threshold changed"); ``reused`` / ``cached``: its last success did not run it.
+    """
+
+    state: TaskState | None = None
+    duration: float | None = None
+    run_id: str | None = None
+    stale: str | None = None
+    reused: bool = False
+    cached: bool = False
+
+
+@dataclass(slots=True, init=False)
 class TaskStatus:
     """What is known of one task: state, attempts, timing, last error, progress and output."""
 
     name: str
-    parent: str | None = None
-    state: TaskState = PENDING
-    attempts: int = 0
-    started: float | None = None  # the first attempt's start, on the run's clock
-    ended: float | None = None
-    duration: float | None = None  # set once the task is final (None if it never started)
-    error: str = ""  # one line: "ValueError: bad row" (the last attempt's, for a retrying task)
-    done: int | None = None  # progress reported through nborch.progress
-    total: int | None = None
-    output_lines: int = 0
-    _chunks: list[str] = field(default_factory=list, repr=False)
-    _size: int = 0
-    _trimmed: bool = False
+    parent: str | None
+    state: TaskState
+    attempts: int
+    started: float | None  # the first attempt's start, on the run's clock
+    ended: float | None
+    duration: float | None  # set once the task is final (None if it never started)
+    error: str  # one line: "ValueError: bad row" (the last attempt's, for a retrying task)
+    exc: BaseException | None  # the failure itself, for its traceback in a snapshot
+    cached: bool  # succeeded with a value from the cache: it did not run
+    reused: bool  # succeeded because an earlier outcome stands: it did not run
+    done: int | None  # progress reported through nborch.progress
+    total: int | None
+    output_lines: int
+    _chunks: list[str] | None
+    _size: int
+    _trimmed: bool
+
+    def __init__(self, name: str, parent: str | None = None) -> None:
+        # by hand: a run of 100,000 tasks makes 100,000 of these, and the generated __init__
+        # (every field a parameter) takes twice as long
+        self.name, self.parent, self.state, self.attempts = name, parent, PENDING, 0
+        self.started = self.ended = self.duration = None
+        self.error, self.exc, self.cached, self.reused = "", None, False, False
+        self.done = self.total = None
+        self.output_lines, self._chunks, self._size, self._trimmed = 0, None, 0, False
 
     @property
     def output(self) -> str:
         """Captured stdout / stderr / log text (its tail, marked "…", once it grew long)."""
-        if len(self._chunks) > 1:
-            self._chunks[:] = ["".join(self._chunks)]
-        text = self._chunks[0] if self._chunks else ""
+        chunks = self._chunks
+        if not chunks:
+            return ""
+        if len(chunks) > 1:
+            chunks[:] = ["".join(chunks)]
+        text = chunks[0]
         return "…" + text if self._trimmed else text
 
     @property
@@ -52,70 +150,150 @@ class TaskStatus:
         """True once the task reported progress."""
         return self.done is not None
 
+    @property
+    def mark(self) -> str:
+        """"cached" or "reused" for a task that succeeded without running (as ``Run.report``
+        labels it: a value from the cache says "cached", also when resumed), else ""."""
+        if self.state is not SUCCEEDED:
+            return ""
+        return "cached" if self.cached else "reused" if self.reused else ""
+
     def elapsed(self, now: float | None = None) -> float | None:
         """Seconds so far: the duration once final, else ``now - started`` (None if unknown)."""
-        if self.duration is not None or self.started is None or now is None:
+        if self.duration is not None or self.started is None or now is None or self.state in _FINAL:
             return self.duration
         return max(now - self.started, 0.0)
 
-    def note(self) -> str:
-        """The short second line drawn under the task's name: attempts, progress, duration."""
+    def note(self, now: float | None = None) -> str:
+        """The short second line drawn under the task's name: attempts, progress, duration,
+        or "cached" / "reused"; for a running task with ``now``, its time so far."""
         parts = []
-        final = self.state.is_final
+        state = self.state
+        final = state in _FINAL
+        mark = self.mark
+        if mark:
+            parts.append(mark)
         if final:
             if self.attempts > 1:
                 parts.append(f"{self.attempts} attempts")
-        elif self.attempts > 1 or self.state is RETRYING:
+        elif self.attempts > 1 or state is RETRYING:
             parts.append(f"attempt {self.attempts}")
         if not final and self.done is not None:
             parts.append(f"{self.done}/{self.total}" if self.total else f"{self.done}")
-        if final and self.duration is not None:
-            parts.append(_fmt_seconds(self.duration))
+        if final:
+            if self.duration is not None:
+                parts.append(_fmt_seconds(self.duration))
+        elif state is RUNNING and now is not None and self.started is not None:
+            parts.append(fmt_elapsed(max(now - self.started, 0.0)))
         return " · ".join(parts)
 
 
 class RunView:
     """Per-task status of one run, built from its events (call it with each event).
 
+    ``states`` holds every task's state (in the order tasks were added), and per-state counts
+    are kept up to date as events arrive: reading them is O(1). The details of a task (a
+    ``TaskStatus``) are made when something asks for them (``status(name)``): a task that
+    simply succeeded keeps only its last event until then, so a run of 100,000 tasks whose
+    table shows 60 of them makes about 60. ``tasks`` makes them all (small runs, tests).
+
     ``version`` grows on every change and ``shape`` whenever tasks are added (child tasks
-    appeared), so a renderer can tell "repaint" from "lay out again" cheaply. Per-state
-    counts are kept up to date as events arrive: reading them is O(1).
+    appeared), so a renderer can tell "repaint" from "lay out again" cheaply.
     """
 
     def __init__(self, graph: Graph | None = None, *, output_limit: int = 20_000) -> None:
-        self.tasks: dict[str, TaskStatus] = {}
+        self.states: dict[str, TaskState] = {}
+        self.parents: dict[str, str] = {}  # child task -> the task that called it
         self.run_id: str | None = None
         self.run_state: TaskState | None = None  # None until the run started
         self.started: float | None = None
         self.finished: float | None = None
+        self.duration: float | None = None  # the run's, once known from its record
         self.breakers: dict[str, str] = {}
         self.progressing: dict[str, None] = {}  # tasks that reported progress, in first-report order
         self.version = 0
         self.shape = 0
         self.output_limit = output_limit
+        self.not_run = 0  # tasks that succeeded without running (cached or reused)
+        self._details: dict[str, TaskStatus] = {}
+        self._last: dict[str, TaskEvent] = {}  # the final event of a task with no details yet
+        self._record: Run | None = None  # the finished run: details of tasks no event told of
         self._counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
+        # mapped nodes: placeholder -> its items' names, once it expanded (a live run's
+        # ``Graph.items``, which the engine fills as maps expand), and every placeholder's name
+        self.maps: Mapping[str, list[str]] = graph.items if graph is not None else {}
+        self.mapped: set[str] = set()
+        self._items_key: tuple[int, int] = (0, 0)
+        self._items: frozenset[str] = frozenset()
+        self._map_counts: tuple[tuple[int, int], dict[str, dict[TaskState, int]]] = ((-1, -1), {})
         if graph is not None:
             self.sync(graph)
+
+    @classmethod
+    def from_run(cls, run: Run) -> RunView:
+        """The view of a finished run, from its record alone (a run reloaded from the store)."""
+        view = cls()
+        view.run_id = run.id
+        view.maps = maps_from_names(run.states)
+        view.mapped = set(view.maps)
+        view.finish(run)
+        return view
+
+    # -- mapped nodes ------------------------------------------------------------------------------
+
+    def item_names(self) -> frozenset[str]:
+        """The names of every mapped node's items (made again only when maps expanded)."""
+        maps = self.maps
+        key = (len(maps), sum(len(v) for v in maps.values()))
+        if key != self._items_key:
+            self._items = frozenset(n for items in list(maps.values()) for n in items)
+            self._items_key = key
+        return self._items
+
+    def map_counts(self, name: str) -> dict[TaskState, int]:
+        """Mapped node ``name``'s items per state (empty before it expanded); counted once per
+        change of the view (a repaint's graph and table share the count of 10,000 items)."""
+        key = (self.version, len(self.states))
+        if self._map_counts[0] != key:
+            self._map_counts = (key, {})
+        memo = self._map_counts[1]
+        counts = memo.get(name)
+        if counts is None:
+            counts = memo[name] = map_counts(self.maps.get(name, ()), self.states)
+        return counts
 
     # -- reading -----------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self.tasks)
+        return len(self.states)
 
     @property
     def total(self) -> int:
-        """How many tasks the run has (so far: child tasks add to it)."""
-        return len(self.tasks)
+        """How many tasks the run has (so far: child tasks and a map's items add to it; a
+        mapped node's placeholder is not one, its items are)."""
+        return len(self.states) - len(self.mapped)
 
     @property
     def settled(self) -> int:
-        """How many tasks reached a final state."""
-        c = self._counts
-        return len(self.tasks) - c[PENDING] - c[RUNNING] - c[RETRYING]
+        """How many tasks reached a final state (placeholders of mapped nodes left out)."""
+        c = self.counts()
+        return self.total - c[PENDING] - c[RUNNING] - c[RETRYING]
+
+    @property
+    def active(self) -> int:
+        """How many tasks are running or waiting to retry: their times are ticking."""
+        return self._counts[RUNNING] + self._counts[RETRYING]
 
     def counts(self) -> dict[TaskState, int]:
-        """Tasks per state (states with no task included, as 0)."""
-        return dict(self._counts)
+        """Tasks per state (states with no task included, as 0); a mapped node's placeholder
+        is not counted (its items are)."""
+        counts = dict(self._counts)
+        states = self.states
+        for name in self.mapped:
+            state = states.get(name)
+            if state is not None:
+                counts[state] -= 1
+        return counts
 
     @property
     def status(self) -> str:
@@ -124,27 +302,68 @@ class RunView:
             return "starting"
         return self.run_state.value
 
+    @property
+    def tasks(self) -> dict[str, TaskStatus]:
+        """Every task's details, in order (each made now if it was not yet: ``task`` for one)."""
+        return {name: self.task(name) for name in list(self.states)}
+
+    def task(self, name: str) -> TaskStatus:
+        """The details of task ``name`` (a pending one if the view does not know it)."""
+        st = self._details.get(name)
+        if st is not None:
+            return st
+        st = self._details[name] = TaskStatus(name, self.parents.get(name))
+        st.state = self.states.get(name, PENDING)
+        e = self._last.pop(name, None)
+        if e is not None:  # its last event, kept: it succeeded, or it runs since then
+            self._from_event(st, e, e[4] if e[2] is RUNNING else None, counted=True)
+        elif self._record is not None and name in self._record.states:
+            self._from_record(st, self._record)
+        return st
+
+    def mark(self, name: str) -> str:
+        """"cached" or "reused" for a task that succeeded without running, else ""."""
+        if self.states.get(name) is not SUCCEEDED:
+            return ""
+        e = self._last.get(name)
+        if e is not None:
+            return "cached" if e[9] else "reused" if e[12] else ""
+        return self.task(name).mark
+
     # -- folding events ----------------------------------------------------------------------------
 
     def add(self, name: str, parent: str | None = None) -> TaskStatus:
-        """Add a task (PENDING) if it is new; return its status."""
-        st = self.tasks.get(name)
-        if st is None:
-            st = self.tasks[name] = TaskStatus(name, parent)
+        """Add a task (PENDING) if it is new; return its details."""
+        self._add(name, parent)
+        return self.task(name)
+
+    def _add(self, name: str, parent: str | None) -> None:
+        if name not in self.states:
+            self.states[name] = PENDING
+            if parent is not None:
+                self.parents[name] = parent
             self._counts[PENDING] += 1
             self.shape += 1
             self.version += 1
-        return st
 
     def sync(self, graph: Graph) -> bool:
         """Add the graph's tasks this view does not know yet; True if any were added."""
-        if len(graph.specs) == len(self.tasks):
+        states, specs = self.states, graph.specs
+        if len(specs) == len(states):
             return False
-        before = len(self.tasks)
-        for name, spec in graph.specs.items():
-            if name not in self.tasks:
-                self.add(name, spec.parent)
-        return len(self.tasks) != before
+        items = list(specs.items())  # a copy: child tasks may be added meanwhile
+        new = [name for name, _ in items if name not in states] if states else [name for name, _ in items]
+        if not new:
+            return False
+        states.update(dict.fromkeys(new, PENDING))
+        self.parents.update({name: spec.parent for name, spec in items if spec.parent is not None})
+        found = [name for name, spec in items if type(spec.task) is MapTask]  # placeholders of mapped nodes
+        if found:
+            self.mapped.update(found if len(new) == len(items) else set(found) & set(new))
+        self._counts[PENDING] += len(new)
+        self.shape += 1
+        self.version += 1
+        return True
 
     def __call__(self, event: Any) -> bool:
         """A RunView is a subscriber: ``run(node, on_event=view)``."""
@@ -152,9 +371,83 @@ class RunView:
 
     def apply(self, event: Any) -> bool:
         """Fold one event in; True if anything a renderer shows changed."""
-        if isinstance(event, TaskEvent):
-            self._task_event(event)
-        elif isinstance(event, TaskProgress):
+        return self.apply_all([event])
+
+    def apply_all(self, events: list[Any]) -> bool:
+        """Fold a batch of events in, in order; True if anything a renderer shows changed.
+
+        Only each task's last event is folded (it carries the state, attempt, error, cache
+        marks and, once final, when the first attempt started), plus the time a task was
+        first seen running: the same result as folding each, at a fraction of the cost.
+        """
+        if not events:
+            return False
+        last: dict[str, TaskEvent] = {}
+        began: dict[str, float] = {}
+        other = []
+        for e in events:
+            if type(e) is TaskEvent:
+                last[e[1]] = e
+                if e[2] is RUNNING and e[1] not in began:
+                    began[e[1]] = e[4]
+            else:
+                other.append(e)
+        states, counts, details, keep = self.states, self._counts, self._details, self._last
+        for name, e in last.items():
+            old = states.get(name)
+            # the common case: a task with no details yet that succeeded at its first attempt
+            # (one of the graph, or one that appeared meanwhile: a child task, a map's item): its
+            # state changes, its event is kept for whoever asks for its details
+            if (old is not None and old is not SUCCEEDED and e[2] is SUCCEEDED and e[3] == 1
+                    and e[11] is not None and name not in details and (e[8] is None or name in self.parents)):
+                states[name] = SUCCEEDED
+                counts[old] -= 1
+                counts[SUCCEEDED] += 1
+                keep[name] = e
+                if e[9] or e[12]:
+                    self.not_run += 1
+            elif (old is None and e[2] is SUCCEEDED and e[3] == 1 and e[11] is not None
+                  and name not in details):  # appeared meanwhile, and done
+                self._add(name, e[8])
+                states[name] = SUCCEEDED
+                counts[PENDING] -= 1
+                counts[SUCCEEDED] += 1
+                keep[name] = e
+                if e[9] or e[12]:
+                    self.not_run += 1
+            elif e[2] is PENDING and old is None and e[3] == 0 and name not in details:  # an item, a child
+                self._add(name, e[8])
+            elif (e[2] is RUNNING and old is PENDING and e[3] == 1 and name not in details
+                  and name not in keep and (e[8] is None or name in self.parents)):
+                # started, with no details yet: counted running; its details (and the time
+                # it started, for its ticking time) are made when something shows it
+                states[name] = RUNNING
+                counts[PENDING] -= 1
+                counts[RUNNING] += 1
+                keep[name] = e
+            else:
+                self._task_event(e, began.get(name))
+        changed = bool(last)
+        for e in other:
+            changed = self._other_event(e) or changed
+        if changed:
+            self.version += 1
+        return changed
+
+    def running(self, started: dict[str, float]) -> None:
+        """Mark these tasks running since these times (the engine's clock), unless an event
+        said more of them already (what a display that did not get RUNNING events is told)."""
+        for name, at in started.items():
+            state = self.states.get(name)
+            if state is None or state is PENDING:
+                st = self.add(name)
+                self._set_state(st, RUNNING)
+                if st.started is None:
+                    st.started = at
+                self.version += 1
+
+    def _other_event(self, event: Any) -> bool:
+        if isinstance(event, TaskProgress):
             st = self.add(event.task)
             if event.task not in self.progressing:
                 self.progressing[event.task] = None
@@ -172,38 +465,65 @@ class RunView:
             self.breakers[event.breaker] = event.new_state
         else:
             return False
-        self.version += 1
         return True
 
     def _set_state(self, st: TaskStatus, state: TaskState) -> None:
-        if st.state is not state:
-            self._counts[st.state] -= 1
+        old = self.states.get(st.name)
+        if old is not state:
+            if old is SUCCEEDED and (st.cached or st.reused):
+                self.not_run -= 1
+            if old is not None:
+                self._counts[old] -= 1
             self._counts[state] += 1
-            st.state = state
+            self.states[st.name] = state
+        st.state = state
 
-    def _task_event(self, e: TaskEvent) -> None:
-        st = self.tasks.get(e.task)
-        if st is None:
-            st = self.add(e.task, e.parent)
-        elif e.parent is not None and st.parent is None:
-            st.parent = e.parent
+    def _task_event(self, e: TaskEvent, began: float | None) -> None:
+        """Fold ``e`` (the task's latest event); ``began``: when it was first seen running."""
+        st = self.add(e.task, e.parent)
+        if e.parent is not None and st.parent is None:
+            st.parent = self.parents[e.task] = e.parent
+        self._set_state(st, e.state)
+        self._from_event(st, e, began)
+
+    def _from_event(self, st: TaskStatus, e: TaskEvent, began: float | None, counted: bool = False) -> None:
+        """Fill ``st`` from its task's latest event (``counted``: ``not_run`` already counts it)."""
         state = e.state
         if e.attempt > st.attempts:
             st.attempts = e.attempt
-        if state is RUNNING:
-            if st.started is None:
-                st.started = e.time
-        elif state is RETRYING:
+        if st.started is None and began is not None:
+            st.started = began
+        if state is RETRYING:
             st.error = error_line(e.error)
-        elif state.is_final:
+        elif state in _FINAL:
             st.ended = e.time
-            if st.started is not None:
+            if e.started is not None and e.attempt:  # the engine says when the first attempt started
+                st.started = e.started
+            if st.started is not None and (e.attempt or st.attempts):
                 st.duration = max(e.time - st.started, 0.0)
-            # a task that succeeded after retries no longer has an error worth showing
-            st.error = "" if state is TaskState.SUCCEEDED else error_line(e.error)
-        self._set_state(st, state)
+            if state is SUCCEEDED:  # a task that succeeded after retries has no error worth showing
+                st.error, st.exc = "", None
+                was = st.cached or st.reused
+                st.cached, st.reused = e.cached, e.reused
+                if not counted:
+                    self.not_run += (st.cached or st.reused) - was
+            else:
+                st.error, st.exc = error_line(e.error), e.error if state is FAILED else None
+
+    def _from_record(self, st: TaskStatus, run: Run) -> None:
+        name = st.name
+        st.attempts = run.attempts.get(name, st.attempts)
+        st.duration = run.durations.get(name, st.duration)
+        err = run.errors.get(name)
+        if err is not None:
+            st.exc, st.error = err, error_line(err)
+        elif st.state is SUCCEEDED:
+            st.error, st.exc = "", None
+            st.cached, st.reused = name in run.cached, name in run.reused
 
     def _output(self, st: TaskStatus, text: str) -> None:
+        if st._chunks is None:
+            st._chunks = []
         st._chunks.append(text)
         st._size += len(text)
         st.output_lines += text.count("\n")
@@ -218,42 +538,52 @@ class RunView:
     # -- the end -----------------------------------------------------------------------------------
 
     def finish(self, run: Run) -> None:
-        """Take the final states, attempts, durations, errors and output from the ``Run``.
+        """Take the final states, attempts, durations, errors, cache marks and output from
+        the ``Run``, which has the last word.
 
-        Only tasks the events left behind are corrected (the per-task tables of a big run
-        are not built when the events already told everything).
+        Only tasks the events left behind are corrected, so the per-task tables of a big run
+        are not built when the events already told everything; details asked for later come
+        from the record for those.
         """
-        tasks = self.tasks
-        stale = [
-            name for name, state in run.states.items()
-            if (st := tasks.get(name)) is None or st.state is not state
-            or (st.duration is None and st.started is not None)
-        ]
+        states = self.states
+        rs = run.states
+        stale = [name for name, state in rs.items() if states.get(name) is not state]
+        stale += [name for name, st in self._details.items()
+                  if st.duration is None and st.started is not None and name in rs and st.state is rs[name]]
         if stale:
-            durations, attempts, errors, parents = run.durations, run.attempts, run.errors, run.parents
+            parents, counts = run.parents, self._counts
             for name in stale:
-                state = run.states[name]
-                st = self.add(name, parents.get(name))
-                self._set_state(st, state)
-                st.attempts = attempts.get(name, st.attempts)
-                st.duration = durations.get(name, st.duration)
-                if name in errors:
-                    st.error = error_line(errors[name])
-                elif state is TaskState.SUCCEEDED:
-                    st.error = ""
+                self._last.pop(name, None)
+                self._add(name, parents.get(name))
+                state = rs[name]
+                counts[states[name]] -= 1
+                counts[state] += 1
+                states[name] = state
+                st = self._details.get(name)
+                if st is not None:  # keep what the events told (output, progress), correct the rest
+                    st.state = state
+                    self._from_record(st, run)
+            succeeded = (n for n in run.cached | run.reused if rs.get(n) is SUCCEEDED)
+            self.not_run = sum(1 for _ in succeeded)
+        self._record = run
         for name, log in run.logs.items():  # output a thread wrote just before the end
+            if not log:
+                continue
             st = self.add(name)
-            if log and len(log) != st._size:
-                st._chunks.clear()
+            if len(log) != st._size:
+                st._chunks = []
                 st._size, st.output_lines, st._trimmed = 0, 0, False
                 self._output(st, log)
                 if st._size > self.output_limit:
                     st._chunks[:] = [log[-self.output_limit :]]
                     st._size, st._trimmed = self.output_limit, True
         self.run_id = run.id
+        self.duration = run.duration
         c = self._counts
+        recorded = getattr(run, "recorded_state", None)
         self.run_state = (
             TaskState.CANCELLED if c[TaskState.CANCELLED] else TaskState.FAILED if c[TaskState.FAILED]
+            else TaskState.RUNNING if recorded == "running" and self.settled < self.total
             else TaskState.SUCCEEDED
         )
         self.version += 1

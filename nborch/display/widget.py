@@ -1,31 +1,42 @@
 """``LiveDisplay``: the live run display for Jupyter (ipywidgets), a thin skin over a ``RunView``.
 
-Layout of ``.widget`` (a VBox), each part classed for styling and browser tests::
+Layout of ``.widget`` (a VBox classed ``nborch-live`` and its random scope), each part classed
+for styling and browser tests::
 
-    HBox[ header HTML (.nborch-header)  |  Cancel Button (.nborch-cancel) ]
-    style HTML (.nborch-style, hidden)     the <style> block colouring graph nodes by state
-    graph HTML (.nborch-graph)             the SVG, laid out once per graph shape
-    IntProgress (.nborch-progress)         tasks settled / total
-    VBox (.nborch-task-bars)               one bar per task that reports nborch.progress (once one does)
-    table HTML (.nborch-table)             state, attempts, duration, error, output per task
+    HBox[ header HTML (.nborch-header-box)  |  Cancel Button (.nborch-cancel) ]
+          the <style> block (node colours by state, zoom), the status line, the progress bar
+    graph HTML (.nborch-graph-box)         the SVG, fitted to the output; a click zooms it
+    table HTML (.nborch-table-box)         per-task progress bars, then the task table
+    zoom HTML (.nborch-zoom-box, hidden)   the checkbox that holds the zoom (never rewritten)
 
-How it stays cheap: events only fold into the view and arm one timer; the repaint runs at
-most every ``interval`` (0.1 s) on the run's loop, and writes widget traits only. Recolouring
-rewrites the small style block; the SVG text (node classes and second lines) is refreshed at
-most every ``svg_interval``; graphviz runs only when the graph's shape changed (child tasks),
-in a worker thread, at most every ``layout_interval`` (longer if layouts are slow). Runs of
-more than 200 tasks are drawn collapsed by task function.
+Its life: the display shows nothing until the run has lasted ``show_after`` (0.25 s): a run
+over by then shows its final snapshot only. Then the widget is displayed (with ``display_id``),
+beside a starting snapshot for front ends that cannot render widgets; when the run ends, that
+output is updated to the final snapshot (``snapshot.py``: text/html + text/plain, no widget),
+and the widgets are closed. A saved notebook therefore holds the finished run as plain HTML.
+
+How it stays cheap: an event is only appended to a list; the repaint folds the batch
+(``RunView.apply_all``) at most every ``interval`` (0.1 s), and less often when repaints are
+costly (at most ``budget``, 5%, of the time goes to them), and writes widget traits only (a
+trait sends a message only when its value changed). While a task runs, a repaint comes at
+least every ``tick`` (1 s), so its time so far keeps counting; while nothing runs and no event
+comes, nothing is repainted. Recolouring rewrites the small style block; the SVG text (node
+classes and second lines) is refreshed at most every ``svg_interval``; graphviz runs only when
+the graph's shape changed (child tasks), in a worker thread, at most every ``layout_interval``,
+and not at all for a shape laid out before in this process (``dot.layout_svg``). Runs of more
+than 200 tasks are drawn collapsed by task function. Six widgets share one layout and one
+style model: ten comm channels per display.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import html
 import logging
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -36,15 +47,25 @@ from ..state import TaskState
 from .dot import (
     COLLAPSE_OVER,
     NOTEBOOK_EXTRA,
+    GraphModel,
     SvgTemplate,
     graph_model,
+    cached_layout,
     layout_dot,
+    layout_svg,
     node_looks,
-    printable,
-    render_svg,
     state_css,
 )
-from .html import header_html, task_list_html, task_table_html
+from .html import header_html, progress_html, task_bars_html, task_table_html, zoom_checkbox, zoom_css
+from .snapshot import (
+    drawn_live,
+    graph_part,
+    new_scope,
+    snapshot_html,
+    snapshot_text,
+    starting_html,
+    starting_text,
+)
 from .state import RunView
 
 if TYPE_CHECKING:
@@ -53,27 +74,62 @@ if TYPE_CHECKING:
 __all__ = ["LiveDisplay", "widget_factory"]
 
 log = logging.getLogger("nborch.display")
-_monotonic = SystemClock.now  # the real clock, to time layouts (the run's clock may be fake)
+_monotonic = SystemClock.now  # the real clock, to time layouts and repaints (the run's may be fake)
 
-_BAR_STYLE = {TaskState.SUCCEEDED: "success", TaskState.FAILED: "danger", TaskState.CANCELLED: "warning",
-              TaskState.UPSTREAM_FAILED: "warning"}
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+# A publisher shows a bundle: publish(bundle, display_id, update)
+Publisher = Callable[[dict[str, Any], str, bool], None]
+
+CANCEL_TIP = "Cancel the run: every task settles, then the display shows where it stopped"
+STOP_TEXT = "Cancel: interrupt the kernel (■)"
+STOP_TIP = (
+    "This run blocks the cell, so the notebook cannot deliver a click to it: interrupt the kernel to "
+    "cancel it (■ in the toolbar, or Kernel ▸ Interrupt Kernel). An awaited run (await dag.run_async()) "
+    "can be cancelled from here."
+)
 
 
 def _render_timed(src: str) -> tuple[str | None, float]:
     start = _monotonic()
-    svg = render_svg(src)
+    svg = layout_svg(src)
     return svg, _monotonic() - start
+
+
+def kernel_publisher(bundle: dict[str, Any], display_id: str, update: bool) -> None:
+    """Show ``bundle`` in the cell that runs (``update``: replace the output ``display_id``)."""
+    from IPython.display import display, update_display
+
+    if update:
+        update_display(bundle, raw=True, display_id=display_id)
+    else:
+        display(bundle, raw=True, display_id=display_id)
+
+
+def _layout_css(scope: str) -> str:
+    return (
+        f".{scope} .widget-hbox{{align-items:center;justify-content:space-between;gap:8px}}"
+        f".{scope} .nborch-header-box{{flex:1 1 auto;min-width:0}}"
+        f".{scope} .nborch-cancel{{width:auto;flex:0 0 auto}}"
+        f".{scope} .widget-html-content{{width:100%}}"
+    )
 
 
 class LiveDisplay:
     """A run subscriber that shows the run live in a notebook: graph, progress, task table.
 
     Build it from the ``RunHandle`` a display factory receives; ``nborch`` then calls it with
-    every event (on the run's loop thread) and ``close(run)`` at the end, which paints the
-    final states. ``repaints`` and ``layouts`` count the work done, for tests and benchmarks.
+    every event (on the run's loop thread) and ``close(run)`` at the end, which shows the final
+    snapshot. ``publish`` shows bundles (default: in the running kernel's cell; a test passes a
+    recorder); ``published`` keeps what was shown, ``snapshot`` the final HTML. ``repaints``
+    and ``layouts`` count the work done, for tests and benchmarks.
     """
 
     shows_output = True  # task output goes into the table, not to the cell's stream
+    # The RUNNING events of single-attempt tasks (what the bus reads when it subscribes us): they
+    # cost a few µs a task, for nothing while the widget is not on screen. A runner whose handle
+    # can say what runs (``running()``) and switch them on later (``listen_running()``) gets
+    # them only from the showing on; without, from the start.
+    wants_running = True
 
     def __init__(
         self,
@@ -81,33 +137,51 @@ class LiveDisplay:
         *,
         collapse_over: int = COLLAPSE_OVER,
         interval: float = 0.1,
+        tick: float = 1.0,
+        show_after: float = 0.25,
+        budget: float = 0.05,
         svg_interval: float = 0.5,
         layout_interval: float = 1.0,
         table_rows: int = 60,
+        snapshot_rows: int = 40,
         max_bars: int = 20,
+        publish: Publisher | None = None,
     ) -> None:
-        import ipywidgets as w  # here, so that widget_factory can report a missing ipywidgets
+        import ipywidgets  # noqa: F401  # here, so that widget_factory can report a missing ipywidgets
 
-        self._w = w
         self.handle = handle
         self.graph = handle.graph
         self.view = RunView(handle.graph)
         self.view.run_id = handle.run_id
         self.clock = handle.options.get("clock") or SystemClock()
-        self.collapse_over, self.interval, self.svg_interval = collapse_over, interval, svg_interval
-        self.layout_interval, self.table_rows, self.max_bars = layout_interval, table_rows, max_bars
+        self.collapse_over, self.interval, self.tick, self.show_after = collapse_over, interval, tick, show_after
+        self.budget, self.svg_interval, self.layout_interval = budget, svg_interval, layout_interval
+        self.table_rows, self.snapshot_rows, self.max_bars = table_rows, snapshot_rows, max_bars
+        self.publish: Publisher = publish if publish is not None else (lambda bundle, display_id, update: None)
+        self.published: list[tuple[str, dict[str, Any]]] = []  # ("display" | "update", bundle)
+        self.snapshot: str | None = None
         # A random scope: CSS from older outputs in the same page (earlier sessions) must not match.
-        self.scope = "nborch-" + uuid.uuid4().hex[:10]
+        self.scope = new_scope()
+        self.toggle = f"{self.scope}-zoom"
+        self.display_id = uuid.uuid4().hex
         self.repaints = 0
         self.layouts = 0
         self.closed = False  # no more live repaints (the run ended, or repainting failed)
         self.finished = False  # close(run) was called
+        self.shown = False  # the widget is on screen
+        self.widget: w.VBox | None = None
+        self._events: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._soon = False  # a repaint is already due within ``interval``
-        self._model = graph_model(self.graph, collapse_over)
-        self._model_n = len(self.graph.specs)
-        self._model_src = layout_dot(self._model)
+        self._dirty = False  # something to paint that no event announced (a layout, a late SVG)
+        self._cost = 0.0  # the last repaint's, in seconds
+        self._painted_at = float("-inf")  # loop time of the last repaint
+        # the graph's model and layout are made when the widget shows (or at the end): a run
+        # over by then pays for them once
+        self._model = GraphModel()
+        self._model_n = -1
+        self._model_src = ""
         self._laid_src: str | None = None  # the layout_dot of the SVG shown
         self._template: SvgTemplate | None = None
         self._no_dot = False
@@ -115,52 +189,86 @@ class LiveDisplay:
         self._layout_at = float("-inf")
         self._layout_cost = 0.0
         self._svg_at = float("-inf")
-        self._bars: dict[str, tuple[w.HBox, w.IntProgress, w.HTML]] = {}
+        self._late_running = callable(getattr(handle, "running", None)) and callable(
+            getattr(handle, "listen_running", None)
+        )
+        if self._late_running:
+            self.wants_running = False
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # built outside a loop: close() shows the final state
+            self._loop = None
+        if self._loop is not None:
+            if show_after <= 0:
+                self._show()
+            else:
+                self._timer = self._loop.call_later(show_after, self._tick)
+                self._soon = True  # events wait for the first showing
 
-        self.header = w.HTML()
-        self.header.add_class("nborch-header")
-        self.cancel_button = w.Button(description="Cancel", icon="stop", button_style="warning",
-                                      tooltip="Cancel the run (an awaited run; for a blocking one use Stop)")
-        self.cancel_button.add_class("nborch-cancel")
+    # -- the widgets -------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        import ipywidgets as w
+
+        HTMLStyle = w.widgets.widget_string.HTMLStyle  # not re-exported by ipywidgets
+        # One layout and one style model for every part (each would be a comm channel of its
+        # own); the arrangement is CSS in the header's style block.
+        layout, style = w.Layout(), HTMLStyle()
+        self.header = w.HTML(layout=layout, style=style, _dom_classes=("nborch-header-box",))
+        polls = getattr(self.handle, "polls_ui", True)
+        self.cancel_button = w.Button(
+            description="Cancel" if polls else STOP_TEXT, icon="stop", button_style="warning" if polls else "",
+            tooltip=CANCEL_TIP if polls else STOP_TIP, disabled=not polls, layout=layout,
+            _dom_classes=("nborch-cancel",) if polls else ("nborch-cancel", "nborch-cancel-stop"),
+        )
         self.cancel_button.on_click(lambda _b: self.cancel())
-        self.style = w.HTML(layout=w.Layout(display="none"))
-        self.style.add_class("nborch-style")
-        self.graph_html = w.HTML("<i>drawing the graph…</i>")
-        self.graph_html.add_class("nborch-graph")
-        self.progress = w.IntProgress(value=0, min=0, max=max(len(self.view), 0), layout=w.Layout(width="100%"))
-        self.progress.add_class("nborch-progress")
-        self.task_bars: w.VBox | None = None  # made when a task first reports progress
-        self.table = w.HTML()
-        self.table.add_class("nborch-table")
-        top = w.HBox([self.header, self.cancel_button], layout=w.Layout(align_items="center",
-                                                                        justify_content="space-between"))
-        self.widget = w.VBox([top, self.style, self.graph_html, self.progress, self.table])
-        self.widget.add_class("nborch-live")
-        self._layout()
+        self.graph_html = w.HTML(layout=layout, style=style, _dom_classes=("nborch-graph-box",))
+        self.table = w.HTML(layout=layout, style=style, _dom_classes=("nborch-table-box",))
+        self.zoom = w.HTML(zoom_checkbox(self.toggle), layout=layout, style=style, _dom_classes=("nborch-zoom-box",))
+        top = w.HBox([self.header, self.cancel_button], layout=layout)
+        self.widget = w.VBox([top, self.graph_html, self.table, self.zoom], layout=layout,
+                             _dom_classes=("nborch-live", self.scope))
+        self.model_id = self.widget.model_id  # kept: a closed widget has none
+        self._parts = (self.widget, top, self.header, self.cancel_button, self.graph_html, self.table, self.zoom,
+                       layout, style, self.cancel_button.style)
+
+    def _show(self) -> None:
+        """Make the widgets, paint them and display them (with the starting snapshot beside)."""
+        self._build()
+        self.shown = True
+        if self._late_running:  # what runs now, and from now on every start
+            self.view.apply_all(self._take())
+            self.view.running(self.handle.running())  # type: ignore[attr-defined]
+            self.handle.listen_running()  # type: ignore[attr-defined]
         self._repaint()
+        assert self.widget is not None
+        bundle = dict(self.widget._repr_mimebundle_() or {})
+        bundle["text/html"] = starting_html(self.view, scope=self.scope)
+        bundle["text/plain"] = starting_text(self.view)
+        self._publish(bundle, update=False)
+
+    def _publish(self, bundle: dict[str, Any], *, update: bool) -> None:
+        self.published.append(("update" if update else "display", bundle))
+        self.publish(bundle, self.display_id, update)
 
     # -- events ------------------------------------------------------------------------------------
 
     def __call__(self, event: Any) -> None:
-        """Fold ``event`` in; the repaint comes later (coalesced), on the run's loop."""
-        if self.view.apply(event) and not self._soon and not self.closed:
-            self._schedule(self.interval)
+        """Keep ``event`` for the next repaint, which comes later (coalesced), on the run's loop."""
+        self._events.append(event)
+        if not self._soon and not self.closed:
+            self._schedule(max(self.interval, self._cost / self.budget))
 
     def _schedule(self, delay: float) -> None:
-        if self.closed:
-            return
         loop = self._loop
-        if loop is None:
-            try:
-                loop = self._loop = asyncio.get_running_loop()
-            except RuntimeError:  # called outside a loop: close() paints the final state
-                return
+        if loop is None or self.closed:
+            return
         if self._timer is not None:
             if self._timer.when() <= loop.time() + delay:
                 return
             self._timer.cancel()
         self._timer = loop.call_later(delay, self._tick)
-        self._soon = delay <= self.interval  # a later timer (a throttled layout) must not hold events back
+        self._soon = delay <= max(self.interval, self._cost / self.budget)
 
     def _tick(self) -> None:
         self._timer = None
@@ -168,38 +276,59 @@ class LiveDisplay:
         if self.closed:
             return
         try:
-            self._repaint()
+            if not self.shown:
+                self._show()
+            else:
+                changed = self.view.apply_all(self._take())
+                if len(self.graph.specs) > len(self.view.states):  # child tasks were added
+                    changed = self.view.sync(self.graph) or changed
+                ticking = self.view.active and self._loop is not None \
+                    and self._loop.time() - self._painted_at >= self.tick * 0.9
+                if changed or ticking or self._dirty:
+                    self._repaint()
+            if self.view.active:  # its time so far keeps counting
+                self._schedule(self.tick)
         except Exception:  # a display must never break a run, nor spam the loop's error log
             log.exception("nborch live display failed to repaint; it stops updating")
             self.closed = True
 
+    def _take(self) -> list[Any]:
+        events, self._events = self._events, []
+        return events
+
     def cancel(self) -> None:
         """Cancel the run (what the Cancel button does); every task settles, then it closes."""
-        self.cancel_button.disabled = True
-        self.cancel_button.description = "Cancelling…"
+        if self.widget is not None:
+            self.cancel_button.disabled = True
+            self.cancel_button.description = "Cancelling…"
         self.handle.cancel()
 
     def close(self, run: Run) -> None:
-        """Paint the final states from the ``Run`` record; no updates after this."""
+        """Show the final snapshot (the output's only content from now on); close the widgets."""
         if self.finished:
             return
         self.finished = self.closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.view.finish(run)
-        self._repaint(final=True)
-        ending = {TaskState.SUCCEEDED: "success", TaskState.CANCELLED: "warning"}
-        self.progress.bar_style = ending.get(self.view.run_state, "danger")  # type: ignore[arg-type]
-        self.cancel_button.disabled = True
-        self.cancel_button.description = "Cancel"
-        self.cancel_button.layout.visibility = "hidden"
+        view = self.view
+        view.apply_all(self._take())
+        view.finish(run)
+        self._layout(final=True)
+        self.snapshot = snapshot_html(view, self._model, self._template, scope=self.scope, no_dot=self._no_dot,
+                                      table_rows=self.snapshot_rows, max_bars=self.max_bars)
+        self.repaints += 1
+        self._publish({"text/html": self.snapshot, "text/plain": snapshot_text(view)}, update=self.shown)
+        drawn_live(run.id)
+        if self.widget is not None:
+            for part in self._parts:  # the snapshot replaced them: free their comm channels
+                part.close()
 
     # -- layout ------------------------------------------------------------------------------------
 
     def _layout(self, final: bool = False) -> None:
         """Lay the graph out again if its shape changed: in a worker thread, throttled,
-        except at the start without a loop and at the end (``final``), where it is synchronous."""
+        except without a loop and at the end (``final``), where it is synchronous."""
         if len(self.graph.specs) != self._model_n:
             self._model = graph_model(self.graph, self.collapse_over)
             self._model_n = len(self.graph.specs)
@@ -212,16 +341,17 @@ class LiveDisplay:
         if self._layout_job is not None:  # one at a time; its completion triggers another look
             return
         src = self._model_src
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._install(src, *_render_timed(src))
+        cached = cached_layout(src)
+        if cached is not None:  # a shape seen before in this process: no Graphviz, no thread
+            self._install(src, cached, 0.0)
             return
+        loop = self._loop
+        if loop is None:
+            return  # close() lays it out
         wait = self._layout_at + max(self.layout_interval, 5 * self._layout_cost) - loop.time()
         if wait > 0:  # shapes keep changing while child tasks appear: not one layout per change
             self._schedule(wait)
             return
-        self._loop = loop
         self._layout_at = loop.time()
         job: Future[tuple[str | None, float]] = Future()
         self._layout_job = (src, job)
@@ -249,7 +379,9 @@ class LiveDisplay:
             log.exception("Graphviz failed to lay out the graph; showing a task list instead")
             svg, cost = None, 0.0
         self._install(src, svg, cost)
-        self._schedule(0.0)
+        if self.shown:
+            self._dirty = True
+            self._schedule(0.0)
 
     def _finish_layout(self) -> None:
         """At the end: use the layout in flight if it is of the final shape, else lay out now."""
@@ -261,7 +393,11 @@ class LiveDisplay:
                 return
             except Exception:
                 log.exception("Graphviz failed to lay out the graph")
-        self._install(src, *_render_timed(src))
+        try:
+            self._install(src, *_render_timed(src))
+        except Exception:
+            log.exception("Graphviz failed to lay out the graph; showing a task list instead")
+            self._install(src, None, 0.0)
 
     def _install(self, src: str, svg: str | None, cost: float) -> None:
         self.layouts += 1
@@ -276,83 +412,46 @@ class LiveDisplay:
 
     # -- painting ----------------------------------------------------------------------------------
 
-    def _repaint(self, final: bool = False) -> None:
+    def _repaint(self) -> None:
+        started = _monotonic()
         self.repaints += 1
+        self._dirty = False
         view = self.view
+        view.apply_all(self._take())
         now = self.clock.now()
-        self._layout(final)
-        self.header.value = header_html(view, now=None if final else now)
-        total = view.total
-        if self.progress.max != total:
-            self.progress.max = total
-        self.progress.value = min(view.settled, total)
-        self._paint_graph(final)
-        self._paint_bars()
-        self.table.value = task_table_html(view, limit=self.table_rows, now=now)
-
-    def _paint_graph(self, final: bool) -> None:
-        view = self.view
-        if self._no_dot:
-            self.graph_html.value = task_list_html(self.graph, view, collapse_over=self.collapse_over)
-            return
-        if self._template is None:
-            return
-        states, notes = node_looks(self._model, view)
-        self.style.value = (
-            f"<style>.{self.scope}{{overflow:auto}}\n{state_css(self.scope, states)}</style>"
+        self._layout()
+        css = _layout_css(self.scope) + zoom_css(self.scope, self.toggle)
+        looks = None
+        if self._template is not None:  # each node's look, once: the style block and the SVG share it
+            bars: dict[str, dict[TaskState, int]] = {}
+            states, notes, marks = node_looks(self._model, view, now, bars)
+            looks = (states, notes, marks, bars)
+            css += "\n" + state_css(self.scope, states, marks)
+        self.header.value = f"<style>{css}</style>" + header_html(view, now=now) + progress_html(view)
+        self._paint_graph(now, looks)
+        self.table.value = task_bars_html(view, limit=self.max_bars) + task_table_html(
+            view, limit=self.table_rows, now=now
         )
-        svg = self._template.fill(states, notes)
-        value = f"<div class='{self.scope}'>{svg}</div>"
-        if value == self.graph_html.value:
+        if self._loop is not None:
+            self._painted_at = self._loop.time()
+        self._cost = _monotonic() - started
+
+    def _paint_graph(self, now: float, looks: Any = None) -> None:
+        if self._template is None and not self._no_dot:
+            if not self.graph_html.value:
+                self.graph_html.value = "<i style='color:#757575'>drawing the graph…</i>"
             return
         t = self._loop.time() if self._loop is not None else 0.0
         wait = self._svg_at + self.svg_interval - t
-        if final or wait <= 0 or self._loop is None:
+        if wait > 0 and self._loop is not None:  # the colours are right already (style block): the
+            self._dirty = True  # node texts follow shortly, and the SVG is not even made now
+            self._schedule(wait)
+            return
+        value = graph_part(self._model, self.view, self._template, self.toggle, now=now, no_dot=self._no_dot,
+                           looks=looks)
+        if value != self.graph_html.value:
             self.graph_html.value = value
             self._svg_at = t
-        else:  # the colours are already right (style block); the node texts follow shortly
-            self._schedule(wait)
-
-    def _paint_bars(self) -> None:
-        view = self.view
-        names = view.progressing
-        if not names:
-            return
-        w = self._w
-        tasks = view.tasks
-        active = [n for n in names if not tasks[n].state.is_final][: self.max_bars]
-        recent = [n for n in reversed(names) if tasks[n].state.is_final][: self.max_bars - len(active)]
-        shown = set(active) | set(recent)
-        for name in [n for n in self._bars if n not in shown]:  # older finished bars make room
-            box = self._bars.pop(name)[0]
-            for widget in (*box.children, box):
-                widget.close()
-        for name in [n for n in names if n in shown]:
-            st = tasks[name]
-            parts = self._bars.get(name)
-            if parts is None:
-                label = w.HTML(f"<code>{html.escape(printable(name))}</code>", layout=w.Layout(width="30%"))
-                bar = w.IntProgress(min=0, max=1, layout=w.Layout(flex="1"))
-                bar.add_class("nborch-task-progress")
-                text = w.HTML(layout=w.Layout(width="8em"))
-                parts = self._bars[name] = (w.HBox([label, bar, text]), bar, text)
-            _, bar, text = parts
-            done = st.done or 0
-            top = st.total if st.total else max(done, 1)
-            if bar.max != top:
-                bar.max = top
-            bar.value = min(done, top)
-            bar.bar_style = _BAR_STYLE.get(st.state, "")
-            text.value = f"{done}/{st.total}" if st.total else f"{done}"
-        boxes = tuple(self._bars[n][0] for n in names if n in self._bars)
-        if self.task_bars is None:
-            self.task_bars = w.VBox(boxes)
-            self.task_bars.add_class("nborch-task-bars")
-            children = list(self.widget.children)
-            children.insert(children.index(self.progress) + 1, self.task_bars)
-            self.widget.children = tuple(children)
-        elif boxes != self.task_bars.children:
-            self.task_bars.children = boxes
 
     # -- showing it --------------------------------------------------------------------------------
 
@@ -360,7 +459,14 @@ class LiveDisplay:
         return f"<nborch live display: {self.view.settled}/{self.view.total} tasks settled, {self.view.status}>"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle: dict[str, Any] = self.widget._repr_mimebundle_(**kwargs) or {}
+        if self.snapshot is not None:
+            return {"text/html": self.snapshot, "text/plain": snapshot_text(self.view)}
+        if self.widget is None:
+            self._build()
+            self._repaint()
+        assert self.widget is not None
+        bundle: dict[str, Any] = dict(self.widget._repr_mimebundle_(**kwargs) or {})
+        bundle["text/html"] = starting_html(self.view, scope=self.scope)
         bundle["text/plain"] = repr(self)  # what front ends without widgets (and nbval) see
         return bundle
 
@@ -376,12 +482,12 @@ def _warn_no_ipywidgets() -> None:
 
 
 def widget_factory(handle: RunHandle) -> Any:
-    """A display factory for ``nborch.register_display``: inside an IPython kernel, show and
-    return a ``LiveDisplay``; elsewhere (a terminal IPython, a script) None. In a kernel without
-    ipywidgets: console progress, after saying once what to install."""
+    """A display factory for ``nborch.register_display``: inside an IPython kernel, a
+    ``LiveDisplay`` that shows itself in the running cell; elsewhere (a terminal IPython, a
+    script) None. In a kernel without ipywidgets: console progress, after saying once what to
+    install."""
     try:
         from IPython import get_ipython
-        from IPython.display import display
     except ImportError:
         return None
     shell = get_ipython()
@@ -397,6 +503,4 @@ def widget_factory(handle: RunHandle) -> Any:
         _warn_no_ipywidgets()
         # plain text on the cell's stderr: rich's own Jupyter output would need ipywidgets too
         return ConsoleProgress(handle.graph, console=Console(stderr=True, force_jupyter=False))
-    live = LiveDisplay(handle)
-    display(live)
-    return live
+    return LiveDisplay(handle, publish=kernel_publisher)

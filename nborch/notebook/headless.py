@@ -1,24 +1,20 @@
 """``nborch run`` / ``nborch graph``: a notebook without Jupyter, in a plain IPython shell.
 
-``run_notebook`` works in three phases:
-
-1. the code cells in order: ``%%task`` cells define tasks, ``%orch`` lines are dropped (the CLI
-   runs the graph itself), the cell tagged ``parameters`` is followed by the ``-p`` values; an
-   ordinary cell that reads a task's value waits: seen in its code before it runs, or, for
-   reads hidden in a function it calls, when it stops on a NameError for a task's name;
-2. the task graph (targets and their upstream, or everything), with console progress;
-3. the cells that waited, now that the task values are in the namespace.
-
+``run_notebook`` runs the cells, then the task graph, then the cells that read task values
+(``execution.py``), and writes the executed notebook when asked (``executed.py``).
 ``notebook_graph`` builds the task graph from the ``%%task`` cells without executing any cell.
 Failures are raised as ``NotebookFailed`` with a short message and the exit status to use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import time
 import traceback
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +22,7 @@ from typing import Any
 from ..display.dot import NOTEBOOK_EXTRA
 from ..errors import DefinitionError, NborchError, did_you_mean, safe_str
 from .header import TaskLine, parse_task_line
-from .ipynb import Cell, read_notebook
+from .ipynb import Cell, read_notebook, read_notebook_data
 
 __all__ = ["NotebookFailed", "TaskCell", "notebook_graph", "run_notebook", "task_cells"]
 
@@ -35,7 +31,7 @@ _ORCH_RUN = "_orch_run"  # the run record run_targets pushes; cells after `%orch
 
 class NotebookFailed(NborchError):
     """The notebook could not be run (or drawn): ``str(err)`` is the short message for stderr,
-    ``exit_code`` is 1 when a cell or a task failed and 2 for bad usage."""
+    ``exit_code`` is 1 when a cell or a task failed, 2 for bad usage, 3 when ``--timeout`` passed."""
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
@@ -133,19 +129,21 @@ def _check_flow(flow: str | None, flows: list[str]) -> None:
 # -- running ----------------------------------------------------------------------------------------
 
 
-def _shell() -> tuple[Any, Any]:
-    """An InteractiveShell with the extension loaded, and its OrchMagics."""
+def _shell(transcript: Any) -> tuple[Any, Any]:
+    """An InteractiveShell with the extension loaded, and its OrchMagics. Results, displays and
+    errors go to ``transcript`` (outputs.py): errors are reported once, short, on stderr by
+    ``run_notebook``, never as IPython's pages of frames."""
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
     import nborch
 
+    from .outputs import attach
+
     config = Config()
     config.HistoryManager.enabled = False  # a headless run must not write the user's IPython history
     shell = InteractiveShell.instance(config=config)
-    # Errors are reported once, short, by run_notebook: never IPython's pages of frames.
-    for name in ("showtraceback", "_showtraceback", "showsyntaxerror", "showindentationerror"):
-        setattr(shell, name, lambda *args, **kwargs: None)
+    attach(shell, transcript)
     # IPython 9 formats each failed cell's traceback for its (disabled) history, with str(error):
     # an exception whose __str__ raises would be replaced by that error. Nothing reads it here.
     setattr(shell, "_format_exception_for_storage", lambda error, *args, **kwargs: {  # noqa: B010
@@ -249,21 +247,6 @@ def _warn(message: str) -> None:
     print(f"nborch: warning: {message}", file=sys.stderr, flush=True)
 
 
-def _inject(shell: Any, params: dict[str, Any], cell: Cell | None) -> None:
-    """Set the ``-p`` values, warning about names the parameters cell does not assign."""
-    if not params:
-        return
-    if cell is None:
-        _warn("no cell is tagged 'parameters'; the -p values are set before the first cell")
-    else:
-        known = _assigned(cell.source, shell)
-        for name in params:
-            if name not in known:
-                _warn(f"-p {name}: the parameters cell (cell {cell.number}) does not assign {name!r}; "
-                      "set anyway")
-    shell.user_ns.update(params)
-
-
 def run_notebook(
     path: str | os.PathLike[str],
     targets: list[str] | tuple[str, ...] = (),
@@ -271,20 +254,40 @@ def run_notebook(
     flow: str | None = None,
     params: dict[str, Any] | None = None,
     max_concurrency: int | None = None,
+    timeout: float | None = None,
+    output: str | os.PathLike[str] | None = None,
+    log_output: bool = False,
+    cwd: str | os.PathLike[str] | None = None,
+    resume: str | None = None,
+    rerun_from: str | None = None,
+    force: bool = False,
 ) -> Any:
-    """Run a notebook headless (see the module docstring); returns the task run's ``Run`` (None
-    without task cells). Raises NotebookError (unreadable notebook) or NotebookFailed."""
-    cells = read_notebook(path)
+    """Run a notebook headless (see ``execution.py``); returns the task run's ``Run`` (None
+    without task cells). ``output``: write the executed notebook there (``"-"``: stdout), also
+    when the run fails. ``timeout``: seconds for the whole run (cells and graph). ``cwd``: the
+    cells and tasks run in that folder (paths given here, and the store, stay the caller's).
+    ``resume``: a run id, or "last" (the newest run of this notebook file): only the tasks that
+    did not succeed run again (``rerun_from``: also that task and its downstream; alone, it
+    resumes the last run), with the earlier run's parameters, flow and targets unless given
+    (see ``resume.py``). ``force``: ignore the disk cache. Raises NotebookError (unreadable
+    notebook), NotebookFailed (exit_code 1, 2 for bad usage, 3 when the deadline passed) or
+    KeyboardInterrupt."""
+    import uuid
+
+    from .deadline import Deadline
+    from .execution import STOPPED, NotebookRun, echo_streams
+    from .executed import RunInfo, executed_notebook, write_notebook
+    from .outputs import Transcript
+    from .params import injected_source
+
+    data, cells = read_notebook_data(path)
     try:
-        from IPython.core.error import UsageError
+        import IPython  # noqa: F401
     except ImportError:
         raise NotebookFailed(
             "nborch run needs IPython (it runs the notebook's cells in an IPython shell), which comes with "
             f"nborch's notebook extra: {NOTEBOOK_EXTRA}"
         ) from None
-
-    from .magics import CellTaskFailed
-
     specs = task_cells(cells)
     names = [s.name for s in specs if s.name]
     targets = list(targets)
@@ -295,70 +298,124 @@ def run_notebook(
     if flow is not None:
         _check_flow(flow, list(dict.fromkeys(s.flow for s in specs if s.spec is not None)))
     params = dict(params or {})
-    task_lines = {s.cell.number: s.line for s in specs}
-    shell, magics = _shell()
+    from ..store import default_home
 
-    # Phase 1: the cells in order; cells that read task values wait.
-    waits_for = set(names) | {_ORCH_RUN}
-    deferred: list[tuple[Cell, str]] = []
-    code = [c for c in cells if c.is_code]
-    param_cell = next((c for c in code if "parameters" in c.tags), None)
-    if param_cell is None:
-        _inject(shell, params, None)
-    for cell in code:
-        if params and "injected-parameters" in cell.tags:
-            continue  # a cell papermill injected on an earlier run: the new -p values replace it
-        is_task = cell.number in task_lines
-        source = cell.source if is_task else _strip_orch(cell.source)
-        if not source.strip():
-            continue
-        if not is_task and cell is not param_cell and _reads_waited(source, shell, waits_for):
-            deferred.append((cell, source))  # decided before it runs: nothing in it runs twice
-            waits_for |= _assigned(source, shell)
-            continue
-        err = _execute(shell, source)
-        if err is None:
-            if cell is param_cell:
-                _inject(shell, params, cell)
-            continue
-        if not is_task and cell is not param_cell and isinstance(err, NameError) and err.name in waits_for:
-            deferred.append((cell, source))
-            waits_for |= _assigned(source, shell)
-            continue
-        raise NotebookFailed(describe_failure(cell, err, task_lines.get(cell.number)))
+    home = default_home().resolve()
+    run_options: dict[str, Any] = {"force": True} if force else {}
+    if cwd is not None:
+        if not Path(cwd).is_dir():
+            problem = "is not a folder" if Path(cwd).exists() else "does not exist"
+            raise NotebookFailed(f"--cwd {str(cwd)!r}: the folder {problem}", 2)
+        run_options["store"] = home  # the caller's store, not one in DIR
+        output = output if output is None or str(output) == "-" else Path(output).resolve()
+    earlier = None
+    if resume is not None or rerun_from is not None:
+        from .resume import prepare
 
-    # Phase 2: the task graph.
-    record = None
-    if magics.workflow.cells:
-        run_name = Path(path).stem + (f":{flow}" if flow else "")
-        try:
-            record = magics.run_targets(
-                targets, flow=flow, display=True, max_concurrency=max_concurrency, name=run_name
-            )
-        except CellTaskFailed as err:
-            lines = [line for line in str(err).splitlines() if _ORCH_RUN not in line]  # a notebook hint
-            raise NotebookFailed("\n".join(lines)) from None
-        except UsageError as err:  # a bad graph (a cycle): drop the magic's prefix
-            raise NotebookFailed(str(err).removeprefix("%orch run: ").removeprefix("%orch: ")) from None
+        previous, earlier = prepare(home, str(path), resume, rerun_from, names)
+        run_options["resume"] = previous
+        if not params and earlier.params:
+            params = dict(earlier.params)  # the namespace the standing tasks' values were made in
+        if not targets and flow is None:
+            targets, flow = earlier.targets, earlier.flow
+    transcript = Transcript(*echo_streams(output, log_output))
+    run_id = uuid.uuid4().hex[:12]
+    info = RunInfo(run_id, str(path), None if output is None else str(output), params, time.time(),
+                   injected=injected_source(params) if params else None)
+    job = NotebookRun(
+        path, cells, targets=targets, flow=flow, params=params, max_concurrency=max_concurrency,
+        run_id=run_id, deadline=Deadline(timeout), transcript=transcript,
+        shows_output=output is not None or log_output, run_options=run_options,
+        rerun_from=rerun_from, earlier_outputs=earlier.outputs if earlier is not None else {},
+    )
+    status = "failed"
+    try:
+        with _working_directory(cwd):
+            record = job.run()
+        status = "succeeded"
+        return record
+    except NotebookFailed as err:
+        status = STOPPED.get(err.exit_code, "failed")
+        raise
+    except KeyboardInterrupt:
+        if job.deadline.expired:  # the deadline stopped a cell
+            status = "timed out"
+            raise NotebookFailed(job.timeout_message(_running_cell(job)), 3) from None
+        status = "interrupted"
+        raise
+    finally:
+        record = job.record
+        if record is not None and run_options.get("store", True) is not False:
+            _keep_for_resume(home, job, str(path), params, flow, targets)
+        if output is not None:
+            info.finished, info.status = time.time(), status
+            if record is not None:
+                info.snapshot = _snapshot(record)
+                info.extra["tasks"] = {name: state.value for name, state in record.states.items()}
+                if earlier is not None:
+                    info.extra["resumed_from"] = earlier.run_id
+                    info.extra["reused"] = sorted(record.reused)
+            nb = executed_notebook(data, cells, transcript, info, snapshot_cell=_orch_run_cell(cells, job))
+            write_notebook(nb, output)
 
-    # Phase 3: the cells that waited for task values.
-    for cell, source in deferred:
-        failure = _execute(shell, source)
-        if failure is None:
-            continue
-        if isinstance(failure, NameError) and failure.name in waits_for and failure.name not in shell.user_ns:
-            # it reads a task this run did not produce (targets or --flow left it out)
-            _warn(f"cell {cell.number} skipped: it reads {failure.name!r}, which this run did not produce")
-            continue
-        raise NotebookFailed(describe_failure(cell, failure))
-    return record
+
+def _keep_for_resume(home: Path, job: Any, path: str, params: dict[str, Any], flow: str | None,
+                     targets: list[str]) -> None:
+    """What a later ``--resume`` of this run needs: the task cells' values and outputs."""
+    from .resume import save_run
+
+    record = job.record
+    cells = job.transcript.task_cells
+    values = {n: v for n, v in record.results.items() if n in cells and record.states.get(n) is not None
+              and record.states[n].value == "succeeded"}
+    outputs = {n: job.transcript.cells[c].outputs for n, c in cells.items() if c in job.transcript.cells}
+    try:
+        save_run(home, record.id, notebook=path, params=params, flow=flow, targets=targets, values=values,
+                 outputs=outputs)
+    except OSError as err:  # a store folder that cannot be written: the run stands, --resume re-runs more
+        _warn(f"could not keep this run's values for --resume in {home}: {err.strerror or err}")
 
 
-def _execute(shell: Any, source: str) -> BaseException | None:
-    """Run one cell like Jupyter does (Out, history, top-level await); return its error."""
-    result = shell.run_cell(source, store_history=True)
-    sys.stdout.flush()  # keep cell output ahead of the progress and errors on stderr
-    error = result.error_before_exec or result.error_in_exec
-    if isinstance(error, KeyboardInterrupt):
-        raise error
-    return error
+@contextlib.contextmanager
+def _working_directory(cwd: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Run in ``cwd`` (first on sys.path too, as a kernel started there has it), then come back."""
+    if cwd is None:
+        yield
+        return
+    before = os.getcwd()
+    folder = str(Path(cwd).resolve())
+    os.chdir(folder)
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+        if folder in sys.path:
+            sys.path.remove(folder)
+
+
+def _running_cell(job: Any) -> str:
+    stopped = [n for n, r in job.transcript.cells.items() if r.failed]
+    return f"cell {max(stopped)} was running" if stopped else "the run was stopped"
+
+
+def _orch_run_cell(cells: list[Cell], job: Any) -> int | None:
+    """The number of the first ordinary cell with a ``%orch run`` line (it shows the run's snapshot)."""
+    for cell in cells:
+        if cell.is_code and cell.number not in job.task_lines:
+            if any(line.strip().startswith("%orch run") for line in cell.source.split("\n")):
+                return cell.number
+    return None
+
+
+def _snapshot(record: Any) -> dict[str, Any]:
+    """The run's final graph and table as a static mime bundle (HTML when the display can draw it)."""
+    text = f"{record.summary()}\n\n{record.report()}"
+    try:
+        from ..display.snapshot import run_snapshot_html
+    except ImportError:
+        return {"text/plain": text}
+    try:
+        return {"text/html": run_snapshot_html(record), "text/plain": text}
+    except Exception:  # a drawing that fails must not lose the notebook
+        return {"text/plain": text}

@@ -10,10 +10,11 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import NborchError
 
-__all__ = ["Cell", "NotebookError", "read_notebook"]
+__all__ = ["Cell", "NotebookError", "read_notebook", "read_notebook_data"]
 
 
 class NotebookError(NborchError, ValueError):
@@ -28,6 +29,7 @@ class Cell:
     type: str
     source: str
     tags: tuple[str, ...] = field(default_factory=tuple)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the cell's JSON
 
     @property
     def is_code(self) -> bool:
@@ -45,6 +47,11 @@ def _text(value: object) -> str:
 
 def read_notebook(path: str | os.PathLike[str]) -> list[Cell]:
     """The cells of the notebook at ``path``, in order. Raises NotebookError with a one-line reason."""
+    return read_notebook_data(path)[1]
+
+
+def read_notebook_data(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[Cell]]:
+    """The notebook's JSON (as read) and its cells; raises NotebookError as ``read_notebook``."""
     p = Path(path)
     name = repr(str(path))
     try:
@@ -89,5 +96,5 @@ def read_notebook(path: str | os.PathLike[str]) -> list[Cell]:
         metadata = item.get("metadata")
         tags = metadata.get("tags") if isinstance(metadata, dict) else None
         tags = tags if isinstance(tags, list) else []
-        cells.append(Cell(number, item["cell_type"], source, tuple(t for t in tags if isinstance(t, str))))
-    return cells
+        cells.append(Cell(number, item["cell_type"], source, tuple(t for t in tags if isinstance(t, str)), item))
+    return data, cells

@@ -180,8 +180,8 @@ class OrchMagics(Magics):
     def cmd_graph(self, args: Any) -> Any:
         dag = self.dag(flow=args.flow)
         try:
-            from ..display.dot import status_digraph  # type: ignore[attr-defined]
-            from ..display.state import KnownTask  # type: ignore[attr-defined]
+            from ..display.dot import status_digraph
+            from ..display.state import KnownTask
         except ImportError:  # a display that does not draw states: the plain graph
             return dag.graph()
         return status_digraph(dag, self.known(KnownTask, flow=args.flow))
@@ -191,13 +191,19 @@ class OrchMagics(Magics):
         KnownTask = make  # noqa: N806
         plan = self.plan(flow=flow)
         out: dict[str, Any] = {}
+        memory = self.workflow.memory
         for name in self.workflow.cells:
-            seen = self.workflow.memory.seen.get(name)
+            seen = memory.seen.get(name)
             out[name] = KnownTask(
                 state=seen.state if seen else None, duration=seen.duration if seen else None,
                 run_id=seen.run_id if seen else None, stale=plan.stale.get(name) if plan else None,
                 reused=bool(seen and seen.reused), cached=bool(seen and seen.cached),
             )
+        for name, seen in memory.seen.items():  # the items of --map cells (NAME:0...), counted on them
+            head, sep, tail = name.rpartition(":")
+            if sep and tail.isdigit() and head in out and seen.run_id == getattr(out[head], "run_id", None):
+                out[name] = KnownTask(state=seen.state, duration=seen.duration, run_id=seen.run_id,
+                                      reused=seen.reused, cached=seen.cached)
         return out
 
     def plan(self, targets: list[str] | None = None, flow: str | None = None) -> Any:

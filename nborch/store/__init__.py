@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import NborchError
 from ..record import ErrorRecord, Run
 from ..state import TaskState
-from .sqlite import DurableRecorder, Recorder, SqliteStore, StoreError, default_home, resume_key
+from .sqlite import ITEMS_KEY, DurableRecorder, Recorder, SqliteStore, StoreError, default_home, resume_key
 
 __all__ = [
     "HISTORY_HEAD", "DurableRecorder", "Recorder", "SqliteStore", "StoreError", "default_home", "get_store",
@@ -87,6 +87,9 @@ def load_run(run_id: str, store: SqliteStore | None = None, *, values: bool = Tr
     )
     run.name = row["name"]
     run.recorded_state = row["state"]
+    params = run.upstreams.pop(ITEMS_KEY, None)
+    if isinstance(params, dict):
+        run.recorded_params = params
     for t in tasks:
         name = t["task"]
         run.states[name] = TaskState(t["state"])

@@ -867,7 +867,11 @@ class Recorder:
         keep_for_resume(self.store, self.run_id, run)
         tasks = self.count + len(self.succeeded)  # the last batch is counted when taken
         try:  # the run's edges, for drawing it later (a task is listed even with no upstream)
-            graph = json.dumps(run.upstreams, separators=(",", ":"))
+            table: dict[str, Any] = run.upstreams
+            params = run.item_params()
+            if params:  # the items' parameters, for Run.items of the loaded run (not JSON: their repr)
+                table = {**table, ITEMS_KEY: params}
+            graph = json.dumps(table, separators=(",", ":"), default=repr)
         except Exception:  # recording must never break a run's end
             graph = None
         end = (self.outcome or run.status, time.time(), tasks, graph, self.run_id)
@@ -876,6 +880,9 @@ class Recorder:
         if self.handed_off:  # rows wait for another process's lock: a moment, not the run's end
             self.store.flush(CLOSE_WAIT)
         self.store.checkpoint_later()
+
+
+ITEMS_KEY = "\x00items"  # in a run's recorded graph: each item's parameters (no task has that name)
 
 
 def resume_key(run_id: str) -> str:

@@ -44,12 +44,6 @@ def pipeline() -> DAG:
     return DAG(load, clean, report)
 
 
-@pytest.fixture
-def no_dot(tmp_path, monkeypatch):
-    """A PATH with no Graphviz on it."""
-    monkeypatch.setenv("PATH", str(tmp_path))
-
-
 def test_node_ids_are_unique_and_css_safe():
     assert node_id("load") == "task-load"
     assert node_id("fetch[2]") == "task-fetch-5b-2-5d-"
@@ -325,3 +319,183 @@ def test_visualize_svg_without_dot_says_how_to_install_it(tmp_path, no_dot):
     with pytest.raises(NborchError, match=r"needs Graphviz's dot program on PATH: apt install graphviz"):
         pipeline().visualize(str(tmp_path / "flow.svg"))
     assert pipeline().visualize(str(tmp_path / "flow.mmd")).endswith("flow.mmd")
+
+
+# -- %orch graph: what is known of each task between runs ------------------------------------------
+
+
+def known_pipeline():
+    from nborch.display.state import KnownTask
+
+    return {
+        "load": KnownTask(S.SUCCEEDED, 1.5, "r1", reused=True),
+        "clean": KnownTask(S.SUCCEEDED, 0.25, "r1", stale="global threshold changed"),
+        # "report" never ran
+    }
+
+
+def test_status_digraph_colours_by_last_state_and_marks_stale_tasks():
+    from nborch.display.dot import MARK_COLORS, STALE_BORDER, status_digraph
+
+    digraph = status_digraph(pipeline(), known_pipeline())
+
+    assert isinstance(digraph, graphviz.Digraph)
+    lines = {line.split(" [")[0].strip(): line for line in digraph.source.splitlines() if "[id=" in line}
+    assert 'class="st-succeeded nb-reused"' in lines['"load"'] and MARK_COLORS["reused"][0] in lines['"load"']
+    assert 'label="load\\nreused"' in lines['"load"']
+    stale = lines['"clean"']
+    assert 'label="clean\\nstale: global threshold changed"' in stale
+    assert 'style="rounded,filled,dashed"' in stale and f'color="{STALE_BORDER}"' in stale
+    assert 'tooltip="stale: global threshold changed; last: succeeded · 250.0ms (run r1)"' in stale
+    assert 'class="st-pending"' in lines['"report"'] and 'label="report\\nnever run"' in lines['"report"']
+
+
+def test_status_digraph_renders_with_tooltips_and_dashes():
+    from nborch.display.dot import status_digraph
+
+    svg = status_digraph(pipeline(), known_pipeline()).pipe(format="svg", encoding="utf-8")
+
+    assert "stale: global threshold changed" in svg
+    assert 'stroke-dasharray="5,2"' in svg  # the stale node's border
+    assert 'xlink:title="stale: global threshold changed; last: succeeded · 250.0ms (run r1)"' in svg
+
+
+def test_status_digraph_accepts_any_object_with_the_attributes_and_escapes_reasons():
+    from types import SimpleNamespace
+
+    from nborch.display.dot import status_digraph
+
+    known = {"load": SimpleNamespace(state=S.FAILED, duration=None, run_id=None, stale="helper `f`\x00 changed",
+                                     reused=False, cached=False)}
+    source = status_digraph(pipeline(), known).source
+
+    assert "\x00" not in source and "helper `f`\\\\x00 changed" in source
+    assert 'class="st-failed"' in source
+
+
+def test_status_digraph_of_a_big_workflow_counts_stale_tasks_per_function():
+    from nborch.display.state import KnownTask
+    from nborch.display.dot import status_digraph
+
+    @task
+    def step(i):
+        return i
+
+    known = {f"step[{i}]" if i > 1 else "step": KnownTask(S.SUCCEEDED, 0.1, "r1", stale="its cell changed" if i < 4 else None)
+             for i in range(1, 251)}
+    source = status_digraph(DAG(*[step(i) for i in range(250)]), known).source
+
+    (line,) = [line for line in source.splitlines() if "[id=" in line]
+    assert "✓250 ◌3 stale" in line and "dashed" in line
+
+
+# -- a run's record drawn (a past run) -------------------------------------------------------------
+
+
+def test_run_model_draws_the_recorded_edges_and_calls():
+    from nborch.display.dot import run_model
+
+    run = nborch.Run("r1", states={"load": S.SUCCEEDED, "clean": S.FAILED, "fib[2]": S.SUCCEEDED},
+                     upstreams={"load": [], "clean": ["load"], "fib[2]": []}, parents={"fib[2]": "clean"})
+
+    model = run_model(run)
+
+    assert list(model.nodes) == ["task-load", "task-clean", "task-fib-5b-2-5d-"]
+    assert list(model.edges) == [("task-load", "task-clean", False), ("task-clean", "task-fib-5b-2-5d-", True)]
+    big = nborch.Run("r2", states={f"t{i}": S.SUCCEEDED for i in range(300)},
+                     upstreams={f"t{i}": [f"t{i - 1}"] if i else [] for i in range(300)})
+    collapsed = run_model(big)
+    assert collapsed.collapsed and list(collapsed.nodes) == ["group-t"]
+
+
+def test_the_svg_template_writes_colours_into_the_svg():
+    graph = build_graph(pipeline())
+    svg = render_svg(layout_dot(graph_model(graph)))
+    filled = SvgTemplate(svg).fill({"task-load": S.FAILED, "task-clean": S.SUCCEEDED}, {}, {"task-clean": "cached"})
+
+    shapes = {g.get("id"): g.find(f"{SVG}path") for g in ET.fromstring(filled).iter(f"{SVG}g")
+              if "node" in (g.get("class") or "")}
+    assert shapes["task-load"].get("fill") == "#e53935" and shapes["task-load"].get("stroke-width") == "2"
+    assert shapes["task-clean"].get("fill") == "#c8e6c9"
+    assert shapes["task-report"].get("fill") == "#e0e0e0"
+    assert filled.startswith('<svg style="max-width:100%;max-height:70vh;height:auto"')
+
+
+def pt_size(svg: str) -> tuple[float, float]:
+    root = ET.fromstring(svg)
+    return float(root.get("width").removesuffix("pt")), float(root.get("height").removesuffix("pt"))
+
+
+def test_many_unconnected_tasks_are_packed_in_rows_not_one_tall_column():
+    loose = DAG(*[Task(lambda: 1, name=f"t{i}") for i in range(30)])
+    chained = DAG(*[Task(lambda: 1, name=f"c{i}") for i in range(3)])  # 3 parts: laid out as before
+
+    width, height = pt_size(render_svg(graph_dot(build_graph(loose))))
+
+    assert 'pack="true"' in graph_dot(build_graph(loose)) and "pack=" not in graph_dot(build_graph(chained))
+    assert width > height  # a grid, wider than tall (one column would be ~190 x 1,700 pt)
+    assert "packmode=array_u6" in node_digraph(loose).source
+
+
+def node_positions(svg: str) -> dict[str, tuple[float, float]]:
+    """Each node's (x, y) on the page: its first text line's anchor (y grows downwards)."""
+    return {g.find(f"{SVG}title").text: (float(g.find(f"{SVG}text").get("x")), float(g.find(f"{SVG}text").get("y")))
+            for g in ET.fromstring(svg).iter(f"{SVG}g") if "node" in (g.get("class") or "")}
+
+
+def test_unconnected_tasks_read_top_down_in_their_order():
+    """Graphviz stacks unconnected parts bottom up (Parallel(first, second) showed second on
+    top); they are declared so that the first part is at the top, packed or not."""
+    few = node_positions(render_svg(graph_dot(build_graph(DAG(*[Task(lambda: 1, name=f"t{i}") for i in range(3)])))))
+    a = Task(lambda: 1, name="a")
+    mixed = DAG(a, Task(lambda x: x, a, name="b"), *[Task(lambda: 1, name=f"s{i}") for i in range(6)])
+    packed = node_positions(render_svg(graph_dot(build_graph(mixed))))
+
+    assert few["t0"][1] < few["t1"][1] < few["t2"][1]
+    # 7 parts, 3 per column: a -> b, s0, s1 down the first column, then s2, s3, s4, then s5
+    assert packed["a"][1] < packed["s0"][1] < packed["s1"][1]
+    assert packed["a"][0] < packed["b"][0] and packed["a"][1] == packed["b"][1]
+    assert packed["s2"][1] < packed["s3"][1] < packed["s4"][1] and packed["s0"][0] < packed["s3"][0]
+    assert packed["s5"][0] > packed["s2"][0]
+
+
+def test_a_tall_graph_is_not_shrunk_below_a_legible_size_by_its_height():
+    """A fan of 30 tasks, laid out left to right, is tall: fitting it to 70% of the window would
+    shrink its labels to a third; its height limit lets it keep 60% of its size."""
+    a = Task(lambda: 1, name="source")
+    fan = [Task(lambda x: x, a, name=f"leaf{i}") for i in range(30)]
+    svg = render_svg(graph_dot(build_graph(DAG(a, *fan))))
+    height_px = pt_size(svg)[1] * 4 / 3
+
+    style = ET.fromstring(svg).get("style")
+
+    assert style == f"max-width:100%;max-height:max(70vh,{height_px * 0.6:.0f}px);height:auto"
+
+
+def test_layouts_of_a_shape_seen_before_need_no_graphviz(monkeypatch):
+    from nborch.display import dot
+
+    dot.forget_layouts()
+    src = layout_dot(graph_model(build_graph(pipeline())))
+    first = dot.layout_svg(src)
+    monkeypatch.setattr(dot, "render_svg", lambda text: pytest.fail("laid out again"))
+
+    assert dot.layout_svg(src) == first and dot.cached_layout(src) == first
+    dot.forget_layouts()
+    assert dot.cached_layout(src) is None
+
+
+def test_a_digraph_shows_itself_as_an_image_too_for_untrusted_notebooks():
+    """JupyterLab shows no image/svg+xml output of an untrusted notebook; the same SVG as an
+    <img> in text/html (preferred by front ends) survives its sanitizer."""
+    import base64
+    import re
+
+    digraph = pipeline().graph()
+
+    bundle = digraph._repr_mimebundle_()
+
+    assert isinstance(digraph, graphviz.Digraph)
+    assert set(bundle) == {"image/svg+xml", "text/html"}
+    (data,) = re.findall(r"src='data:image/svg\+xml;base64,([^']+)'", bundle["text/html"])
+    assert svg_nodes(base64.b64decode(data).decode()) == svg_nodes(bundle["image/svg+xml"])

@@ -169,3 +169,121 @@ def test_finish_takes_the_final_word_from_the_run():
     assert (st.state, st.attempts) == (S.SUCCEEDED, 1)
     assert st.duration == run.durations["solo"]
     assert view.status == "succeeded"
+
+
+def mixed_events():
+    """The events of a real run with every kind of ending, retries, output and progress."""
+    calls = []
+
+    @task
+    def load():
+        print("rows")
+        return [1, 2]
+
+    @task(retries=1, retry_delay=0)
+    def flaky(load):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("first")
+        return sum(nborch.progress(load))
+
+    @task
+    def boom(flaky):
+        raise ValueError("bad")
+
+    @task
+    def after(boom):
+        return 1
+
+    @task
+    def optional():
+        raise Skip("no")
+
+    node = DAG(load, flaky, boom, after, optional)
+    events = []
+    run = nborch.run(node, on_event=events.append, store=False)
+    return node, events, run
+
+
+def details(view):
+    return {
+        n: (st.state, st.attempts, st.duration, st.error, st.cached, st.reused, st.output, st.done, st.parent)
+        for n, st in view.tasks.items()
+    }
+
+
+def test_folding_a_batch_gives_what_folding_each_event_gives():
+    node, events, run = mixed_events()
+    one = RunView(build_graph(node))
+    for e in events:
+        one.apply(e)
+    batch = RunView(build_graph(node))
+    batch.apply_all(events[:7])
+    batch.apply_all(events[7:])
+
+    assert details(batch) == details(one)
+    assert batch.counts() == one.counts() and batch.settled == one.settled == 5
+    assert one.states == run.states
+
+
+def test_a_task_that_simply_succeeded_gets_its_details_only_when_asked():
+    graph = build_graph(two_tasks())
+    view = RunView(graph)
+
+    view.apply_all([ev("load", S.RUNNING, time=1.0), ev("load", S.SUCCEEDED, time=3.0, started=1.0),
+                    ev("clean", S.SUCCEEDED, time=4.0, started=3.5)])
+
+    assert view.states == {"load": S.SUCCEEDED, "clean": S.SUCCEEDED}
+    assert "clean" not in view._details  # kept as its event until someone asks
+    st = view.task("clean")
+    assert (st.state, st.attempts, st.duration) == (S.SUCCEEDED, 1, 0.5)
+    assert view.task("load").duration == 2.0
+
+
+def test_the_view_of_a_run_record_alone():
+    node, events, run = mixed_events()
+
+    view = RunView.from_run(run)
+
+    assert view.states == run.states and view.status == "failed"
+    assert view.task("boom").error == "ValueError: bad"
+    assert view.task("flaky").attempts == 2
+    assert view.task("load").output == "rows\n"
+    assert view.duration == run.duration
+
+
+def test_cached_and_reused_marks_come_from_events_and_count_once():
+    view = RunView(build_graph(two_tasks()))
+
+    view.apply_all([ev("load", S.SUCCEEDED, 0, time=1.0, cached=True)])
+    view.apply_all([ev("clean", S.SUCCEEDED, 1, time=2.0, started=1.5, reused=True)])
+
+    assert (view.task("load").mark, view.task("clean").mark) == ("cached", "reused")
+    assert view.not_run == 2
+    assert view.task("load").note() == "cached" and view.task("load").attempts == 0
+
+
+def test_running_tasks_told_late_tick_from_their_start():
+    view = RunView(build_graph(two_tasks()))
+
+    view.running({"load": 10.0})
+
+    st = view.task("load")
+    assert st.state is S.RUNNING and view.active == 1
+    assert st.note(now=12.34) == "2.3s"
+    assert st.elapsed(12.0) == 2.0
+
+
+def test_known_task_is_a_frozen_record():
+    from dataclasses import FrozenInstanceError
+
+    from nborch.display.state import KnownTask
+
+    k = KnownTask(S.SUCCEEDED, 1.5, "r1", stale="global threshold changed")
+    assert (k.reused, k.cached) == (False, False)
+    try:
+        k.state = S.FAILED  # type: ignore[misc]
+    except FrozenInstanceError:
+        pass
+    else:
+        raise AssertionError("KnownTask must be frozen")
