@@ -105,6 +105,46 @@ def phases(n: int, repeat: int, home: str) -> dict[str, float]:
     return {k: v / n for k, v in t.items() if not k.endswith(".build")}
 
 
+class GcPauses:
+    """The cyclic GC's pauses while in use (``gc.callbacks``): seconds and collections by
+    generation. cProfile charges a pause to whatever function allocated when it struck."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self._t0 = 0.0
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._t0
+            self.count[info["generation"]] += 1
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._cb)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        gc.callbacks.remove(self._cb)
+
+
+def gc_during(n: int, home: str) -> tuple[GcPauses, GcPauses, float, float]:
+    """GC pauses while building, and while running with the defaults (one run each)."""
+    deps = layered_dag(n)
+    get_store(home).flush()
+    gc.collect()
+    with GcPauses() as in_build:
+        t0 = time.perf_counter()
+        dag = build_args(deps, anoop)
+        t1 = time.perf_counter()
+    with GcPauses() as in_run:
+        run = nborch.run(dag, store=home)
+        t2 = time.perf_counter()
+    assert run.ok
+    return in_build, in_run, t1 - t0, t2 - t1
+
+
 # -- part 2: cProfile by phase ------------------------------------------------------------------
 
 Func = tuple[str, int, str]  # pstats' (file, line, function)
@@ -282,7 +322,13 @@ def main() -> None:
               f"(raw_baseline {ph['raw'] * 1e6:.2f}: {user / ph['raw']:.1f}x)")
         print(f"  runs: store=False {ph['store=False'] * 1e6:.2f}, "
               f"with a subscriber {ph['events'] * 1e6:.2f}, "
-              f"defaults {ph['defaults'] * 1e6:.2f}; load {load()}\n")
+              f"defaults {ph['defaults'] * 1e6:.2f}; load {load()}")
+        in_build, in_run, tb, tr = gc_during(n, home)
+        for what, g, t in (("building", in_build, tb), ("a defaults run", in_run, tr)):
+            print(f"  cyclic GC while {what}: {sum(g.seconds) / n * 1e6:.2f} of {t / n * 1e6:.2f} µs/task "
+                  f"(collections of generation 0/1/2: {'/'.join(map(str, g.count))}; generation 2 "
+                  f"took {g.seconds[2] / n * 1e6:.2f})")
+        print()
         st, elapsed = profile(n, args.top, home)
         print_profile(st, n, args.top, elapsed, user * n)
         if not args.no_pyinstrument:
