@@ -670,3 +670,40 @@ def test_jupyterlab_shows_a_mapped_node_with_its_counts_and_bar(chromium_context
     assert final_nodes["map-fetch"]["texts"] == ["fetch", "36 ✓ 4 ✗"], final_nodes
     assert final_nodes["map-fetch"]["fill"] == FAILED and final_nodes["task-total"]["fill"] == SUCCEEDED
     assert {n["id"] for n in few["nodes"]} == {"map-fetch", "task-total", *(f"task-fetch-3a-{i}" for i in range(4))}
+
+
+MAPPING = ROOT / "notebooks" / "06_mapping.ipynb"
+
+
+@pytest.mark.timeout(180)
+def test_mapping_notebook_runs_in_jupyterlab_and_shows_its_map_as_one_node(chromium_context, tmp_path):
+    """notebooks/06_mapping (outputs cleared) with Run All: every cell runs, the `%orch run`
+    cell ends on its snapshot with the `--map` cell's map as one node with its counts."""
+    root = tmp_path / "root"
+    root.mkdir()
+    _copy_cleared(MAPPING, root / MAPPING.name)
+    server = Server("lab", tmp_path / "server", root)
+    page = _new_page(chromium_context)
+    try:
+        _open(page, server, f"lab/tree/{MAPPING.name}")
+        _wait_for_kernel(page, server)
+        _run_all(page)
+        _wait_for_output(page, "['temperature:0', 'temperature:1', 'temperature:2']", timeout=120)
+        page.wait_for_timeout(300)
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        texts = [cells.nth(i).inner_text() for i in range(cells.count())]
+        errors = [t for t in texts if "Traceback" in t or "Error" in t.split("\n")[-1]]
+        run_cell = next(i for i, t in enumerate(texts) if "%orch run warmest\n" in t + "\n" and "--no-display" not in t)
+        run_text = texts[run_cell]
+        _scroll_to_cell(page, run_cell)
+        _shot(page, tmp_path, "browser_mapping_notebook.png")
+        images = cells.nth(run_cell).locator(".jp-OutputArea img").count()
+        problems = _widget_problems(page)
+    finally:
+        page.close()
+        server.stop()
+
+    assert not problems, problems
+    assert not errors, errors
+    assert "succeeded" in run_text and "temperature" in run_text, run_text
+    assert images >= 1  # the snapshot's graph, as an image

@@ -407,8 +407,12 @@ class SqliteStore:
         db = self._db
         if db is None:
             db = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
-            db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints (and their fsync) are the writer thread's
+            try:  # reading the schema meets the writer thread's checkpoint: busy, try later
+                db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
+                db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints (and their fsync) are the writer thread's
+            except BaseException:
+                db.close()
+                raise
             self._db = db
             self.checkpoint_later()
         return db
@@ -440,14 +444,16 @@ class SqliteStore:
         if not self.ready:
             return False
         with self._lock:
-            db = self._foreground()
             try:
+                db = self._foreground()
                 db.execute("BEGIN IMMEDIATE")
+                _write_groups(db, groups)  # rolled back if it raises
             except sqlite3.OperationalError as err:
+                # busy at BEGIN, or later (COMMIT meets a checkpoint or another process's
+                # lock): nothing was written, the writer thread tries again; never a lost run
                 if _busy(err):
                     return False
                 raise
-            _write_groups(db, groups)
         return True
 
     def write_or_queue(self, groups: Groups, run: str | None = None) -> None:

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -307,3 +308,28 @@ def test_no_unclosed_database_warning_under_dev_mode(home, tmp_path):
                           capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0 and done.stdout == "done\n", done.stderr
     assert "unclosed database" not in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_run_whose_first_connection_cannot_even_read_the_schema_is_recorded_when_the_lock_frees(home):
+    """Opening the store's connection reads the schema (PRAGMA synchronous): with another
+    connection holding the file exclusively (as the writer thread's checkpoint did between two
+    big runs), that read is busy too. The run was left unrecorded; its rows now wait instead."""
+    store = SqliteStore(home)
+    nborch.run(step(0), store=store)  # warm: schema, WAL
+    assert store.close()
+    other = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with warnings.catch_warnings():  # "cannot record run ... it goes on unrecorded" fails here
+            warnings.simplefilter("error", RuntimeWarning)
+            run = nborch.run(Parallel(*[step(i) for i in range(5)]), store=store)
+        assert run.ok
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.flush(10) is True
+    loaded = load_run(run.id, store)
+    assert loaded.recorded_state == "succeeded" and len(loaded.states) == 5
+
