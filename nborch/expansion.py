@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .executors import Remote, has_remote, materialize
 from .graph import Spec
 from .invocation import AS_BOUND, CANCELLED, DECIDED, FAILED, PENDING, RUNNING, SUCCEEDED, UPSTREAM_FAILED
-from .mapping import MapError, Mapped, as_items, item_tasks
+from .mapping import MapError, Mapped, _label, as_items, item_base, item_tasks
 from .state import RUN, decide
 from .task import Node, fn_name
 
@@ -287,7 +287,7 @@ class Expansions:
         if memory.reuses and key is not None:
             last = memory.succeeded.get(item.name)
             if last is None or last.key.digest != key.digest:  # moved: an element added before it
-                last = memory.items.get(item.name.rpartition(":")[0], {}).get(key.digest)
+                last = memory.items.get(item_base(item.name) or "", {}).get(key.digest)
         if (key is None or last is None or last.key.digest != key.digest or not spec.task.options.reuse
                 or spec.wants_state or any(u.name not in plan.reused for u in spec.up)):
             return None
@@ -328,8 +328,3 @@ class Expansions:
                 consumer.call = DECIDED
                 self.engine.settle(consumer, UPSTREAM_FAILED)
                 self.abandon_consumers(consumer)
-
-
-def _label(name: str) -> str:
-    """A mapped source as a message names it: ``iterable 2`` (positional) or ``'url'``."""
-    return f"iterable {int(name[1:]) + 1}" if name.startswith("#") else repr(name)

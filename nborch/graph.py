@@ -16,7 +16,7 @@ from typing import Any
 from .errors import CycleError, DefinitionError, GraphError, did_you_mean
 from .policies import CircuitBreaker
 from .task import INJECTED, Node, Task
-from .mapping import MapTask, Mapped
+from .mapping import MapTask, Mapped, item_base
 from .workflow import DAG, CircuitGroup, Composite, Parallel, Sequence
 
 __all__ = ["Graph", "Group", "Names", "Spec", "build_graph", "find_nodes"]
@@ -359,10 +359,10 @@ class _Builder:
                     claimed[base] = fn
         maps = {s.base for s in self.new if type(s.task) is MapTask}
         for base in explicit:  # `fetch:0` is how item 0 of the mapped node `fetch` is named
-            stem, colon, index = base.rpartition(":")
-            if colon and index.isdigit() and stem in maps:
+            stem = item_base(base)
+            if stem is not None and stem in maps:
                 self.problems.append(
-                    f"a task named {base!r} would clash with item {index} of the mapped node {stem!r} "
+                    f"a task named {base!r} would clash with item {base[len(stem) + 1:]} of the mapped node {stem!r} "
                     "(items are named NAME:i); give it another name="
                 )
         if self.problems:

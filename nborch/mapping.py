@@ -158,6 +158,13 @@ def _length_message(who: str, lengths: dict[str, int]) -> str:
     )
 
 
+def item_base(name: str) -> str | None:
+    """The mapped node an item's name names (``fetch`` for ``fetch:3``), or None for a name
+    that is not ``NAME:<digits>``; callers check that the node is a map of theirs."""
+    base, colon, index = name.rpartition(":")
+    return base if colon and index.isdigit() else None
+
+
 def _label(name: str) -> str:
     return f"iterable {int(name[1:]) + 1}" if name.startswith("#") else f"{name!r}"
 

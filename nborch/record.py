@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from .errors import safe_str
+from .mapping import item_base
 from .state import TaskState
 
 __all__ = ["ErrorRecord", "ItemRow", "ItemRows", "Run", "error_line", "set_html_renderer"]
@@ -344,8 +345,8 @@ class Run:
         states = self.states
         maps: dict[str, list[int]] = {}  # a mapped node -> [items, items that did not succeed]
         for name, state in states.items():
-            base, colon, index = name.rpartition(":")
-            if colon and index.isdigit() and base in states:
+            base = item_base(name)
+            if base is not None and base in states:
                 count = maps.setdefault(base, [0, 0])
                 count[0] += 1
                 count[1] += state is not TaskState.SUCCEEDED

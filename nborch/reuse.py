@@ -19,6 +19,7 @@ import graphlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .mapping import item_base
 from .state import TaskState
 
 if TYPE_CHECKING:
@@ -93,8 +94,8 @@ class Memory:
             key = keys.get(name)
             if state is TaskState.SUCCEEDED and key is not None and name in run.results:
                 success = self.succeeded[name] = Success(key, run.results[name], run.id)
-                base, colon, index = name.rpartition(":")
-                if colon and index.isdigit():  # an item: also found by its key, wherever it moves
+                base = item_base(name)
+                if base is not None:  # an item: also found by its key, wherever it moves
                     items.setdefault(base, {})[key.digest] = success
             elif state is not TaskState.SUCCEEDED:
                 self.succeeded.pop(name, None)
@@ -222,8 +223,8 @@ def key_of(graph: Graph, spec: Spec, keys: dict[str, CallKey | None], state_prin
     items = graph.items
 
     def stable(name: str) -> str:  # an item by its map, not its index: its key says what it is
-        base, colon, index = name.rpartition(":")
-        return f"{base}:*" if colon and index.isdigit() and base in items else name
+        base = item_base(name)
+        return f"{base}:*" if base is not None and base in items else name
 
     ups = []
     for u in _inputs(spec):

@@ -342,19 +342,20 @@ def resume_plan(store: Any, graph: Graph, run_id: str | Run, cache: Any) -> dict
     failed item of thousands runs alone. An item also depends on its map's concrete sources:
     if one of those runs again, so do all the items.
     """
-    from .mapping import MapTask
+    from .mapping import MapTask, item_base
     from .store import load_run
 
     previous = run_id if isinstance(run_id, Run) else load_run(run_id, store)
     maps = {n for n, spec in graph.specs.items() if type(spec.task) is MapTask}
 
     def known(name: str) -> bool:
-        return name in graph.specs or name.rpartition(":")[0] in maps
+        return name in graph.specs or item_base(name) in maps
 
     ups: dict[str, list[str]] = {n: [u.name for u in spec.up] for n, spec in graph.specs.items()}
     for name in previous.states:
         if name not in graph.specs and known(name):
-            base = name.rpartition(":")[0]
+            base = item_base(name)
+            assert base is not None  # known(name) and not a spec: an item
             sources = [u.name for u in graph.specs[base].up]  # the map's concrete sources
             ups[name] = [u for u in previous.upstreams.get(name, ()) if known(u)] + sources
             ups[base].append(name)  # the map's value is its items' values

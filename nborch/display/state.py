@@ -17,7 +17,7 @@ from typing import Any
 
 from ..eventbus import CircuitEvent, RunEvent, TaskEvent, TaskOutput, TaskProgress
 from ..graph import Graph
-from ..mapping import MapTask
+from ..mapping import MapTask, item_base
 from ..record import Run, _fmt_seconds, error_line
 from ..state import TaskState
 
@@ -46,9 +46,9 @@ def maps_from_names(names: Iterable[str]) -> dict[str, list[str]]:
     known = set(names)
     found: dict[str, list[tuple[int, str]]] = {}
     for name in names:
-        head, sep, tail = name.rpartition(":")
-        if sep and tail.isdigit() and head in known:
-            found.setdefault(head, []).append((int(tail), name))
+        head = item_base(name)
+        if head is not None and head in known:
+            found.setdefault(head, []).append((int(name[len(head) + 1:]), name))
     return {head: [n for _, n in sorted(items)] for head, items in found.items()}
 
 

@@ -21,6 +21,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 
 from ..errors import DefinitionError, NborchError, did_you_mean
+from ..mapping import item_base
 from ..record import Run, _fmt_seconds, error_line
 from ..runner import last_run
 from ..runner import run as run_node
@@ -200,8 +201,8 @@ class OrchMagics(Magics):
                 reused=bool(seen and seen.reused), cached=bool(seen and seen.cached),
             )
         for name, seen in memory.seen.items():  # the items of --map cells (NAME:0...), counted on them
-            head, sep, tail = name.rpartition(":")
-            if sep and tail.isdigit() and head in out and seen.run_id == getattr(out[head], "run_id", None):
+            head = item_base(name)
+            if head is not None and head in out and seen.run_id == getattr(out[head], "run_id", None):
                 out[name] = KnownTask(state=seen.state, duration=seen.duration, run_id=seen.run_id,
                                       reused=seen.reused, cached=seen.cached)
         return out

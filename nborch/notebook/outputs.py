@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ..errors import safe_str
+from ..mapping import item_base
 
 __all__ = ["CellRun", "TaskCollector", "Transcript", "attach", "error_output"]
 
@@ -295,8 +296,8 @@ class TaskCollector:
         cells = self.transcript.task_cells
         if task in cells:
             return cells[task]
-        base, sep, index = task.rpartition(":")
-        return cells.get(base) if sep and index.isdigit() else None
+        base = item_base(task)
+        return cells.get(base) if base is not None else None
 
     def __call__(self, event: Any) -> None:
         from ..eventbus import TaskEvent, TaskOutput
