@@ -41,7 +41,7 @@ class Spec:
     __slots__ = (
         "name", "base", "task", "explicit", "scope", "groups", "pipe", "named",
         "wants_context", "wants_state", "refs", "up", "down", "parent", "order", "pipe_names",
-        "elementwise", "item", "ups",
+        "elementwise", "item", "ups", "argplan",
     )
 
     def __init__(self, task: Task, scope: DAG | None, parent: str | None = None) -> None:
@@ -58,6 +58,9 @@ class Spec:
         self.wants_state = False
         self.refs = False  # arguments contain nodes to replace by their values
         self.ups: list[Node] = []  # those nodes, in argument order (repeats kept)
+        # where their values go: ((position, upstream), ...), ((keyword, upstream), ...); None:
+        # resolve the arguments in full (nodes inside lists or dicts, mapped nodes, composites)
+        self.argplan: tuple[tuple[tuple[int, str], ...], tuple[tuple[str, str], ...]] | None = None
         self.up: dict[Spec, None] = {}  # ordered set
         self.down: list[Spec] = []
         self.parent = parent
@@ -564,6 +567,7 @@ class _Builder:
                 self.wire(up)
                 for u in self.sinks(up):
                     self.edge(u, spec)
+            spec.argplan = self.argplan(spec)
         info = task.info
         if info.signature is None or not info.params:
             return
@@ -603,6 +607,31 @@ class _Builder:
                     f"task {spec.name!r} needs {p!r}, but no argument was given and {where}.{hint}"
                 )
         spec.named = named or None
+
+    def argplan(self, spec: Spec) -> tuple[tuple[tuple[int, str], ...], tuple[tuple[str, str], ...]] | None:
+        """Where the upstream values go in the call of ``spec``: (position, upstream name) of
+        the arguments and (keyword, upstream name) of the keywords that are tasks themselves,
+        so that the engine fills them in with one lookup each. None when a node sits inside a
+        list or dict, or is a mapped node or a composite: the engine resolves those in full."""
+        by_task = self.graph.by_task
+        task = spec.task
+        positional: list[tuple[int, str]] = []
+        for i, value in enumerate(task.args):
+            if isinstance(value, Node):
+                if not isinstance(value, Task) or isinstance(value, MapTask):
+                    return None
+                positional.append((i, by_task[id(value)].name))
+            elif isinstance(value, list | tuple | set | frozenset | dict) and any(True for _ in find_nodes(value)):
+                return None
+        keywords: list[tuple[str, str]] = []
+        for key, value in task.kwargs.items():
+            if isinstance(value, Node):
+                if not isinstance(value, Task) or isinstance(value, MapTask):
+                    return None
+                keywords.append((key, by_task[id(value)].name))
+            elif isinstance(value, list | tuple | set | frozenset | dict) and any(True for _ in find_nodes(value)):
+                return None
+        return tuple(positional), tuple(keywords)
 
     def will_pipe(self, spec: Spec) -> str | None:
         """The parameter the enclosing Sequence pipes the previous step's value into, if any."""
