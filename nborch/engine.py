@@ -31,7 +31,7 @@ from .clock import Clock
 from .errors import CircuitOpenError, DefinitionError, Skip
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, events
 from .executors import Remote, has_remote
-from .graph import Graph, Group, Spec
+from .graph import _COLLECTIONS, Graph, Group, Spec
 from .limits import Rates, acquire_weighted, call_values, check_pool, drop_waiter, make_pools, unhold
 from .invocation import (
     AS_BOUND,
@@ -95,6 +95,7 @@ class Engine(Offload):
         self.started = 0.0
         self.finished = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.run_context = contextvars.Context()
         self.loop_thread: int | None = None
         self.pool: WorkerPool | None = None
         self.done: asyncio.Future[None] | None = None
@@ -298,6 +299,7 @@ class Engine(Offload):
     async def execute(self) -> None:
         """Run every task to a final state. Cancelling this coroutine cancels the run."""
         self.loop = asyncio.get_running_loop()
+        self.run_context = contextvars.copy_context()  # where fast-path bodies settle (Engine.body)
         self.loop_thread = threading.get_ident()
         self.done = self.loop.create_future()
         self.started = self.now()
@@ -431,22 +433,60 @@ class Engine(Offload):
         inv.started = self.now()
         frame = inv.frame = Frame(self, inv, 1)
         token = _frame.set(frame)
-        try:
-            if task.info.is_async:
-                job: Any = self.loop.create_task(task.fn(*args, **kwargs))  # type: ignore[union-attr]
-            else:
-                job = self.worker_pool().submit(contextvars.copy_context(), task.fn, args, kwargs)
-        except Exception as exc:  # calling an async function failed at once (bad arguments)
+        if task.info.is_async:  # one coroutine runs the body and settles it (see body)
+            job: Any = self.loop.create_task(self.body(inv, task.fn, args, kwargs))  # type: ignore[union-attr]
             _frame.reset(token)
-            self.fail(inv, exc)
-            return
-        _frame.reset(token)
+        else:
+            try:
+                job = self.worker_pool().submit(contextvars.copy_context(), task.fn, args, kwargs)
+            finally:
+                _frame.reset(token)
+            job.add_done_callback(functools.partial(self.finish, inv))
         inv.job = job
         # RUNNING of a single-attempt task is published only if someone wants it (a display
         # does; the recorder reads the start from the final event instead)
         if events._subscribers or (self.bus is not None and self.bus.wants_running):
             self.emit(inv, RUNNING)
-        job.add_done_callback(functools.partial(self.finish, inv))
+
+    async def body(self, inv: Inv, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        """The fast path's job for an async body: the body's own coroutine awaited inline, then
+        its outcome settled in the same step, as a hand-written scheduler does (no done
+        callback, no second trip through the loop). Settling runs in the run's context, not the
+        task's: what a body sets in its contextvars never reaches the tasks it starts. A job
+        cancelled before its first step never gets here: ``stop`` settles it."""
+        try:
+            value = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self.run_context.copy().run(self.outcome_of, inv, exc)
+            if not isinstance(exc, (Exception, asyncio.CancelledError)):  # KeyboardInterrupt, SystemExit:
+                job = asyncio.current_task()  # settled above: its exception is not news to log
+                if job is not None:
+                    job.add_done_callback(_retrieved)
+                raise  # asyncio stops the loop with them, as it would without nborch
+            return
+        inv.job = None  # the finished asyncio Task keeps its coroutine: let both go
+        if inv.state is RUNNING:  # else settled meanwhile (its run stopped): its outcome is not wanted
+            inv.value = value
+            self.results[inv.name] = value
+            self.run_context.copy().run(self.settle, inv, SUCCEEDED)
+
+    def outcome_of(self, inv: Inv, exc: BaseException) -> None:
+        """A fast-path body raised ``exc`` (CancelledError: it was cancelled, or raised it)."""
+        inv.job = None
+        if inv.state in FINAL:
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            if inv.stop or self.cancelling:
+                self.settle(inv, CANCELLED)
+                return
+        elif isinstance(exc, Skip):
+            inv.error = exc
+            self.settle(inv, SKIPPED)
+            return
+        self.fail(inv, exc)  # a CancelledError the body raised itself is a failure too
+        if isinstance(exc, KeyboardInterrupt):  # the user's interrupt: stop the whole run
+            self.fatal = exc
+            self.cancel()
 
     def ended(self, inv: Inv, job: asyncio.Future[Any]) -> None:
         """Done callback of a slow-path job: ``run_task`` settles its task itself, except when
@@ -460,7 +500,7 @@ class Engine(Offload):
             self.fail(inv, job.exception() or RuntimeError("the task ended without a state"))
 
     def finish(self, inv: Inv, job: asyncio.Future[Any]) -> None:
-        """Done callback of a fast-path job."""
+        """Done callback of a fast-path job in a worker thread."""
         inv.job = None  # a finished asyncio Task keeps its coroutine: let both go
         if inv.state in FINAL:
             if not job.cancelled():
@@ -591,7 +631,7 @@ class Engine(Offload):
     def resolve(self, value: Any, results: Any = None) -> Any:
         if isinstance(value, Node):
             return self.value_of(value, results)
-        if isinstance(value, list | tuple | set | frozenset):
+        if isinstance(value, _COLLECTIONS):
             return type(value)(self.resolve(v, results) for v in value)
         if isinstance(value, dict):
             return {k: self.resolve(v, results) for k, v in value.items()}
@@ -770,6 +810,8 @@ class Engine(Offload):
         if inv.job is None:
             self.settle(inv, CANCELLED)
         elif not inv.job.done():
+            if inv.simple and inv.spec.task.info.is_async:  # Engine.body: if it has not begun, it
+                inv.job.add_done_callback(functools.partial(self.ended, inv))  # never will; this settles it
             inv.job.cancel()
         # else it has just ended: its done callback, already due, settles it with its outcome
 
@@ -807,6 +849,11 @@ class Engine(Offload):
         executors = {id(inv.executor): inv.executor for inv in self.invs.values() if inv.executor is not None}
         for exe in executors.values():
             await exe.settle(grace)
+
+def _retrieved(job: asyncio.Future[Any]) -> None:
+    if not job.cancelled():
+        job.exception()
+
 
 def _cancelled_error(job: asyncio.Future[Any]) -> BaseException:
     """The CancelledError a cancelled job raises (with its traceback, where it has one)."""

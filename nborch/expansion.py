@@ -207,7 +207,10 @@ class Expansions:
                         spec.refs = True
                         spec.up[up] = None
                         up.down.append(spec)
-                        (positional if type(where) is int else keywords).append((where, up.name))  # type: ignore[arg-type]
+                        if isinstance(where, int):
+                            positional.append((where, up.name))
+                        else:
+                            keywords.append((where, up.name))
                     elif plain and next(find_nodes(value), None) is not None:
                         plain = False
                 if spec.refs and plain:

@@ -21,6 +21,11 @@ from .workflow import DAG, CircuitGroup, Composite, Parallel, Sequence
 
 __all__ = ["Graph", "Group", "Names", "Spec", "build_graph", "find_nodes"]
 
+# isinstance() with tuples: an ``X | Y`` union written in a call is built anew at every call
+_COLLECTIONS = (list, tuple, set, frozenset)
+_HOLDERS = (Node, list, tuple, set, frozenset, dict)  # values that may hold nodes
+_LEAVES = (Task, Mapped)
+
 
 class Group:
     """A constraint shared by several leaves: a Parallel's limit or fail_fast, a CircuitGroup."""
@@ -79,7 +84,7 @@ def find_nodes(value: Any) -> Iterator[Node]:
     """The nodes inside an argument: the value itself, or inside lists, tuples, sets and dicts."""
     if isinstance(value, Node):
         yield value
-    elif isinstance(value, list | tuple | set | frozenset):
+    elif isinstance(value, _COLLECTIONS):
         for v in value:
             yield from find_nodes(v)
     elif isinstance(value, dict):
@@ -113,7 +118,7 @@ class Graph:
 
     def leaves(self, node: Node) -> list[Spec]:
         """The leaf specs a node stands for (a mapped node: its placeholder)."""
-        if isinstance(node, Task | Mapped):
+        if isinstance(node, _LEAVES):
             return [self.by_task[id(node)]]
         return self.members[id(node)]
 
@@ -200,6 +205,8 @@ class _Builder:
         self.pipes: dict[int, Node] = {}  # id(step Task) -> previous step, for Sequence piping
         self.index: dict[int, dict[str, list[Spec]]] = {}  # id(scope) -> name/base -> specs
         self.map_tasks: dict[int, MapTask] = {}  # id(Mapped) -> its placeholder task
+        # (id(FnInfo), number of arguments, keywords) -> (that FnInfo, its parameters left open)
+        self.open_cache: dict[tuple[int, int, tuple[str, ...]], tuple[Any, list[str]]] = {}
 
     def build(self) -> Graph:
         self.collect(self.graph.root, None, [])
@@ -304,7 +311,7 @@ class _Builder:
                         slots.append((where, value))
                 if id(value) not in by_task:
                     self.collect(value, scope, [])
-            elif isinstance(value, Node | list | tuple | set | frozenset | dict):
+            elif isinstance(value, _HOLDERS):
                 for up in find_nodes(value):
                     ups.append(up)
                     slots = None
@@ -394,7 +401,7 @@ class _Builder:
                 else:
                     claimed[base] = fn
         maps = {s.base for s in self.new if type(s.task) is MapTask}
-        for base in explicit:  # `fetch:0` is how item 0 of the mapped node `fetch` is named
+        for base in explicit if maps else ():  # `fetch:0` is how item 0 of the mapped node `fetch` is named
             stem = item_base(base)
             if stem is not None and stem in maps:
                 self.problems.append(
@@ -454,7 +461,7 @@ class _Builder:
         return self.ends(node, "up")
 
     def ends(self, node: Node, side: str) -> list[Spec]:
-        if isinstance(node, Task | Mapped):
+        if isinstance(node, _LEAVES):
             return [self.graph.by_task[id(node)]]
         key = (id(node), side)
         found = self.end_cache.get(key)
@@ -580,21 +587,32 @@ class _Builder:
                 if u is not spec and u not in up_specs:
                     up_specs[u] = None
                     u.down.append(spec)
-                (keywords if type(where) is str else positional).append((where, u.name))  # type: ignore[arg-type]
+                if isinstance(where, int):
+                    positional.append((where, u.name))
+                else:
+                    keywords.append((where, u.name))
             spec.argplan = (tuple(positional), tuple(keywords))
         elif spec.refs:
-            for up in spec.ups:
-                self.wire(up)
-                for u in self.sinks(up):
+            for node in spec.ups:
+                self.wire(node)
+                for u in self.sinks(node):
                     self.edge(u, spec)
         info = task.info
         if info.signature is None or not info.params:
             return
-        bound = set(info.positional[: len(task.args)]) | set(task.kwargs)
-        if info.var_positional and len(task.args) > len(info.positional):
-            bound |= set(info.positional)
-        open_params = [p for p in info.params if p not in bound]
+        shape = (id(info), len(task.args), tuple(task.kwargs) if task.kwargs else ())
+        seen = self.open_cache.get(shape)  # the calls of one function mostly bind alike
+        if seen is not None and seen[0] is info:
+            open_params = seen[1]
+        else:
+            bound = set(info.positional[: len(task.args)]) | set(task.kwargs)
+            if info.var_positional and len(task.args) > len(info.positional):
+                bound |= set(info.positional)
+            open_params = [p for p in info.params if p not in bound]
+            self.open_cache[shape] = (info, open_params)
         piped = self.will_pipe(spec)
+        if not open_params:
+            return
         named: dict[str, Node] = {}
         for p in open_params:
             if p in INJECTED:
@@ -665,14 +683,14 @@ class _Builder:
         freed = len(ready)
         while ready:
             for d in ready.pop().down:
-                n = indeg.get(d)
-                if n is not None:
-                    if n == 1:
+                left = indeg.get(d)
+                if left is not None:
+                    if left == 1:
                         del indeg[d]
                         ready.append(d)
                         freed += 1
                     else:
-                        indeg[d] = n - 1
+                        indeg[d] = left - 1
         if freed == len(new):
             return
         sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()

@@ -966,7 +966,7 @@ class DurableRecorder(Recorder):
 
     commits = 0
 
-    journal = None  # every success is an event, committed before the next subscriber hears of it
+    journal = None  # type: ignore[assignment]  # every success is an event, committed before the next subscriber hears of it
 
     def __call__(self, e: Any) -> None:
         Recorder.__call__(self, e)
