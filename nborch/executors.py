@@ -58,10 +58,10 @@ from concurrent.futures import ProcessPoolExecutor
 from types import MappingProxyType
 from typing import Any
 
+from . import hooks
 from .errors import DefinitionError, NborchError, safe_str
 
 __all__ = [
-    "DaskExecutor",
     "Executor",
     "ProcessExecutor",
     "Remote",
@@ -552,10 +552,4 @@ def check_executor(spec: Any, who: str = "") -> Any:
     raise DefinitionError(who + check_executor_message(spec))
 
 
-
-def __getattr__(name: str) -> Any:
-    if name == "DaskExecutor":  # the public name stays here too, imported on first use
-        from .dask_executor import DaskExecutor
-
-        return DaskExecutor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+hooks.check_executor.register(check_executor)  # nborch.task checks executor= through it

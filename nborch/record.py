@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from . import hooks
 from .errors import safe_str
 from .mapping import item_base
 from .state import TaskState
@@ -260,9 +261,7 @@ class Run:
     def load(cls, run_id: str, store: Any = None) -> Run:
         """Reopen a recorded run from the store (states, durations, attempts, cached values,
         errors as ``ErrorRecord`` with the exception's type, message and traceback text)."""
-        from .store import load_run
-
-        return load_run(run_id, store)
+        return hooks.load_run(run_id, store)  # type: ignore[no-any-return]
 
     def items(self, name: str) -> ItemRows:
         """The items of the mapped node ``name``, in input order: one row per item with its

@@ -30,7 +30,9 @@ LAYERS: dict[str, set[str]] = {
         "record", "registry", "reuse", "state", "task", "workers", "workflow",
     },
     "runtime": {"capture", "dask_executor", "runner", "schedule"},
-    "front end": {"__init__", "__main__", "cache", "cli", "demo", "display", "notebook", "store"},
+    "front end": {
+        "__init__", "__main__", "cache", "cli", "demo", "display", "frontends", "notebook", "store",
+    },
 }
 ORDER = list(LAYERS)
 

@@ -136,8 +136,7 @@ def _shell(transcript: Any) -> tuple[Any, Any]:
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
-    import nborch
-
+    from .extension import load_ipython_extension
     from .outputs import attach
 
     config = Config()
@@ -151,7 +150,7 @@ def _shell(transcript: Any) -> tuple[Any, Any]:
     })
     # A cell calling sys.exit() fails like any cell; IPython's "To exit: use 'exit'..." is for a REPL.
     warnings.filterwarnings("ignore", message="To exit: use", category=UserWarning, module="IPython")
-    nborch.load_ipython_extension(shell)
+    load_ipython_extension(shell)
     return shell, shell.magics_manager.registry["OrchMagics"]
 
 
