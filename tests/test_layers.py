@@ -17,9 +17,16 @@ the display, ``Run.load()`` needs the store), the higher layer registers a funct
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+from collections import deque
 from pathlib import Path
 
 import pytest
+
+import nborch
+from nborch import hooks
+from nborch.errors import NborchError
 
 PACKAGE = Path(__file__).resolve().parent.parent / "nborch"
 
@@ -35,6 +42,13 @@ LAYERS: dict[str, set[str]] = {
     },
 }
 ORDER = list(LAYERS)
+
+# Circles left on purpose, each with what opens it; the test fails when one of them is gone, so
+# that it leaves this list too. store.sqlite's Recorder keeps a failed run's values for resume
+# through store.cache's Cache, and Cache writes with sqlite's temp_name: opened when
+# store/__init__.py's start_recording hands the recorder that function (cache.py would then
+# import sqlite.py alone), in the store's rewrite.
+KNOWN_CIRCLES = [["nborch.store.cache", "nborch.store.sqlite"]]
 
 
 def layer_of(module: str) -> str | None:
@@ -134,6 +148,25 @@ def circles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
     return found
 
 
+def loop_through(graph: dict[str, dict[str, int]], component: list[str]) -> list[str]:
+    """The shortest circle from ``component[0]`` back to it, as a list of modules."""
+    start, inside = component[0], set(component)
+    came_from: dict[str, str] = {}
+    queue = deque([start])
+    while queue:
+        v = queue.popleft()
+        for w in graph[v]:
+            if w == start:
+                path = [v]
+                while path[-1] != start:
+                    path.append(came_from[path[-1]])
+                return [*reversed(path), start]
+            if w in inside and w not in came_from:
+                came_from[w] = v
+                queue.append(w)
+    raise AssertionError(f"{component} is no circle")  # pragma: no cover
+
+
 def test_every_module_has_a_layer() -> None:
     unplaced = sorted(m for m in modules() if layer_of(m) is None)
     assert not unplaced, f"modules in no layer: {unplaced}; add each to LAYERS in {Path(__file__).name}"
@@ -141,12 +174,19 @@ def test_every_module_has_a_layer() -> None:
 
 def test_no_import_circles() -> None:
     graph = import_graph()
-    found = circles(graph)
+    found = [c for c in circles(graph) if c not in KNOWN_CIRCLES]
     described = []
     for component in found:
-        ties = [f"{a} -> {b} (line {graph[a][b]})" for a in component for b in graph[a] if b in component]
-        described.append(f"{len(component)} modules import each other: " + ", ".join(ties))
+        loop = loop_through(graph, component)
+        steps = " -> ".join(f"{a} (line {graph[a][b]})" for a, b in zip(loop, loop[1:], strict=False))
+        described.append(f"{len(component)} modules import each other ({', '.join(component)}), "
+                         f"for one: {steps} -> {loop[-1]}")
     assert not found, "\n".join(described)
+
+
+def test_known_circles_are_still_there() -> None:
+    gone = [c for c in KNOWN_CIRCLES if c not in circles(import_graph())]
+    assert not gone, f"these circles are open now: {gone}; remove them from KNOWN_CIRCLES"
 
 
 def test_no_module_imports_a_higher_layer() -> None:
@@ -180,5 +220,52 @@ def test_imports_are_read(tmp_path: Path, source: str, expected: set[str]) -> No
 
 
 def test_circles_are_named() -> None:
-    graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}
-    assert circles(graph) == [["a", "b", "c"]]
+    graph = {"a": {"b": 1}, "b": {"c": 2, "d": 5}, "c": {"a": 3}, "d": {"a": 4}, "e": {"a": 6}}
+    assert circles(graph) == [["a", "b", "c", "d"]]
+    assert loop_through(graph, ["a", "b", "c", "d"]) == ["a", "b", "c", "a"]
+
+
+# -- the hooks: how the core reaches up ---------------------------------------------------------
+
+
+def test_every_hook_is_registered_by_importing_nborch() -> None:
+    assert {name: h.fn is not None for name, h in hooks.HOOKS.items()} == dict.fromkeys(hooks.HOOKS, True)
+
+
+def test_importing_one_core_module_registers_the_hooks_too() -> None:
+    # `import nborch.task` runs nborch/__init__.py first: the runner, the display and the store
+    # are registered before user code runs, and none of the front ends is imported until used.
+    code = (
+        "import sys\n"
+        "from nborch.task import task\n"
+        "front = sorted(m for m in sys.modules if m.startswith(('nborch.display', 'nborch.store', 'nborch.notebook')))\n"
+        "@task\n"
+        "def one():\n"
+        "    return 1\n"
+        "print(front, one().run(store=False), one()._repr_html_()[:26], one().to_mermaid().split()[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "1", "<div", "class='nborch-graph'>", "flowchart"]
+
+
+def test_a_hook_nobody_registered_says_what_to_import() -> None:
+    node = nborch.task(lambda: 1)()
+    served = hooks.run_node.register(None)
+    try:
+        with pytest.raises(NborchError, match=r"^Node\.run\(\) needs nborch\.runner, which has not registered "
+                                              r"nborch\.hooks\.run_node: import nborch \(that registers every hook\)"):
+            node.run(store=False)
+    finally:
+        hooks.run_node.register(served)
+    assert node.run(store=False) == 1
+
+
+def test_a_registered_function_serves_the_hook() -> None:
+    node = nborch.task(lambda: 1)()
+    served = hooks.node_mermaid.register(lambda n: f"drawn {n.name}")
+    try:
+        assert node.to_mermaid() == f"drawn {node.name}"
+    finally:
+        assert hooks.node_mermaid.register(served) is not served
+    assert node.to_mermaid().startswith("flowchart")
