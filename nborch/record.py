@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -385,6 +384,8 @@ class Run:
 
     def _table_html(self) -> str:
         """The run as a plain HTML table (no graph): what a notebook shows without nborch.display."""
+        import html  # only for a notebook without nborch.display: html.entities costs 2 ms at import
+
         esc = html.escape
         colors = {
             TaskState.SUCCEEDED: "#2e7d32", TaskState.FAILED: "#c62828",
