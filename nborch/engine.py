@@ -601,8 +601,25 @@ class Engine(Offload):
         """The call of ``inv`` from the upstream values in ``results`` (default: the run's)."""
         spec = inv.spec
         task = spec.task
-        if spec.refs:
-            args: Any = tuple(self.resolve(a, results) for a in task.args)
+        plan = spec.argplan
+        if plan is not None:  # upstream tasks as arguments: one lookup each (graph.argplan)
+            got = (self.results if results is None else results).get
+            positional, keywords = plan
+            if positional:
+                args: Any = list(task.args)
+                for i, up in positional:
+                    args[i] = got(up)
+                args = tuple(args)
+            else:
+                args = task.args
+            if keywords:
+                kwargs = dict(task.kwargs)
+                for key, up in keywords:
+                    kwargs[key] = got(up)
+            else:
+                kwargs = task.kwargs
+        elif spec.refs:
+            args = tuple(self.resolve(a, results) for a in task.args)
             kwargs = {k: self.resolve(v, results) for k, v in task.kwargs.items()}
         else:
             args, kwargs = task.args, task.kwargs
@@ -694,8 +711,13 @@ class Engine(Offload):
             self.count_circuits(inv, state)
         if inv.map_of is not None:  # an item: its placeholder may settle now (value first)
             self.expansions.settled(inv)
-        if events._subscribers or (self.bus is not None and self.bus._subscribers):
-            self.emit(inv, state)
+        bus = self.bus
+        if events._subscribers or (bus is not None and bus._subscribers):
+            if (state is SUCCEEDED and not events._subscribers and not bus.wants_successes  # type: ignore[union-attr]
+                    and inv.parent is None and inv.cache_key is None and not inv.cached):
+                bus.journal(inv)  # type: ignore[union-attr,misc]  # the recorder alone: no event built
+            else:
+                self.emit(inv, state)
         self.unsettled -= 1
         if inv.waiters:
             for fut in inv.waiters:

@@ -126,6 +126,11 @@ class EventBus:
     def __init__(self) -> None:
         self._subscribers: tuple[Subscriber, ...] = ()
         self.wants_running = False
+        # A subscriber with a ``journal`` (the store's recorder) takes the plain successes
+        # (no parent, no cache) from ``journal(inv)`` instead of events: one call, no event
+        # built. ``wants_successes``: some subscriber needs them as events all the same.
+        self.journal: Callable[[Any], None] | None = None
+        self.wants_successes = False
         self._lock = threading.Lock()
         self._pending: set[asyncio.Task[Any]] = set()
 
@@ -161,6 +166,9 @@ class EventBus:
         # A subscriber may say it has no use for the RUNNING events of single-attempt tasks
         # (``wants_running = False``, as the store's recorder does), so they are not built.
         self.wants_running = any(getattr(s, "wants_running", True) for s in self._subscribers)
+        journals = [j for s in self._subscribers if (j := getattr(s, "journal", None)) is not None]
+        self.journal = journals[0] if len(journals) == 1 else None
+        self.wants_successes = len(journals) != len(self._subscribers) or len(journals) > 1
 
     @property
     def subscribers(self) -> tuple[Subscriber, ...]:

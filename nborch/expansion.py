@@ -12,7 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from .executors import Remote, has_remote, materialize
-from .graph import Spec
+from .graph import Spec, find_nodes
 from .invocation import AS_BOUND, CANCELLED, DECIDED, FAILED, PENDING, RUNNING, SUCCEEDED, UPSTREAM_FAILED
 from .mapping import MapError, Mapped, _label, as_items, item_base, item_tasks
 from .state import RUN, decide
@@ -198,12 +198,20 @@ class Expansions:
             if placeholder.groups:
                 spec.groups = placeholder.groups
             if elementwise:
-                for value in (*task.args, *task.kwargs.values()):
+                positional: list[tuple[int, str]] = []
+                keywords: list[tuple[str, str]] = []
+                plain = True  # no other node among the arguments: graph.argplan's one lookup each
+                for where, value in (*enumerate(task.args), *task.kwargs.items()):
                     up = by_task.get(id(value))
                     if up is not None:
                         spec.refs = True
                         spec.up[up] = None
                         up.down.append(spec)
+                        (positional if type(where) is int else keywords).append((where, up.name))  # type: ignore[arg-type]
+                    elif plain and next(find_nodes(value), None) is not None:
+                        plain = False
+                if spec.refs and plain:
+                    spec.argplan = (tuple(positional), tuple(keywords))
             graph.specs[name] = spec
             by_task[id(task)] = spec
             graph.nodes[id(task)] = task

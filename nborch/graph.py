@@ -3,7 +3,7 @@
 Three passes: collect the leaf tasks (pulling in every upstream a task refers to), name them
 (unique per run: ``fetch``, ``fetch[2]``... in call order), then wire the edges (arguments,
 parameter names inside a DAG, Sequence order and piping, explicit ``>>``). Every problem is
-found here, before anything runs; ``graphlib`` finds the cycles.
+found here, before anything runs; in-degree counting finds that there is a cycle, ``graphlib`` names it.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Spec:
     __slots__ = (
         "name", "base", "task", "explicit", "scope", "groups", "pipe", "named",
         "wants_context", "wants_state", "refs", "up", "down", "parent", "order", "pipe_names",
-        "elementwise", "item",
+        "elementwise", "item", "ups", "argplan",
     )
 
     def __init__(self, task: Task, scope: DAG | None, parent: str | None = None) -> None:
@@ -57,6 +57,10 @@ class Spec:
         self.wants_context = False
         self.wants_state = False
         self.refs = False  # arguments contain nodes to replace by their values
+        self.ups: list[Node] = []  # those nodes, in argument order (repeats kept)
+        # where their values go: ((position, upstream), ...), ((keyword, upstream), ...); None:
+        # resolve the arguments in full (nodes inside lists or dicts, mapped nodes, composites)
+        self.argplan: tuple[tuple[tuple[int, str], ...], tuple[tuple[str, str], ...]] | None = None
         self.up: dict[Spec, None] = {}  # ordered set
         self.down: list[Spec] = []
         self.parent = parent
@@ -226,24 +230,40 @@ class _Builder:
                         grp.specs.append(spec)
                 return [spec]
             g.nodes[key] = node
-            found = self.known.get(key) or self.dedupe_match(node)
+            found = self.known.get(key) if self.known else None
+            if found is None and node.options.dedupe:
+                found = self.dedupe_match(node)
             if found is None:
                 spec = Spec(node, scope, self.parent)
                 self.new.append(spec)
                 self.is_new.add(spec)
                 if scope is not None:
-                    self.scoped.setdefault(id(scope), []).append(spec)
-                self.remember_dedupe(node, spec)
+                    scoped = self.scoped.get(id(scope))
+                    if scoped is None:
+                        scoped = self.scoped[id(scope)] = []
+                    scoped.append(spec)
+                if node.options.dedupe:
+                    self.remember_dedupe(node, spec)
                 if groups:
                     spec.groups = list(groups)
                     for grp in groups:
                         grp.specs.append(spec)
                 g.by_task[key] = spec
                 if node.args or node.kwargs:
-                    for value in (*node.args, *node.kwargs.values()):
-                        for up in find_nodes(value):
-                            spec.refs = True
-                            self.collect(up, scope, [])
+                    by_task = g.by_task
+                    ups: list[Node] = []
+                    for value in (*node.args, *node.kwargs.values()) if node.kwargs else node.args:
+                        if isinstance(value, Task):  # the common case: an upstream task itself
+                            ups.append(value)
+                            if id(value) not in by_task:
+                                self.collect(value, scope, [])
+                        elif isinstance(value, Node | list | tuple | set | frozenset | dict):
+                            for up in find_nodes(value):
+                                ups.append(up)
+                                self.collect(up, scope, [])
+                    if ups:
+                        spec.refs = True
+                        spec.ups = ups
                 if node._after:
                     self.collect_after(node, scope)
             else:
@@ -533,11 +553,21 @@ class _Builder:
     def wire_task(self, spec: Spec) -> None:
         task = spec.task
         if spec.refs:
-            for value in (*task.args, *task.kwargs.values()):
-                for up in find_nodes(value):
-                    self.wire(up)
-                    for u in self.sinks(up):
-                        self.edge(u, spec)
+            by_task, wired = self.graph.by_task, self.wired
+            up_specs = spec.up
+            for up in spec.ups:
+                if isinstance(up, Task):  # the common case, kept inline: an upstream task itself
+                    if id(up) not in wired:
+                        self.wire(up)
+                    u = by_task[id(up)]
+                    if u is not spec and u not in up_specs:
+                        up_specs[u] = None
+                        u.down.append(spec)
+                    continue
+                self.wire(up)
+                for u in self.sinks(up):
+                    self.edge(u, spec)
+            spec.argplan = self.argplan(spec)
         info = task.info
         if info.signature is None or not info.params:
             return
@@ -578,6 +608,31 @@ class _Builder:
                 )
         spec.named = named or None
 
+    def argplan(self, spec: Spec) -> tuple[tuple[tuple[int, str], ...], tuple[tuple[str, str], ...]] | None:
+        """Where the upstream values go in the call of ``spec``: (position, upstream name) of
+        the arguments and (keyword, upstream name) of the keywords that are tasks themselves,
+        so that the engine fills them in with one lookup each. None when a node sits inside a
+        list or dict, or is a mapped node or a composite: the engine resolves those in full."""
+        by_task = self.graph.by_task
+        task = spec.task
+        positional: list[tuple[int, str]] = []
+        for i, value in enumerate(task.args):
+            if isinstance(value, Node):
+                if not isinstance(value, Task) or isinstance(value, MapTask):
+                    return None
+                positional.append((i, by_task[id(value)].name))
+            elif isinstance(value, list | tuple | set | frozenset | dict) and any(True for _ in find_nodes(value)):
+                return None
+        keywords: list[tuple[str, str]] = []
+        for key, value in task.kwargs.items():
+            if isinstance(value, Node):
+                if not isinstance(value, Task) or isinstance(value, MapTask):
+                    return None
+                keywords.append((key, by_task[id(value)].name))
+            elif isinstance(value, list | tuple | set | frozenset | dict) and any(True for _ in find_nodes(value)):
+                return None
+        return tuple(positional), tuple(keywords)
+
     def will_pipe(self, spec: Spec) -> str | None:
         """The parameter the enclosing Sequence pipes the previous step's value into, if any."""
         prev = self.pipes.get(id(spec.task))
@@ -598,7 +653,33 @@ class _Builder:
         return names[0]
 
     def check_cycles(self) -> None:
-        if len(self.new) == 1 and not self.new[0].up:  # a single new call (a child task): no cycle
+        """Kahn's algorithm over the new specs (what the engine's in-degree counting will do):
+        a spec never freed is on a cycle or below one. Only then does ``graphlib`` name a cycle."""
+        new = self.new
+        if len(new) == 1 and not new[0].up:  # a single new call (a child task): no cycle
+            return
+        is_new = self.is_new
+        known = bool(self.known)  # child tasks: upstreams already in the run are no constraint
+        indeg: dict[Spec, int] = {}
+        ready: list[Spec] = []
+        for spec in new:
+            n = sum(1 for u in spec.up if u in is_new) if known else len(spec.up)
+            if n:
+                indeg[spec] = n
+            else:
+                ready.append(spec)
+        freed = len(ready)
+        while ready:
+            for d in ready.pop().down:
+                n = indeg.get(d)
+                if n is not None:
+                    if n == 1:
+                        del indeg[d]
+                        ready.append(d)
+                        freed += 1
+                    else:
+                        indeg[d] = n - 1
+        if freed == len(new):
             return
         sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
         for spec in self.new:

@@ -753,6 +753,7 @@ class Recorder:
         # rows waiting for the next commit, one list per statement (a dict keeps their order),
         # and the plain SUCCEEDED events, turned into rows all at once when committed
         self.succeeded: list[TaskEvent] = []
+        self.done: list[Any] = []  # and the plain successes the engine journaled (their Invs)
         self.pending: dict[str, list[tuple[Any, ...]]] = {}
         self.timer: Any = None  # an asyncio.TimerHandle while a commit is due
         self.due = _NEVER  # the engine-clock time the timer was meant for
@@ -780,6 +781,18 @@ class Recorder:
                 self.put(_RUN_START, (self.run_id, self.name, "running", time.time(), os.getpid(), HOST, _PROC))
             else:  # the run's outcome: the same word as Run.status, without a pass over its tasks
                 self.outcome = e.state.value
+
+    def journal(self, inv: Any) -> None:
+        """A plain success, handed over by the engine (``EventBus.journal``) instead of an
+        event when no other subscriber wants it: its row is built from the engine's own record
+        of the task (``Inv``) when committed."""
+        self.done.append(inv)
+        if self.timer is None:
+            self.arm()
+            self.due = inv.finished + self.store.interval
+        elif inv.finished >= self.due:  # the loop is too busy to run the timer: commit now
+            self.timer.cancel()
+            self.commit()
 
     def put(self, sql: str, params: tuple[Any, ...]) -> None:
         rows = self.pending.get(sql)
@@ -811,6 +824,12 @@ class Recorder:
             ]
             groups.insert(0, (_TASK, rows))
             self.count += len(rows)
+        if self.done:
+            run_id, wall = self.run_id, self.offset
+            rows = [(run_id, i.name, i.attempts, "succeeded", i.started + wall, i.finished + wall) for i in self.done]
+            groups.insert(0, (_TASK, rows))
+            self.count += len(rows)
+            self.done = []
         self.succeeded = []
         self.pending = {}
         return groups
@@ -870,8 +889,8 @@ class Recorder:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        keep_for_resume(self.store, self.run_id, run)
-        tasks = self.count + len(self.succeeded)  # the last batch is counted when taken
+        keep_for_resume(self.store, self.run_id, run, self.outcome)
+        tasks = self.count + len(self.succeeded) + len(self.done)  # the last batch is counted when taken
         try:  # the run's edges, for drawing it later (a task is listed even with no upstream)
             table: dict[str, Any] = run.upstreams
             params = run.item_params()
@@ -896,7 +915,7 @@ def resume_key(run_id: str) -> str:
     return f"resume-{run_id}"
 
 
-def keep_for_resume(store: SqliteStore, run_id: str, run: Any) -> None:
+def keep_for_resume(store: SqliteStore, run_id: str, run: Any, outcome: str | None = None) -> None:
     """A run that failed or was cancelled keeps the values of its succeeded tasks that no cache
     stored, in one file, so that ``resume=`` need not run them again to feed what it re-runs
     (items of a mapped node above all: one failed item of 10,000 re-runs alone). A succeeded run
@@ -904,7 +923,7 @@ def keep_for_resume(store: SqliteStore, run_id: str, run: Any) -> None:
     pickle and one write for the whole run: the cost falls on the failed run's end only. The
     newest ``RESUME_KEPT`` such files are kept (``prune_resume_files``)."""
     try:
-        if run.status == "succeeded" or not run.results:
+        if (outcome or run.status) == "succeeded" or not run.results:  # outcome: the run's, as published
             return
         import cloudpickle
 
@@ -946,6 +965,8 @@ class DurableRecorder(Recorder):
     disk even if the process is killed the next instant. One transaction per task."""
 
     commits = 0
+
+    journal = None  # every success is an event, committed before the next subscriber hears of it
 
     def __call__(self, e: Any) -> None:
         Recorder.__call__(self, e)
