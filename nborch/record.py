@@ -260,7 +260,7 @@ class Run:
     def load(cls, run_id: str, store: Any = None) -> Run:
         """Reopen a recorded run from the store (states, durations, attempts, cached values,
         errors as ``ErrorRecord`` with the exception's type, message and traceback text)."""
-        return hooks.load_run(run_id, store)  # type: ignore[no-any-return]
+        return hooks.load_run(run_id, store)
 
     def items(self, name: str) -> ItemRows:
         """The items of the mapped node ``name``, in input order: one row per item with its

@@ -296,7 +296,7 @@ class Node:
         return await hooks.run_node_async(self, options)
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return hooks.await_node(self).__await__()  # type: ignore[no-any-return]
+        return hooks.await_node(self).__await__()
 
     @property
     def result(self) -> Any:
@@ -309,14 +309,14 @@ class Node:
 
     def to_mermaid(self) -> str:
         """The workflow as Mermaid flowchart text."""
-        return hooks.node_mermaid(self)  # type: ignore[no-any-return]
+        return hooks.node_mermaid(self)
 
     def visualize(self, path: str | None = None) -> str:
         """Write ``.svg``, ``.png`` or ``.mmd`` by suffix and return the path; no path: Mermaid text."""
-        return hooks.visualize(self, path)  # type: ignore[no-any-return]
+        return hooks.visualize(self, path)
 
     def _repr_html_(self) -> str | None:
-        return hooks.node_html(self)  # type: ignore[no-any-return]
+        return hooks.node_html(self)
 
 
 def _require_node(o: Any, where: str) -> Node:
