@@ -41,7 +41,7 @@ class Spec:
     __slots__ = (
         "name", "base", "task", "explicit", "scope", "groups", "pipe", "named",
         "wants_context", "wants_state", "refs", "up", "down", "parent", "order", "pipe_names",
-        "elementwise", "item", "ups", "argplan",
+        "elementwise", "item", "ups", "argslots", "argplan",
     )
 
     def __init__(self, task: Task, scope: DAG | None, parent: str | None = None) -> None:
@@ -58,8 +58,11 @@ class Spec:
         self.wants_state = False
         self.refs = False  # arguments contain nodes to replace by their values
         self.ups: list[Node] = []  # those nodes, in argument order (repeats kept)
-        # where their values go: ((position, upstream), ...), ((keyword, upstream), ...); None:
-        # resolve the arguments in full (nodes inside lists or dicts, mapped nodes, composites)
+        # where upstream tasks (not inside lists or dicts) go: (position or keyword, task); None
+        # when a node is inside a list or dict, or is a mapped node or a composite
+        self.argslots: list[tuple[int | str, Task]] | None = None
+        # their values, by the upstream's name: ((position, name), ...), ((keyword, name), ...);
+        # None: the engine resolves the arguments in full
         self.argplan: tuple[tuple[tuple[int, str], ...], tuple[tuple[str, str], ...]] | None = None
         self.up: dict[Spec, None] = {}  # ordered set
         self.down: list[Spec] = []
@@ -250,20 +253,7 @@ class _Builder:
                         grp.specs.append(spec)
                 g.by_task[key] = spec
                 if node.args or node.kwargs:
-                    by_task = g.by_task
-                    ups: list[Node] = []
-                    for value in (*node.args, *node.kwargs.values()) if node.kwargs else node.args:
-                        if isinstance(value, Task):  # the common case: an upstream task itself
-                            ups.append(value)
-                            if id(value) not in by_task:
-                                self.collect(value, scope, [])
-                        elif isinstance(value, Node | list | tuple | set | frozenset | dict):
-                            for up in find_nodes(value):
-                                ups.append(up)
-                                self.collect(up, scope, [])
-                    if ups:
-                        spec.refs = True
-                        spec.ups = ups
+                    self.collect_args(node, spec, scope)
                 if node._after:
                     self.collect_after(node, scope)
             else:
@@ -297,6 +287,32 @@ class _Builder:
                     self.pipes.setdefault(id(step), prev)
         self.collect_after(node, scope)
         return g.members[key]
+
+    def collect_args(self, node: Task, spec: Spec, scope: DAG | None) -> None:
+        """Collect the nodes among ``node``'s arguments (``spec.ups``); where each is an upstream
+        task itself, not inside a list or dict, note where it goes (``spec.argslots``)."""
+        by_task = self.graph.by_task
+        ups: list[Node] = []
+        slots: list[tuple[int | str, Task]] | None = []
+        for where, value in (*enumerate(node.args), *node.kwargs.items()) if node.kwargs else enumerate(node.args):
+            if isinstance(value, Task):  # the common case: an upstream task itself
+                ups.append(value)
+                if slots is not None:
+                    if type(value) is MapTask:  # its value is a list made at run time
+                        slots = None
+                    else:
+                        slots.append((where, value))
+                if id(value) not in by_task:
+                    self.collect(value, scope, [])
+            elif isinstance(value, Node | list | tuple | set | frozenset | dict):
+                for up in find_nodes(value):
+                    ups.append(up)
+                    slots = None
+                    self.collect(up, scope, [])
+        if ups:
+            spec.refs = True
+            spec.ups = ups
+            spec.argslots = slots
 
     def collect_mapped(self, node: Mapped, scope: DAG | None, groups: list[Group]) -> list[Spec]:
         """A mapped node becomes one placeholder task (``MapTask``) that waits for its dynamic
@@ -552,22 +568,25 @@ class _Builder:
 
     def wire_task(self, spec: Spec) -> None:
         task = spec.task
-        if spec.refs:
+        if spec.argslots is not None:  # upstream tasks as arguments, the common case, kept inline
             by_task, wired = self.graph.by_task, self.wired
             up_specs = spec.up
+            positional: list[tuple[int, str]] = []
+            keywords: list[tuple[str, str]] = []
+            for where, up in spec.argslots:
+                if id(up) not in wired:
+                    self.wire(up)
+                u = by_task[id(up)]
+                if u is not spec and u not in up_specs:
+                    up_specs[u] = None
+                    u.down.append(spec)
+                (keywords if type(where) is str else positional).append((where, u.name))  # type: ignore[arg-type]
+            spec.argplan = (tuple(positional), tuple(keywords))
+        elif spec.refs:
             for up in spec.ups:
-                if isinstance(up, Task):  # the common case, kept inline: an upstream task itself
-                    if id(up) not in wired:
-                        self.wire(up)
-                    u = by_task[id(up)]
-                    if u is not spec and u not in up_specs:
-                        up_specs[u] = None
-                        u.down.append(spec)
-                    continue
                 self.wire(up)
                 for u in self.sinks(up):
                     self.edge(u, spec)
-            spec.argplan = self.argplan(spec)
         info = task.info
         if info.signature is None or not info.params:
             return
@@ -607,31 +626,6 @@ class _Builder:
                     f"task {spec.name!r} needs {p!r}, but no argument was given and {where}.{hint}"
                 )
         spec.named = named or None
-
-    def argplan(self, spec: Spec) -> tuple[tuple[tuple[int, str], ...], tuple[tuple[str, str], ...]] | None:
-        """Where the upstream values go in the call of ``spec``: (position, upstream name) of
-        the arguments and (keyword, upstream name) of the keywords that are tasks themselves,
-        so that the engine fills them in with one lookup each. None when a node sits inside a
-        list or dict, or is a mapped node or a composite: the engine resolves those in full."""
-        by_task = self.graph.by_task
-        task = spec.task
-        positional: list[tuple[int, str]] = []
-        for i, value in enumerate(task.args):
-            if isinstance(value, Node):
-                if not isinstance(value, Task) or isinstance(value, MapTask):
-                    return None
-                positional.append((i, by_task[id(value)].name))
-            elif isinstance(value, list | tuple | set | frozenset | dict) and any(True for _ in find_nodes(value)):
-                return None
-        keywords: list[tuple[str, str]] = []
-        for key, value in task.kwargs.items():
-            if isinstance(value, Node):
-                if not isinstance(value, Task) or isinstance(value, MapTask):
-                    return None
-                keywords.append((key, by_task[id(value)].name))
-            elif isinstance(value, list | tuple | set | frozenset | dict) and any(True for _ in find_nodes(value)):
-                return None
-        return tuple(positional), tuple(keywords)
 
     def will_pipe(self, spec: Spec) -> str | None:
         """The parameter the enclosing Sequence pipes the previous step's value into, if any."""
