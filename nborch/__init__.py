@@ -30,6 +30,7 @@ from .policies import BreakerState, CircuitBreaker, RetryPolicy
 from .record import ErrorRecord, Run
 from .registry import register, workflows
 from . import cache
+from . import frontends as _frontends  # registers the display and the store with nborch.hooks
 from .progress import progress
 from .runner import RunHandle, cancelled, last_run, register_display, register_wait_hook, run, run_async
 from .schedule import Schedule, schedule

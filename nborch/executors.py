@@ -43,25 +43,27 @@ finishes on its own and its result is discarded.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import contextvars
 import io
 import logging
-import multiprocessing
 import os
 import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future as ConcurrentFuture
-from concurrent.futures import ProcessPoolExecutor
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import hooks
 from .errors import DefinitionError, NborchError, safe_str
 
+if TYPE_CHECKING:  # multiprocessing is imported when a ProcessExecutor is made: most runs never need it
+    from concurrent.futures import ProcessPoolExecutor
+
 __all__ = [
-    "DaskExecutor",
     "Executor",
     "ProcessExecutor",
     "Remote",
@@ -381,6 +383,8 @@ class ProcessExecutor(Executor):
     name = "process"
 
     def __init__(self, max_workers: int | None = None, start_method: str | None = None) -> None:
+        import multiprocessing
+
         methods = multiprocessing.get_all_start_methods()
         self.start_method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
         if self.start_method not in methods:
@@ -404,6 +408,9 @@ class ProcessExecutor(Executor):
         and the end of file that comes when it closes ends the worker. Without that, workers
         outlive the process forever (blocked on a queue whose write end they hold themselves),
         and so does the forkserver, which stays alive as long as any process it started."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         with self._lock:
             if self._pool is None:
                 ctx = multiprocessing.get_context(self.start_method)
@@ -533,6 +540,9 @@ def get_executor(spec: Any) -> Executor | None:
         with _default_lock:
             if not _default_process:
                 _default_process.append(ProcessExecutor())
+                # let it go at exit, while concurrent.futures.process (imported after this module,
+                # on first use) still stands: its pool's finalizer needs that module
+                atexit.register(_default_process.clear)
             return _default_process[0]
     if isinstance(spec, Executor):
         return spec
@@ -552,10 +562,4 @@ def check_executor(spec: Any, who: str = "") -> Any:
     raise DefinitionError(who + check_executor_message(spec))
 
 
-
-def __getattr__(name: str) -> Any:
-    if name == "DaskExecutor":  # the public name stays here too, imported on first use
-        from .dask_executor import DaskExecutor
-
-        return DaskExecutor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+hooks.check_executor.register(check_executor)  # nborch.task checks executor= through it

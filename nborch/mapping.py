@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import hooks
 from .errors import DefinitionError, InvalidTaskError
 from .task import INJECTED, FnInfo, Node, Task, TaskOptions, fn_info, fn_name
 
@@ -248,3 +249,5 @@ def item_tasks(mapped: Mapped, resolved: list[tuple[str, list[Any]]], fixed: dic
         out.append((task, params))
     return out
 
+
+hooks.mapped_node.register(Mapped)  # fn.map() and fn.product() in nborch.task build a Mapped

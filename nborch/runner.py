@@ -19,12 +19,12 @@ import contextvars
 import gc
 import logging
 import signal
+import os
 import threading
-import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-from . import capture
+from . import capture, hooks
 from .clock import SystemClock, wall_time
 from .engine import Engine, current_frame, is_loop_thread
 from .errors import DefinitionError, NborchError, RunTimeoutError, did_you_mean
@@ -203,7 +203,8 @@ async def run_async(node: Any, **options: Any) -> Run:
         if gc_was_enabled:
             gc.enable()
         raise
-    handle = RunHandle(options.get("run_id") or uuid.uuid4().hex[:12], graph, options)
+    # a new id: 12 random hex digits, as uuid4().hex[:12] gave (importing uuid costs 4 ms: platform)
+    handle = RunHandle(options.get("run_id") or os.urandom(6).hex(), graph, options)
     handle.loop, handle.task = asyncio.get_running_loop(), asyncio.current_task()
     bus = EventBus()
     try:
@@ -303,9 +304,7 @@ def _open_store(option: Any) -> Any:
     (damaged, read-only) gives one warning, and None: the run goes on unrecorded."""
     if option is False or option is None:
         return None
-    from .store import open_for_run
-
-    return open_for_run(option)
+    return hooks.open_store(option)
 
 
 def _open_recorder(handle: RunHandle, graph: Graph, node: Node, options: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -314,12 +313,9 @@ def _open_recorder(handle: RunHandle, graph: Graph, node: Node, options: dict[st
     store = _open_store(options.get("store", True))
     if store is None:
         return None, None, {}
-    from .store import start_recording
-    from .store.cache import Cache
-
-    cache = Cache(store, handle.run_id)
+    cache = hooks.open_cache(store, handle.run_id)
     preset = resume_plan(store, graph, options["resume"], cache) if options.get("resume") else {}
-    recorder = start_recording(store, handle.run_id, name=options.get("name") or getattr(node, "name", None),
+    recorder = hooks.start_recording(store, handle.run_id, name=options.get("name") or getattr(node, "name", None),
                                durable=bool(options.get("durable")), given_id=bool(options.get("run_id")))
     return recorder, cache, preset
 
@@ -343,9 +339,8 @@ def resume_plan(store: Any, graph: Graph, run_id: str | Run, cache: Any) -> dict
     if one of those runs again, so do all the items.
     """
     from .mapping import MapTask, item_base
-    from .store import load_run
 
-    previous = run_id if isinstance(run_id, Run) else load_run(run_id, store)
+    previous = run_id if isinstance(run_id, Run) else hooks.load_run(run_id, store)
     maps = {n for n, spec in graph.specs.items() if type(spec.task) is MapTask}
 
     def known(name: str) -> bool:
@@ -401,9 +396,7 @@ def _open_displays(handle: RunHandle) -> list[Any]:
         if sub is not None:
             subs.append(sub)
     if not subs and want:
-        from .display.console import ConsoleProgress
-
-        subs.append(ConsoleProgress(handle.graph))
+        subs.append(hooks.console_progress(handle.graph))
     return subs
 
 
@@ -664,3 +657,10 @@ def blocking_result(node: Node) -> Any:
             return future.result()
     except concurrent.futures.CancelledError:  # this attempt was abandoned or cancelled
         raise asyncio.CancelledError(f"task {frame.inv.name!r} was cancelled") from None
+
+
+# The core reaches the runner through nborch.hooks (a Node's run(), run_async(), await, .result).
+hooks.run_node.register(run_node)
+hooks.run_node_async.register(run_node_async)
+hooks.await_node.register(await_node)
+hooks.blocking_result.register(blocking_result)

@@ -23,9 +23,9 @@ import contextvars
 import datetime
 import logging
 import math
+import os
 import threading
 import time
-import uuid
 from collections.abc import Generator
 from typing import Any
 
@@ -366,7 +366,7 @@ class Schedule:
 
     def _start_run(self) -> None:
         self._started += 1
-        run_id = uuid.uuid4().hex[:12]
+        run_id = os.urandom(6).hex()
         assert self._loop is not None
         self._current = self._loop.create_task(self._one_run(run_id), name=f"nborch-run-{run_id}")
 
@@ -394,7 +394,7 @@ class Schedule:
             return
         try:
             # finished stays NULL: the tick never ran (the history shows no duration for it)
-            store.enqueue(_SKIP_ROW, (uuid.uuid4().hex[:12], self.name, "skipped", tick, None))
+            store.enqueue(_SKIP_ROW, (os.urandom(6).hex(), self.name, "skipped", tick, None))
         except Exception:  # recording must never break the schedule
             log.exception("could not record a skipped tick of %r", self)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from . import hooks
 from .errors import DefinitionError, InvalidTaskError
 from .limits import Rate, parse_rate
 from .policies import CircuitBreaker, RetryPolicy, is_seconds
@@ -217,9 +218,7 @@ def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
             raise DefinitionError(f"{who}reuse= expects True or False, got {given['reuse']!r}")
         changes["reuse"] = given["reuse"]
     if given.get("executor") is not None:
-        from .executors import check_executor
-
-        changes["executor"] = check_executor(given["executor"], who)
+        changes["executor"] = hooks.check_executor(given["executor"], who)
     opts = replace(opts, **changes) if changes else opts
     if opts.limit_by and opts.limit is None:
         raise DefinitionError(f"{who}limit_by= needs limit=N as well (at most N at once per key)")
@@ -290,50 +289,34 @@ class Node:
 
     def run(self, **options: Any) -> Any:
         """Run and block until done; return the value or raise the failing task's exception."""
-        from .runner import run_node
-
-        return run_node(self, options)
+        return hooks.run_node(self, options)
 
     async def run_async(self, **options: Any) -> Any:
         """Run on the caller's event loop; return the value or raise the task's exception."""
-        from .runner import run_node_async
-
-        return await run_node_async(self, options)
+        return await hooks.run_node_async(self, options)
 
     def __await__(self) -> Generator[Any, None, Any]:
-        from .runner import await_node
-
-        return await_node(self).__await__()
+        return hooks.await_node(self).__await__()
 
     @property
     def result(self) -> Any:
         """The value, computed now: a child task inside a running sync task, else ``run()``."""
-        from .runner import blocking_result
-
-        return blocking_result(self)
+        return hooks.blocking_result(self)
 
     def graph(self) -> Any:
         """The workflow as a ``graphviz.Digraph`` (needs the ``graphviz`` package)."""
-        from .display.dot import node_digraph
-
-        return node_digraph(self)
+        return hooks.node_digraph(self)
 
     def to_mermaid(self) -> str:
         """The workflow as Mermaid flowchart text."""
-        from .display.mermaid import node_mermaid
-
-        return node_mermaid(self)
+        return hooks.node_mermaid(self)
 
     def visualize(self, path: str | None = None) -> str:
         """Write ``.svg``, ``.png`` or ``.mmd`` by suffix and return the path; no path: Mermaid text."""
-        from .display.files import visualize
-
-        return visualize(self, path)
+        return hooks.visualize(self, path)
 
     def _repr_html_(self) -> str | None:
-        from .display.html import node_html
-
-        return node_html(self)
+        return hooks.node_html(self)
 
 
 def _require_node(o: Any, where: str) -> Node:
@@ -572,16 +555,12 @@ class TaskFunction(Generic[P, R_co]):
         be a list (or any iterable: it is read now), a node whose value is iterable (read when
         it has run), or another mapped node (element-wise: item i depends on its item i only).
         Nothing runs until the node is run; its value is the list of the items' values."""
-        from .mapping import Mapped
-
-        return Mapped(self.fn, self.options, [(f"#{i}", it) for i, it in enumerate(iterables)], fixed, "zip")
+        return hooks.mapped_node(self.fn, self.options, [(f"#{i}", it) for i, it in enumerate(iterables)], fixed, "zip")
 
     def product(self, **iterables: Any) -> Any:
         """A task per combination of the named iterables (a parameter sweep), in
         ``itertools.product`` order: ``train.product(lr=[0.1, 0.01], depth=[2, 4])``."""
-        from .mapping import Mapped
-
-        return Mapped(self.fn, self.options, list(iterables.items()), {}, "product")
+        return hooks.mapped_node(self.fn, self.options, list(iterables.items()), {}, "product")
 
     def with_options(self, **options: Any) -> TaskFunction[P, R_co]:
         """A copy with some options changed: ``fetch.with_options(retries=5)``."""

@@ -23,12 +23,19 @@ from typing import Any, TextIO
 from ..errors import RunTimeoutError
 from .deadline import Deadline
 from .executed import INJECTED
-from .headless import (
-    _ORCH_RUN, NotebookFailed, _assigned, _reads_waited, _shell, _strip_orch, _warn, describe_failure,
-    task_cells,
-)
 from .ipynb import Cell
 from .outputs import TaskCollector, Transcript
+from .shell import (
+    _ORCH_RUN,
+    NotebookFailed,
+    _assigned,
+    _reads_waited,
+    _shell,
+    _strip_orch,
+    _warn,
+    describe_failure,
+    task_cells,
+)
 
 __all__ = ["NotebookRun", "STOPPED"]
 

@@ -153,7 +153,7 @@ def prepare(home: Path, notebook: str, resume: str | None, rerun_from: str | Non
     notebook. Raises NotebookFailed (exit status 2) when there is nothing to resume."""
     from ..errors import NborchError, did_you_mean
     from ..store import get_store, load_run
-    from .headless import NotebookFailed
+    from .shell import NotebookFailed
 
     if rerun_from is not None and rerun_from not in task_names:
         known = ", ".join(task_names) or "(none)"
