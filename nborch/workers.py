@@ -67,6 +67,9 @@ class WorkerPool:
         self._abandoned = 0  # workers still running a call whose caller gave up on it
         self._running = 0  # calls running now
         self._closed = False
+        # outcomes waiting for the loop: one wake-up (call_soon_threadsafe, a write to the
+        # loop's self-pipe) delivers all that finish before the loop gets to them
+        self._done: list[tuple[asyncio.Future[Any], bool, Any]] = []
 
     def submit(
         self, ctx: contextvars.Context, fn: Callable[..., Any], args: Any, kwargs: Any
@@ -142,13 +145,25 @@ class WorkerPool:
                 self._running -= 1
                 if job.abandoned:
                     self._abandoned -= 1
-            try:
-                call_soon(_deliver, fut, ok, value)
-            except RuntimeError:  # the loop is closed: the run is over, nobody wants this value
-                pass
+                done = self._done
+                done.append((fut, ok, value))
+                wake = len(done) == 1  # the first since the loop last took them wakes it
+            if wake:
+                try:
+                    call_soon(self._deliver_done)
+                except RuntimeError:  # the loop is closed: the run is over, nobody wants this value
+                    with lock:
+                        self._done = []
             del job, fut, value
         with lock:
             self._threads -= 1
+
+    def _deliver_done(self) -> None:
+        """On the loop: hand every finished call's outcome to its future."""
+        with self._lock:
+            done, self._done = self._done, []
+        for fut, ok, value in done:
+            _deliver(fut, ok, value)
 
     @property
     def running(self) -> int:
