@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .clock import Clock, SystemClock
-from .errors import (
+from .core.clock import Clock, SystemClock
+from .core.errors import (
     CircuitOpenError,
     CycleError,
     DefinitionError,
@@ -24,19 +24,19 @@ from .errors import (
     Skip,
     TaskTimeoutError,
 )
-from .executors import Executor, ProcessExecutor, Remote
-from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, TaskProgress, TaskWaiting, events
-from .policies import BreakerState, CircuitBreaker, RetryPolicy
-from .record import ErrorRecord, Run
-from .registry import register, workflows
+from .core.executors import Executor, ProcessExecutor, Remote
+from .core.eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, TaskProgress, TaskWaiting, events
+from .core.policies import BreakerState, CircuitBreaker, RetryPolicy
+from .core.record import ErrorRecord, Run
+from .core.registry import register, workflows
 from . import cache
 from . import frontends as _frontends  # registers the display and the store with nborch.hooks
-from .progress import progress
-from .runner import RunHandle, cancelled, last_run, register_display, register_wait_hook, run, run_async
-from .schedule import Schedule, schedule
-from .state import TRIGGER_RULES, TaskState
-from .task import Node, Task, TaskFunction, task
-from .workflow import DAG, CircuitGroup, Parallel, Sequence
+from .core.progress import progress
+from .runtime.runner import RunHandle, cancelled, last_run, register_display, register_wait_hook, run, run_async
+from .runtime.schedule import Schedule, schedule
+from .core.state import TRIGGER_RULES, TaskState
+from .core.task import Node, Task, TaskFunction, task
+from .core.workflow import DAG, CircuitGroup, Parallel, Sequence
 
 __version__ = "0.1.0"
 
@@ -99,7 +99,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "DaskExecutor":  # imported on first use: most runs never need it
-        from .dask_executor import DaskExecutor
+        from .runtime.dask_executor import DaskExecutor
 
         return DaskExecutor
     raise AttributeError(f"module 'nborch' has no attribute {name!r}")
