@@ -1,11 +1,16 @@
 """nborch: a notebook-native orchestrator.
 
-Map of the package: the core (``task``, ``workflow``, ``graph``, ``engine``, ``workers``,
-``policies``, ``state``, ``eventbus``, ``record``, ``runner``, ``clock``, ``errors``,
-``executors``) imports only the standard library and cloudpickle; ``executors`` imports Dask
-on first use. ``display/`` renders graphs and progress (graphviz, ipywidgets and rich are
-imported lazily, inside it), and ``notebook/`` holds the IPython magics, loaded by
-``%load_ext nborch``.
+Map of the package, in layers that each import only those below them (tests/test_layers.py):
+``core/`` (nodes and composites: ``task``, ``workflow``, ``mapping``; ``graph``, the scheduler
+``engine`` with ``attempts``, ``children``, ``offload``, ``workers``; ``policies``, ``limits``,
+``state``, ``eventbus``, ``record``, ``clock``, ``errors``, ``executors``) imports only the
+standard library and cloudpickle; ``runtime/`` (``runner``: driving the loop from anywhere;
+``capture``, ``schedule``, ``dask_executor``, which imports Dask on first use) builds on it; the
+front ends sit above: ``display/`` renders graphs and progress (graphviz, ipywidgets and rich
+are imported lazily, inside it), ``store/`` records runs in SQLite, ``notebook/`` holds the
+IPython magics, loaded by ``%load_ext nborch``, and ``cli``. The core reaches the layers above
+through ``nborch.core.hooks``. The old flat paths (``nborch.engine``, ``nborch.runner``, ...)
+are aliases of the moved modules (see the end of this file).
 """
 
 from __future__ import annotations
