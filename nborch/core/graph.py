@@ -301,7 +301,10 @@ class _Builder:
         by_task = self.graph.by_task
         ups: list[Node] = []
         slots: list[tuple[int | str, Task]] | None = []
-        for where, value in (*enumerate(node.args), *node.kwargs.items()) if node.kwargs else enumerate(node.args):
+        pairs: Iterable[tuple[int | str, Any]] = (
+            (*enumerate(node.args), *node.kwargs.items()) if node.kwargs else enumerate(node.args)
+        )
+        for where, value in pairs:
             if isinstance(value, Task):  # the common case: an upstream task itself
                 ups.append(value)
                 if slots is not None:

@@ -162,6 +162,7 @@ class Run:
         # The per-task tables are built on first use from the engine's records (``invs``),
         # so a 100,000-task run does not pay for tables nobody reads.
         self._invs = invs or {}
+        self.item_names: list[str] | None = None  # a run's items, when its engine listed them
         for name, table in (("states", states), ("errors", errors), ("attempts", attempts),
                             ("durations", durations), ("parents", parents), ("upstreams", upstreams)):
             if table is not None:
@@ -233,7 +234,8 @@ class Run:
     @property
     def ok(self) -> bool:
         """True when no task FAILED and none was CANCELLED."""
-        return not any(s in (TaskState.FAILED, TaskState.CANCELLED) for s in self.states.values())
+        states = self.states.values()
+        return TaskState.FAILED not in states and TaskState.CANCELLED not in states
 
     @property
     def cancelled(self) -> bool:
@@ -302,8 +304,9 @@ class Run:
     def item_params(self) -> dict[str, dict[str, Any]]:
         """Each item's mapped parameters, as its body got them (what the store keeps)."""
         out = dict(self.recorded_params)
-        for name, inv in self._invs.items():
-            spec = getattr(inv, "spec", None)
+        invs = self._invs
+        for name in self.item_names if self.item_names is not None else list(invs):
+            spec = getattr(invs.get(name), "spec", None)
             item = getattr(spec, "item", None)
             if item:
                 out[name] = self._item_params(spec, item[2])

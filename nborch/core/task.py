@@ -14,6 +14,7 @@ import logging
 import weakref
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from types import FunctionType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from . import hooks
@@ -47,14 +48,32 @@ class FnInfo:
 
 
 _info_cache: weakref.WeakKeyDictionary[Any, FnInfo] = weakref.WeakKeyDictionary()
+# id(function) -> (a weak reference to it, its FnInfo): a plain dict lookup for what Task()
+# does per node (WeakKeyDictionary's lookup is Python code, and makes a weakref each time)
+_info_by_id: dict[int, tuple[weakref.ref[Any], FnInfo]] = {}
+
+
+def _remember(fn: Any, info: FnInfo) -> None:
+    key = id(fn)
+
+    def forget(ref: weakref.ref[Any]) -> None:
+        entry = _info_by_id.get(key)
+        if entry is not None and entry[0] is ref:
+            del _info_by_id[key]
+
+    _info_by_id[key] = (weakref.ref(fn, forget), info)
 
 
 def fn_info(fn: Callable[..., Any]) -> FnInfo:
     """Signature facts about ``fn`` (cached)."""
     try:
-        return _info_cache[fn]
+        info = _info_cache[fn]
     except (KeyError, TypeError):
         pass
+    else:
+        if type(fn) is FunctionType:
+            _remember(fn, info)
+        return info
     is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
     )
@@ -88,6 +107,8 @@ def fn_info(fn: Callable[..., Any]) -> FnInfo:
         _info_cache[fn] = info
     except TypeError:
         pass
+    if type(fn) is FunctionType:  # not bound methods: a new object at every attribute access
+        _remember(fn, info)
     return info
 
 
@@ -358,14 +379,20 @@ class Task(Node, Generic[R_co]):
         base: TaskOptions | None = None
         if isinstance(fn, TaskFunction):
             base, fn = fn.options, fn.fn
-        try:  # a function seen before was checked then: the common case costs one lookup
-            info = _info_cache[fn]
-        except (KeyError, TypeError):
-            info = None
+        entry = _info_by_id.get(id(fn))  # a function seen before was checked then: one lookup
+        if entry is not None and entry[0]() is fn:
+            info: FnInfo | None = entry[1]
+        else:
+            try:
+                info = _info_cache[fn]
+            except (KeyError, TypeError):
+                info = None
         if info is None or info.generator:
             _check_callable(fn, "Task()")
             info = fn_info(fn)
-        if keywords:
+        if len(keywords) == 1 and "name" in keywords:  # Task(fn, *args, name=...): the common case
+            option_kw, kwargs = keywords, _NO_KWARGS
+        elif keywords:
             option_kw = {k: keywords.pop(k) for k in list(keywords) if k in OPTION_NAMES}
             kwargs = keywords.pop("kwargs", None) or _NO_KWARGS
             if keywords:

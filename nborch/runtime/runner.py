@@ -419,6 +419,7 @@ def make_record(engine: Engine, node: Node, started: float) -> Run:
     )
     record.stopped = engine.cancelling
     record.name = getattr(node, "name", None)
+    record.item_names = [name for names in engine.graph.items.values() for name in names]
     return record
 
 
