@@ -62,7 +62,7 @@ class Spec:
         self.wants_context = False
         self.wants_state = False
         self.refs = False  # arguments contain nodes to replace by their values
-        self.ups: list[Node] = []  # those nodes, in argument order (repeats kept)
+        self.ups: list[Node] | tuple[()] = ()  # those nodes, in argument order (until wired)
         # where upstream tasks (not inside lists or dicts) go: (position or keyword, task); None
         # when a node is inside a list or dict, or is a mapped node or a composite
         self.argslots: list[tuple[int | str, Task]] | None = None
@@ -595,11 +595,13 @@ class _Builder:
                 else:
                     keywords.append((where, u.name))
             spec.argplan = (tuple(positional), tuple(keywords))
+            spec.argslots, spec.ups = None, ()  # wired: a 100,000-task run keeps no more of them
         elif spec.refs:
             for node in spec.ups:
                 self.wire(node)
                 for u in self.sinks(node):
                     self.edge(u, spec)
+            spec.ups = ()
         info = task.info
         if info.signature is None or not info.params:
             return
