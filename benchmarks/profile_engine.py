@@ -9,7 +9,7 @@ headline row builds it (``Task(fn, *upstream_tasks, name=...)`` into ``DAG(*task
 with the defaults (recording into a temporary store).
 
 1. Phases by wall clock, no profiler (best of ``--repeat``, interleaved): building the nodes;
-   graph validation/compile (``nborch.graph.build_graph`` on its own, with the GC paused as the
+   graph validation/compile (``nborch.core.graph.build_graph`` on its own, with the GC paused as the
    run pauses it); a run with ``store=False`` (the scheduling loop: compile, engine set-up,
    the loop, the Run record); the same with a subscriber that wants what the recorder wants
    (events built and published, nothing recorded); the defaults (recording). Differences give
@@ -45,7 +45,7 @@ sys.path.insert(0, HERE)
 
 import nborch  # noqa: E402
 from engine import anoop, build_args, interleaved, load  # noqa: E402
-from nborch.graph import build_graph  # noqa: E402
+from nborch.core.graph import build_graph  # noqa: E402
 from nborch.store import get_store  # noqa: E402
 from raw_baseline import layered_dag, raw_run  # noqa: E402
 

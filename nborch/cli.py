@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo
 
         return demo(max_concurrency=args.max_concurrency)
-    from .errors import NborchError
+    from .core.errors import NborchError
     from .notebook.headless import NotebookFailed
     from .notebook.ipynb import NotebookError
 

@@ -8,9 +8,9 @@ import sys
 import time
 from typing import Any
 
-from .policies import RetryPolicy
-from .task import task
-from .workflow import DAG, Parallel
+from .core.policies import RetryPolicy
+from .core.task import task
+from .core.workflow import DAG, Parallel
 
 _attempts: dict[str, int] = {}
 
@@ -67,7 +67,7 @@ def build() -> DAG:
 
 
 def main(**options: Any) -> int:
-    from .runner import run
+    from .runtime.runner import run
 
     result = run(build(), display=True, **options)
     sys.stderr.flush()

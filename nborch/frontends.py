@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import hooks
+from .core import hooks
 
 
 def node_digraph(node: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Output capture's stand-in for ``sys.stdout`` / ``sys.stderr`` (``nborch.capture._Router``)."""
+"""Output capture's stand-in for ``sys.stdout`` / ``sys.stderr`` (``nborch.runtime.capture._Router``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import textwrap
 import weakref
 
-from nborch import capture
+from nborch.runtime import capture
 
 
 class CountingStream(io.TextIOWrapper):

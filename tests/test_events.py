@@ -54,7 +54,7 @@ def explode():
 
 def test_nborch_events_is_the_global_event_bus():
     assert isinstance(nborch.events, EventBus)
-    from nborch.eventbus import events
+    from nborch.core.eventbus import events
 
     assert events is nborch.events
 

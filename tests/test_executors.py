@@ -17,7 +17,7 @@ import pytest
 
 import nborch
 from nborch import DAG, DefinitionError, NborchError, ProcessExecutor, TaskState, TaskTimeoutError, task
-from nborch.executors import RemoteError, RemoteTraceback
+from nborch.core.executors import RemoteError, RemoteTraceback
 
 
 def notebook_function(source: str, name: str):

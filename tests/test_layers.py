@@ -3,20 +3,22 @@ other in a circle.
 
 Read from the source with ``ast``: every import a module makes, at module level or inside a
 function, except those under ``if TYPE_CHECKING:`` (type checkers read those, Python never runs
-them). From the bottom up:
+them). The layers are the package's folders, from the bottom up:
 
-* core: nodes, composites, graph, scheduler, attempts, events, errors, state, records;
-* runtime: driving the loop (``runner``), output capture, Dask, schedules;
-* front ends: display, notebook, store, cli, and the package's face (``nborch/__init__.py``).
+* ``nborch/core/``: nodes, composites, graph, scheduler, attempts, events, errors, state, records;
+* ``nborch/runtime/``: driving the loop (``runner``), output capture, Dask, schedules;
+* everything else, the front ends: display, notebook, store, cli, and the package's face
+  (``nborch/__init__.py``), each named in ``FRONT_ENDS`` below.
 
 Where the core must reach upward (``Node.run()`` needs the runner, a node's notebook repr needs
 the display, ``Run.load()`` needs the store), the higher layer registers a function with
-``nborch.hooks`` when it is imported. A new module must be placed in ``LAYERS`` below.
+``nborch.hooks`` when it is imported. A new module goes into the folder of its layer.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from collections import deque
@@ -25,23 +27,17 @@ from pathlib import Path
 import pytest
 
 import nborch
-from nborch import hooks
-from nborch.errors import NborchError
+from nborch.core import hooks
+from nborch.core.errors import NborchError
 
 PACKAGE = Path(__file__).resolve().parent.parent / "nborch"
 
-LAYERS: dict[str, set[str]] = {
-    "core": {
-        "attempts", "children", "clock", "engine", "errors", "eventbus", "executors", "expansion", "graph",
-        "hooks", "invocation", "keys", "limits", "mapping", "offload", "pickling", "policies", "progress",
-        "record", "registry", "reuse", "state", "task", "workers", "workflow",
-    },
-    "runtime": {"capture", "dask_executor", "runner", "schedule"},
-    "front end": {
-        "__init__", "__main__", "cache", "cli", "demo", "display", "frontends", "notebook", "store",
-    },
-}
-ORDER = list(LAYERS)
+FOLDERS = {"core": "core", "runtime": "runtime"}  # a layer's folder under nborch/ by layer
+# What sits outside the layer folders, at the top of the package: the front ends. A module or a
+# folder that is not one of these is misplaced (the core's or the runtime's belongs in its folder).
+FRONT_ENDS = {"__init__", "__main__", "cache", "cli", "demo", "display", "frontends", "notebook", "store"}
+LAYERS = [*FOLDERS, "front end"]
+ORDER = LAYERS
 
 # Circles left on purpose, each with what opens it; the test fails when one of them is gone, so
 # that it leaves this list too. store.sqlite's Recorder keeps a failed run's values for resume
@@ -52,9 +48,13 @@ KNOWN_CIRCLES = [["nborch.store.cache", "nborch.store.sqlite"]]
 
 
 def layer_of(module: str) -> str | None:
-    """The layer of ``nborch.a.b``: that of ``a`` (a folder is one piece of one layer)."""
+    """The layer of ``nborch.a.b``: the layer whose folder ``a`` is, else the front end if ``a``
+    is one of ``FRONT_ENDS`` (a folder is one piece of one layer), else None: misplaced."""
     top = module.split(".")[1] if "." in module else "__init__"
-    return next((name for name, tops in LAYERS.items() if top in tops), None)
+    by_folder = {folder: layer for layer, folder in FOLDERS.items()}
+    if top in by_folder:
+        return by_folder[top]
+    return "front end" if top in FRONT_ENDS else None
 
 
 def modules() -> dict[str, Path]:
@@ -169,7 +169,31 @@ def loop_through(graph: dict[str, dict[str, int]], component: list[str]) -> list
 
 def test_every_module_has_a_layer() -> None:
     unplaced = sorted(m for m in modules() if layer_of(m) is None)
-    assert not unplaced, f"modules in no layer: {unplaced}; add each to LAYERS in {Path(__file__).name}"
+    assert not unplaced, (
+        f"modules outside nborch/core/ and nborch/runtime/ that are no front end: {unplaced}; move each "
+        f"into the folder of its layer, or (a front end) add it to FRONT_ENDS in {Path(__file__).name}"
+    )
+
+
+def test_every_layer_is_a_folder() -> None:
+    for folder in FOLDERS.values():
+        assert (PACKAGE / folder / "__init__.py").is_file(), f"nborch/{folder}/ is no package"
+    assert {layer_of(m) for m in modules()} == set(LAYERS)
+
+
+def test_core_imports_only_the_standard_library_and_cloudpickle() -> None:
+    # at module level: the optional packages (IPython, graphviz, Dask, croniter) where they are used
+    allowed = set(sys.stdlib_module_names) | {"cloudpickle", "nborch"}
+    found = []
+    for name, path in modules().items():
+        if layer_of(name) not in FOLDERS:
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            tops = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{name} imports {top} at line {node.lineno}" for top in tops
+                      if top.split(".")[0] not in allowed]
+    assert not found, "\n".join(found)
 
 
 def test_no_import_circles() -> None:
@@ -189,15 +213,33 @@ def test_known_circles_are_still_there() -> None:
     assert not gone, f"these circles are open now: {gone}; remove them from KNOWN_CIRCLES"
 
 
-def test_no_module_imports_a_higher_layer() -> None:
-    graph = import_graph()
-    upward = [
+def upward(graph: dict[str, dict[str, int]]) -> list[str]:
+    """Every import of a module in a higher layer (a misplaced module counts as the front end)."""
+    return [
         f"{a} ({layer_of(a)}) imports {b} ({layer_of(b)}) at line {line}"
         for a, targets in sorted(graph.items())
         for b, line in targets.items()
-        if ORDER.index(layer_of(b) or ORDER[0]) > ORDER.index(layer_of(a) or ORDER[-1])
+        if ORDER.index(layer_of(b) or ORDER[-1]) > ORDER.index(layer_of(a) or ORDER[-1])
     ]
-    assert not upward, "a lower layer imports a higher one (register a hook instead):\n" + "\n".join(upward)
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    found = upward(import_graph())
+    assert not found, "a lower layer imports a higher one (register a hook instead):\n" + "\n".join(found)
+
+
+def test_an_upward_import_is_named() -> None:
+    graph = {
+        "nborch.core.task": {"nborch.runtime.runner": 3, "nborch.core.errors": 4},
+        "nborch.core.record": {"nborch.display.html": 7},
+        "nborch.runtime.runner": {"nborch.store": 9, "nborch.core.engine": 10},
+        "nborch.display.html": {"nborch.core.state": 5, "nborch.runtime.runner": 6},
+    }
+    assert upward(graph) == [
+        "nborch.core.record (core) imports nborch.display.html (front end) at line 7",
+        "nborch.core.task (core) imports nborch.runtime.runner (runtime) at line 3",
+        "nborch.runtime.runner (runtime) imports nborch.store (front end) at line 9",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -237,7 +279,7 @@ def test_importing_one_core_module_registers_the_hooks_too() -> None:
     # are registered before user code runs, and none of the front ends is imported until used.
     code = (
         "import sys\n"
-        "from nborch.task import task\n"
+        "from nborch.core.task import task\n"
         "fronts = ('nborch.display', 'nborch.store', 'nborch.notebook')\n"
         "front = sorted(m for m in sys.modules if m.startswith(fronts))\n"
         "@task\n"
@@ -270,3 +312,44 @@ def test_a_registered_function_serves_the_hook() -> None:
     finally:
         assert hooks.node_mermaid.register(served) is not served
     assert node.to_mermaid().startswith("flowchart")
+
+
+# -- the old module paths: nborch.engine is nborch.core.engine ----------------------------------
+
+# the modules at the top of the package before the core and the runtime had folders of their own
+OLD_PATHS = {
+    "attempts", "capture", "children", "clock", "dask_executor", "engine", "errors", "eventbus", "executors",
+    "expansion", "graph", "hooks", "invocation", "keys", "limits", "mapping", "offload", "pickling",
+    "policies", "progress", "record", "registry", "reuse", "runner", "schedule", "state", "task", "workers",
+    "workflow",
+}
+
+
+def test_every_old_path_is_an_alias_of_the_moved_module() -> None:
+    assert set(nborch._MOVED) == OLD_PATHS
+    for name, layer in nborch._MOVED.items():
+        assert importlib.import_module(f"nborch.{name}") is importlib.import_module(f"nborch.{layer}.{name}")
+        assert not (PACKAGE / f"{name}.py").exists()  # a module there would hide the alias
+
+
+def test_old_paths_reach_the_same_module_in_a_fresh_process() -> None:
+    code = (
+        "import pickle, sys\n"
+        "from unittest import mock\n"
+        "import nborch.engine, nborch.core.engine\n"
+        "from nborch.graph import build_graph\n"
+        "from nborch.core.graph import build_graph as built\n"
+        "import nborch.keys\n"  # a module that import nborch does not load
+        "import nborch.core.reuse\n"
+        "with mock.patch('nborch.reuse.default_memory', 'patched'):\n"
+        "    patched = nborch.core.reuse.default_memory\n"
+        "print(nborch.engine is nborch.core.engine, build_graph is built,\n"
+        "      sys.modules['nborch.keys'] is sys.modules['nborch.core.keys'], nborch.keys.__spec__.name,\n"
+        "      patched, pickle.loads(pickle.dumps(nborch.errors.NborchError)) is nborch.core.errors.NborchError,\n"
+        "      pickle.loads(b'cnborch.record\\nRun\\n.') is nborch.core.record.Run,\n"
+        "      nborch.progress.__name__, nborch.schedule.__name__, nborch.runner.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True", "nborch.core.keys", "patched", "True", "True",
+                                  "progress", "schedule", "nborch.runtime.runner"]

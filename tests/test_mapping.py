@@ -99,7 +99,7 @@ def test_cache_adding_one_element_runs_only_the_new_item(store, tmp_path):
 def test_reuse_in_process_adding_one_element_runs_only_the_new_item():
     # what ran is read from the run, not a global list: a global the body reads is part of its
     # key, by value, so a list it appends to would change the keys of the items after it
-    from nborch.reuse import Memory
+    from nborch.core.reuse import Memory
 
     @task
     def double(x):
@@ -151,7 +151,7 @@ def test_resume_reruns_exactly_the_failed_items_wherever_they_are(store, cache, 
 
 
 def test_a_mapped_node_reused_whole_gives_its_list():
-    from nborch.reuse import Memory
+    from nborch.core.reuse import Memory
 
     @task
     async def square(x):
@@ -165,7 +165,7 @@ def test_a_mapped_node_reused_whole_gives_its_list():
 
 
 def test_reuse_adding_an_element_at_the_front_runs_only_the_new_item_through_the_chain():
-    from nborch.reuse import Memory
+    from nborch.core.reuse import Memory
 
     @task
     async def fetch(x):

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import nborch
-import nborch.reuse
+import nborch.core.reuse
 from nborch import (
     DAG,
     CircuitBreaker,
@@ -897,7 +897,7 @@ def test_reuse_appending_one_element_reruns_only_the_new_item(kind):
         calls("total")
         return values
 
-    memory = nborch.reuse.Memory()
+    memory = nborch.core.reuse.Memory()
     assert run(total(square.map([1, 2, 3])), reuse=memory).value == [1, 4, 9]
     assert sorted(calls.take(), key=str) == [1, 2, 3, "total"]
     r = run(total(square.map([1, 2, 3, 4])), reuse=memory)
@@ -912,7 +912,7 @@ def test_a_mapped_node_reused_whole_still_gives_its_list():
     async def square(x):
         return x * x
 
-    memory = nborch.reuse.Memory()
+    memory = nborch.core.reuse.Memory()
     assert square.map([1, 2]).run(store=False, reuse=memory) == [1, 4]
     r = run(square.map([1, 2]), reuse=memory)
     assert r.reused == {"square"} and r.results["square"] == [1, 4]
@@ -928,7 +928,7 @@ def test_reuse_adding_an_element_at_the_front_reruns_only_the_new_item():
         calls(x)
         return x
 
-    memory = nborch.reuse.Memory()
+    memory = nborch.core.reuse.Memory()
     run(square.map([1, 2, 3]), reuse=memory)
     calls.take()
     r = run(square.map([0, 1, 2, 3]), reuse=memory)

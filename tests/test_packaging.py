@@ -108,6 +108,10 @@ def test_the_wheel_holds_the_package_its_licence_and_py_typed_and_no_tests(dist)
         assert "MIT License" in zf.read(licence[0]).decode()
     assert "nborch/py.typed" in names
     assert "nborch/__init__.py" in names and "nborch/store/sqlite.py" in names
+    # every module of every layer folder (nborch/core/, nborch/runtime/, the front ends')
+    source = {p.relative_to(ROOT).as_posix() for p in (ROOT / "nborch").rglob("*.py")}
+    assert {"nborch/core/engine.py", "nborch/runtime/runner.py"} <= source
+    assert not source - set(names), f"modules missing from the wheel: {sorted(source - set(names))}"
     tops = {n.split("/", 1)[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"nborch"}  # no tests/, notebooks/...
     assert not [n for n in names if "conftest" in n or "/tests/" in n or n.endswith((".pyc", ".ipynb"))]

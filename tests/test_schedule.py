@@ -22,7 +22,7 @@ import pytest
 
 import nborch
 from nborch import DefinitionError, NborchError, Sequence, TaskState, task
-from nborch.schedule import Schedule, active_schedules, cancel_all, schedule
+from nborch.runtime.schedule import Schedule, active_schedules, cancel_all, schedule
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -331,7 +331,7 @@ def test_script_mode_in_a_real_script_never_imports_croniter(tmp_path):
         """
         import json, sys
         import nborch
-        from nborch.schedule import schedule
+        from nborch.runtime.schedule import schedule
 
         def pipeline():
             return 42

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..eventbus import TaskEvent
-from ..graph import Graph
-from ..record import Run, _fmt_seconds, error_line
-from ..state import TaskState
+from ..core.eventbus import TaskEvent
+from ..core.graph import Graph
+from ..core.record import Run, _fmt_seconds, error_line
+from ..core.state import TaskState
 from .dot import map_state, printable
 from .state import map_counts, map_note, maps_from_names
 

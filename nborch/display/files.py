@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import DefinitionError, NborchError
-from ..graph import build_graph
+from ..core.errors import DefinitionError, NborchError
+from ..core.graph import build_graph
 from .dot import NOTEBOOK_EXTRA, graph_dot
 from .mermaid import graph_mermaid
 
 if TYPE_CHECKING:
-    from ..task import Node
+    from ..core.task import Node
 
 __all__ = ["SUFFIXES", "visualize"]
 

@@ -17,10 +17,10 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from ..errors import NborchError, safe_str
-from ..graph import Graph, build_graph
-from ..record import _fmt_seconds
-from ..state import TaskState
+from ..core.errors import NborchError, safe_str
+from ..core.graph import Graph, build_graph
+from ..core.record import _fmt_seconds
+from ..core.state import TaskState
 from .dot import (
     BAR_ORDER,
     COLLAPSE_OVER,
@@ -40,7 +40,7 @@ from .dot import (
 from .state import MAP_DRAWN, RunView, TaskStatus, fmt_elapsed, map_note
 
 if TYPE_CHECKING:
-    from ..task import Node
+    from ..core.task import Node
 
 __all__ = [
     "GRAPHVIZ_HINT", "PACKAGE_HINT", "esc", "graph_alt", "graphviz_hint", "header_html", "map_duration",

@@ -11,13 +11,13 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
-from ..graph import Graph, build_graph
-from ..mapping import MapTask
+from ..core.graph import Graph, build_graph
+from ..core.mapping import MapTask
 from .dot import COLORS, graph_model, node_looks, printable
 from .state import RunView, map_counts, text_bar
 
 if TYPE_CHECKING:
-    from ..task import Node
+    from ..core.task import Node
 
 __all__ = ["graph_mermaid", "node_mermaid"]
 

@@ -25,9 +25,9 @@ import sys
 import uuid
 from typing import Any
 
-from .. import record
-from ..record import Run, _fmt_seconds
-from ..state import TaskState
+from ..core import record
+from ..core.record import Run, _fmt_seconds
+from ..core.state import TaskState
 from .dot import (
     COLLAPSE_OVER,
     GraphModel,

@@ -15,11 +15,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..eventbus import CircuitEvent, RunEvent, TaskEvent, TaskOutput, TaskProgress
-from ..graph import Graph
-from ..mapping import MapTask, item_base
-from ..record import Run, _fmt_seconds, error_line
-from ..state import TaskState
+from ..core.eventbus import CircuitEvent, RunEvent, TaskEvent, TaskOutput, TaskProgress
+from ..core.graph import Graph
+from ..core.mapping import MapTask, item_base
+from ..core.record import Run, _fmt_seconds, error_line
+from ..core.state import TaskState
 
 __all__ = [
     "MAP_DRAWN", "KnownTask", "RunView", "TaskStatus", "fmt_elapsed", "map_counts", "map_note",

@@ -40,10 +40,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from ..clock import SystemClock
-from ..record import Run
-from ..runner import RunHandle
-from ..state import TaskState
+from ..core.clock import SystemClock
+from ..core.record import Run
+from ..runtime.runner import RunHandle
+from ..core.state import TaskState
 from .dot import (
     COLLAPSE_OVER,
     NOTEBOOK_EXTRA,

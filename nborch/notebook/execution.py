@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import RunTimeoutError
+from ..core.errors import RunTimeoutError
 from .deadline import Deadline
 from .executed import INJECTED
 from .ipynb import Cell
@@ -149,7 +149,7 @@ class NotebookRun:
         from IPython.core.error import UsageError
 
         from ..display.console import ConsoleProgress
-        from ..runner import register_display
+        from ..runtime.runner import register_display
         from .magics import CellTaskFailed
 
         self.deadline.check()

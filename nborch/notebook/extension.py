@@ -6,8 +6,8 @@ import asyncio
 import traceback
 from typing import Any
 
-from ..errors import safe_str
-from ..runner import register_display
+from ..core.errors import safe_str
+from ..runtime.runner import register_display
 
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 

@@ -15,8 +15,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DefinitionError
-from ..task import make_options
+from ..core.errors import DefinitionError
+from ..core.task import make_options
 
 __all__ = ["TASK_ARGUMENTS", "TaskLine", "check_task_name", "parse_task_line", "task_options"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..display.dot import NOTEBOOK_EXTRA
-from ..errors import DefinitionError, did_you_mean
+from ..core.errors import DefinitionError, did_you_mean
 from .ipynb import Cell, read_notebook, read_notebook_data
 from .shell import NotebookFailed, TaskCell, _syntax_where, _warn, describe_failure, task_cells
 

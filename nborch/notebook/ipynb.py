@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import NborchError
+from ..core.errors import NborchError
 
 __all__ = ["Cell", "NotebookError", "read_notebook", "read_notebook_data"]
 

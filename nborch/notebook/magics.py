@@ -20,12 +20,12 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 
-from ..errors import DefinitionError, NborchError, did_you_mean
-from ..mapping import item_base
-from ..record import Run, _fmt_seconds, error_line
-from ..runner import last_run
-from ..runner import run as run_node
-from ..state import TaskState
+from ..core.errors import DefinitionError, NborchError, did_you_mean
+from ..core.mapping import item_base
+from ..core.record import Run, _fmt_seconds, error_line
+from ..runtime.runner import last_run
+from ..runtime.runner import run as run_node
+from ..core.state import TaskState
 from .cells import compile_cell
 from .header import TASK_ARGUMENTS, parse_task_line
 from .workflow import NotebookWorkflow
@@ -218,7 +218,7 @@ class OrchMagics(Magics):
         print(self.dag(flow=args.flow).to_mermaid())
 
     def cmd_schedule(self, args: Any) -> Any:
-        from ..schedule import schedule
+        from ..runtime.schedule import schedule
 
         if args.cancel:
             active = [h for h in self.schedules if h.running]
@@ -282,7 +282,7 @@ class OrchMagics(Magics):
 
     def _register_flows(self) -> None:
         """Keep ``nborch.workflows()`` listing this notebook's flows (each built as it is now)."""
-        from ..registry import register, unregister
+        from ..core.registry import register, unregister
 
         for flow in self.workflow.flows():
             try:

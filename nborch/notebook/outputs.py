@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ..errors import safe_str
-from ..mapping import item_base
+from ..core.errors import safe_str
+from ..core.mapping import item_base
 
 __all__ = ["CellRun", "TaskCollector", "Transcript", "attach", "error_output"]
 
@@ -66,7 +66,7 @@ class Transcript:
 
     def target(self) -> int | None:
         """The cell that output written now belongs to: the running task's, else the running cell."""
-        from ..engine import current_frame
+        from ..core.engine import current_frame
 
         frame = current_frame()
         if frame is not None:
@@ -226,7 +226,7 @@ def attach(shell: Any, transcript: Transcript) -> None:
 def _in_order(fn: Any, *args: Any) -> None:
     """Call ``fn`` now, or, in a task's worker thread, on its run's loop: after the output the
     task printed before (which reaches the transcript as events on that loop)."""
-    from ..engine import current_frame
+    from ..core.engine import current_frame
 
     frame = current_frame()
     engine = frame.engine if frame is not None else None
@@ -300,8 +300,8 @@ class TaskCollector:
         return cells.get(base) if base is not None else None
 
     def __call__(self, event: Any) -> None:
-        from ..eventbus import TaskEvent, TaskOutput
-        from ..state import TaskState
+        from ..core.eventbus import TaskEvent, TaskOutput
+        from ..core.state import TaskState
 
         if isinstance(event, TaskOutput):
             number = self.number(event.task)

@@ -151,7 +151,7 @@ def prepare(home: Path, notebook: str, resume: str | None, rerun_from: str | Non
     """The earlier run to resume (its ``Run`` record, with the kept values in ``results``) and
     what was kept of it. ``resume``: a run id, or "last" / None for the newest run of this
     notebook. Raises NotebookFailed (exit status 2) when there is nothing to resume."""
-    from ..errors import NborchError, did_you_mean
+    from ..core.errors import NborchError, did_you_mean
     from ..store import get_store, load_run
     from .shell import NotebookFailed
 
@@ -174,7 +174,7 @@ def prepare(home: Path, notebook: str, resume: str | None, rerun_from: str | Non
 
 def rerun_from(previous: Any, names: list[str]) -> None:
     """Make ``names`` (``--from TASK`` and everything downstream of it) run again on resume."""
-    from ..state import TaskState
+    from ..core.state import TaskState
 
     for name in names:
         if name in previous.states:

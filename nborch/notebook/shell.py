@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DefinitionError, NborchError, safe_str
+from ..core.errors import DefinitionError, NborchError, safe_str
 from .header import TaskLine, parse_task_line
 from .ipynb import Cell
 

@@ -69,7 +69,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..runner import register_wait_hook
+from ..runtime.runner import register_wait_hook
 
 __all__ = ["WidgetPump", "find_pump", "install"]
 

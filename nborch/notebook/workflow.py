@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import GraphError, did_you_mean
-from ..record import Run
-from ..reuse import Memory, Plan
-from ..task import Task
-from ..workflow import DAG
+from ..core.errors import GraphError, did_you_mean
+from ..core.record import Run
+from ..core.reuse import Memory, Plan
+from ..core.task import Task
+from ..core.workflow import DAG
 from .cells import CellTask
 
 __all__ = ["NotebookWorkflow"]
@@ -80,8 +80,8 @@ class NotebookWorkflow:
     def plan(self, namespace: dict[str, Any], targets: Iterable[str] | None = None,
              flow: str | None = None) -> Plan:
         """What an incremental run of these targets would do now (nothing runs)."""
-        from ..graph import build_graph
-        from ..reuse import plan_reuse
+        from ..core.graph import build_graph
+        from ..core.reuse import plan_reuse
 
         return plan_reuse(build_graph(self.build(namespace, targets, flow)), self.memory)
 
@@ -184,7 +184,7 @@ class NotebookWorkflow:
 
     def _mapped(self, cell: CellTask, fn: Any, deps: list[str], nodes: dict[str, Any],
                 namespace: dict[str, Any]) -> Any:
-        from ..task import TaskFunction, make_options
+        from ..core.task import TaskFunction, make_options
 
         assert cell.map_over is not None
         item, source = cell.map_over

@@ -11,9 +11,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import NborchError
-from ..record import ErrorRecord, Run
-from ..state import TaskState
+from ..core.errors import NborchError
+from ..core.record import ErrorRecord, Run
+from ..core.state import TaskState
 from .sqlite import ITEMS_KEY, DurableRecorder, Recorder, SqliteStore, StoreError, default_home, resume_key
 
 __all__ = [
@@ -148,7 +148,7 @@ def history_rows(limit: int | None = 20, store: SqliteStore | None = None) -> li
     store's rows only: no task record is built and no cached value unpickled."""
     import datetime
 
-    from ..record import _fmt_seconds
+    from ..core.record import _fmt_seconds
 
     store = store or get_store()
     store.flush()

@@ -41,9 +41,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import DefinitionError, NborchError, safe_str
-from ..eventbus import RunEvent, TaskEvent
-from ..state import TaskState
+from ..core.errors import DefinitionError, NborchError, safe_str
+from ..core.eventbus import RunEvent, TaskEvent
+from ..core.state import TaskState
 
 __all__ = ["DurableRecorder", "Recorder", "SqliteStore", "StoreError", "default_home", "is_alive"]
 

@@ -9,7 +9,7 @@ from rich.console import Console
 import nborch
 from nborch import DAG, Task
 from nborch.display.console import ConsoleProgress
-from nborch.graph import build_graph
+from nborch.core.graph import build_graph
 
 
 def test_names_and_errors_with_markup_or_control_characters_are_shown_literally():

@@ -17,7 +17,7 @@ from nborch.display.dot import SvgTemplate, graph_dot, graph_model, node_id, nod
 from nborch.display.html import header_html, task_list_html, task_table_html
 from nborch.display.mermaid import graph_mermaid
 from nborch.display.state import RunView
-from nborch.graph import build_graph
+from nborch.core.graph import build_graph
 
 SVG = "{http://www.w3.org/2000/svg}"
 NAMES = ["a\x00b", "x\ny", "x y", "\x1b[31m", "tab\there", "a\\x00b", "bell\x07\x7f\x85", "sep\u2028\ud800"]

@@ -15,7 +15,7 @@ from nborch.display.dot import (
     render_svg, state_css,
 )
 from nborch.display.state import RunView
-from nborch.graph import build_graph
+from nborch.core.graph import build_graph
 
 S = TaskState
 SVG = "{http://www.w3.org/2000/svg}"

@@ -11,7 +11,7 @@ import nborch
 from nborch import DAG, Task, TaskState, task
 from nborch.display.html import GRAPHVIZ_HINT, header_html, node_html, task_list_html, task_table_html
 from nborch.display.state import RunView
-from nborch.graph import build_graph
+from nborch.core.graph import build_graph
 
 from .images import graph_svgs, nodes
 

@@ -112,8 +112,8 @@ def test_a_blocking_run_shows_the_widget_ticks_then_leaves_the_final_snapshot(ke
 
 def test_the_cancel_button_of_a_blocking_run_says_how_to_cancel_it(kernel):
     msgs = kernel.execute("""
-        import nborch.runner
-        hooks = bool(nborch.runner._wait_hooks)
+        import nborch.runtime.runner
+        hooks = bool(nborch.runtime.runner._wait_hooks)
         DAG(slow, after).run()
     """)
     buttons = [c["data"]["state"] for _, c in of(msgs, "comm_open")

@@ -6,7 +6,7 @@ import nborch
 from nborch import DAG, Task, TaskState, task
 from nborch.display.mermaid import graph_mermaid, node_mermaid
 from nborch.display.state import RunView
-from nborch.graph import build_graph
+from nborch.core.graph import build_graph
 
 
 def pipeline() -> DAG:

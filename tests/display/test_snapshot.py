@@ -15,7 +15,7 @@ import pytest
 
 import nborch
 from nborch import DAG, Task, TaskState, task
-from nborch import record as record_module
+from nborch.core import record as record_module
 from nborch.display.snapshot import (
     SNAPSHOT_CLOSE, SNAPSHOT_OPEN, run_snapshot_html, snapshot_text, starting_html, starting_text,
 )

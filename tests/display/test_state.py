@@ -5,8 +5,8 @@ from __future__ import annotations
 import nborch
 from nborch import DAG, Skip, Task, TaskState, task
 from nborch.display.state import RunView
-from nborch.eventbus import CircuitEvent, RunEvent, TaskEvent, TaskOutput, TaskProgress
-from nborch.graph import build_graph
+from nborch.core.eventbus import CircuitEvent, RunEvent, TaskEvent, TaskOutput, TaskProgress
+from nborch.core.graph import build_graph
 
 S = TaskState
 

@@ -17,9 +17,9 @@ from nborch import DAG, Skip, Task, TaskProgress, TaskState, task  # noqa: E402
 from nborch.display.dot import COLORS, MARK_COLORS, node_id  # noqa: E402
 from nborch.display.snapshot import SNAPSHOT_CLOSE, SNAPSHOT_OPEN  # noqa: E402
 from nborch.display.widget import STOP_TEXT, WIDGET_VIEW, LiveDisplay, widget_factory  # noqa: E402
-from nborch.eventbus import TaskEvent  # noqa: E402
-from nborch.graph import build_graph  # noqa: E402
-from nborch.runner import RunHandle  # noqa: E402
+from nborch.core.eventbus import TaskEvent  # noqa: E402
+from nborch.core.graph import build_graph  # noqa: E402
+from nborch.runtime.runner import RunHandle  # noqa: E402
 
 from .images import graph_svg, graph_svgs  # noqa: E402
 

@@ -183,7 +183,7 @@ def test_a_failed_run_fails_the_cell_with_a_short_block_after_pushing_successes(
     assert "task 'bad' failed: IndexError: list index out of range" in out
     assert "cell 'bad', line 2: boom = extract[10]" in out
     assert "not run (upstream failed): load" in out
-    assert "nborch/engine.py" not in out  # no engine frames
+    assert "nborch/core/engine.py" not in out  # no engine frames
 
 
 def test_a_task_calling_sys_exit_fails_the_run_like_any_task_error(ip, capsys):

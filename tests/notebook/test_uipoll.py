@@ -28,7 +28,7 @@ SETUP = """
 import asyncio, json, pathlib, time
 import nborch
 from nborch import DAG, task
-from nborch.runner import _wait_hooks
+from nborch.runtime.runner import _wait_hooks
 
 MARK = pathlib.Path({mark!r})
 order, cleanup, after_ran = [], [], []
@@ -318,7 +318,7 @@ def test_no_pump_in_an_in_process_kernel(tmp_path):
         km.start_kernel()
         shell = km.kernel.shell
         shell.run_line_magic("load_ext", "nborch")
-        from nborch.runner import _wait_hooks
+        from nborch.runtime.runner import _wait_hooks
         print(json.dumps([find_pump(shell) is None, len(_wait_hooks)]))
         km.shutdown_kernel()
         """
@@ -333,7 +333,7 @@ def test_no_pump_in_a_terminal_ipython():
 
     from nborch.notebook.extension import load_ipython_extension, unload_ipython_extension
     from nborch.notebook.uipoll import WidgetPump, find_pump
-    from nborch.runner import _wait_hooks
+    from nborch.runtime.runner import _wait_hooks
 
     shell = InteractiveShell.instance()
     load_ipython_extension(shell)

@@ -156,7 +156,7 @@ def test_an_attribute_named_like_an_unhashable_global_is_not_read_as_that_global
 
 
 def test_a_value_too_big_to_hash_warns_and_is_not_cached(store, monkeypatch):
-    import nborch.keys as cache_mod
+    import nborch.core.keys as cache_mod
 
     monkeypatch.setattr(cache_mod, "HASH_LIMIT", 1000)
     big = bytes(5000)

@@ -17,7 +17,7 @@ import pytest
 
 import nborch
 from nborch import Parallel, Sequence, TaskState, task
-from nborch.record import ErrorRecord
+from nborch.core.record import ErrorRecord
 from nborch.store import SqliteStore, history, load_run
 
 

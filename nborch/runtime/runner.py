@@ -24,17 +24,18 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-from . import capture, hooks
-from .clock import SystemClock, wall_time
-from .engine import Engine, current_frame, is_loop_thread
-from .errors import DefinitionError, NborchError, RunTimeoutError, did_you_mean
-from .eventbus import EventBus
-from .executors import child_call_error, remote_task
-from .graph import Graph, build_graph
-from .limits import check_max_concurrency
-from .record import Run
-from .state import TaskState
-from .task import Node, Task, TaskFunction, _check_callable
+from . import capture
+from ..core import hooks
+from ..core.clock import SystemClock, wall_time
+from ..core.engine import Engine, current_frame, is_loop_thread
+from ..core.errors import DefinitionError, NborchError, RunTimeoutError, did_you_mean
+from ..core.eventbus import EventBus
+from ..core.executors import child_call_error, remote_task
+from ..core.graph import Graph, build_graph
+from ..core.limits import check_max_concurrency
+from ..core.record import Run
+from ..core.state import TaskState
+from ..core.task import Node, Task, TaskFunction, _check_callable
 
 __all__ = ["cancelled", "last_run", "register_display", "register_wait_hook", "run", "run_async"]
 
@@ -134,7 +135,7 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
                                 or not timeout > 0):
         raise DefinitionError(f"timeout= expects a number of seconds > 0 or None, got {timeout!r}")
     if options.get("executor") is not None:
-        from .executors import check_executor
+        from ..core.executors import check_executor
 
         check_executor(options["executor"])
     if options.get("durable") and options.get("store", True) in (False, None):
@@ -239,7 +240,7 @@ async def run_async(node: Any, **options: Any) -> Run:
     memory = _memory(options.get("reuse"))
     plan = None
     if memory is not None:  # an incremental run: tasks that are up to date stand as they were
-        from .reuse import plan_reuse
+        from ..core.reuse import plan_reuse
 
         plan = plan_reuse(graph, memory, options.get("state"))
         handle.plan = plan
@@ -289,7 +290,7 @@ def _memory(option: Any) -> Any:
     """``reuse=True``: the process's memory; a ``Memory``: that one; False/None: no reuse."""
     if option is None or option is False:
         return None
-    from .reuse import Memory, default_memory
+    from ..core.reuse import Memory, default_memory
 
     if option is True:
         return default_memory
@@ -338,7 +339,7 @@ def resume_plan(store: Any, graph: Graph, run_id: str | Run, cache: Any) -> dict
     failed item of thousands runs alone. An item also depends on its map's concrete sources:
     if one of those runs again, so do all the items.
     """
-    from .mapping import MapTask, item_base
+    from ..core.mapping import MapTask, item_base
 
     previous = run_id if isinstance(run_id, Run) else hooks.load_run(run_id, store)
     maps = {n for n, spec in graph.specs.items() if type(spec.task) is MapTask}

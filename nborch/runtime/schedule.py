@@ -29,11 +29,11 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from .errors import DefinitionError, NborchError, did_you_mean
-from .graph import build_graph
-from .record import Run
+from ..core.errors import DefinitionError, NborchError, did_you_mean
+from ..core.graph import build_graph
+from ..core.record import Run
 from .runner import RUN_OPTIONS, _open_store, as_node, check_options, last_run, run_async
-from .task import Node, Task, fn_name
+from ..core.task import Node, Task, fn_name
 
 __all__ = ["Schedule", "WallClock", "active_schedules", "cancel_all", "schedule"]
 

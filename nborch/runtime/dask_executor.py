@@ -22,8 +22,8 @@ from concurrent.futures import Future as ConcurrentFuture
 from types import TracebackType
 from typing import Any
 
-from .errors import DefinitionError, NborchError, safe_str
-from .executors import Executor, Remote, _call, _remote, resolve, type_name
+from ..core.errors import DefinitionError, NborchError, safe_str
+from ..core.executors import Executor, Remote, _call, _remote, resolve, type_name
 
 __all__ = ["OUTPUT_TOPIC", "DaskExecutor"]
 
@@ -101,7 +101,7 @@ class _DaskCall:
         # The function travels with nborch's pickling (its code keeps its file names, see
         # nborch.pickling), once: distributed may pickle a task twice (pickle, then cloudpickle).
         if self.pickled is None:
-            from .pickling import dumps
+            from ..core.pickling import dumps
 
             self.pickled = dumps(self.fn)
         return _unpickle_call, (self.pickled, self.task, self.keywords, self.key)
@@ -127,7 +127,7 @@ class _DaskCall:
 
 
 def _unpickle_call(pickled: bytes, task: str, keywords: bool, key: str) -> _DaskCall:
-    from .pickling import loads
+    from ..core.pickling import loads
 
     return _DaskCall(loads(pickled), task, keywords, key)
 
@@ -430,7 +430,7 @@ class DaskExecutor(Executor):
         return list(await self._on_client_loop(self.client.gather(futures, asynchronous=True)))
 
     async def fingerprint(self, remote: Remote) -> str | None:
-        from .keys import fingerprint
+        from ..core.keys import fingerprint
 
         if remote.fetched:
             return fingerprint(remote.value)
@@ -457,7 +457,7 @@ class DaskExecutor(Executor):
 def _length(value: Any, who: str, what: str) -> int:
     """On a worker: how many items a mapped node gets from ``value``, as the client would count
     them (``mapping.as_items``: its errors, e.g. a value that is not iterable, are raised there)."""
-    from .mapping import as_items
+    from ..core.mapping import as_items
 
     return len(as_items(value, who, what))
 
@@ -466,7 +466,7 @@ def _item(value: Any, index: int) -> Any:
     """On a worker: element ``index`` of ``value`` (a list, or any iterable, as ``as_items`` sees it)."""
     if isinstance(value, list | tuple | range):
         return value[index]
-    from .mapping import as_items
+    from ..core.mapping import as_items
 
     return as_items(value, "map", "the mapped value")[index]
 

@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from .engine import current_frame
+from ..core.engine import current_frame
 
 __all__ = ["install", "uninstall"]
 
