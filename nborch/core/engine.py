@@ -641,12 +641,16 @@ class Engine(Offload):
         """The call of ``inv`` from the upstream values in ``results`` (default: the run's)."""
         spec = inv.spec
         task = spec.task
+        names = spec.argnames
         plan = spec.argplan
-        if plan is not None:  # upstream tasks as arguments: one lookup each (graph.argplan)
+        if names is not None:  # every argument is an upstream task: their values, in order
+            args: Any = tuple(map((self.results if results is None else results).get, names))
+            kwargs = task.kwargs
+        elif plan is not None:  # upstream tasks among the arguments: one lookup each (Spec.argplan)
             got = (self.results if results is None else results).get
             positional, keywords = plan
             if positional:
-                args: Any = list(task.args)
+                args = list(task.args)
                 for i, up in positional:
                     args[i] = got(up)
                 args = tuple(args)
@@ -776,6 +780,7 @@ class Engine(Offload):
                     self.children.drop_children(new, waits)
             if state is FAILED and self.first_failure is None:
                 self.first_failure = inv
+        inv.frame = None  # a body still running (abandoned) keeps its own, through its context
         invs = self.invs
         for dspec in inv.spec.down:
             d = invs.get(dspec.name)

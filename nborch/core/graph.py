@@ -46,7 +46,7 @@ class Spec:
     __slots__ = (
         "name", "base", "task", "explicit", "scope", "groups", "pipe", "named",
         "wants_context", "wants_state", "refs", "up", "down", "parent", "order", "pipe_names",
-        "elementwise", "item", "ups", "argslots", "argplan",
+        "elementwise", "item", "ups", "argslots", "argnames", "argplan",
     )
 
     def __init__(self, task: Task, scope: DAG | None, parent: str | None = None) -> None:
@@ -66,8 +66,10 @@ class Spec:
         # where upstream tasks (not inside lists or dicts) go: (position or keyword, task); None
         # when a node is inside a list or dict, or is a mapped node or a composite
         self.argslots: list[tuple[int | str, Task]] | None = None
-        # their values, by the upstream's name: ((position, name), ...), ((keyword, name), ...);
-        # None: the engine resolves the arguments in full
+        # their values, by the upstream's name: ``argnames`` when every argument is an upstream
+        # task (the call is their values, in order), else ``argplan``: ((position, name), ...),
+        # ((keyword, name), ...); both None: the engine resolves the arguments in full
+        self.argnames: tuple[str, ...] | None = None
         self.argplan: tuple[tuple[tuple[int, str], ...], tuple[tuple[str, str], ...]] | None = None
         self.up: dict[Spec, None] = {}  # ordered set
         self.down: list[Spec] = []
@@ -375,6 +377,13 @@ class _Builder:
         Nothing is committed to the run's names unless every name is valid."""
         names = self.names
         taken, owners = names.taken, names.owners
+        if len(self.new) == 1 and not self.new[0].explicit and self.new[0].task.options.name is None:
+            spec = self.new[0]  # one call of a plain function: a child task, the common case
+            touched: dict[str, int | None] = {}
+            spec.name = self.numbered(spec.base, touched)
+            taken.add(spec.name)
+            self.added, self.touched, self.claimed = [spec.name], touched, {}
+            return
         explicit: dict[str, Spec] = {}
         claimed: dict[str, Any] = {}  # function-level names claimed by this build
         for spec in self.new:
@@ -414,29 +423,31 @@ class _Builder:
         if self.problems:
             raise GraphError("\n".join(self.problems))
         added: list[str] = list(explicit)
-        next_index = names.next_index
-        touched: dict[str, int | None] = {}
+        touched = {}
         try:
             taken.update(explicit)
             for spec in sorted((s for s in self.new if not s.explicit), key=lambda s: s.order):
-                base = spec.base
-                if base not in taken:
-                    name = base
-                else:
-                    i = next_index.get(base, 2)
-                    while f"{base}[{i}]" in taken:
-                        i += 1
-                    name = f"{base}[{i}]"
-                    if base not in touched:
-                        touched[base] = next_index.get(base)
-                    next_index[base] = i + 1
-                spec.name = name
+                name = spec.name = self.numbered(spec.base, touched)
                 taken.add(name)
                 added.append(name)
         except BaseException:
             self.forget(added, touched)
             raise
         self.added, self.touched, self.claimed = added, touched, claimed
+
+    def numbered(self, base: str, touched: dict[str, int | None]) -> str:
+        """``base`` if it is free in the run, else ``base[n]`` with the lowest free n from 2 up
+        (``touched`` keeps each base's old next index, to give it back if the build fails)."""
+        taken, next_index = self.names.taken, self.names.next_index
+        if base not in taken:
+            return base
+        i = next_index.get(base, 2)
+        while f"{base}[{i}]" in taken:
+            i += 1
+        if base not in touched:
+            touched[base] = next_index.get(base)
+        next_index[base] = i + 1
+        return f"{base}[{i}]"
 
     def forget(self, added: list[str], touched: dict[str, int | None]) -> None:
         """Give back the names of a build that failed."""
@@ -594,7 +605,10 @@ class _Builder:
                     positional.append((where, u.name))
                 else:
                     keywords.append((where, u.name))
-            spec.argplan = (tuple(positional), tuple(keywords))
+            if not keywords and len(positional) == len(task.args):  # every argument an upstream
+                spec.argnames = tuple(name for _, name in positional)
+            else:
+                spec.argplan = (tuple(positional), tuple(keywords))
             spec.argslots, spec.ups = None, ()  # wired: a 100,000-task run keeps no more of them
         elif spec.refs:
             for node in spec.ups:
