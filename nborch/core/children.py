@@ -147,15 +147,16 @@ class ChildCalls:
 
     def check_wait_cycle(self, targets: list[Spec], parent: Inv) -> None:
         """Raise CycleError if ``parent`` would wait on itself or on one of its callers."""
-        chain: list[Inv] = []
-        p: Inv | None = parent
-        while p is not None:
-            chain.append(p)
-            p = p.parent
+        chain: list[Inv] = []  # parent and its callers, listed when a target is already in the run
         for spec in targets:
             inv = self.engine.invs.get(spec.name)
-            if inv is None or inv.state.is_final:
+            if inv is None or inv.state.is_final:  # a new call (the common case) cannot be a caller
                 continue
+            if not chain:
+                p: Inv | None = parent
+                while p is not None:
+                    chain.append(p)
+                    p = p.parent
             if inv in chain:
                 names = [c.name for c in reversed(chain[: chain.index(inv) + 1])]
                 raise CycleError(
