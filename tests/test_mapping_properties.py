@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 import nborch
 from nborch import RetryPolicy, Skip, TaskEvent, TaskState, task
+from nborch.store import get_store
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -453,6 +454,7 @@ def test_per_item_cache_reruns_exactly_the_elements_never_computed(runs, kind):
             ok = [x for x in xs if x not in failing or x in computed]
             assert [row.value for row in r.items("square")] == [x * x if x in ok else None for x in xs]
             computed |= set(ok)
+        get_store(Path(home)).close()  # its writer thread checkpoints after a run: not while the folder goes
 
 
 # -- limits across items --------------------------------------------------------------------------
