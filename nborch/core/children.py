@@ -62,8 +62,9 @@ class ChildCalls:
         new_specs = [s for s in part.specs.values() if s.name not in self.engine.invs]
         self.engine.graph.merge(part)
         new = self.engine.add_specs(new_specs, parent)
-        for inv in new:
-            self.engine.emit(inv, PENDING)
+        if self.engine.wants_pending:
+            for inv in new:
+                self.engine.emit(inv, PENDING)
         for inv in new:
             ready = inv.n_up == 0
             if not ready:

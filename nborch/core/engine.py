@@ -135,6 +135,12 @@ class Engine(Offload):
     def listening(self) -> bool:
         return bool(events._subscribers) or bool(self.bus and self.bus._subscribers)
 
+    @property
+    def wants_pending(self) -> bool:
+        """Someone wants the PENDING events of tasks added during the run (child calls, items):
+        a display does; the store's recorder, alone, does not (its rows are final states)."""
+        return bool(events._subscribers) or bool(self.bus and self.bus._subscribers and self.bus.wants_successes)
+
     def publish(self, event: Any) -> None:
         # Subscribers run outside any task's context: what they print is not that task's output.
         if _frame.get() is None:
@@ -758,7 +764,7 @@ class Engine(Offload):
         bus = self.bus
         if events._subscribers or (bus is not None and bus._subscribers):
             if (state is SUCCEEDED and not events._subscribers and not bus.wants_successes  # type: ignore[union-attr]
-                    and inv.parent is None and inv.cache_key is None and not inv.cached):
+                    and inv.cache_key is None and not inv.cached):
                 bus.journal(inv)  # type: ignore[union-attr,misc]  # the recorder alone: no event built
             else:
                 self.emit(inv, state)

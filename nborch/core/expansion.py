@@ -137,7 +137,7 @@ class Expansions:
         inv.map_left = len(new)
         for item in new:
             item.map_of = inv
-        if engine.listening:
+        if engine.wants_pending:
             for item in new:
                 engine.emit(item, PENDING)
         for item in new:

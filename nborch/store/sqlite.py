@@ -783,9 +783,9 @@ class Recorder:
                 self.outcome = e.state.value
 
     def journal(self, inv: Any) -> None:
-        """A plain success, handed over by the engine (``EventBus.journal``) instead of an
-        event when no other subscriber wants it: its row is built from the engine's own record
-        of the task (``Inv``) when committed."""
+        """A plain success (no cache key; perhaps a child task), handed over by the engine
+        (``EventBus.journal``) instead of an event when no other subscriber wants it: its rows
+        are built from the engine's own record of the task (``Inv``) when committed."""
         self.done.append(inv)
         if self.timer is None:
             self.arm()
@@ -827,6 +827,9 @@ class Recorder:
         if self.done:
             run_id, wall = self.run_id, self.offset
             rows = [(run_id, i.name, i.attempts, "succeeded", i.started + wall, i.finished + wall) for i in self.done]
+            children = [(run_id, i.name, None, None, None, 0, None, i.parent.name) for i in self.done if i.parent]
+            if children:  # the task that called them: the details table has it (as task_event writes it)
+                groups.insert(0, (_DETAIL, children))
             groups.insert(0, (_TASK, rows))
             self.count += len(rows)
             self.done = []

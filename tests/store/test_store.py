@@ -302,3 +302,27 @@ def test_a_loaded_run_keeps_its_edges_and_shows_errors_by_their_own_type(tmp_pat
     assert loaded.upstreams == {"extract": [], "transform": ["extract"]} == run.upstreams
     assert "KeyError: 'missing column'" in loaded.report()
     assert "ErrorRecord" not in loaded.report()
+
+
+def test_child_tasks_and_plain_successes_are_recorded_with_their_parent_rows(store):
+    """Plain successes reach the store through the engine's journal, not as events; a child
+    task's row still names the task that called it, read back from the file itself."""
+
+    @task
+    async def leaf(i: int) -> int:
+        return i
+
+    @task
+    async def parent() -> int:
+        return sum([await leaf(i) for i in range(3)])
+
+    run = nborch.run(Parallel(parent(), leaf(10)), store=store)
+    store.flush()
+
+    with sqlite3.connect(store.path) as db:
+        tasks = dict(db.execute("SELECT task, state FROM tasks WHERE run_id = ?", (run.id,)))
+        parents = dict(db.execute("SELECT task, parent FROM details WHERE run_id = ?", (run.id,)))
+    assert tasks == {name: "succeeded" for name in run.states}
+    children = {name for name in run.states if name not in ("parent", "leaf")}
+    assert len(children) == 3 and parents == dict.fromkeys(children, "parent")
+    assert load_run(run.id, store).parents == dict.fromkeys(children, "parent")
