@@ -768,12 +768,7 @@ class Recorder:
             # the common case: a task succeeded, with nothing for the details table
             if e.state is _SUCCEEDED and e.cache_key is None and e.parent is None and not e.cached:
                 self.succeeded.append(e)
-                if self.timer is None:
-                    self.arm()
-                    self.due = e.time + self.store.interval
-                elif e.time >= self.due:  # the loop is too busy to run the timer: commit now
-                    self.timer.cancel()
-                    self.commit()
+                self.row_due(e.time)
             else:
                 self.task_event(e)
         elif isinstance(e, RunEvent):
@@ -787,10 +782,14 @@ class Recorder:
         (``EventBus.journal``) instead of an event when no other subscriber wants it: its rows
         are built from the engine's own record of the task (``Inv``) when committed."""
         self.done.append(inv)
+        self.row_due(inv.finished)
+
+    def row_due(self, now: float) -> None:
+        """A row was gathered at ``now`` (the engine's clock): commit within ``interval``."""
         if self.timer is None:
             self.arm()
-            self.due = inv.finished + self.store.interval
-        elif inv.finished >= self.due:  # the loop is too busy to run the timer: commit now
+            self.due = now + self.store.interval
+        elif now >= self.due:  # the loop is too busy to run the timer: commit now
             self.timer.cancel()
             self.commit()
 
