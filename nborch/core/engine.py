@@ -462,6 +462,8 @@ class Engine(Offload):
         cancelled before its first step never gets here: ``stop`` settles it."""
         try:
             value = await fn(*args, **kwargs)
+        except GeneratorExit:  # closed unfinished (its loop went away): nothing left to settle on
+            raise
         except BaseException as exc:
             self.run_context.copy().run(self.outcome_of, inv, exc)
             if not isinstance(exc, (Exception, asyncio.CancelledError)):  # KeyboardInterrupt, SystemExit:
