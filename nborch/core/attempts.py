@@ -84,13 +84,13 @@ class Attempts:
                         job, ahead = ahead, None
                     elif exe is not None and exe.ahead:
                         job, remote = exe.submit_remote(
-                            self.engine.loop, fn, args, kwargs, inv.name, self.engine.remote_output
+                            self.engine.loop, fn, args, kwargs, inv.name, self.engine.offload.remote_output
                         )
                         if retry is None and self.engine.global_limit is None:
-                            self.engine.submit_ahead(inv, remote)
+                            self.engine.offload.submit_ahead(inv, remote)
                         del remote  # a failure's traceback keeps this frame: not the Dask future
                     elif exe is not None:
-                        job = exe.submit(self.engine.loop, fn, args, kwargs, inv.name, self.engine.remote_output)
+                        job = exe.submit(self.engine.loop, fn, args, kwargs, inv.name, self.engine.offload.remote_output)
                     if exe is not None:
                         if timeout is None:
                             value = await job

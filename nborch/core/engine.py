@@ -66,7 +66,7 @@ _new_event = tuple.__new__  # all of TaskEvent's fields given, in order
 # task still starts within a few milliseconds, so nothing waits on a hidden concurrency cap.
 BURST = 1000
 
-class Engine(Offload):
+class Engine:
     """Executes a graph once. Build one per run; ``await engine.execute()``."""
 
     def __init__(
@@ -128,6 +128,7 @@ class Engine(Offload):
         self.children = ChildCalls(self)  # tasks that running tasks call
         self.rates = Rates(self)  # rate=: this run's limiters
         self.expansions = Expansions(self)  # mapped nodes: their items
+        self.offload = Offload(self)  # executors: process pools, Dask
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -249,7 +250,7 @@ class Engine(Offload):
                 limits.append(lim)
             inv.limits = tuple(limits)
             if opts.executor is not None or self.executor is not None:
-                inv.executor = self.executor_for(spec.task)
+                inv.executor = self.offload.executor_for(spec.task)
                 if inv.executor is not None:
                     inv.simple = False
             if opts.breaker is not None:
@@ -758,7 +759,7 @@ class Engine(Offload):
         elif inv.weight != 1:  # it may hold slots while it waits for more (nborch.limits)
             drop_waiter(self, inv)
         if inv.ahead is not None or self.pending:
-            self.drop_ahead(inv)
+            self.offload.drop_ahead(inv)
         if inv.circuits:
             self.count_circuits(inv, state)
         if inv.map_of is not None:  # an item: its placeholder may settle now (value first)

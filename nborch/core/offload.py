@@ -2,7 +2,7 @@
 
 Results on a cluster stay there as ``Remote`` futures until something local needs them, and
 plain downstream tasks are submitted ahead so Dask chains them worker to worker. Kept apart
-from the scheduler proper; ``Engine`` inherits it.
+from the scheduler proper: the engine holds one (``engine.offload``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .executors import _replace as replace_remotes
 from .state import TaskState
 
 if TYPE_CHECKING:
-    from .engine import Inv
+    from .engine import Engine, Inv
 
 PENDING, SUCCEEDED = TaskState.PENDING, TaskState.SUCCEEDED
 
@@ -25,19 +25,14 @@ __all__ = ["Offload"]
 
 
 class Offload:
-    """The ``Engine`` methods for executors (process pools, Dask)."""
+    """A run's executors (process pools, Dask): where bodies run off the loop, results left on
+    a cluster, and downstream tasks submitted ahead. One per engine (``engine.offload``)."""
 
-    invs: dict[str, Any]
-    results: dict[str, Any]
-    pending: dict[str, Any]
-    executor: Any
-
-    if TYPE_CHECKING:  # the Engine's, used here
-        loop: Any
-
-        def arguments(self, inv: Inv, results: Any = None) -> tuple[Any, dict[str, Any]]: ...
-
-        def capture(self, name: str, stream: str, text: str) -> str: ...
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.invs = engine.invs
+        self.results = engine.results
+        self.pending = engine.pending  # tasks running on Dask, by name: their futures
 
     def executor_for(self, task: Any) -> Any:
         """Where ``task``'s body runs: None for the loop (async) or the worker threads (sync).
@@ -47,7 +42,7 @@ class Offload:
         if spec is None:
             if task.info.is_async:
                 return None
-            spec = self.executor
+            spec = self.engine.executor
         if spec == "thread" or spec is None:
             return None
         return get_executor(spec)
@@ -91,7 +86,7 @@ class Offload:
                 ):
                     continue
                 try:
-                    args, kwargs = self.arguments(d, collections.ChainMap(self.pending, self.results))
+                    args, kwargs = self.engine.arguments(d, collections.ChainMap(self.pending, self.results))
                 except Exception:  # let the engine report it when the task starts
                     continue
                 found: list[Remote] = []
@@ -101,7 +96,7 @@ class Offload:
                 args, kwargs = replace_remotes(args, lambda r: r.future), replace_remotes(kwargs, lambda r: r.future)
                 try:
                     d.ahead, self.pending[d.name] = exe.submit_remote(
-                        self.loop, d.spec.task.fn, args, kwargs, d.name, self.remote_output
+                        self.engine.loop, d.spec.task.fn, args, kwargs, d.name, self.remote_output
                     )
                 except Exception:  # not ``inv``'s failure: ``d`` reports it when it starts
                     continue
@@ -135,7 +130,7 @@ class Offload:
 
     def remote_output(self, name: str, stream: str, text: str) -> None:
         """File what a task printed in a worker process, as if it had printed it here."""
-        through = self.capture(name, stream, text)
+        through = self.engine.capture(name, stream, text)
         if through:
             out = getattr(sys, stream)
             getattr(out, "original", out).write(through)

@@ -263,7 +263,7 @@ async def run_async(node: Any, **options: Any) -> Run:
     finally:
         if engine.remotes:  # values left on a cluster come back once, in one batch, for the record
             try:
-                await engine.materialize_results()
+                await engine.offload.materialize_results()
             except Exception:  # lost on the cluster: the record keeps the Remote handles
                 log.exception("could not fetch the values of run %s from the cluster", handle.run_id)
         if capturing:
