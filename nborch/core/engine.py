@@ -480,7 +480,8 @@ class Engine:
             self.run_context.copy().run(self.settle, inv, SUCCEEDED)
 
     def outcome_of(self, inv: Inv, exc: BaseException) -> None:
-        """A fast-path body raised ``exc`` (CancelledError: it was cancelled, or raised it)."""
+        """A fast-path body (async, or sync in a worker thread) raised ``exc``; a CancelledError:
+        it was cancelled (CANCELLED), or raised one itself (a failure)."""
         inv.job = None
         if inv.state in FINAL:
             return
@@ -510,31 +511,19 @@ class Engine:
 
     def finish(self, inv: Inv, job: asyncio.Future[Any]) -> None:
         """Done callback of a fast-path job in a worker thread."""
-        inv.job = None  # a finished asyncio Task keeps its coroutine: let both go
         if inv.state in FINAL:
+            inv.job = None
             if not job.cancelled():
                 job.exception()  # settled meanwhile (its run stopped): its outcome is not wanted
             return
-        exc: BaseException | None
-        if job.cancelled():
-            if inv.stop or self.cancelling:
-                self.settle(inv, CANCELLED)
-                return
-            exc = _cancelled_error(job)  # the body raised CancelledError itself: a failure
-        else:
-            exc = job.exception()
-        if exc is None:
-            inv.value = value = job.result()
-            self.results[inv.name] = value
-            self.settle(inv, SUCCEEDED)
-        elif isinstance(exc, Skip):
-            inv.error = exc
-            self.settle(inv, SKIPPED)
-        else:
-            self.fail(inv, exc)
-            if isinstance(exc, KeyboardInterrupt):  # the user's interrupt: stop the whole run
-                self.fatal = exc
-                self.cancel()
+        exc = _cancelled_error(job) if job.cancelled() else job.exception()
+        if exc is not None:
+            self.outcome_of(inv, exc)
+            return
+        inv.job = None  # a finished future keeps its result: let it go
+        inv.value = value = job.result()
+        self.results[inv.name] = value
+        self.settle(inv, SUCCEEDED)
 
     def fail(self, inv: Inv, exc: BaseException) -> None:
         """End ``inv`` FAILED with ``exc`` (noted with the task and attempt)."""

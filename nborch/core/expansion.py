@@ -200,7 +200,7 @@ class Expansions:
             if elementwise:
                 positional: list[tuple[int, str]] = []
                 keywords: list[tuple[str, str]] = []
-                plain = True  # no other node among the arguments: graph.argplan's one lookup each
+                plain = True  # no other node among the arguments: one lookup per upstream (Spec.plan_arguments)
                 for where, value in (*enumerate(task.args), *task.kwargs.items()):
                     up = by_task.get(id(value))
                     if up is not None:
@@ -214,7 +214,7 @@ class Expansions:
                     elif plain and next(find_nodes(value), None) is not None:
                         plain = False
                 if spec.refs and plain:
-                    spec.argplan = (tuple(positional), tuple(keywords))
+                    spec.plan_arguments(positional, keywords)
             graph.specs[name] = spec
             by_task[id(task)] = spec
             graph.nodes[id(task)] = task

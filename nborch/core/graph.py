@@ -78,6 +78,14 @@ class Spec:
         self.elementwise: list[Spec] | None = None  # a mapped placeholder: the maps it zips item by item
         self.item: tuple[str, int, dict[str, Any]] | None = None  # a map's item: (placeholder, index, params)
 
+    def plan_arguments(self, positional: list[tuple[int, str]], keywords: list[tuple[str, str]]) -> None:
+        """Where the upstream values go in the call, by the upstreams' names: (position, name)
+        and (keyword, name) pairs; ``argnames`` alone when every argument is an upstream."""
+        if not keywords and len(positional) == len(self.task.args):
+            self.argnames = tuple(name for _, name in positional)
+        else:
+            self.argplan = (tuple(positional), tuple(keywords))
+
     def __repr__(self) -> str:
         return f"<Spec {self.name}>"
 
@@ -605,10 +613,7 @@ class _Builder:
                     positional.append((where, u.name))
                 else:
                     keywords.append((where, u.name))
-            if not keywords and len(positional) == len(task.args):  # every argument an upstream
-                spec.argnames = tuple(name for _, name in positional)
-            else:
-                spec.argplan = (tuple(positional), tuple(keywords))
+            spec.plan_arguments(positional, keywords)
             spec.argslots, spec.ups = None, ()  # wired: a 100,000-task run keeps no more of them
         elif spec.refs:
             for node in spec.ups:

@@ -64,15 +64,24 @@ def _remember(fn: Any, info: FnInfo) -> None:
     _info_by_id[key] = (weakref.ref(fn, forget), info)
 
 
-def fn_info(fn: Callable[..., Any]) -> FnInfo:
-    """Signature facts about ``fn`` (cached)."""
+def _cached_info(fn: Any) -> FnInfo | None:
+    """``fn``'s FnInfo if it was made already: by id for functions, else by weak key."""
+    entry = _info_by_id.get(id(fn))
+    if entry is not None and entry[0]() is fn:
+        return entry[1]
     try:
         info = _info_cache[fn]
     except (KeyError, TypeError):
-        pass
-    else:
-        if type(fn) is FunctionType:
-            _remember(fn, info)
+        return None
+    if type(fn) is FunctionType:
+        _remember(fn, info)
+    return info
+
+
+def fn_info(fn: Callable[..., Any]) -> FnInfo:
+    """Signature facts about ``fn`` (cached)."""
+    info = _cached_info(fn)
+    if info is not None:
         return info
     is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
@@ -379,14 +388,7 @@ class Task(Node, Generic[R_co]):
         base: TaskOptions | None = None
         if isinstance(fn, TaskFunction):
             base, fn = fn.options, fn.fn
-        entry = _info_by_id.get(id(fn))  # a function seen before was checked then: one lookup
-        if entry is not None and entry[0]() is fn:
-            info: FnInfo | None = entry[1]
-        else:
-            try:
-                info = _info_cache[fn]
-            except (KeyError, TypeError):
-                info = None
+        info = _cached_info(fn)  # a function seen before was checked then
         if info is None or info.generator:
             _check_callable(fn, "Task()")
             info = fn_info(fn)
