@@ -388,7 +388,8 @@ class Task(Node, Generic[R_co]):
         base: TaskOptions | None = None
         if isinstance(fn, TaskFunction):
             base, fn = fn.options, fn.fn
-        info = _cached_info(fn)  # a function seen before was checked then
+        entry = _info_by_id.get(id(fn))  # a function seen before was checked then: inline, since
+        info = entry[1] if entry is not None and entry[0]() is fn else _cached_info(fn)  # once per node
         if info is None or info.generator:
             _check_callable(fn, "Task()")
             info = fn_info(fn)
