@@ -32,7 +32,9 @@ from typing import Any
 from ..core.errors import DefinitionError, NborchError, did_you_mean
 from ..core.graph import build_graph
 from ..core.record import Run
-from .runner import RUN_OPTIONS, _open_store, as_node, check_options, last_run, run_async
+from .options import RUN_OPTIONS, as_node, check_options
+from .recording import open_store
+from .runner import last_run, run_async
 from ..core.task import Node, Task, fn_name
 
 __all__ = ["Schedule", "WallClock", "active_schedules", "cancel_all", "schedule"]
@@ -403,7 +405,7 @@ class Schedule:
         if not self._store_opened:
             self._store_opened = True
             try:
-                self._store = _open_store(self.options.get("store", True))
+                self._store = open_store(self.options.get("store", True))
             except Exception:
                 log.exception("could not open the store to record skipped ticks")
         return self._store
