@@ -1,11 +1,13 @@
 """What a run records and reads back: the store and the recorder it opens as it starts, the
-plan of a resumed run (read from a recorded one), and the ``Run`` record built at its end.
+plan of a resumed run (read from a recorded one), the ``Run`` record built at its end, and
+the row of a schedule's skipped tick.
 
 The store itself is a front end (``nborch.store``), reached through ``nborch.hooks``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ..core import hooks
@@ -16,9 +18,10 @@ from ..core.record import Run
 from ..core.state import TaskState
 from ..core.task import Node
 
-__all__ = ["Preset", "make_record", "open_recorder", "open_store", "resume_plan"]
+__all__ = ["Preset", "make_record", "open_recorder", "open_store", "record_skipped_tick", "resume_plan"]
 
 Preset = tuple[Any, "str | None", bool, bool]  # value, cache key, has a value, from the cache
+_SKIP_ROW = "INSERT OR REPLACE INTO runs (id, name, state, started, finished) VALUES (?, ?, ?, ?, ?)"
 
 
 def open_store(option: Any) -> Any:
@@ -123,3 +126,10 @@ def make_record(engine: Engine, node: Node, started: float) -> Run:
     record.name = getattr(node, "name", None)
     record.item_names = [name for names in engine.graph.items.values() for name in names]
     return record
+
+
+def record_skipped_tick(store: Any, name: str | None, tick: float) -> None:
+    """Queue the ``runs`` row (state ``skipped``) of a schedule's tick due at ``tick`` that did
+    not run because the previous run was still going."""
+    # finished stays NULL: the tick never ran (the history shows no duration for it)
+    store.enqueue(_SKIP_ROW, (os.urandom(6).hex(), name, "skipped", tick, None))
