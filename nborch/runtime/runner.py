@@ -54,6 +54,26 @@ def register_display(factory: DisplayFactory) -> Callable[[], None]:
     return lambda: _display_hooks.remove(factory) if factory in _display_hooks else None
 
 
+def _open_displays(handle: RunHandle) -> list[Any]:
+    """The subscribers the registered display factories give for this run (``display=False``:
+    none; ``display=True`` and none given: console progress)."""
+    want = handle.options.get("display")
+    if want is False:
+        return []
+    subs = []
+    for factory in list(_display_hooks):
+        try:
+            sub = factory(handle)
+        except Exception:  # a display must never stop a run from starting
+            log.exception("display factory %r failed", factory)
+            continue
+        if sub is not None:
+            subs.append(sub)
+    if not subs and want:
+        subs.append(hooks.console_progress(handle.graph))
+    return subs
+
+
 def last_run() -> Run | None:
     """The record of the most recent run in this process (also after ``node.run()`` raised)."""
     return _last[-1] if _last else None
@@ -193,24 +213,6 @@ async def run_async(node: Any, **options: Any) -> Run:
     if deadline.expired():
         raise RunTimeoutError(record, options["timeout"])
     return record
-
-
-def _open_displays(handle: RunHandle) -> list[Any]:
-    want = handle.options.get("display")
-    if want is False:
-        return []
-    subs = []
-    for factory in list(_display_hooks):
-        try:
-            sub = factory(handle)
-        except Exception:  # a display must never stop a run from starting
-            log.exception("display factory %r failed", factory)
-            continue
-        if sub is not None:
-            subs.append(sub)
-    if not subs and want:
-        subs.append(hooks.console_progress(handle.graph))
-    return subs
 
 
 async def run_node_async(node: Node, options: dict[str, Any]) -> Any:
