@@ -62,7 +62,9 @@ class Spec:
         self.wants_context = False
         self.wants_state = False
         self.refs = False  # arguments contain nodes to replace by their values
-        self.ups: list[Node] | tuple[()] = ()  # those nodes, in argument order (until wired)
+        # those nodes, in argument order (until wired); with ``argslots``, only those that this
+        # call pulled into the graph (its other upstreams are wired where they were collected)
+        self.ups: list[Node] | tuple[()] = ()
         # where upstream tasks (not inside lists or dicts) go: (position or keyword, its spec);
         # None when a node is inside a list or dict, or is a mapped node or a composite
         self.argslots: list[tuple[int | str, Spec]] | None = None
@@ -386,12 +388,14 @@ class _Builder:
         pairs: Iterable[tuple[int | str, Any]] = (
             (*enumerate(node.args), *node.kwargs.items()) if node.kwargs else enumerate(node.args)
         )
+        pulled: list[Node] = []  # upstream tasks this call pulled into the graph (wire_task wires them)
         for where, value in pairs:
             if isinstance(value, Task):  # the common case: an upstream task itself
                 ups.append(value)
                 u = by_task.get(id(value))
                 if u is None:
                     u = self.collect(value, scope, [])[0]  # a Mapped's is its placeholder
+                    pulled.append(value)
                 if slots is not None:
                     if type(value) is MapTask:  # its value is a list made at run time
                         slots = None
@@ -407,7 +411,7 @@ class _Builder:
                     self.collect(up, scope, [])
         if ups:
             spec.refs = True
-            spec.ups = ups
+            spec.ups = ups if slots is None else pulled
             spec.argslots = slots
 
     def collect_mapped(self, node: Mapped, scope: DAG | None, groups: list[Group]) -> list[Spec]:
@@ -658,7 +662,7 @@ class _Builder:
         slots = spec.argslots
         if slots is not None:  # upstream tasks as arguments, the common case: edges made (collect_args)
             wired = self.wired
-            for up in spec.ups:  # an upstream pulled in by this call is wired from here
+            for up in spec.ups:  # the upstreams this call pulled in are wired from here
                 if id(up) not in wired:
                     self.wire(up)
             if not task.kwargs and len(slots) == len(task.args):  # every argument is an upstream
