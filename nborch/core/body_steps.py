@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .invocation import Inv
     from .policy_steps import Timeout
 
-__all__ = ["InThread", "OnExecutor", "OnLoop", "Prepare"]
+__all__ = ["ExecutorBody", "LoopBody", "Prepare", "ThreadBody", "body_for"]
 
 
 class Prepare(Step):
@@ -40,7 +40,7 @@ class Prepare(Step):
         return await self.inner(args, kwargs)
 
 
-class OnLoop(Step):
+class LoopBody(Step):
     """An async body, awaited on the loop."""
 
     __slots__ = ()
@@ -54,7 +54,7 @@ class OnLoop(Step):
         return await self.inner(*args, **kwargs)
 
 
-class InThread(Step):
+class ThreadBody(Step):
     """A sync body, in one of the run's worker threads. A thread cannot be stopped: when the
     attempt ends without the body (cancelled, timed out) the body is told (``nborch.cancelled()``),
     its result is dropped, and the child tasks it is blocked on stop; a call still queued never
@@ -68,15 +68,15 @@ class InThread(Step):
     async def __call__(self, args: Any, kwargs: Any, deadline: Timeout | None = None) -> Any:
         pool = self.engine.worker_pool()
         frame = self.inv.frame
-        started: asyncio.Future[None] | None = None
-        if deadline is not None:  # its time counts from when a worker starts it, not from the queue
-            started = self.engine.loop.create_future()  # type: ignore[union-attr]
-            started.add_done_callback(lambda _: deadline.start())
+        assert frame is not None  # given by the Attempt step
+        # with a timeout, its time counts from when a worker starts it, not from the queue
+        started = None if deadline is None else self.engine.loop.create_future()  # type: ignore[union-attr]
         job = pool.submit_job(contextvars.copy_context(), self.inner, args, kwargs, on_start=started)
+        if started is not None:  # resolved on the loop, later: a start after the result is stale
+            started.add_done_callback(lambda _: job.fut.done() or deadline.start())  # type: ignore[union-attr]
         try:
             return await job.fut
         except BaseException:
-            assert frame is not None
             frame.cancelled = True
             if not job.fut.done():
                 job.fut.cancel()
@@ -87,7 +87,7 @@ class InThread(Step):
             raise
 
 
-class OnExecutor(Step):
+class ExecutorBody(Step):
     """A body on the task's executor (a process pool, Dask), awaited through its future. A task
     submitted ahead by its upstream (``Offload.submit_ahead``) has its first attempt's future
     already; a plain one submitted to Dask now submits its own plain downstream ahead."""
@@ -119,5 +119,5 @@ class OnExecutor(Step):
 def body_for(inv: Inv, engine: Engine, ahead: asyncio.Future[Any] | None) -> Inner:
     """The body step of ``inv``: where its function runs."""
     if inv.executor is not None:
-        return OnExecutor(inv, engine, ahead)
-    return OnLoop(inv, engine) if inv.spec.task.info.is_async else InThread(inv, engine)
+        return ExecutorBody(inv, engine, ahead)
+    return LoopBody(inv, engine) if inv.spec.task.info.is_async else ThreadBody(inv, engine)

@@ -200,7 +200,7 @@ class Timeout(Step):
 
     def start(self) -> None:
         """The body started: its time runs from now."""
-        if self.scope is not None:  # else the attempt is over (a late start from a worker thread)
+        if self.scope is not None:  # else the attempt is over
             self.scope.reschedule(self.engine.loop.time() + self.seconds)  # type: ignore[union-attr]
 
     def expired(self) -> bool:
