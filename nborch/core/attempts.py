@@ -86,7 +86,7 @@ class Attempts:
             known = self.plans[id(opts)] = (opts, plan_for(opts, engine.cache is not None))
         caching, steps = known[1]
         ahead, inv.ahead = inv.ahead, None  # submitted already, with its arguments (submit_ahead)
-        run = body_for(inv, engine, ahead)
+        run: Inner = body_for(inv, engine, ahead)
         for step in steps:
             run = step(run, inv, engine)
         if inv.circuits:

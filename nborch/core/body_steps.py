@@ -14,7 +14,7 @@ import contextvars
 from typing import TYPE_CHECKING, Any
 
 from .executors import prepare_for
-from .policy_steps import Inner, Step
+from .policy_steps import Step
 
 if TYPE_CHECKING:
     import asyncio
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .invocation import Inv
     from .policy_steps import Timeout
 
-__all__ = ["ExecutorBody", "LoopBody", "Prepare", "ThreadBody", "body_for"]
+__all__ = ["Body", "ExecutorBody", "LoopBody", "Prepare", "ThreadBody", "body_for"]
 
 
 class Prepare(Step):
@@ -40,13 +40,19 @@ class Prepare(Step):
         return await self.inner(args, kwargs)
 
 
-class LoopBody(Step):
-    """An async body, awaited on the loop."""
+class Body(Step):
+    """The innermost step: the task's function (its ``inner``) called with the arguments."""
 
     __slots__ = ()
 
     def __init__(self, inv: Inv, engine: Engine) -> None:
         super().__init__(inv.spec.task.fn, inv, engine)
+
+
+class LoopBody(Body):
+    """An async body, awaited on the loop."""
+
+    __slots__ = ()
 
     async def __call__(self, args: Any, kwargs: Any, deadline: Timeout | None = None) -> Any:
         if deadline is not None:
@@ -54,16 +60,13 @@ class LoopBody(Step):
         return await self.inner(*args, **kwargs)
 
 
-class ThreadBody(Step):
+class ThreadBody(Body):
     """A sync body, in one of the run's worker threads. A thread cannot be stopped: when the
     attempt ends without the body (cancelled, timed out) the body is told (``nborch.cancelled()``),
     its result is dropped, and the child tasks it is blocked on stop; a call still queued never
     starts, and one that timed out no longer holds a worker's place."""
 
     __slots__ = ()
-
-    def __init__(self, inv: Inv, engine: Engine) -> None:
-        super().__init__(inv.spec.task.fn, inv, engine)
 
     async def __call__(self, args: Any, kwargs: Any, deadline: Timeout | None = None) -> Any:
         pool = self.engine.worker_pool()
@@ -87,7 +90,7 @@ class ThreadBody(Step):
             raise
 
 
-class ExecutorBody(Step):
+class ExecutorBody(Body):
     """A body on the task's executor (a process pool, Dask), awaited through its future. A task
     submitted ahead by its upstream (``Offload.submit_ahead``) has its first attempt's future
     already; a plain one submitted to Dask now submits its own plain downstream ahead."""
@@ -95,7 +98,7 @@ class ExecutorBody(Step):
     __slots__ = ("ahead",)
 
     def __init__(self, inv: Inv, engine: Engine, ahead: asyncio.Future[Any] | None) -> None:
-        super().__init__(inv.spec.task.fn, inv, engine)
+        super().__init__(inv, engine)
         self.ahead = ahead
 
     async def __call__(self, args: Any, kwargs: Any, deadline: Timeout | None = None) -> Any:
@@ -116,7 +119,7 @@ class ExecutorBody(Step):
         return await job
 
 
-def body_for(inv: Inv, engine: Engine, ahead: asyncio.Future[Any] | None) -> Inner:
+def body_for(inv: Inv, engine: Engine, ahead: asyncio.Future[Any] | None) -> Body:
     """The body step of ``inv``: where its function runs."""
     if inv.executor is not None:
         return ExecutorBody(inv, engine, ahead)
