@@ -1,34 +1,41 @@
 """Running one task through its attempts: the slow path of the engine (the fast path is
 ``Engine.launch``, which never comes here: a task with no option pays nothing for this).
 
-**The shape.** tenacity builds a retry policy from small strategies (stop, wait, retry) that a
-driver loop consults, each a function of one shared call state. Here the concerns do more than
-decide (they wait for a rate, hold a breaker's trial call, stop a body at its deadline), so each
-is a *step* that wraps the next one, as middleware does, and keeps its own state for the task's
-run: ``await step(args, kwargs)`` returns the value or raises. The order of the wrapping is the
-order of the concerns, outermost first:
+**The shape.** tenacity builds a retry policy from small strategies (stop, wait, retry) that
+one driver loop consults, each a pure function of a shared call state. Here most concerns do
+more than decide: they wait for a rate, hold a breaker's trial call, stop a body at its
+deadline, give slots back while they sleep. So each is a *step* that wraps the next one, as
+middleware does, and keeps its own state for the task's run (the rate limiter it waits on, the
+attempt's deadline): ``await step(args, kwargs)`` returns the task's value or raises. The
+nesting is the order of the concerns, outermost first:
 
 =============  ==============================================================================
 ``Cache``      the key is looked up before anything runs (a hit runs nothing below), the value
                saved after a success (``cache_step``)
 ``Prepare``    the executor started and the arguments readied for it, once (``body_steps``)
 ``Circuits``   the CircuitGroups the task is a step of admit it, once
-``Retrying``   attempts until one succeeds or the policy gives up; slots given back while it
-               sleeps between two
-``Rate``       every attempt waits for its start
-``Attempt``    counted, its Frame, RUNNING; a failure goes up as ``AttemptFailed``
-``Breaker``    the circuit breaker admits the attempt and records its outcome
+``Retrying``   attempts until one succeeds or the policy gives up; the slots given back while
+               it sleeps between two
+``Rate``       every attempt waits for its start, after the back-off
+``Attempt``    counted, given its Frame, published RUNNING; a failure goes up as
+               ``AttemptFailed``
+``Breaker``    the circuit breaker admits the attempt (a refusal is final) and records its
+               outcome, a timeout's included
 ``Timeout``    the body must end within its time, counted from when it starts
 body           on the loop, in a worker thread or on an executor (``body_steps``)
 =============  ==============================================================================
 
-Only the steps a task's options ask for are there; which those are is worked out once per
-options object (nodes of one task function share theirs) and kept as a tuple of step classes,
-the *plan*. Per task, ``compose`` builds the steps from the plan, with what only the task knows
-(its executor, its CircuitGroups, arguments left on a cluster), and ``run_task``, the driver,
-calls the outermost and settles the task with what comes out. The policy steps are in
-``policy_steps``; what they decide with (``RetryPolicy``, ``CircuitBreaker``, ``RateLimiter``)
-are plain values and state machines in ``policies`` and ``limits``.
+A failure travels up as ``AttemptFailed`` rather than as the task's own exception, so that
+``Retrying`` and the driver tell it from a cancellation of a wait or a ``Skip`` by its type.
+
+Only the steps a task's options ask for are there. Which those are is worked out once per
+options object (the nodes of one task function share theirs) and kept as a tuple of step
+classes, the *composition*. Per task, ``compose`` builds the steps from it, adding what only
+the task knows (its executor, its CircuitGroups, arguments left on a cluster), and
+``run_task``, the driver, calls the outermost step and settles the task with what comes out.
+The policy steps are in ``policy_steps``; what they decide with (``RetryPolicy``,
+``CircuitBreaker``, ``RateLimiter``) are plain values and state machines in ``policies`` and
+``limits``.
 """
 
 from __future__ import annotations
@@ -49,10 +56,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Attempts"]
 
-Plan = tuple[bool, tuple[type[Step], ...]]  # (cache the value, the attempt's steps, innermost first)
+Composition = tuple[bool, tuple[type[Step], ...]]  # (cache the value, the attempt's steps, innermost first)
 
 
-def plan_for(opts: TaskOptions, caching: bool) -> Plan:
+def composition_for(opts: TaskOptions, caching: bool) -> Composition:
     """The steps ``opts`` asks for (see the module's table)."""
     steps: list[type[Step]] = []
     if opts.timeout is not None:
@@ -71,19 +78,19 @@ class Attempts:
     """Runs one task's attempts for an ``Engine`` (its slow path); the engine's scheduling
     state is reached through ``engine``."""
 
-    __slots__ = ("engine", "plans")
+    __slots__ = ("engine", "compositions")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.plans: dict[int, tuple[TaskOptions, Plan]] = {}  # by id() of the options (kept alive here)
+        self.compositions: dict[int, tuple[TaskOptions, Composition]] = {}  # by id() of the options (kept alive here)
 
     def compose(self, inv: Inv) -> Inner:
         """The outermost step of ``inv``'s run (see the module)."""
         engine = self.engine
         opts = inv.spec.task.options
-        known = self.plans.get(id(opts))
+        known = self.compositions.get(id(opts))
         if known is None:
-            known = self.plans[id(opts)] = (opts, plan_for(opts, engine.cache is not None))
+            known = self.compositions[id(opts)] = (opts, composition_for(opts, engine.cache is not None))
         caching, steps = known[1]
         ahead, inv.ahead = inv.ahead, None  # submitted already, with its arguments (submit_ahead)
         run: Inner = body_for(inv, engine, ahead)
