@@ -96,7 +96,8 @@ def test_a_task_gives_its_slot_back_while_it_waits_to_retry_and_while_it_waits_f
     async def other(i):
         order.append(f"other{i}")
 
-    record = nborch.run(Parallel(flaky(), other(1), other(2)), clock=fake_clock, store=False, max_concurrency=1)
+    flow = Parallel(flaky(), other(1), other(2))
+    record = nborch.run(flow, clock=fake_clock, store=False, max_concurrency=1)
 
     assert record.ok
     # one slot: other1 ran while flaky slept before its retry, other2 while it waited for its rate

@@ -41,7 +41,7 @@ The policy steps are in ``policy_steps``; what they decide with (``RetryPolicy``
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .body_steps import Prepare, body_for
 from .cache_step import Cache
@@ -82,7 +82,8 @@ class Attempts:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.compositions: dict[int, tuple[TaskOptions, Composition]] = {}  # by id() of the options (kept alive here)
+        # by id() of the options, which are kept alive here so that their id is not reused
+        self.compositions: dict[int, tuple[TaskOptions, Composition]] = {}
 
     def compose(self, inv: Inv) -> Inner:
         """The outermost step of ``inv``'s run (see the module)."""

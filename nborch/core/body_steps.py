@@ -76,7 +76,8 @@ class ThreadBody(Body):
         started = None if deadline is None else self.engine.loop.create_future()  # type: ignore[union-attr]
         job = pool.submit_job(contextvars.copy_context(), self.inner, args, kwargs, on_start=started)
         if started is not None:  # resolved on the loop, later: a start after the result is stale
-            started.add_done_callback(lambda _: job.fut.done() or deadline.start())  # type: ignore[union-attr]
+            start = deadline.start  # type: ignore[union-attr]
+            started.add_done_callback(lambda _: job.fut.done() or start())
         try:
             return await job.fut
         except BaseException:
@@ -108,7 +109,9 @@ class ExecutorBody(Body):
         if self.ahead is not None:
             job, self.ahead = self.ahead, None
         elif exe.ahead:
-            job, remote = exe.submit_remote(engine.loop, self.inner, args, kwargs, inv.name, offload.remote_output)
+            job, remote = exe.submit_remote(
+                engine.loop, self.inner, args, kwargs, inv.name, offload.remote_output
+            )
             if inv.spec.task.options.retry is None and engine.global_limit is None:
                 offload.submit_ahead(inv, remote)
             del remote  # a failure's traceback keeps this frame: not the Dask future

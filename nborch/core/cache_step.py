@@ -38,10 +38,11 @@ class Cache(Step):
         """Compute the task's cache key (``inv.cache_key``); (True, value) on a hit (the task
         is then ``cached``), else (False, None) with ``inv.cache_miss`` saying why."""
         inv, engine = self.inv, self.engine
-        ups = [engine.invs[u.name].cache_key for u in inv.spec.up if u.name in engine.invs]
+        invs = engine.invs
+        ups = [invs[u.name].cache_key for u in inv.spec.up if u.name in invs and invs[u.name].cache_key]
         if engine.remotes and has_remote((args, kwargs)):
             args, kwargs = await fingerprinted(args, kwargs)
-        key = await asyncio.to_thread(engine.cache.call_key, inv.spec.task.fn, args, kwargs, [k for k in ups if k])
+        key = await asyncio.to_thread(engine.cache.call_key, inv.spec.task.fn, args, kwargs, ups)
         inv.cache_key = key.digest if key is not None else None
         if key is None:
             inv.cache_miss = "its key cannot be computed"

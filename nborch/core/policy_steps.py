@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from .policies import CircuitBreaker, RetryPolicy
 
 __all__ = [
-    "Attempt", "AttemptFailed", "Breaker", "Circuits", "Rate", "Retrying", "Step", "Timeout", "counts_as_failure",
+    "Attempt", "AttemptFailed", "Breaker", "Circuits", "Rate", "Retrying", "Step", "Timeout",
+    "counts_as_failure",
 ]
 
 Inner = Callable[..., Awaitable[Any]]
