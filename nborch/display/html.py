@@ -21,22 +21,11 @@ from ..core.errors import NborchError, safe_str
 from ..core.graph import Graph, build_graph
 from ..core.record import _fmt_seconds
 from ..core.state import TaskState
-from .dot import (
-    BAR_ORDER,
-    COLLAPSE_OVER,
-    COLORS,
-    MARK_COLORS,
-    NOTEBOOK_EXTRA,
-    GraphModel,
-    graph_dot,
-    graph_model,
-    group_note,
-    map_state,
-    node_looks,
-    printable,
-    render_svg,
-    svg_image,
-)
+from .dot import NOTEBOOK_EXTRA, graph_dot
+from .graph_model import COLLAPSE_OVER, GraphModel, graph_model
+from .looks import BAR_ORDER, COLORS, MARK_COLORS, group_note, map_state, node_looks
+from .names import printable
+from .svg import render_svg, svg_image
 from .state import MAP_DRAWN, RunView, TaskStatus, fmt_elapsed, map_note
 
 if TYPE_CHECKING:

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 
 from ..core.graph import Graph, build_graph
 from ..core.mapping import MapTask
-from .dot import COLORS, graph_model, node_looks, printable
+from .graph_model import graph_model
+from .looks import COLORS, node_looks
+from .names import printable
 from .state import RunView, map_counts, text_bar
 
 if TYPE_CHECKING:

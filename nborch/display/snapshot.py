@@ -28,16 +28,11 @@ from typing import Any
 from ..core import record
 from ..core.record import Run, _fmt_seconds
 from ..core.state import TaskState
-from .dot import (
-    COLLAPSE_OVER,
-    GraphModel,
-    SvgTemplate,
-    layout_dot,
-    layout_svg,
-    node_looks,
-    run_model,
-    svg_image,
-)
+from .dot import layout_dot
+from .graph_model import COLLAPSE_OVER, GraphModel, run_model
+from .looks import node_looks
+from .svg import layout_svg, svg_image
+from .svg_template import SvgTemplate
 from .html import (
     esc,
     graph_alt,

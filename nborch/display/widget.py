@@ -23,7 +23,7 @@ least every ``tick`` (1 s), so its time so far keeps counting; while nothing run
 comes, nothing is repainted. Recolouring rewrites the small style block; the SVG text (node
 classes and second lines) is refreshed at most every ``svg_interval``; graphviz runs only when
 the graph's shape changed (child tasks), in a worker thread, at most every ``layout_interval``,
-and not at all for a shape laid out before in this process (``dot.layout_svg``). Runs of more
+and not at all for a shape laid out before in this process (``svg.layout_svg``). Runs of more
 than 200 tasks are drawn collapsed by task function. Six widgets share one layout and one
 style model: ten comm channels per display.
 """
@@ -44,18 +44,11 @@ from ..core.clock import SystemClock
 from ..core.record import Run
 from ..runtime.runner import RunHandle
 from ..core.state import TaskState
-from .dot import (
-    COLLAPSE_OVER,
-    NOTEBOOK_EXTRA,
-    GraphModel,
-    SvgTemplate,
-    graph_model,
-    cached_layout,
-    layout_dot,
-    layout_svg,
-    node_looks,
-    state_css,
-)
+from .dot import NOTEBOOK_EXTRA, layout_dot
+from .graph_model import COLLAPSE_OVER, GraphModel, graph_model
+from .looks import node_looks
+from .svg import cached_layout, layout_svg
+from .svg_template import SvgTemplate, state_css
 from .html import header_html, progress_html, task_bars_html, task_table_html, zoom_checkbox, zoom_css
 from .snapshot import (
     drawn_live,

@@ -13,10 +13,15 @@ import pytest
 
 import nborch
 from nborch import Sequence, Task, TaskState
-from nborch.display.dot import SvgTemplate, graph_dot, graph_model, node_id, node_looks, printable, render_svg
+from nborch.display.dot import graph_dot
+from nborch.display.graph_model import graph_model
 from nborch.display.html import header_html, task_list_html, task_table_html
+from nborch.display.looks import node_looks
 from nborch.display.mermaid import graph_mermaid
+from nborch.display.names import node_id, printable
 from nborch.display.state import RunView
+from nborch.display.svg import render_svg
+from nborch.display.svg_template import SvgTemplate
 from nborch.core.graph import build_graph
 
 SVG = "{http://www.w3.org/2000/svg}"

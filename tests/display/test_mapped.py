@@ -15,8 +15,10 @@ import pytest
 import nborch
 from nborch import DAG, TaskState, task
 from nborch.display.console import ConsoleProgress
-from nborch.display.dot import COLORS, map_id, node_id, status_digraph
+from nborch.display.dot import status_digraph
+from nborch.display.looks import COLORS
 from nborch.display.mermaid import graph_mermaid
+from nborch.display.names import map_id, node_id
 from nborch.display.state import MAP_DRAWN, KnownTask, RunView
 
 from .images import SVG, graph_svg, node_texts, nodes
