@@ -39,8 +39,9 @@ from .looks import (
     node_looks,
     node_notes,
 )
+from .mapped_nodes import map_counts, map_note
 from .names import group_id, map_id, node_id, printable
-from .state import KnownTask, RunView, map_counts, map_note
+from .state import RunView
 from .svg import (
     FIT_STYLE,
     cached_layout,
@@ -52,6 +53,7 @@ from .svg import (
     svg_size,
 )
 from .svg_template import SvgTemplate, state_css
+from .task_status import KnownTask
 
 if TYPE_CHECKING:
     import graphviz

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from ..core.graph import Graph, Spec
 from ..core.mapping import Mapped, MapTask
 from ..core.task import fn_name
+from .mapped_nodes import MAP_DRAWN, maps_from_names
 from .names import group_id, map_id, node_id
-from .state import MAP_DRAWN, maps_from_names
 
 if TYPE_CHECKING:
     from ..core.record import Run

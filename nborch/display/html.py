@@ -24,9 +24,11 @@ from ..core.state import TaskState
 from .dot import NOTEBOOK_EXTRA, graph_dot
 from .graph_model import COLLAPSE_OVER, GraphModel, graph_model
 from .looks import BAR_ORDER, COLORS, MARK_COLORS, group_note, map_state, node_looks
+from .mapped_nodes import MAP_DRAWN, map_note
 from .names import printable
+from .state import RunView
 from .svg import render_svg, svg_image
-from .state import MAP_DRAWN, RunView, TaskStatus, fmt_elapsed, map_note
+from .task_status import TaskStatus, fmt_elapsed
 
 if TYPE_CHECKING:
     from ..core.task import Node

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 from ..core.state import TaskState
 from .graph_model import DrawnNode, GraphModel
-from .state import RunView, map_counts, map_note
+from .mapped_nodes import map_counts, map_note
+from .state import RunView
 
 __all__ = [
     "BAR_ORDER", "BAR_TRACK", "BORDER", "COLORS", "FAILED_BORDER", "GROUP_PRIORITY", "MARK_COLORS",

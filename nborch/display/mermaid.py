@@ -15,8 +15,9 @@ from ..core.graph import Graph, build_graph
 from ..core.mapping import MapTask
 from .graph_model import graph_model
 from .looks import COLORS, node_looks
+from .mapped_nodes import map_counts, text_bar
 from .names import printable
-from .state import RunView, map_counts, text_bar
+from .state import RunView
 
 if TYPE_CHECKING:
     from ..core.task import Node

@@ -30,9 +30,6 @@ from ..core.record import Run, _fmt_seconds
 from ..core.state import TaskState
 from .dot import layout_dot
 from .graph_model import COLLAPSE_OVER, GraphModel, run_model
-from .looks import node_looks
-from .svg import layout_svg, svg_image
-from .svg_template import SvgTemplate
 from .html import (
     esc,
     graph_alt,
@@ -46,7 +43,11 @@ from .html import (
     zoom_checkbox,
     zoomable,
 )
-from .state import RunView, map_note
+from .looks import node_looks
+from .mapped_nodes import map_note
+from .state import RunView
+from .svg import layout_svg, svg_image
+from .svg_template import SvgTemplate
 
 __all__ = [
     "SNAPSHOT_CLOSE", "SNAPSHOT_OPEN", "drawn_live", "new_scope", "run_snapshot_html", "snapshot_html",

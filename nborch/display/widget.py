@@ -46,10 +46,8 @@ from ..runtime.runner import RunHandle
 from ..core.state import TaskState
 from .dot import NOTEBOOK_EXTRA, layout_dot
 from .graph_model import COLLAPSE_OVER, GraphModel, graph_model
-from .looks import node_looks
-from .svg import cached_layout, layout_svg
-from .svg_template import SvgTemplate, state_css
 from .html import header_html, progress_html, task_bars_html, task_table_html, zoom_checkbox, zoom_css
+from .looks import node_looks
 from .snapshot import (
     drawn_live,
     graph_part,
@@ -60,6 +58,8 @@ from .snapshot import (
     starting_text,
 )
 from .state import RunView
+from .svg import cached_layout, layout_svg
+from .svg_template import SvgTemplate, state_css
 
 if TYPE_CHECKING:
     import ipywidgets as w
