@@ -10,7 +10,7 @@ from ..core.record import Run, _fmt_seconds, error_line
 from ..core.state import TaskState
 from .looks import map_state
 from .mapped_nodes import map_counts, map_note, maps_from_names
-from .names import printable
+from .escaping import printable
 
 
 def _text(text: str) -> str:

@@ -13,7 +13,6 @@ The names of the modules this one was split into are importable from here as bef
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from ..core.errors import NborchError
 from ..core.graph import Graph, build_graph
 from ..core.record import _fmt_seconds
 from ..core.state import TaskState
+from .escaping import esc, printable
 from .graph_model import COLLAPSE_OVER, DrawnNode, GraphModel, graph_model, group_tasks, run_model
 from .looks import (
     BAR_ORDER,
@@ -40,7 +40,7 @@ from .looks import (
     node_notes,
 )
 from .mapped_nodes import map_counts, map_note
-from .names import group_id, map_id, node_id, printable
+from .node_ids import group_id, map_id, node_id
 from .state import RunView
 from .svg import (
     FIT_STYLE,
@@ -387,10 +387,9 @@ def _bar_label(name: str, note: str, counts: Mapping[TaskState, int], width: int
             cells.append(f'<TD WIDTH="{w}" HEIGHT="4" FIXEDSIZE="TRUE" BGCOLOR="{COLORS[state][0]}"></TD>')
     if used < width:
         cells.append(f'<TD WIDTH="{width - used}" HEIGHT="4" FIXEDSIZE="TRUE" BGCOLOR="{BAR_TRACK}"></TD>')
-    text = lambda t: html.escape(printable(t))  # noqa: E731
     return (
         '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
-        f"<TR><TD>{text(name)}</TD></TR><TR><TD>{text(note)}</TD></TR>"
+        f"<TR><TD>{esc(name)}</TD></TR><TR><TD>{esc(note)}</TD></TR>"
         '<TR><TD><TABLE BORDER="1" COLOR="#ffffff" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>'
         + "".join(cells) + "</TR></TABLE></TD></TR></TABLE>>"
     )

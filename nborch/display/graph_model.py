@@ -18,7 +18,7 @@ from ..core.graph import Graph, Spec
 from ..core.mapping import Mapped, MapTask
 from ..core.task import fn_name
 from .mapped_nodes import MAP_DRAWN, maps_from_names
-from .names import group_id, map_id, node_id
+from .node_ids import group_id, map_id, node_id
 
 if TYPE_CHECKING:
     from ..core.record import Run

@@ -1,8 +1,9 @@
-"""How each drawn node looks: its colours by state, its mark, and its second line.
+"""How each state and each drawn node looks: colours by state, marks, second lines, badges.
 
-One place for the palette (``COLORS``, ``MARK_COLORS``, the borders) and for what a node of a
-``GraphModel`` shows of a run (``node_looks``): the DOT text, the SVG template, its style block,
-the HTML lists and Mermaid all read it from here, so that they agree.
+One place for the palette (``COLORS``, ``MARK_COLORS``, the borders), for what a node of a
+``GraphModel`` shows of a run (``node_looks``) and for the coloured label of a state in HTML
+(``state_badge``): the DOT text, the SVG template, its style block, the HTML tables and lists
+and Mermaid all read them from here, so that they agree.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from ..core.state import TaskState
+from .escaping import esc
 from .graph_model import DrawnNode, GraphModel
 from .mapped_nodes import map_counts, map_note
 from .state import RunView
@@ -18,7 +20,7 @@ from .state import RunView
 __all__ = [
     "BAR_ORDER", "BAR_TRACK", "BORDER", "COLORS", "FAILED_BORDER", "GROUP_PRIORITY", "MARK_COLORS",
     "STALE_BORDER", "SYMBOLS", "counts_note", "group_note", "map_look", "map_state", "node_classes",
-    "node_colors", "node_looks", "node_notes", "node_states",
+    "node_colors", "node_looks", "node_notes", "node_states", "state_badge",
 ]
 
 S = TaskState
@@ -172,3 +174,27 @@ def group_note(members: list[str], view: RunView | None) -> str:
     if view is None:
         return _size_note(members)
     return counts_note(_counts(members, view.states))
+
+
+_MARK_TITLES = {
+    "cached": "succeeded without running: its value came from the cache",
+    "reused": "succeeded without running: an earlier run's outcome stands",
+}
+
+
+def state_badge(state: TaskState, mark: str = "") -> str:
+    """A small coloured label for ``state``, classed ``st-<state>`` for styling and tests; with
+    a ``mark`` ("cached", "reused"), "succeeded (cached)" in the pale look of tasks that did
+    not run, classed ``nb-<mark>`` too."""
+    if mark:
+        fill, font, _ = MARK_COLORS[mark]
+        return (
+            f"<span class='nborch-state st-{state.value} nb-{mark}' title='{esc(_MARK_TITLES[mark])}' "
+            f"style='background:{fill};color:{font};border-radius:3px;padding:0 5px;white-space:nowrap'>"
+            f"{esc(state.value)} ({mark})</span>"
+        )
+    fill, font = COLORS[state]
+    return (
+        f"<span class='nborch-state st-{state.value}' style='background:{fill};color:{font};"
+        f"border-radius:3px;padding:0 5px;white-space:nowrap'>{esc(state.value)}</span>"
+    )

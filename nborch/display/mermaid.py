@@ -16,7 +16,7 @@ from ..core.mapping import MapTask
 from .graph_model import graph_model
 from .looks import COLORS, node_looks
 from .mapped_nodes import map_counts, text_bar
-from .names import printable
+from .escaping import printable
 from .state import RunView
 
 if TYPE_CHECKING:

@@ -29,16 +29,14 @@ from ..core import record
 from ..core.record import Run, _fmt_seconds
 from ..core.state import TaskState
 from .dot import layout_dot
+from .escaping import esc
 from .graph_model import COLLAPSE_OVER, GraphModel, run_model
 from .html import (
-    esc,
     graph_alt,
     header_html,
-    map_duration,
     model_list_html,
     progress_html,
     task_bars_html,
-    task_table_html,
     zoom_css,
     zoom_checkbox,
     zoomable,
@@ -48,6 +46,7 @@ from .mapped_nodes import map_note
 from .state import RunView
 from .svg import layout_svg, svg_image
 from .svg_template import SvgTemplate
+from .task_table import map_duration, task_table_html
 
 __all__ = [
     "SNAPSHOT_CLOSE", "SNAPSHOT_OPEN", "drawn_live", "new_scope", "run_snapshot_html", "snapshot_html",

@@ -46,7 +46,7 @@ from ..runtime.runner import RunHandle
 from ..core.state import TaskState
 from .dot import NOTEBOOK_EXTRA, layout_dot
 from .graph_model import COLLAPSE_OVER, GraphModel, graph_model
-from .html import header_html, progress_html, task_bars_html, task_table_html, zoom_checkbox, zoom_css
+from .html import header_html, progress_html, task_bars_html, zoom_checkbox, zoom_css
 from .looks import node_looks
 from .snapshot import (
     drawn_live,
@@ -60,6 +60,7 @@ from .snapshot import (
 from .state import RunView
 from .svg import cached_layout, layout_svg
 from .svg_template import SvgTemplate, state_css
+from .task_table import task_table_html
 
 if TYPE_CHECKING:
     import ipywidgets as w

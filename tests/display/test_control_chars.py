@@ -14,14 +14,16 @@ import pytest
 import nborch
 from nborch import Sequence, Task, TaskState
 from nborch.display.dot import graph_dot
+from nborch.display.escaping import printable
 from nborch.display.graph_model import graph_model
-from nborch.display.html import header_html, task_list_html, task_table_html
+from nborch.display.html import header_html, task_list_html
 from nborch.display.looks import node_looks
 from nborch.display.mermaid import graph_mermaid
-from nborch.display.names import node_id, printable
+from nborch.display.node_ids import node_id
 from nborch.display.state import RunView
 from nborch.display.svg import render_svg
 from nborch.display.svg_template import SvgTemplate
+from nborch.display.task_table import task_table_html
 from nborch.core.graph import build_graph
 
 SVG = "{http://www.w3.org/2000/svg}"

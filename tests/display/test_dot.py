@@ -13,7 +13,7 @@ from nborch import DAG, DefinitionError, NborchError, Task, TaskState, task
 from nborch.display.dot import graph_dot, layout_dot, node_digraph
 from nborch.display.graph_model import graph_model
 from nborch.display.looks import node_notes, node_states
-from nborch.display.names import group_id, node_id
+from nborch.display.node_ids import group_id, node_id
 from nborch.display.svg import render_svg
 from nborch.display.svg_template import SvgTemplate, state_css
 from nborch.display.state import RunView
@@ -506,9 +506,9 @@ def test_a_digraph_shows_itself_as_an_image_too_for_untrusted_notebooks():
 
 
 def test_the_names_dot_exported_before_its_split_are_still_importable_from_it():
-    from nborch.display import dot, graph_model, looks, names, svg, svg_template
+    from nborch.display import dot, escaping, graph_model, looks, node_ids, svg, svg_template
 
-    homes = {name: module for module in (graph_model, looks, names, svg, svg_template)
+    homes = {name: module for module in (escaping, graph_model, looks, node_ids, svg, svg_template)
              for name in module.__all__}
     moved = [name for name in dot.__all__ if name in homes]
     assert [name for name in moved if getattr(dot, name) is not getattr(homes[name], name)] == []

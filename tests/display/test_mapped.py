@@ -18,7 +18,7 @@ from nborch.display.console import ConsoleProgress
 from nborch.display.dot import status_digraph
 from nborch.display.looks import COLORS
 from nborch.display.mermaid import graph_mermaid
-from nborch.display.names import map_id, node_id
+from nborch.display.node_ids import map_id, node_id
 from nborch.display.state import MAP_DRAWN, KnownTask, RunView
 
 from .images import SVG, graph_svg, node_texts, nodes

@@ -15,7 +15,7 @@ pytest.importorskip("ipywidgets")
 import nborch  # noqa: E402
 from nborch import DAG, Skip, Task, TaskProgress, TaskState, task  # noqa: E402
 from nborch.display.looks import COLORS, MARK_COLORS  # noqa: E402
-from nborch.display.names import node_id  # noqa: E402
+from nborch.display.node_ids import node_id  # noqa: E402
 from nborch.display.snapshot import SNAPSHOT_CLOSE, SNAPSHOT_OPEN  # noqa: E402
 from nborch.display.widget import STOP_TEXT, WIDGET_VIEW, LiveDisplay, widget_factory  # noqa: E402
 from nborch.core.eventbus import TaskEvent  # noqa: E402

@@ -1,22 +1,23 @@
-"""Task names where they are drawn: printable text, and the ids of their nodes in SVG and HTML.
+"""Text from a run or a workflow made safe to show: task names, exception messages, captured output.
 
 A task name may hold any character. ``printable`` writes control characters as Python escapes
-wherever a name is shown (DOT, SVG, HTML, Mermaid); ``node_id``, ``group_id`` and ``map_id``
-encode a name into an id that is safe in SVG, HTML and CSS selectors, and distinct for
-distinct names.
+wherever text is drawn (DOT, SVG, HTML, Mermaid), where a raw one would be invalid, cut the
+string, or vanish; ``esc`` and ``output_text`` escape markup too, so that an exception message
+can never inject markup into a notebook.
 """
 
 from __future__ import annotations
 
+import html
 import re
 
-__all__ = ["group_id", "map_id", "node_id", "printable"]
+__all__ = ["esc", "output_text", "printable"]
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 # What must never reach DOT, SVG (XML 1.0), HTML or Mermaid raw: control characters (C0, DEL,
 # C1), line and paragraph separators, lone surrogates (not encodable) and XML's two noncharacters.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")  # terminal colour codes in captured output
 
 
 def _escape(char: str) -> str:
@@ -33,21 +34,12 @@ def printable(text: str, keep: str = "") -> str:
     return _CONTROL.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), text)
 
 
-def _sanitize(name: str) -> str:
-    # Injective: "-" never survives as itself, so "a[2]" and "a-5b-2-5d-" cannot collide.
-    return _UNSAFE.sub(lambda m: f"-{ord(m.group()):x}-", name)
+def esc(text: str) -> str:
+    """``text`` for HTML: markup escaped, control characters written as escapes (``printable``)."""
+    return html.escape(printable(text))
 
 
-def node_id(name: str) -> str:
-    """The SVG/HTML id of a task's node: ``task-`` + the name with unsafe characters encoded."""
-    return "task-" + _sanitize(name)
-
-
-def group_id(base: str) -> str:
-    """The SVG/HTML id of a collapsed graph's node for task function ``base``."""
-    return "group-" + _sanitize(base)
-
-
-def map_id(name: str) -> str:
-    """The SVG/HTML id of mapped node ``name``'s node: ``map-`` + the name, encoded."""
-    return "map-" + _sanitize(name)
+def output_text(text: str) -> str:
+    """Captured output for a ``<pre>``: colour codes dropped, other control characters (but
+    tabs and line breaks) written as escapes."""
+    return html.escape(printable(_ANSI.sub("", text), keep="\t\n\r"))
