@@ -86,7 +86,7 @@ def test_the_live_widgets_svg_template_stays_valid():
 
 def test_the_live_widget_shows_a_valid_graph_table_and_header():
     pytest.importorskip("ipywidgets")
-    from nborch.display.widget import LiveDisplay
+    from nborch.display.live_display import LiveDisplay
 
     shown = []
 

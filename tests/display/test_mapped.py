@@ -101,7 +101,7 @@ def test_the_live_display_handles_a_map_whose_items_appear_mid_run():
     """A map over a task's value expands only when that task succeeded: the live widget shows
     the mapped node waiting, then its counts as items settle, then the final snapshot."""
     pytest.importorskip("ipywidgets")
-    from nborch.display.widget import LiveDisplay
+    from nborch.display.live_display import LiveDisplay
 
     gate_src, gate_items = asyncio.Event(), asyncio.Event()
 
