@@ -53,7 +53,6 @@ class GraphModel:
     collapsed: bool = False
 
 
-
 def group_tasks(graph: Graph, limit: int = COLLAPSE_OVER) -> dict[str, list[str]]:
     """Task names grouped by ``Spec.base`` (the function's name, or the task's explicit name);
     by function if that makes more than ``limit`` groups; past ``limit``, the smallest groups

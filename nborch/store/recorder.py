@@ -46,7 +46,6 @@ def _error_fields(error: BaseException | None) -> tuple[str | None, str | None, 
     return type(error).__name__, safe_str(error), tb
 
 
-
 class Recorder:
     """A run subscriber that records the run, its tasks and their attempts into a store.
 
@@ -229,7 +228,6 @@ class Recorder:
         if self.handed_off:  # rows wait for another process's lock: a moment, not the run's end
             self.store.flush(CLOSE_WAIT)
         self.store.checkpoint_later()
-
 
 
 class DurableRecorder(Recorder):

@@ -38,7 +38,6 @@ def is_busy(err: BaseException) -> bool:
     return isinstance(err, sqlite3.OperationalError) and "locked" in str(err)
 
 
-
 def _insert_rows(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
     """``db.executemany(sql, rows)`` for an ``INSERT ... VALUES (?, ...)``, as INSERTs of up to
     500 rows each (fewer if this SQLite allows fewer parameters): about twice as fast, and SQLite
@@ -118,11 +117,11 @@ class RowWriter:
         written = self.flush(timeout)
         if written:
             with self._thread_lock:
-                writer = self._thread
-                if writer is not None:
+                thread = self._thread
+                if thread is not None:
                     self._rows.put(_STOP)
-            if writer is not None:
-                writer.join(timeout)
+            if thread is not None:
+                thread.join(timeout)
         with self.lock:
             if self.db is not None:
                 self.db.close()
@@ -271,4 +270,3 @@ class RowWriter:
         for run in _runs_of(backlog):
             what = f"run {run!r}" if run else "cache entries and skipped ticks"
             store.trouble(run, f"cannot record {what} in {store.path} ({err}); its rows are not recorded.")
-
