@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import CycleError, DefinitionError, GraphError, did_you_mean
 from .policies import CircuitBreaker
-from .task import INJECTED, Node, Task
+from .task import INJECTED, Node, Task, fn_name
 from .mapping import MapTask, Mapped, item_base
 from .workflow import DAG, CircuitGroup, Composite, Parallel, Sequence
 
@@ -52,7 +52,7 @@ class Spec:
     def __init__(self, task: Task, scope: DAG | None, parent: str | None = None) -> None:
         self.task = task
         self.explicit = task.own_name  # named as a node: Task(f, name=...), not @task(name=...)
-        self.base = task.base_name
+        self.base = task.node_name or task.options.name or fn_name(task.fn)  # Task.base_name, inline
         self.name = ""
         self.scope = scope
         self.groups: list[Group] | tuple[()] = ()
@@ -63,9 +63,9 @@ class Spec:
         self.wants_state = False
         self.refs = False  # arguments contain nodes to replace by their values
         self.ups: list[Node] | tuple[()] = ()  # those nodes, in argument order (until wired)
-        # where upstream tasks (not inside lists or dicts) go: (position or keyword, task); None
-        # when a node is inside a list or dict, or is a mapped node or a composite
-        self.argslots: list[tuple[int | str, Task]] | None = None
+        # where upstream tasks (not inside lists or dicts) go: (position or keyword, its spec);
+        # None when a node is inside a list or dict, or is a mapped node or a composite
+        self.argslots: list[tuple[int | str, Spec]] | None = None
         # their values, by the upstream's name: ``argnames`` when every argument is an upstream
         # task (the call is their values, in order), else ``argplan``: ((position, name), ...),
         # ((keyword, name), ...); both None: the engine resolves the arguments in full
@@ -217,6 +217,7 @@ class _Builder:
         self.map_tasks: dict[int, MapTask] = {}  # id(Mapped) -> its placeholder task
         # (id(FnInfo), number of arguments, keywords) -> (that FnInfo, its parameters left open)
         self.open_cache: dict[tuple[int, int, tuple[str, ...]], tuple[Any, list[str]]] = {}
+        self.loose = False  # an edge was made other than from a task's arguments (see edge)
 
     def build(self) -> Graph:
         self.collect(self.graph.root, None, [])
@@ -242,40 +243,7 @@ class _Builder:
         if isinstance(node, Mapped):
             return self.collect_mapped(node, scope, groups)
         if isinstance(node, Task):
-            if key in g.by_task:
-                spec = g.by_task[key]
-                for grp in groups:
-                    if spec not in grp.specs:
-                        spec.groups = [*spec.groups, grp]
-                        grp.specs.append(spec)
-                return [spec]
-            g.nodes[key] = node
-            found = self.known.get(key) if self.known else None
-            if found is None and node.options.dedupe:
-                found = self.dedupe_match(node)
-            if found is None:
-                spec = Spec(node, scope, self.parent)
-                self.new.append(spec)
-                self.is_new.add(spec)
-                if scope is not None:
-                    scoped = self.scoped.get(id(scope))
-                    if scoped is None:
-                        scoped = self.scoped[id(scope)] = []
-                    scoped.append(spec)
-                if node.options.dedupe:
-                    self.remember_dedupe(node, spec)
-                if groups:
-                    spec.groups = list(groups)
-                    for grp in groups:
-                        grp.specs.append(spec)
-                g.by_task[key] = spec
-                if node.args or node.kwargs:
-                    self.collect_args(node, spec, scope)
-                if node._after:
-                    self.collect_after(node, scope)
-            else:
-                spec = g.by_task[key] = found
-            return [spec]
+            return [self.collect_task(node, scope, groups)]
         if not isinstance(node, Composite):  # pragma: no cover - guarded by iter_nodes
             raise DefinitionError(f"not a node: {node!r}")
         if key in g.members:
@@ -292,6 +260,9 @@ class _Builder:
         child_scope = node if isinstance(node, DAG) else scope
         leaves: dict[Spec, None] = {}
         for child in node.children:
+            if type(child) is Task:  # the common case: no list made for one leaf
+                leaves[self.collect_task(child, child_scope, inner)] = None
+                continue
             for s in self.collect(child, child_scope, inner):
                 leaves[s] = None
         if isinstance(node, DAG):  # a DAG also runs (and reports) the upstreams its tasks pulled in
@@ -305,25 +276,70 @@ class _Builder:
         self.collect_after(node, scope)
         return g.members[key]
 
+    def collect_task(self, node: Task, scope: DAG | None, groups: list[Group]) -> Spec:
+        g = self.graph
+        key = id(node)
+        spec = g.by_task.get(key)
+        if spec is not None:
+            for grp in groups:
+                if spec not in grp.specs:
+                    spec.groups = [*spec.groups, grp]
+                    grp.specs.append(spec)
+            return spec
+        found = self.known.get(key) if self.known else None
+        if found is None and node.options.dedupe:
+            found = self.dedupe_match(node)
+        if found is not None:
+            g.nodes[key] = node  # its id maps to another node's spec: keep it alive
+            g.by_task[key] = found
+            return found
+        spec = Spec(node, scope, self.parent)  # a new spec keeps its node alive (spec.task)
+        self.new.append(spec)
+        self.is_new.add(spec)
+        if scope is not None:
+            scoped = self.scoped.get(id(scope))
+            if scoped is None:
+                scoped = self.scoped[id(scope)] = []
+            scoped.append(spec)
+        if node.options.dedupe:
+            self.remember_dedupe(node, spec)
+        if groups:
+            spec.groups = list(groups)
+            for grp in groups:
+                grp.specs.append(spec)
+        g.by_task[key] = spec
+        if node.args or node.kwargs:
+            self.collect_args(node, spec, scope)
+        if node._after:
+            self.collect_after(node, scope)
+        return spec
+
     def collect_args(self, node: Task, spec: Spec, scope: DAG | None) -> None:
-        """Collect the nodes among ``node``'s arguments (``spec.ups``); where each is an upstream
-        task itself, not inside a list or dict, note where it goes (``spec.argslots``)."""
+        """Collect the nodes among ``node``'s arguments (``spec.ups``). Where each is an upstream
+        task itself, not inside a list or dict, its edge is made now and where it goes is noted
+        (``spec.argslots``): such edges cannot close a cycle (a task's arguments existed before
+        it), so a graph made of them alone needs no cycle check (``loose``)."""
         by_task = self.graph.by_task
+        up_specs = spec.up
         ups: list[Node] = []
-        slots: list[tuple[int | str, Task]] | None = []
+        slots: list[tuple[int | str, Spec]] | None = []
         pairs: Iterable[tuple[int | str, Any]] = (
             (*enumerate(node.args), *node.kwargs.items()) if node.kwargs else enumerate(node.args)
         )
         for where, value in pairs:
             if isinstance(value, Task):  # the common case: an upstream task itself
                 ups.append(value)
+                u = by_task.get(id(value))
+                if u is None:
+                    u = self.collect(value, scope, [])[0]  # a Mapped's is its placeholder
                 if slots is not None:
                     if type(value) is MapTask:  # its value is a list made at run time
                         slots = None
-                    else:
-                        slots.append((where, value))
-                if id(value) not in by_task:
-                    self.collect(value, scope, [])
+                        continue
+                    slots.append((where, u))
+                    if u is not spec and u not in up_specs:
+                        up_specs[u] = None
+                        u.down.append(spec)
             elif isinstance(value, _HOLDERS):
                 for up in find_nodes(value):
                     ups.append(up)
@@ -471,6 +487,7 @@ class _Builder:
     def edge(self, up: Spec, down: Spec) -> None:
         if up is down or up in down.up:
             return
+        self.loose = True  # an edge not from an argument: it may close a cycle (check_cycles)
         down.up[up] = None
         up.down.append(down)
 
@@ -597,23 +614,17 @@ class _Builder:
 
     def wire_task(self, spec: Spec) -> None:
         task = spec.task
-        if spec.argslots is not None:  # upstream tasks as arguments, the common case, kept inline
-            by_task, wired = self.graph.by_task, self.wired
-            up_specs = spec.up
-            positional: list[tuple[int, str]] = []
-            keywords: list[tuple[str, str]] = []
-            for where, up in spec.argslots:
+        slots = spec.argslots
+        if slots is not None:  # upstream tasks as arguments, the common case: edges made (collect_args)
+            wired = self.wired
+            for up in spec.ups:  # an upstream pulled in by this call is wired from here
                 if id(up) not in wired:
                     self.wire(up)
-                u = by_task[id(up)]
-                if u is not spec and u not in up_specs:
-                    up_specs[u] = None
-                    u.down.append(spec)
-                if isinstance(where, int):
-                    positional.append((where, u.name))
-                else:
-                    keywords.append((where, u.name))
-            spec.plan_arguments(positional, keywords)
+            if not task.kwargs and len(slots) == len(task.args):  # every argument is an upstream
+                spec.argnames = tuple([u.name for _, u in slots])
+            else:
+                spec.plan_arguments([(w, u.name) for w, u in slots if type(w) is int],
+                                    [(w, u.name) for w, u in slots if type(w) is str])  # type: ignore[misc]
             spec.argslots, spec.ups = None, ()  # wired: a 100,000-task run keeps no more of them
         elif spec.refs:
             for node in spec.ups:
@@ -692,7 +703,7 @@ class _Builder:
         """Kahn's algorithm over the new specs (what the engine's in-degree counting will do):
         a spec never freed is on a cycle or below one. Only then does ``graphlib`` name a cycle."""
         new = self.new
-        if len(new) == 1 and not new[0].up:  # a single new call (a child task): no cycle
+        if not self.loose:  # only argument edges: each runs from an older node to a newer one
             return
         is_new = self.is_new
         known = bool(self.known)  # child tasks: upstreams already in the run are no constraint
