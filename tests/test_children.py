@@ -444,3 +444,126 @@ def test_awaiting_a_child_that_was_skipped_gives_none():
 
     assert run.value == ("got", None)
     assert run.states["child"] is TaskState.SKIPPED
+
+
+# -- a plain child call runs inline, in its caller's slot ------------------------------------------
+# A new call of a plain async function, awaited by its caller's own coroutine, runs in that
+# coroutine (no asyncio task of its own) in the slot its caller holds. These check what a user
+# relies on around that: limits, recursion depth, stopping, and what is recorded.
+
+
+@pytest.mark.timeout(30)
+def test_deep_recursion_of_child_calls_finishes_and_records_every_call(tmp_path):
+    @task
+    async def down(n: int) -> int:
+        return 0 if n == 0 else 1 + await down(n - 1)
+
+    run = nborch.run(down(300), max_concurrency=2, store=tmp_path)
+
+    assert run.value == 300
+    assert len(run.states) == 301 and set(run.states.values()) == {S.SUCCEEDED}
+    loaded = nborch.Run.load(run.id, store=tmp_path)
+    assert len(loaded.states) == 301
+    assert loaded.parents["down[2]"] == "down"  # the record names each call's caller
+
+
+@pytest.mark.timeout(30)
+def test_a_child_started_from_another_asyncio_task_while_an_inline_call_runs_does_not_deadlock():
+    gauge = Gauge()
+
+    @task
+    async def leaf(i: int) -> int:
+        gauge.enter()
+        try:
+            await asyncio.sleep(0.01)
+        finally:
+            gauge.exit()
+        return i
+
+    @task
+    async def parent() -> int:
+        async def side() -> int:
+            return await leaf(1)
+
+        first = await leaf(0)  # inline, in the parent's only slot
+        other = asyncio.ensure_future(side())  # its own asyncio task: waits for a slot
+        second = await leaf(2)  # inline again while `other` waits
+        return first + second + await other
+
+    assert nborch.run(parent(), max_concurrency=1, store=False).value == 3
+    assert gauge.peak == 1
+
+
+@pytest.mark.timeout(30)
+def test_cancelling_a_run_stops_an_inline_child_and_leaves_nothing_running():
+    started, cleaned = threading.Event(), threading.Event()
+
+    @task
+    async def child() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            cleaned.set()
+
+    @task
+    async def parent() -> None:
+        await child()
+
+    async def main():
+        job = asyncio.ensure_future(parent().run_async(store=False, max_concurrency=1))
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+
+    asyncio.run(main())
+    assert cleaned.is_set()
+
+
+@pytest.mark.timeout(30)
+def test_a_timed_out_caller_gives_back_the_slot_its_inline_child_held():
+    @task
+    async def child() -> None:
+        await asyncio.sleep(30)
+
+    @task(timeout=0.2)
+    async def parent() -> None:
+        await child()
+
+    @task
+    async def later() -> str:
+        return "ran"
+
+    run = nborch.run(Parallel(parent(), later()), max_concurrency=1, store=False)
+
+    assert run.states == {"parent": S.FAILED, "child": S.CANCELLED, "later": S.SUCCEEDED}
+    assert run.results["later"] == "ran"
+
+
+def test_an_inline_child_sees_its_callers_context_variables_and_its_own_changes_reach_the_caller():
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    @task
+    async def child() -> str:
+        seen = var.get()
+        var.set("set by the child")
+        return seen
+
+    @task
+    async def parent() -> tuple[str, str]:
+        var.set("set by the parent")
+        seen_by_child = await child()
+        return seen_by_child, var.get()
+
+    @task
+    async def sibling(_: object) -> str:
+        return var.get()
+
+    p = parent()
+    run = nborch.run(nborch.DAG(p, sibling(p)), store=False)
+    assert run.results["parent"] == ("set by the parent", "set by the child")
+    assert run.results["sibling"] == "unset"  # what tasks set never reaches their downstream

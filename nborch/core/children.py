@@ -12,10 +12,12 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from .errors import CycleError
+from .eventbus import events
 from .executors import materialize
-from .graph import Spec, build_graph
+from .graph import Spec, build_graph, single_spec
+from .invocation import AS_BOUND, RUNNING, Frame, _frame
 from .state import RUN, TaskState, decide
-from .task import Node
+from .task import Node, Task
 
 if TYPE_CHECKING:
     from .engine import Engine, Inv
@@ -24,6 +26,10 @@ PENDING, SUCCEEDED, FAILED = TaskState.PENDING, TaskState.SUCCEEDED, TaskState.F
 SKIPPED, UPSTREAM_FAILED, CANCELLED = TaskState.SKIPPED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED
 
 __all__ = ["ChildCalls"]
+
+# Child calls nested inline (ChildCalls.inline) at most, one in another: each level is one more
+# coroutine that resuming the innermost goes through; deeper calls get asyncio tasks of their own.
+INLINE_DEPTH = 64
 
 
 class ChildCalls:
@@ -51,17 +57,34 @@ class ChildCalls:
                 return await self.call(node, parent)
             finally:
                 frame.calls.discard(me)
-        return await self.call(node, parent)
+        return await self.call(node, parent, me is not None and me is parent.job)
 
-    async def call(self, node: Node, parent: Inv) -> Any:
+    async def call(self, node: Node, parent: Inv, own: bool = False) -> Any:
+        """``own``: the call is made by ``parent``'s own coroutine (not from a task it started,
+        such as asyncio.gather's): a plain new call may run inline (see ``inline``)."""
         engine = self.engine
-        part = build_graph(node, names=engine.graph.names, known=engine.graph.by_task, parent=parent.name,
-                           dedupe=engine.dedupe)
-        targets = part.leaves(node)
-        self.check_wait_cycle(targets, parent)
-        new_specs = [s for s in part.specs.values() if s.name not in self.engine.invs]
-        self.engine.graph.merge(part)
-        new = self.engine.add_specs(new_specs, parent)
+        graph = engine.graph
+        spec = (single_spec(node, graph.names, parent.name)
+                if type(node) is Task and id(node) not in graph.by_task else None)
+        if spec is not None:  # one new call of a plain function: no graph to build, check or merge
+            graph.specs[spec.name] = spec
+            graph.by_task[id(node)] = spec
+            targets = [spec]
+            new = engine.add_specs(targets, parent)
+            inv = new[0]
+            frame = parent.frame
+            if (own and inv.simple and not (spec.wants_context or spec.wants_state) and spec.task.info.is_async
+                    and (parent.holding or not parent.limits) and inv.limits == parent.limits and inv.weight == 1
+                    and frame is not None and frame.depth < INLINE_DEPTH):
+                return await self.inline(inv, parent, frame.depth + 1)
+        else:
+            part = build_graph(node, names=graph.names, known=graph.by_task, parent=parent.name,
+                               dedupe=engine.dedupe)
+            targets = part.leaves(node)
+            self.check_wait_cycle(targets, parent)
+            new_specs = [s for s in part.specs.values() if s.name not in engine.invs]
+            graph.merge(part)
+            new = engine.add_specs(new_specs, parent)
         if self.engine.wants_pending:
             for inv in new:
                 self.engine.emit(inv, PENDING)
@@ -124,6 +147,66 @@ class ChildCalls:
                 raise asyncio.CancelledError(f"child task {inv.name!r} was cancelled")
         value = self.engine.value_of(node)
         return (await materialize(value)) if self.engine.remotes else value
+
+    async def inline(self, inv: Inv, parent: Inv, depth: int) -> Any:
+        """Run the new child task ``inv`` in its caller's coroutine, in the slots its caller
+        holds and cannot use while it waits (the child needs just those: the same limits, one
+        slot): no asyncio task, no future, no trip through the loop, as a plain ``await`` of its
+        function would. It is a full task all the same: its own state, events, output and row.
+        What it sets in contextvars stays in its caller's context, as it would after a plain
+        ``await``. A caller stopped meanwhile (a timeout, the run cancelled) stops it with it."""
+        engine = self.engine
+        if engine.wants_pending:
+            engine.emit(inv, PENDING)
+        task = inv.spec.task
+        inv.call = AS_BOUND
+        inv.state = RUNNING
+        inv.attempts = 1
+        inv.started = engine.now()
+        frame = inv.frame = Frame(engine, inv, 1, depth)
+        inv.job = me = asyncio.current_task()  # stopping the child cancels what runs it: its caller's wait
+        if events._subscribers or (engine.bus is not None and engine.bus.wants_running):
+            engine.emit(inv, RUNNING)
+        if parent.holding:  # its caller's slots, lent for the call (none without limits)
+            parent.holding, inv.holding = False, True
+        parent.waiting += 1  # a call it makes meanwhile from another asyncio task neither frees nor retakes them
+        token = _frame.set(frame)
+        try:
+            value = await task.fn(*task.args, **task.kwargs)
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            _frame.reset(token)
+            self.give_back(inv, parent)
+            if isinstance(exc, asyncio.CancelledError) and me is not None and me.cancelling():
+                inv.stop = True  # cancelled from outside (its caller's timeout, the run): not its own failure
+            engine.run_context.copy().run(engine.outcome_of, inv, exc)
+            if inv.state is SKIPPED:  # its caller gets None, as from a skipped child in its own task
+                return None
+            raise
+        _frame.reset(token)
+        self.give_back(inv, parent)
+        inv.job = None
+        if inv.state is RUNNING:  # else settled meanwhile (its run stopped)
+            inv.value = value
+            engine.results[inv.name] = value
+            engine.run_context.copy().run(engine.settle, inv, SUCCEEDED)
+        elif inv.state is CANCELLED:
+            raise asyncio.CancelledError(f"child task {inv.name!r} was cancelled")
+        return (await materialize(value)) if engine.remotes else value
+
+    def give_back(self, inv: Inv, parent: Inv) -> None:
+        """An inline child ended: the slots it holds go back to its caller (it may have given
+        them up itself meanwhile, waiting for a child of its own, and taken them again). They are
+        released instead if its caller has settled meanwhile, or is still waiting for calls it
+        made from other asyncio tasks (those take the caller's slots back when they end)."""
+        parent.waiting -= 1
+        if not inv.holding:
+            return
+        if parent.state.is_final or parent.waiting:  # its other calls (from other asyncio tasks)
+            self.engine.release(inv)  # still wait: it takes its slots back when the last ends (call)
+        else:
+            inv.holding, parent.holding = False, True
 
     def drop_children(self, new: list[Inv], waits: list[asyncio.Future[None]]) -> None:
         """The task that started ``new`` stopped waiting for them (its attempt timed out or was

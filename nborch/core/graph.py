@@ -19,7 +19,7 @@ from .task import INJECTED, Node, Task, fn_name
 from .mapping import MapTask, Mapped, item_base
 from .workflow import DAG, CircuitGroup, Composite, Parallel, Sequence
 
-__all__ = ["Graph", "Group", "Names", "Spec", "build_graph", "find_nodes"]
+__all__ = ["Graph", "Group", "Names", "Spec", "build_graph", "find_nodes", "open_params_of", "single_spec"]
 
 # isinstance() with tuples: an ``X | Y`` union written in a call is built anew at every call
 _COLLECTIONS = (list, tuple, set, frozenset)
@@ -177,6 +177,29 @@ class Names:
         self.next_index: dict[str, int] = {}  # base -> the next [n] to try
         self.owners: dict[str, Any] = {}  # function-level name -> its function
 
+    def numbered(self, base: str, touched: dict[str, int | None]) -> str:
+        """``base`` if it is free in the run, else ``base[n]`` with the lowest free n from 2 up
+        (``touched`` keeps each base's old next index, to give it back if the build fails)."""
+        taken, next_index = self.taken, self.next_index
+        if base not in taken:
+            return base
+        i = next_index.get(base, 2)
+        while f"{base}[{i}]" in taken:
+            i += 1
+        if base not in touched:
+            touched[base] = next_index.get(base)
+        next_index[base] = i + 1
+        return f"{base}[{i}]"
+
+    def forget(self, added: list[str], touched: dict[str, int | None]) -> None:
+        """Give back the names of a build that failed."""
+        self.taken.difference_update(added)
+        for base, old in touched.items():
+            if old is None:
+                self.next_index.pop(base, None)
+            else:
+                self.next_index[base] = old
+
 
 def build_graph(
     root: Node,
@@ -193,6 +216,45 @@ def build_graph(
     Raises DefinitionError (GraphError, CycleError, InvalidTaskError) naming the culprit.
     """
     return _Builder(root, names if names is not None else Names(), known or {}, parent, dedupe).build()
+
+
+def open_params_of(task: Task) -> list[str]:
+    """The parameters of ``task``'s function that its call leaves open (neither bound by its
+    arguments nor taken by ``*args``), computed once per function and call shape."""
+    info = task.info
+    shape = (len(task.args), tuple(task.kwargs) if task.kwargs else ())
+    found = info.open_by_shape.get(shape)  # the calls of one function mostly bind alike
+    if found is None:
+        bound = set(info.positional[: len(task.args)]) | set(task.kwargs)
+        if info.var_positional and len(task.args) > len(info.positional):
+            bound |= set(info.positional)
+        found = info.open_by_shape[shape] = [p for p in info.params if p not in bound]
+    return found
+
+
+def single_spec(task: Task, names: Names, parent: str | None) -> Spec | None:
+    """The spec of one new call that needs no graph built (a child task, the common case): a
+    plain function's call (no name=, dedupe or ``>>``) with no node among its arguments and no
+    required parameter left open, named in the run's ``names``. None for any other call:
+    ``build_graph`` builds it (and words what is wrong with it)."""
+    if task._after or task.own_name or task.options.name is not None or task.options.dedupe:
+        return None
+    for value in (*task.args, *task.kwargs.values()) if task.kwargs else task.args:
+        if isinstance(value, _HOLDERS) and next(find_nodes(value), None) is not None:
+            return None
+    spec = Spec(task, None, parent)
+    info = task.info
+    if info.signature is not None and info.params:
+        for p in open_params_of(task):
+            if p == "context":
+                spec.wants_context = True
+            elif p == "state":
+                spec.wants_state = True
+            elif p in info.required:
+                return None
+    spec.name = names.numbered(spec.base, {})  # nothing can fail after this: no name to give back
+    names.taken.add(spec.name)
+    return spec
 
 
 class _Builder:
@@ -215,8 +277,6 @@ class _Builder:
         self.pipes: dict[int, Node] = {}  # id(step Task) -> previous step, for Sequence piping
         self.index: dict[int, dict[str, list[Spec]]] = {}  # id(scope) -> name/base -> specs
         self.map_tasks: dict[int, MapTask] = {}  # id(Mapped) -> its placeholder task
-        # (id(FnInfo), number of arguments, keywords) -> (that FnInfo, its parameters left open)
-        self.open_cache: dict[tuple[int, int, tuple[str, ...]], tuple[Any, list[str]]] = {}
         self.loose = False  # an edge was made other than from a task's arguments (see edge)
 
     def build(self) -> Graph:
@@ -404,7 +464,7 @@ class _Builder:
         if len(self.new) == 1 and not self.new[0].explicit and self.new[0].task.options.name is None:
             spec = self.new[0]  # one call of a plain function: a child task, the common case
             touched: dict[str, int | None] = {}
-            spec.name = self.numbered(spec.base, touched)
+            spec.name = self.names.numbered(spec.base, touched)
             taken.add(spec.name)
             self.added, self.touched, self.claimed = [spec.name], touched, {}
             return
@@ -451,7 +511,7 @@ class _Builder:
         try:
             taken.update(explicit)
             for spec in sorted((s for s in self.new if not s.explicit), key=lambda s: s.order):
-                name = spec.name = self.numbered(spec.base, touched)
+                name = spec.name = self.names.numbered(spec.base, touched)
                 taken.add(name)
                 added.append(name)
         except BaseException:
@@ -459,28 +519,9 @@ class _Builder:
             raise
         self.added, self.touched, self.claimed = added, touched, claimed
 
-    def numbered(self, base: str, touched: dict[str, int | None]) -> str:
-        """``base`` if it is free in the run, else ``base[n]`` with the lowest free n from 2 up
-        (``touched`` keeps each base's old next index, to give it back if the build fails)."""
-        taken, next_index = self.names.taken, self.names.next_index
-        if base not in taken:
-            return base
-        i = next_index.get(base, 2)
-        while f"{base}[{i}]" in taken:
-            i += 1
-        if base not in touched:
-            touched[base] = next_index.get(base)
-        next_index[base] = i + 1
-        return f"{base}[{i}]"
-
     def forget(self, added: list[str], touched: dict[str, int | None]) -> None:
         """Give back the names of a build that failed."""
-        self.names.taken.difference_update(added)
-        for base, old in touched.items():
-            if old is None:
-                self.names.next_index.pop(base, None)
-            else:
-                self.names.next_index[base] = old
+        self.names.forget(added, touched)
 
     # -- pass 3: edges --------------------------------------------------------------------------
 
@@ -624,7 +665,7 @@ class _Builder:
                 spec.argnames = tuple([u.name for _, u in slots])
             else:
                 spec.plan_arguments([(w, u.name) for w, u in slots if type(w) is int],
-                                    [(w, u.name) for w, u in slots if type(w) is str])  # type: ignore[misc]
+                                    [(w, u.name) for w, u in slots if type(w) is str])
             spec.argslots, spec.ups = None, ()  # wired: a 100,000-task run keeps no more of them
         elif spec.refs:
             for node in spec.ups:
@@ -635,16 +676,7 @@ class _Builder:
         info = task.info
         if info.signature is None or not info.params:
             return
-        shape = (id(info), len(task.args), tuple(task.kwargs) if task.kwargs else ())
-        seen = self.open_cache.get(shape)  # the calls of one function mostly bind alike
-        if seen is not None and seen[0] is info:
-            open_params = seen[1]
-        else:
-            bound = set(info.positional[: len(task.args)]) | set(task.kwargs)
-            if info.var_positional and len(task.args) > len(info.positional):
-                bound |= set(info.positional)
-            open_params = [p for p in info.params if p not in bound]
-            self.open_cache[shape] = (info, open_params)
+        open_params = open_params_of(task)
         piped = self.will_pipe(spec)
         if not open_params:
             return

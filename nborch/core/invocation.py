@@ -29,14 +29,15 @@ DECIDED: Any = ("decided",)  # Inv.call marker: its trigger rule decided a final
 class Frame:
     """What a running task's code can reach through ``current_frame()``: its engine and run."""
 
-    __slots__ = ("engine", "inv", "cancelled", "attempt", "calls")
+    __slots__ = ("engine", "inv", "cancelled", "attempt", "calls", "depth")
 
-    def __init__(self, engine: Engine, inv: Inv, attempt: int) -> None:
+    def __init__(self, engine: Engine, inv: Inv, attempt: int, depth: int = 0) -> None:
         self.engine = engine
         self.inv = inv
         self.attempt = attempt
         self.cancelled = False
         self.calls: set[Any] | None = None  # child calls a sync body is blocked on (their asyncio tasks)
+        self.depth = depth  # child calls run inline in their caller's coroutine, one in another (ChildCalls)
 
 
 _frame: contextvars.ContextVar[Frame | None] = contextvars.ContextVar("nborch_frame", default=None)

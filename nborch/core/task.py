@@ -45,6 +45,8 @@ class FnInfo:
     positional: tuple[str, ...]  # parameters that can take a positional argument
     var_positional: bool
     var_keyword: bool
+    # (number of arguments, keywords) -> the parameters such a call leaves open (graph.open_params)
+    open_by_shape: dict[tuple[int, tuple[str, ...]], list[str]] = field(default_factory=dict, compare=False, repr=False)
 
 
 _info_cache: weakref.WeakKeyDictionary[Any, FnInfo] = weakref.WeakKeyDictionary()

@@ -7,7 +7,7 @@ that thread until the run ends (the run itself goes on in a worker thread), so a
 widget waits in a socket until the cell is over: too late for a Cancel button.
 
 What this module does. ``install(shell)`` registers a ``WidgetPump`` with
-``nborch.runner.register_wait_hook``; the runner calls it about every 0.1 s in the thread that
+``nborch.register_wait_hook``; the loop driver calls it about every 0.1 s in the thread that
 waits for a blocking run. In the kernel's main thread, when a message is waiting, it empties
 the socket through which the main thread's shell messages arrive, by the socket's own stream
 (``ZMQStream.flush``) with the stream's callback swapped for a sorter:
@@ -69,7 +69,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..runtime.runner import register_wait_hook
+from ..runtime.loop_driver import register_wait_hook
 
 __all__ = ["WidgetPump", "find_pump", "install"]
 

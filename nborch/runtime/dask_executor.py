@@ -1,20 +1,17 @@
 """``DaskExecutor``: task bodies on a dask.distributed cluster (see ``nborch.executors``).
 
-Dask is imported on first use. The worker side (``_DaskCall``) runs each call with the task's
-name at hand and sends back what it prints as a Dask event; the client side submits, watches
-completions on the client's loop and hands them to the engine's loop in batches.
+Dask is imported on first use. This is the client side: it submits each call, watches the
+completions on the client's loop and hands them to the engine's loop in batches, with what
+the tasks printed. What runs on the workers is in ``dask_worker``; starting a LocalCluster
+whose workers never receive SIGINT, in ``dask_cluster``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
-import io
 import itertools
 import logging
-import signal
-import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -23,116 +20,13 @@ from types import TracebackType
 from typing import Any
 
 from ..core.errors import DefinitionError, NborchError, safe_str
-from ..core.executors import Executor, Remote, _call, _remote, resolve, type_name
+from ..core.executors import Executor, Remote, resolve, type_name
+from .dask_cluster import start_local_cluster
+from .dask_worker import OUTPUT_TOPIC, DaskCall, count_items, mark_client_process, take_item
 
 __all__ = ["OUTPUT_TOPIC", "DaskExecutor"]
 
 log = logging.getLogger("nborch.dask")
-
-# -- the worker side (these travel by reference) --------------------------------------------------
-
-OUTPUT_TOPIC = "nborch-output"  # the Dask event topic that carries what tasks print
-# True in a process that made a DaskExecutor: a LocalCluster(processes=False) runs its
-# workers as threads in there, and its sys.stdout (the notebook's) must not be replaced.
-_client_process = False
-_printed: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
-    "nborch_printed", default=None
-)
-
-
-class _WorkerStream(io.TextIOBase):
-    """``sys.stdout``/``sys.stderr`` of a Dask worker process once it ran an nborch task: what a
-    task writes (in its own thread: a context variable) is kept for it; the rest goes through."""
-
-    def __init__(self, original: Any, stream: str) -> None:
-        self.original, self.stream = original, stream
-
-    def write(self, text: str) -> int:
-        kept = _printed.get()
-        if kept is None or not text:
-            return self.original.write(text)
-        kept.append((self.stream, text))
-        return len(text)
-
-    def flush(self) -> None:
-        self.original.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.original, name)
-
-
-def _send_printed(key: str, task: str, printed: list[tuple[str, str]]) -> None:
-    """Send what a task printed to the client, as a Dask event it subscribed to (it reaches
-    the client before the task's result does: both travel the scheduler's ordered streams)."""
-    merged: list[list[str]] = []
-    for stream, text in printed:
-        if merged and merged[-1][0] == stream:
-            merged[-1][1] += text
-        else:
-            merged.append([stream, text])
-    try:
-        from distributed import get_worker
-
-        get_worker().log_event(OUTPUT_TOPIC, {"key": key, "task": task, "output": merged})
-    except Exception:  # not on a worker after all: print it here
-        for stream, text in merged:
-            out = getattr(sys, stream)
-            getattr(out, "original", out).write(text)
-
-
-class _DaskCall:
-    """What Dask runs for one task: ``fn(*args, **kwargs)``, with the task's name at hand for the
-    error a child call raises there, and what it prints kept and sent to the client (as a
-    process pool's output is). Positional arguments travel flat, as in a plain
-    ``client.submit(fn, *args)``, so Dask finds the futures among them without building a
-    nested task for a tuple; keyword arguments, when there are any, travel as one last dict
-    (their names could clash with ``client.submit``'s own: key, workers, pure...)."""
-
-    __slots__ = ("fn", "key", "keywords", "pickled", "task")
-
-    def __init__(self, fn: Callable[..., Any], task: str, keywords: bool, key: str) -> None:
-        self.fn, self.task, self.keywords, self.key = fn, task, keywords, key
-        self.pickled: bytes | None = None
-
-    def __reduce__(self) -> Any:
-        # The function travels with nborch's pickling (its code keeps its file names, see
-        # nborch.pickling), once: distributed may pickle a task twice (pickle, then cloudpickle).
-        if self.pickled is None:
-            from ..core.pickling import dumps
-
-            self.pickled = dumps(self.fn)
-        return _unpickle_call, (self.pickled, self.task, self.keywords, self.key)
-
-    def __call__(self, *args: Any) -> Any:
-        kwargs: dict[str, Any] = {}
-        if self.keywords:
-            args, kwargs = args[:-1], args[-1]
-        printed: list[tuple[str, str]] = []
-        if not _client_process:  # a worker process (in-process workers leave the streams alone)
-            if not isinstance(sys.stdout, _WorkerStream):  # once per worker process
-                sys.stdout = _WorkerStream(sys.stdout, "stdout")
-            if not isinstance(sys.stderr, _WorkerStream):
-                sys.stderr = _WorkerStream(sys.stderr, "stderr")
-        token, kept = _remote.set((self.task, "a Dask worker")), _printed.set(printed)
-        try:
-            return _call(self.fn, args, kwargs)
-        finally:
-            _printed.reset(kept)
-            _remote.reset(token)
-            if printed:
-                _send_printed(self.key, self.task, printed)
-
-
-def _unpickle_call(pickled: bytes, task: str, keywords: bool, key: str) -> _DaskCall:
-    from ..core.pickling import loads
-
-    return _DaskCall(loads(pickled), task, keywords, key)
-
-
-# -- the client side ----------------------------------------------------------------------------
 
 
 class DaskExecutor(Executor):
@@ -145,7 +39,7 @@ class DaskExecutor(Executor):
     ``gather=False`` leaves every value on the cluster: ``run.results`` then holds ``Remote``
     handles. ``close()`` (or ``with DaskExecutor() as dx:``) shuts down what it started.
     The LocalCluster's worker processes never receive SIGINT: a kernel interrupt or a Ctrl-C
-    cancels the run, not the workers (see ``_without_sigint``).
+    cancels the run, not the workers (see ``dask_cluster``).
 
     Each attempt is a new submission (``pure=False``, a unique key ``<function>-<token>-<n>``), so a retry
     never gets Dask's memoized result of the failed one.
@@ -171,8 +65,7 @@ class DaskExecutor(Executor):
                 "nborch.DaskExecutor needs Dask (dask.distributed), which is not installed here: "
                 'pip install "nborch[dask]"'
             ) from exc
-        global _client_process
-        _client_process = True
+        mark_client_process()
         self.address = address
         self.gather = gather
         self.cluster_options = cluster_options
@@ -206,24 +99,11 @@ class DaskExecutor(Executor):
             return self._client
 
     def _connect(self) -> Any:
-        from distributed import Client, LocalCluster
-
         if self.address is not None:
+            from distributed import Client
+
             return Client(self.address, set_as_default=False)
-        # Task errors reach the run with their traceback; the workers' own "Compute Failed" logs
-        # would only repeat them on stderr (silence_logs=logging.WARNING brings them back).
-        options = {"processes": True, "silence_logs": logging.CRITICAL, "dashboard_address": ":0"}
-        options.update(self.cluster_options)
-
-        def start() -> tuple[Any, Any]:
-            cluster = LocalCluster(**options)
-            try:
-                return cluster, Client(cluster, set_as_default=False)
-            except BaseException:
-                cluster.close()
-                raise
-
-        self.cluster, client = _without_sigint(start)
+        self.cluster, client = start_local_cluster(self.cluster_options)
         return client
 
     @property
@@ -308,7 +188,7 @@ class DaskExecutor(Executor):
                 self._subscribed = client
         extra = (kwargs,) if kwargs else ()
         try:
-            dfut = client.submit(_DaskCall(fn, task, bool(extra), key), *args, *extra, key=key, pure=False)
+            dfut = client.submit(DaskCall(fn, task, bool(extra), key), *args, *extra, key=key, pure=False)
         except Exception as exc:  # serialized at once: say which task, and what did not pickle
             self._routes.pop(key, None)
             root: BaseException = exc
@@ -444,76 +324,14 @@ class DaskExecutor(Executor):
             return None
         client = self.client
         key = f"nborch-len-{self._token}-{next(self._counter)}"
-        counted = client.submit(_length, remote.future, who, what, pure=False, key=key)
+        counted = client.submit(count_items, remote.future, who, what, pure=False, key=key)
         n = (await self._on_client_loop(client.gather([counted], asynchronous=True)))[0]
         if not n:
             return []
         token = f"{self._token}-{next(self._counter)}"
-        futures = client.map(_item, [remote.future] * n, range(n), pure=False,
+        futures = client.map(take_item, [remote.future] * n, range(n), pure=False,
                              key=[f"{remote.task}-item-{token}-{i}" for i in range(n)])
         return [Remote(self, f, f"{remote.task}[{i}]") for i, f in enumerate(futures)]
-
-
-def _length(value: Any, who: str, what: str) -> int:
-    """On a worker: how many items a mapped node gets from ``value``, as the client would count
-    them (``mapping.as_items``: its errors, e.g. a value that is not iterable, are raised there)."""
-    from ..core.mapping import as_items
-
-    return len(as_items(value, who, what))
-
-
-def _item(value: Any, index: int) -> Any:
-    """On a worker: element ``index`` of ``value`` (a list, or any iterable, as ``as_items`` sees it)."""
-    if isinstance(value, list | tuple | range):
-        return value[index]
-    from ..core.mapping import as_items
-
-    return as_items(value, "map", "the mapped value")[index]
-
-
-def _without_sigint(start: Callable[[], tuple[Any, Any]]) -> tuple[Any, Any]:
-    """``start()`` (a LocalCluster and its client), run in a thread of its own that blocks SIGINT.
-
-    A kernel interrupt is a SIGINT to the kernel's whole process group (jupyter_client), and a
-    Ctrl-C in a terminal one to the foreground group: the worker processes of a LocalCluster,
-    children of this process, would get it too, die with KeyboardInterrupt and be restarted
-    by their nannies, losing their tasks and data while the interrupted run cancels them (the
-    next run then hung). A blocked signal stays blocked in the threads a thread starts and
-    across fork and exec: the cluster's threads, and every worker process they spawn, now or
-    when a nanny restarts one, never receive SIGINT. This process still does (in its main
-    thread, where Python handles it), and the cluster stops as usual with ``close()``."""
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows: no process groups
-        return start()
-    done = threading.Event()
-    box: dict[str, Any] = {}
-    abandoned = threading.Event()
-
-    def target() -> None:
-        # multiprocessing starts its resource tracker with SIGINT blocked, then *unblocks* it
-        # (whatever the mask was before): start it first, so that nothing undoes the mask below
-        from multiprocessing import resource_tracker
-
-        resource_tracker.ensure_running()
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            box["value"] = start()
-        except BaseException as exc:
-            box["error"] = exc
-        done.set()
-        if abandoned.is_set() and "value" in box:  # interrupted meanwhile: nobody will use it
-            cluster, client = box.pop("value")
-            client.close()
-            cluster.close()
-
-    threading.Thread(target=target, name="nborch-dask-cluster", daemon=True).start()
-    try:
-        done.wait()  # not join(): an interrupted join may report a live thread finished
-    except BaseException:
-        abandoned.set()
-        raise
-    if "error" in box:
-        raise box.pop("error")
-    return box.pop("value")
 
 
 @functools.cache

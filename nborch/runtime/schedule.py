@@ -13,7 +13,7 @@ history (a ``runs`` row with state ``skipped``), and it does not count toward ``
 
 Runs go through ``run_async``, so a scheduled run is recorded and cached like any other (a
 live display only with ``display=True``: in the background it would paint into whatever cell
-is running). ``croniter`` is imported only when ``cron=`` is used.
+is running). When the ticks fall due (``every=``, ``cron=``) is worked out in ``ticks``.
 """
 
 from __future__ import annotations
@@ -22,98 +22,30 @@ import asyncio
 import contextvars
 import datetime
 import logging
-import math
 import os
 import threading
 import time
 from collections.abc import Generator
 from typing import Any
 
-from ..core.errors import DefinitionError, NborchError, did_you_mean
+from ..core.errors import DefinitionError, NborchError
 from ..core.graph import build_graph
 from ..core.record import Run
-from .runner import RUN_OPTIONS, _open_store, as_node, check_options, last_run, run_async
+from .options import as_node, check_schedule_options
+from .recording import open_store, record_skipped_tick
+from .runner import last_run, run_async
+from .ticks import Ticks, WallClock, make_ticks
 from ..core.task import Node, Task, fn_name
 
 __all__ = ["Schedule", "WallClock", "active_schedules", "cancel_all", "schedule"]
 
 log = logging.getLogger("nborch")
 
-# run_id= cannot be passed through: every run of a schedule needs an id of its own. clock= is
-# schedule()'s own parameter (the scheduler's time source), so it never reaches the runs.
-SCHEDULE_RUN_OPTIONS = tuple(o for o in RUN_OPTIONS if o not in ("run_id", "clock"))
-_SKIP_ROW = "INSERT OR REPLACE INTO runs (id, name, state, started, finished) VALUES (?, ?, ?, ?, ?)"
-
 # Schedules that have not ended. asyncio keeps only weak references to tasks, so a handle the
 # caller did not keep (``nborch.schedule(p, every=60)`` in a cell) would otherwise be collected
 # mid-schedule; this also lets ``cancel_all()`` (``%orch schedule --cancel``) find them.
 _active: set[Schedule] = set()
 _active_lock = threading.Lock()
-
-
-class WallClock:
-    """The scheduler's default clock: ``time.time`` (seconds since the epoch) and ``asyncio.sleep``.
-
-    Wall time, not monotonic: cron expressions and the tick times shown in the history are
-    wall-clock times. Deadlines are re-read after every sleep, so a clock change shifts one
-    tick at most.
-    """
-
-    now = staticmethod(time.time)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class _Every:
-    """Ticks ``seconds`` apart, counted from the first one (no drift from run durations)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.first: float | None = None
-        self.k = 0
-
-    def next(self, due: float) -> float:
-        if self.first is None:
-            self.first = due
-        self.k += 1
-        return self.first + self.k * self.seconds
-
-    def __str__(self) -> str:
-        return f"every {self.seconds:g}s"
-
-
-class _Cron:
-    """Ticks at the times of a cron expression, read in the local time zone."""
-
-    def __init__(self, expression: str) -> None:
-        self.expression = expression
-        self.croniter = _croniter()
-        try:
-            self.next(time.time())  # parse now: a bad expression fails before anything runs
-        except Exception as err:  # croniter raises several types (CroniterBadCronError, KeyError...)
-            raise DefinitionError(
-                f"cron= expression {expression!r} is not valid ({err}). A cron expression has five "
-                "fields, minute hour day-of-month month day-of-week, e.g. '*/5 * * * *'."
-            ) from None
-
-    def next(self, due: float) -> float:
-        # an aware local datetime: "0 9 * * *" means 9:00 where the user is, DST included
-        start = datetime.datetime.fromtimestamp(due).astimezone()
-        return float(self.croniter(self.expression, start).get_next(float))
-
-    def __str__(self) -> str:
-        return f"cron {self.expression!r}"
-
-
-def _croniter() -> Any:
-    try:
-        from croniter import croniter
-    except ImportError as err:
-        raise ImportError(
-            "nborch.schedule(cron=...) needs the croniter package: pip install croniter"
-        ) from err
-    return croniter
 
 
 async def _settle(task: asyncio.Task[Any]) -> None:
@@ -135,7 +67,7 @@ class Schedule:
     def __init__(
         self,
         node: Node,
-        ticks: _Every | _Cron,
+        ticks: Ticks,
         *,
         times: int | None,
         clock: Any,
@@ -393,8 +325,7 @@ class Schedule:
         if store is None:
             return
         try:
-            # finished stays NULL: the tick never ran (the history shows no duration for it)
-            store.enqueue(_SKIP_ROW, (os.urandom(6).hex(), self.name, "skipped", tick, None))
+            record_skipped_tick(store, self.name, tick)
         except Exception:  # recording must never break the schedule
             log.exception("could not record a skipped tick of %r", self)
 
@@ -403,7 +334,7 @@ class Schedule:
         if not self._store_opened:
             self._store_opened = True
             try:
-                self._store = _open_store(self.options.get("store", True))
+                self._store = open_store(self.options.get("store", True))
             except Exception:
                 log.exception("could not open the store to record skipped ticks")
         return self._store
@@ -454,45 +385,14 @@ def schedule(
         raise DefinitionError(f"times= expects an integer >= 1 or None, got {times!r}")
     if clock is not None and not all(callable(getattr(clock, a, None)) for a in ("now", "sleep")):
         raise DefinitionError(f"clock= expects an object with now() and async sleep(seconds), got {clock!r}")
-    _check_run_options(run_options)
-    ticks: _Every | _Cron
-    if every is not None:
-        ticks = _Every(_seconds(every))
-    else:
-        if not isinstance(cron, str) or not cron.strip():
-            raise DefinitionError(
-                f"cron= expects a cron expression string such as '*/5 * * * *', got {cron!r}"
-            )
-        ticks = _Cron(cron.strip())
+    check_schedule_options(run_options)
+    ticks = make_ticks(every, cron)
     node = as_node(node)  # once: a plain function becomes one Task that every run shares
     build_graph(node)  # a bad workflow fails here, not at the first tick
     options = dict(run_options)
     # Background runs would paint their live display into whatever cell happens to be running.
     options.setdefault("display", False)
     return Schedule(node, ticks, times=times, clock=clock or WallClock(), options=options).start()
-
-
-def _seconds(every: Any) -> float:
-    if isinstance(every, datetime.timedelta):
-        every = every.total_seconds()
-    number = isinstance(every, int | float) and not isinstance(every, bool)
-    if not number or not math.isfinite(every) or every <= 0:
-        raise DefinitionError(f"every= expects a number of seconds > 0, got {every!r}")
-    return float(every)
-
-
-def _check_run_options(options: dict[str, Any]) -> None:
-    if "run_id" in options:
-        raise DefinitionError("schedule() gives every run an id of its own; run_id= cannot be set")
-    unknown = [k for k in options if k not in SCHEDULE_RUN_OPTIONS]
-    if unknown:
-        bad = unknown[0]
-        known = ("every", "cron", "times", "clock", *SCHEDULE_RUN_OPTIONS)
-        raise DefinitionError(
-            f"schedule() got an unknown option {bad!r}.{did_you_mean(bad, known)} "
-            f"Options: {', '.join(known)}."
-        )
-    check_options(options)  # the value checks run() makes (max_concurrency=, on_event=)
 
 
 def active_schedules() -> list[Schedule]:

@@ -6,6 +6,7 @@ Imported lazily by the runner: ``import nborch`` does not open a database.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -65,12 +66,12 @@ def start_recording(store: SqliteStore, run_id: str, *, name: str | None = None,
     return (DurableRecorder if durable else Recorder)(store, run_id, name=name)
 
 
-def load_run(run_id: str, store: SqliteStore | None = None, *, values: bool = True) -> Run:
+def load_run(run_id: str, store: SqliteStore | str | os.PathLike[str] | None = None, *, values: bool = True) -> Run:
     """Reopen a recorded run: states, durations, attempts, cached values (unless
     ``values=False``), errors as records."""
     from .cache import Cache
 
-    store = store or get_store()
+    store = store if isinstance(store, SqliteStore) else get_store(store)  # a path, as run(store=) takes
     store.flush()
     row, tasks, attempts = store.run_rows(run_id)
     if row is None:
