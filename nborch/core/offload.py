@@ -11,6 +11,7 @@ import collections
 import sys
 from typing import TYPE_CHECKING, Any
 
+from .arguments import call_of
 from .executors import Remote, fetch_all, get_executor
 from .executors import _collect as collect_remotes
 from .executors import _replace as replace_remotes
@@ -86,7 +87,7 @@ class Offload:
                 ):
                     continue
                 try:
-                    args, kwargs = self.engine.arguments(d, collections.ChainMap(self.pending, self.results))
+                    args, kwargs = call_of(self.engine, d, collections.ChainMap(self.pending, self.results))
                 except Exception:  # let the engine report it when the task starts
                     continue
                 found: list[Remote] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.errors import DefinitionError, did_you_mean
-from ..core.limits import check_max_concurrency
+from ..core.slots import check_max_concurrency
 from ..core.task import Node, Task, TaskFunction, _check_callable
 
 __all__ = ["RUN_OPTIONS", "SCHEDULE_RUN_OPTIONS", "as_node", "check_options", "check_schedule_options",
