@@ -27,8 +27,9 @@ from .attempts import Attempts
 from .children import ChildCalls
 from .circuits import Circuits
 from .clock import Clock
+from .output import Output
 from .errors import DefinitionError, Skip
-from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, events
+from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, events
 from .executors import Remote, has_remote
 from .expansion import Expansions
 from .graph import Graph, Spec
@@ -102,7 +103,7 @@ class Engine:
         self.circuits = Circuits(self)  # this run's calls of its CircuitGroups' breakers
         self.dedupe: dict[Any, Spec] = {}
         self.fatal: BaseException | None = None
-        self.logs: dict[str, list[str]] = {}
+        self.output = Output(self)  # what tasks printed and logged
         self.burst = 0
         self.deferred: deque[Inv] = deque()
         self.settling = False  # settle() is processing: further settles wait in ``queue``
@@ -115,8 +116,6 @@ class Engine:
         # tasks that do not run (resume=, an incremental run): name -> (value, cache key, has a
         # value, the value came from the cache); each stands SUCCEEDED with reused=True
         self.preset: dict[str, tuple[Any, str | None, bool, bool]] = {}
-        self.echo = True  # pass task output through to the real stream too (no display shows it)
-        self.partial: dict[tuple[str, str], str] = {}  # (task, stream) -> text after its last newline
         self.executor = executor  # the run's executor= for sync tasks (None/"thread": worker threads)
         self.remotes = 0  # results left on a cluster (Remote): arguments must be checked for them
         self.pending: dict[str, Remote] = {}  # tasks running on Dask, by name: their futures
@@ -162,27 +161,6 @@ class Engine:
             self.loop.call_soon_threadsafe(self.publish, event)  # type: ignore[union-attr]
         except RuntimeError:  # the loop is closed: an abandoned thread printing after its run
             pass
-
-    def capture(self, name: str, stream: str, text: str) -> str:
-        """File ``text`` written by task ``name``; returns what to pass through to the real
-        stream: nothing when a display shows task output, else whole lines only, so that the
-        output of tasks running side by side never interleaves within a line."""
-        self.logs.setdefault(name, []).append(text)
-        if self.listening:
-            self.publish_threadsafe(TaskOutput(self.run_id, name, stream, text, self.now()))
-        if not self.echo:
-            return ""
-        key = (name, stream)
-        pending = self.partial.get(key, "") + text
-        head, sep, tail = pending.rpartition("\n")
-        self.partial[key] = tail
-        return head + sep
-
-    def flush_partial(self) -> list[tuple[str, str]]:
-        """(stream, text) of output a task left without a final newline (written at run end)."""
-        left = [(stream, text) for (_, stream), text in self.partial.items() if text]
-        self.partial.clear()
-        return left
 
     def emit(self, inv: Inv, state: TaskState, *, delay: float | None = None) -> None:
         if events._subscribers or (self.bus is not None and self.bus._subscribers):

@@ -131,7 +131,7 @@ class Offload:
 
     def remote_output(self, name: str, stream: str, text: str) -> None:
         """File what a task printed in a worker process, as if it had printed it here."""
-        through = self.engine.capture(name, stream, text)
+        through = self.engine.output.capture(name, stream, text)
         if through:
             out = getattr(sys, stream)
             getattr(out, "original", out).write(through)

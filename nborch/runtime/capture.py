@@ -46,7 +46,7 @@ class _Router(io.TextIOBase):
         frame = current_frame()
         if frame is None or not text:
             return self.original.write(text)
-        through = frame.engine.capture(frame.inv.name, self.stream, text)
+        through = frame.engine.output.capture(frame.inv.name, self.stream, text)
         if through:
             self.original.write(through)
         return len(text)
@@ -80,7 +80,7 @@ class _LogHandler(logging.Handler):
             text = self.format(record)
         except Exception:  # a bad log call must not break the task
             text = str(record.msg)
-        frame.engine.capture(frame.inv.name, "log", text + "\n")
+        frame.engine.output.capture(frame.inv.name, "log", text + "\n")
 
 
 _lock = threading.Lock()
@@ -110,7 +110,7 @@ def install() -> None:
 
 def flush(engine: Any) -> None:
     """Write out what the run's tasks printed without a final newline."""
-    for stream, text in engine.flush_partial():
+    for stream, text in engine.output.flush_partial():
         target = _saved.get(stream) or getattr(sys, stream)
         if isinstance(target, _Router):
             target = target.original

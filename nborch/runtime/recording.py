@@ -120,7 +120,7 @@ def make_record(engine: Engine, node: Node, started: float) -> Run:
         duration=max(engine.finished - engine.started, 0.0),
         first_failure=engine.first_failure.name if engine.first_failure is not None else None,
         invs=engine.invs,
-        logs={name: "".join(parts) for name, parts in engine.logs.items()},
+        logs={name: "".join(parts) for name, parts in engine.output.logs.items()},
     )
     record.stopped = engine.cancelling
     record.name = getattr(node, "name", None)

@@ -176,7 +176,7 @@ async def run_async(node: Any, **options: Any) -> Run:
         engine.memory, engine.plan = memory, plan
         preset = {**plan.presets(), **(preset or {})}  # a resumed run's own presets win
     engine.preset = preset or {}
-    engine.echo = not any(getattr(d, "shows_output", False) for d in displays)
+    engine.output.echo = not any(getattr(d, "shows_output", False) for d in displays)
     capturing = options.get("capture", True)
     if capturing:
         capture.install()
