@@ -44,7 +44,8 @@ from .core.progress import progress
 from .runtime.runner import RunHandle, cancelled, last_run, register_display, register_wait_hook, run, run_async
 from .runtime.schedule import Schedule, schedule
 from .core.state import TRIGGER_RULES, TaskState
-from .core.task import Node, Task, TaskFunction, task
+from .core.node import Node
+from .core.task import Task, TaskFunction, task
 from .core.workflow import DAG, CircuitGroup, Parallel, Sequence
 
 __version__ = "0.1.0"

@@ -52,7 +52,7 @@ from .policy_steps import Attempt, AttemptFailed, Breaker, Circuits, Inner, Rate
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .task import TaskOptions
+    from .task_options import TaskOptions
 
 __all__ = ["Attempts"]
 

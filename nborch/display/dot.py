@@ -27,16 +27,16 @@ from typing import TYPE_CHECKING, Any
 from ..core.errors import NborchError
 from ..core.record import _fmt_seconds
 from ..core.graph import Graph, Spec, build_graph
+from ..core.introspection import fn_name
 from ..core.mapping import Mapped, MapTask
 from ..core.state import TaskState
-from ..core.task import fn_name
 from .state import MAP_DRAWN, KnownTask, RunView, fmt_elapsed, map_counts, map_note, maps_from_names
 
 if TYPE_CHECKING:
     import graphviz
 
+    from ..core.node import Node
     from ..core.record import Run
-    from ..core.task import Node
 
 __all__ = [
     "COLLAPSE_OVER", "COLORS", "FIT_STYLE", "MARK_COLORS", "NOTEBOOK_EXTRA", "GraphModel", "SvgTemplate",

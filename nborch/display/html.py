@@ -40,7 +40,7 @@ from .dot import (
 from .state import MAP_DRAWN, RunView, TaskStatus, fmt_elapsed, map_note
 
 if TYPE_CHECKING:
-    from ..core.task import Node
+    from ..core.node import Node
 
 __all__ = [
     "GRAPHVIZ_HINT", "PACKAGE_HINT", "esc", "graph_alt", "graphviz_hint", "header_html", "map_duration",

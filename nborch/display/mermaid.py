@@ -17,7 +17,7 @@ from .dot import COLORS, graph_model, node_looks, printable
 from .state import RunView, map_counts, text_bar
 
 if TYPE_CHECKING:
-    from ..core.task import Node
+    from ..core.node import Node
 
 __all__ = ["graph_mermaid", "node_mermaid"]
 

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..core.introspection import fn_name
 from ..core.keys import HASH_LIMIT, CallKey, Unhashable, call_key, code_hash, fingerprint
-from ..core.task import fn_name
 from .sqlite import _WRITING, SqliteStore, temp_name
 
 __all__ = ["HASH_LIMIT", "Cache", "CallKey", "Unhashable", "call_key", "code_hash", "fingerprint"]
