@@ -30,7 +30,7 @@ from .children import ChildCalls
 from .clock import Clock
 from .errors import CircuitOpenError, DefinitionError, Skip
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, events
-from .executors import Remote, has_remote
+from .remote import Remote, has_remote
 from .graph import _COLLECTIONS, Graph, Group, Spec
 from .limits import Rates, acquire_weighted, call_values, check_pool, drop_waiter, make_pools, unhold
 from .invocation import (

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .executors import Remote, has_remote, materialize
 from .graph import Spec, find_nodes
 from .introspection import fn_name
 from .invocation import AS_BOUND, CANCELLED, DECIDED, FAILED, PENDING, RUNNING, SUCCEEDED, UPSTREAM_FAILED
-from .node import Node
 from .mapping import MapError, Mapped, _label, as_items, item_base, item_tasks
+from .node import Node
+from .remote import Remote, has_remote, materialize
 from .state import RUN, decide
 
 if TYPE_CHECKING:

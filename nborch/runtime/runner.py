@@ -24,7 +24,7 @@ from ..core.clock import SystemClock, wall_time
 from ..core.engine import Engine, current_frame, is_loop_thread
 from ..core.errors import NborchError, RunTimeoutError
 from ..core.eventbus import EventBus
-from ..core.executors import child_call_error, remote_task
+from ..core.remote import child_call_error, remote_task
 from ..core.graph import Graph, build_graph
 from ..core.record import Run
 from ..core.node import Node
