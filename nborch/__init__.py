@@ -1,9 +1,10 @@
 """nborch: a notebook-native orchestrator.
 
 Map of the package, in layers that each import only those below them (tests/test_layers.py):
-``core/`` (nodes and composites: ``task``, ``workflow``, ``mapping``; ``graph``, the scheduler
-``engine`` with ``attempts``, ``children``, ``offload``, ``workers``; ``policies``, ``limits``,
-``state``, ``eventbus``, ``record``, ``clock``, ``errors``, ``executors``) imports only the
+``core/`` (nodes and composites: ``node``, ``task`` with ``introspection`` and ``task_options``,
+``workflow``, ``mapping``; ``graph``, the scheduler ``engine`` with ``attempts``, ``children``,
+``offload``, ``workers``; ``policies``, ``limits``, ``state``, ``eventbus``, ``record``, ``clock``,
+``errors``, ``executors`` with ``remote`` and ``process_pool``) imports only the
 standard library and cloudpickle; ``runtime/`` (``runner``: driving the loop from anywhere;
 ``capture``, ``schedule``, ``dask_executor``, which imports Dask on first use) builds on it; the
 front ends sit above: ``display/`` renders graphs and progress (graphviz, ipywidgets and rich
