@@ -42,11 +42,8 @@ LAYERS = [*FOLDERS, "front end"]
 ORDER = LAYERS
 
 # Circles left on purpose, each with what opens it; the test fails when one of them is gone, so
-# that it leaves this list too. store.sqlite's Recorder keeps a failed run's values for resume
-# through store.cache's Cache, and Cache writes with sqlite's temp_name: opened when
-# store/__init__.py's start_recording hands the recorder that function (cache.py would then
-# import sqlite.py alone), in the store's rewrite.
-KNOWN_CIRCLES = [["nborch.store.cache", "nborch.store.sqlite"]]
+# that it leaves this list too.
+KNOWN_CIRCLES: list[list[str]] = []
 
 
 def layer_of(module: str) -> str | None:

@@ -112,7 +112,7 @@ class ExecutorBody(Body):
             job, remote = exe.submit_remote(
                 engine.loop, self.inner, args, kwargs, inv.name, offload.remote_output
             )
-            if inv.spec.task.options.retry is None and engine.global_limit is None:
+            if inv.spec.task.options.retry is None and engine.slots.default is None:
                 offload.submit_ahead(inv, remote)
             del remote  # a failure's traceback keeps this frame: not the Dask future
         else:

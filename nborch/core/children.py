@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from .arguments import value_of
 from .errors import CycleError
 from .eventbus import events
 from .remote import materialize
@@ -116,7 +117,7 @@ class ChildCalls:
         if waits:
             parent.waiting += 1
             if parent.waiting == 1:
-                self.engine.release(parent)
+                self.engine.slots.release(parent)
             call = (new, waits)
             if parent.in_flight is None:
                 parent.in_flight = []
@@ -133,7 +134,7 @@ class ChildCalls:
                 parent.in_flight.remove(call)
                 parent.waiting -= 1
                 if parent.waiting == 0 and not self.engine.cancelling and not parent.state.is_final:
-                    await self.engine.reacquire(parent)
+                    await self.engine.slots.reacquire(parent)
         for spec in targets:
             inv = self.engine.invs[spec.name]
             if inv.state is FAILED and inv.error is not None:
@@ -145,7 +146,7 @@ class ChildCalls:
                 if cause is not None and cause.error is not None:
                     raise cause.error
                 raise asyncio.CancelledError(f"child task {inv.name!r} was cancelled")
-        value = self.engine.value_of(node)
+        value = value_of(self.engine, node)
         return (await materialize(value)) if self.engine.remotes else value
 
     async def inline(self, inv: Inv, parent: Inv, depth: int) -> Any:
@@ -204,7 +205,7 @@ class ChildCalls:
         if not inv.holding:
             return
         if parent.state.is_final or parent.waiting:  # its other calls (from other asyncio tasks)
-            self.engine.release(inv)  # still wait: it takes its slots back when the last ends (call)
+            self.engine.slots.release(inv)  # still wait: it takes its slots back when the last ends (call)
         else:
             inv.holding, parent.holding = False, True
 

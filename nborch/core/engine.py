@@ -20,24 +20,22 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
-from types import MappingProxyType
 from typing import Any
 
+from .arguments import call_injected, call_of
 from .attempts import Attempts
-from .expansion import Expansions
-from .mapping import MapTask
 from .children import ChildCalls
+from .circuits import Circuits
 from .clock import Clock
-from .errors import CircuitOpenError, DefinitionError, Skip
+from .errors import DefinitionError, Skip
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, TaskOutput, events
 from .remote import Remote, has_remote
-from .graph import _COLLECTIONS, Graph, Group, Spec
-from .limits import Rates, acquire_weighted, call_values, check_pool, drop_waiter, make_pools, unhold
+from .expansion import Expansions
+from .graph import Graph, Spec
 from .invocation import (
     AS_BOUND,
     CANCELLED,
     DECIDED,
-    CircuitCall,
     FAILED,
     FINAL,
     PENDING,
@@ -47,14 +45,15 @@ from .invocation import (
     SUCCEEDED,
     Frame,
     Inv,
-    Limit,
     _frame,
     current_frame,
 )
+from .limits import Rates
+from .mapping import MapTask
 from .offload import Offload
 from .policies import CircuitBreaker, Transition
+from .slots import Slots, check_pool, drop_waiter
 from .state import RUN, TaskState, decide
-from .task import Node, fn_info
 from .workers import WorkerPool
 
 __all__ = ["Engine", "Frame", "current_frame"]
@@ -99,11 +98,8 @@ class Engine:
         self.loop_thread: int | None = None
         self.pool: WorkerPool | None = None
         self.done: asyncio.Future[None] | None = None
-        self.pools = make_pools(max_concurrency)  # by name: "default" (max_concurrency=N) and named pools
-        self.global_limit = self.pools.get("default")
-        self.fn_limits: dict[Any, Limit] = {}
-        self.group_limits: dict[int, Limit] = {}
-        self.circuits: dict[int, CircuitCall] = {}  # id(CircuitGroup's Group) -> this run's call
+        self.slots = Slots(self, max_concurrency)  # max_concurrency, its pools, limit=, Parallel(limit=)
+        self.circuits = Circuits(self)  # this run's calls of its CircuitGroups' breakers
         self.dedupe: dict[Any, Spec] = {}
         self.fatal: BaseException | None = None
         self.logs: dict[str, list[str]] = {}
@@ -220,7 +216,7 @@ class Engine:
         for spec in specs:
             opts = spec.task.options
             if opts.pool is not None or opts.slots != 1:
-                check_pool(self.pools, spec)
+                check_pool(self.slots.pools, spec)
         new = []
         for spec in specs:
             inv = Inv(spec, parent)
@@ -230,25 +226,8 @@ class Engine:
                 self.expansions.added(inv)
                 new.append(inv)
                 continue
-            limits: list[Limit] = []
             opts = spec.task.options
-            pool = self.global_limit if opts.pool is None else self.pools.get(opts.pool)
-            if pool is not None:  # first: acquire_weighted finds it there, release pumps it first
-                limits.append(pool)
-                inv.weight = opts.slots
-            for grp in spec.groups:
-                if grp.limit:
-                    lim = self.group_limits.get(id(grp))
-                    if lim is None:
-                        lim = self.group_limits[id(grp)] = Limit(grp.limit)
-                    limits.append(lim)
-            if opts.limit and not opts.limit_by:
-                key = (spec.task.fn, None)
-                lim = self.fn_limits.get(key)
-                if lim is None:
-                    lim = self.fn_limits[key] = Limit(opts.limit)
-                limits.append(lim)
-            inv.limits = tuple(limits)
+            inv.limits = self.slots.limits_for(inv)
             if opts.executor is not None or self.executor is not None:
                 inv.executor = self.offload.executor_for(spec.task)
                 if inv.executor is not None:
@@ -257,51 +236,12 @@ class Engine:
                 inv.breakers = (opts.breaker,)
                 inv.simple = False
             if spec.groups and any(g.breaker for g in spec.groups):
-                inv.circuits = tuple(self.circuit_call(g) for g in spec.groups if g.breaker is not None)
+                inv.circuits = tuple(self.circuits.call_for(g) for g in spec.groups if g.breaker is not None)
                 inv.simple = False
             self.invs[spec.name] = inv
             new.append(inv)
         self.unsettled += len(new)
         return new
-
-    def circuit_call(self, grp: Group) -> CircuitCall:
-        """This run's call of a CircuitGroup's breaker (made with the group's first step)."""
-        call = self.circuits.get(id(grp))
-        if call is None:
-            call = self.circuits[id(grp)] = CircuitCall(grp.breaker, len(grp.specs))  # type: ignore[arg-type]
-        return call
-
-    def admit(self, inv: Inv) -> CircuitOpenError | None:
-        """Before ``inv``'s first attempt: its CircuitGroups' calls are admitted (once per
-        group and run), or the error it fails with because a group's circuit is open."""
-        for call in inv.circuits:
-            if call.admitted is None:
-                try:
-                    self.emit_circuit(call.breaker, call.breaker.before_call())
-                    call.admitted = True
-                except CircuitOpenError as exc:
-                    call.admitted = False
-                    call.refusal = (exc.failures, exc.retry_in)
-            if call.admitted is False:
-                return CircuitOpenError(call.breaker.name, *call.refusal)  # type: ignore[misc]
-        return None
-
-    def count_circuits(self, inv: Inv, state: TaskState) -> None:
-        """``inv`` settled: once every step of a group did, its breaker records the outcome."""
-        for call in inv.circuits:
-            call.remaining -= 1
-            if state is FAILED:
-                call.failed = True
-            elif state is CANCELLED:
-                call.cancelled = True
-            if call.remaining == 0 and call.admitted:
-                breaker = call.breaker
-                if call.failed:
-                    self.emit_circuit(breaker, breaker.on_failure())
-                elif call.cancelled:
-                    breaker.release()  # stopped: no outcome to record
-                else:
-                    self.emit_circuit(breaker, breaker.on_success())
 
     async def execute(self) -> None:
         """Run every task to a final state. Cancelling this coroutine cancels the run."""
@@ -386,9 +326,9 @@ class Engine:
                 self.expansions.start(inv)
                 return
             try:
-                inv.call = self.arguments(inv)
+                inv.call = call_of(self, inv)
                 skip_if = spec.task.options.skip_if
-                if skip_if is not None and self.call_injected(skip_if, inv):
+                if skip_if is not None and call_injected(self, skip_if, inv):
                     inv.error = Skip("skip_if")
                     self.settle(inv, SKIPPED)
                     return
@@ -396,11 +336,11 @@ class Engine:
                 self.fail(inv, exc)
                 return
             if spec.task.options.limit_by:
-                inv.limits = (*inv.limits, self.keyed_limit(inv))
+                inv.limits = (*inv.limits, self.slots.keyed(inv))
             if self.remotes and inv.simple and has_remote(inv.call):
                 inv.simple = False  # a value on a cluster must be fetched first: not the fast path
         if inv.limits:
-            if self.acquire(inv, front=False):
+            if self.slots.acquire(inv, front=False):
                 self.launch(inv)
         elif self.burst < BURST:
             self.burst += 1
@@ -552,156 +492,10 @@ class Engine:
 
     def worker_pool(self) -> WorkerPool:
         if self.pool is None:
-            slots = sum(p.cap for p in self.pools.values() if p is not None)
+            slots = sum(p.cap for p in self.slots.pools.values() if p is not None)
             size = max(32, slots, (os.cpu_count() or 1) + 4)
             self.pool = WorkerPool(self.loop, size)  # type: ignore[arg-type]
         return self.pool
-
-    def keyed_limit(self, inv: Inv) -> Limit:
-        opts = inv.spec.task.options
-        args, kwargs = inv.call  # type: ignore[misc]  # keyed tasks always resolve their call
-        key = (inv.spec.task.fn, call_values(inv, opts.limit_by, args, kwargs))
-        lim = self.fn_limits.get(key)
-        if lim is None:
-            lim = self.fn_limits[key] = Limit(opts.limit)  # type: ignore[arg-type]
-        return lim
-
-    def acquire(self, inv: Inv, front: bool) -> bool:
-        """Take a slot in every limit of ``inv``, or queue it on the first full one."""
-        if inv.weight != 1:  # slots=N: N slots of its pool (nborch.limits)
-            return acquire_weighted(inv, front)
-        for lim in inv.limits:
-            if lim.used >= lim.cap:
-                if front:
-                    lim.waiters.appendleft(inv)
-                else:
-                    lim.waiters.append(inv)
-                return False
-        for lim in inv.limits:
-            lim.used += 1
-        inv.holding = True
-        return True
-
-    def release(self, inv: Inv) -> None:
-        if not inv.holding:
-            return
-        inv.holding = False
-        if inv.weight != 1:
-            inv.limits[0].used -= inv.weight - 1
-        for lim in inv.limits:
-            lim.used -= 1
-        for lim in inv.limits:
-            self.pump(lim)
-
-    def pump(self, lim: Limit) -> None:
-        waiters = lim.waiters
-        while waiters and lim.used < lim.cap:
-            inv = waiters.popleft()
-            if lim.held:  # slots kept for the first in line (slots=N): it takes them or keeps them
-                unhold(lim)
-            resuming = inv.resume is not None
-            if inv.state.is_final or ((self.cancelling or inv.stop) and not resuming):
-                continue
-            if self.acquire(inv, front=resuming):
-                if resuming:
-                    fut, inv.resume = inv.resume, None
-                    if not fut.done():  # type: ignore[union-attr]
-                        fut.set_result(None)  # type: ignore[union-attr]
-                else:
-                    self.launch(inv)
-
-    async def reacquire(self, inv: Inv) -> None:
-        """Take the slots back after a wait, ahead of tasks that have not started yet."""
-        if not inv.limits or self.acquire(inv, front=True):
-            return
-        inv.resume = self.loop.create_future()  # type: ignore[union-attr]
-        try:
-            await inv.resume
-        except BaseException:
-            inv.resume = None
-            raise
-
-    # -- arguments -------------------------------------------------------------------------------
-
-    def value_of(self, node: Node, results: Any = None) -> Any:
-        return self.graph.value(node, self.results if results is None else results)
-
-    def resolve(self, value: Any, results: Any = None) -> Any:
-        if isinstance(value, Node):
-            return self.value_of(value, results)
-        if isinstance(value, _COLLECTIONS):
-            return type(value)(self.resolve(v, results) for v in value)
-        if isinstance(value, dict):
-            return {k: self.resolve(v, results) for k, v in value.items()}
-        return value
-
-    def arguments(self, inv: Inv, results: Any = None) -> tuple[Any, dict[str, Any]]:
-        """The call of ``inv`` from the upstream values in ``results`` (default: the run's)."""
-        spec = inv.spec
-        task = spec.task
-        names = spec.argnames
-        plan = spec.argplan
-        if names is not None:  # every argument is an upstream task: their values, in order
-            args: Any = tuple(map((self.results if results is None else results).get, names))
-            kwargs = task.kwargs
-        elif plan is not None:  # upstream tasks among the arguments: one lookup each (Spec.argplan)
-            got = (self.results if results is None else results).get
-            positional, keywords = plan
-            if positional:
-                args = list(task.args)
-                for i, up in positional:
-                    args[i] = got(up)
-                args = tuple(args)
-            else:
-                args = task.args
-            if keywords:
-                kwargs = dict(task.kwargs)
-                for key, up in keywords:
-                    kwargs[key] = got(up)
-            else:
-                kwargs = task.kwargs
-        elif spec.refs:
-            args = tuple(self.resolve(a, results) for a in task.args)
-            kwargs = {k: self.resolve(v, results) for k, v in task.kwargs.items()}
-        else:
-            args, kwargs = task.args, task.kwargs
-        if spec.pipe is not None:
-            args = (self.value_of(spec.pipe, results), *args)
-            if spec.pipe_names is not None:
-                kwargs = {**kwargs, **dict(zip(spec.pipe_names, args, strict=False))}
-                args = ()
-        if spec.named or spec.wants_context or spec.wants_state:
-            kwargs = dict(kwargs)
-            if spec.named:
-                for param, node in spec.named.items():
-                    kwargs[param] = self.value_of(node, results)
-            if spec.wants_context:
-                kwargs["context"] = self.context(inv)
-            if spec.wants_state:
-                kwargs["state"] = self.state
-        return args, kwargs
-
-    def context(self, inv: Inv) -> MappingProxyType[str, Any]:
-        """Read-only values of every upstream (transitively) that succeeded."""
-        seen: dict[str, Any] = {}
-        stack = list(inv.spec.up)
-        while stack:
-            spec = stack.pop()
-            if spec.name in seen:
-                continue
-            seen[spec.name] = self.results.get(spec.name)
-            stack.extend(spec.up)
-        ordered = {name: seen[name] for name in self.invs if name in seen}
-        return MappingProxyType(ordered)
-
-    def call_injected(self, fn: Callable[..., Any], inv: Inv) -> Any:
-        info = fn_info(fn)
-        kwargs: dict[str, Any] = {}
-        if "state" in info.params:
-            kwargs["state"] = self.state
-        if "context" in info.params:
-            kwargs["context"] = self.context(inv)
-        return fn(**kwargs)
 
     # -- settling --------------------------------------------------------------------------------
 
@@ -744,13 +538,13 @@ class Engine:
                 if grp.fail_fast:
                     self.cancel_specs(grp.specs)
         if inv.holding:
-            self.release(inv)
-        elif inv.weight != 1:  # it may hold slots while it waits for more (nborch.limits)
-            drop_waiter(self, inv)
+            self.slots.release(inv)
+        elif inv.weight != 1:  # it may hold slots while it waits for more (nborch.core.slots)
+            drop_waiter(self.slots, inv)
         if inv.ahead is not None or self.pending:
             self.offload.drop_ahead(inv)
         if inv.circuits:
-            self.count_circuits(inv, state)
+            self.circuits.count(inv, state)
         if inv.map_of is not None:  # an item: its placeholder may settle now (value first)
             self.expansions.settled(inv)
         bus = self.bus

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from .arguments import resolve, value_of
 from .graph import Spec, find_nodes
 from .introspection import fn_name
 from .invocation import AS_BOUND, CANCELLED, DECIDED, FAILED, PENDING, RUNNING, SUCCEEDED, UPSTREAM_FAILED
@@ -74,7 +75,7 @@ class Expansions:
         out = {}
         for name, src in mapped.sources:
             if isinstance(src, Node) and not (mapped.mode == "zip" and isinstance(src, Mapped)):
-                value = self.engine.value_of(src)
+                value = value_of(self.engine, src)
                 if has_remote(value):
                     out[name] = value
         return out
@@ -125,7 +126,7 @@ class Expansions:
             engine.emit(inv, RUNNING)
         try:
             resolved = self.inputs(inv, mapped, who)
-            fixed = {k: engine.resolve(v) for k, v in mapped.fixed.items()}
+            fixed = {k: resolve(engine, v) for k, v in mapped.fixed.items()}
             pairs = item_tasks(mapped, resolved, fixed)
             specs = self.item_specs(inv, mapped, pairs)
         except Exception as exc:
@@ -168,7 +169,7 @@ class Expansions:
                 names = graph.items[graph.by_task[id(src)].name]
                 out.append((name, [graph.specs[n].task for n in names]))
             else:
-                out.append((name, as_items(engine.value_of(src), who, f"{_label(name)} (the value of {src!r})")))
+                out.append((name, as_items(value_of(engine, src), who, f"{_label(name)} (the value of {src!r})")))
         return out
 
     def item_specs(self, inv: Inv, mapped: Mapped, pairs: list[tuple[Any, dict[str, Any]]]) -> list[Spec]:
@@ -223,7 +224,7 @@ class Expansions:
         graph.items[placeholder.name] = [s.name for s in specs]
         for grp in placeholder.groups:
             grp.specs.extend(specs)
-            call = engine.circuits.get(id(grp))
+            call = engine.circuits.get(grp)
             if call is not None:
                 call.remaining += len(specs)
         return specs

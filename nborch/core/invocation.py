@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 from .state import TaskState
 
 if TYPE_CHECKING:
+    from .circuits import CircuitCall
     from .engine import Engine
     from .expansion import MapWait
     from .graph import Spec
     from .policies import CircuitBreaker
 
-__all__ = ["CircuitCall", "Frame", "Inv", "Limit", "current_frame"]
+__all__ = ["Frame", "Inv", "Limit", "current_frame"]
 
 PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
 SUCCEEDED, FAILED, SKIPPED = TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED
@@ -46,7 +47,7 @@ current_frame = _frame.get
 
 class Limit:
     """A counting slot pool (max_concurrency and its named pools, a Parallel's limit, a task's
-    limit=). ``held``: free slots kept for the first waiter, which needs more (``nborch.limits``)."""
+    limit=). ``held``: free slots kept for the first waiter, which needs more (``nborch.core.slots``)."""
 
     __slots__ = ("cap", "used", "waiters", "held")
 
@@ -55,21 +56,6 @@ class Limit:
         self.used = 0  # slots taken, and those held
         self.waiters: deque[Inv] = deque()
         self.held = 0
-
-
-class CircuitCall:
-    """One run of a CircuitGroup: one call of its breaker, admitted when its first step is
-    about to start, a failure when any step fails, a success when all succeed."""
-
-    __slots__ = ("breaker", "remaining", "admitted", "refusal", "failed", "cancelled")
-
-    def __init__(self, breaker: CircuitBreaker, steps: int) -> None:
-        self.breaker = breaker
-        self.remaining = steps  # steps not settled yet
-        self.admitted: bool | None = None  # None: no step has started yet
-        self.refusal: tuple[int, float] | None = None  # the open circuit's (failures, retry in)
-        self.failed = False
-        self.cancelled = False
 
 
 class Inv:

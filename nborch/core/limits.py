@@ -1,4 +1,4 @@
-"""Rate limits and weighted slot pools: small state objects the engine consults.
+"""Rate limits: small state objects the engine consults.
 
 **Rates.** ``@task(rate="10/s")`` spaces the starts of a task's bodies evenly over the run:
 one every 0.1 s, never a burst (a generic cell rate algorithm with no burst tolerance: a
@@ -18,16 +18,7 @@ limits' strategies read ``time.time()`` and do not wait; pyrate-limiter takes a 
 timestamps but sleeps with ``asyncio.sleep``/``time.sleep``. Tests with a fake clock would
 sleep for real, and the core would gain a dependency for some 60 lines.
 
-**Pools.** ``max_concurrency=N`` is the pool "default" of N slots; ``max_concurrency={"default":
-8, "gpu": 1}`` adds named pools, and ``@task(pool="gpu", slots=2)`` takes 2 slots of "gpu" (and
-none of "default"). A pool serves its waiters in order (first come, first served, as Go's
-``semaphore.Weighted`` does): a task that needs more slots than are free holds the free ones,
-first in line, and gathers the others as they are released, so a stream of one-slot tasks
-cannot pass a two-slot one forever; the price is that later tasks wait behind it even when one
-would fit. ``Parallel(limit=)`` and ``@task(limit=)`` count tasks, not slots: they say how many
-calls may overlap, while slots say how much of a shared resource one call takes. A task that
-takes more slots than its pool has, or names a pool the run does not have, is a
-DefinitionError before anything runs.
+The slot pools (``max_concurrency=``, ``slots=``, ``pool=``) are ``nborch.core.slots``'.
 """
 
 from __future__ import annotations
@@ -36,24 +27,17 @@ import asyncio
 import math
 import re
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import DefinitionError, did_you_mean
+from .errors import DefinitionError
 from .eventbus import TaskWaiting
-from .invocation import Inv, Limit
+from .invocation import Inv
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .graph import Spec
 
-__all__ = [
-    "Rate", "RateLimiter", "Rates", "acquire_weighted", "call_values", "check_max_concurrency", "check_pool",
-    "drop_waiter", "make_pools", "parse_rate", "unhold",
-]
-
-DEFAULT_POOL = "default"
+__all__ = ["Rate", "RateLimiter", "Rates", "call_values", "parse_rate"]
 
 # -- rates ----------------------------------------------------------------------------------------
 
@@ -173,7 +157,7 @@ class Rates:
             return
         if engine.listening:
             engine.publish(TaskWaiting(engine.run_id, inv.name, "rate", inv.attempts + 1, lim.expected(), engine.now()))
-        engine.release(inv)  # not due: its slots go to other work meanwhile
+        engine.slots.release(inv)  # not due: its slots go to other work meanwhile
         if lim.head:
             fut = engine.loop.create_future()  # type: ignore[union-attr]
             lim.queue.append(fut)
@@ -189,7 +173,7 @@ class Rates:
             delay = lim.next_at - engine.now()
             if delay > 0:
                 await engine.clock.sleep(delay)
-            await engine.reacquire(inv)
+            await engine.slots.reacquire(inv)
             now = engine.now()
             lim.next_at = max(lim.next_at, now) + lim.interval
             if not inv.attempts:  # its first attempt starts now, not when it was launched
@@ -208,106 +192,3 @@ def call_values(inv: Inv, names: tuple[str, ...], args: Any, kwargs: Any) -> tup
     except TypeError:
         values = tuple(repr(kwargs.get(name)) for name in names)
     return values
-
-
-# -- pools ----------------------------------------------------------------------------------------
-
-def check_max_concurrency(value: Any) -> None:
-    """Raise DefinitionError unless ``value`` is a valid ``max_concurrency=``."""
-    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        return
-    if not isinstance(value, Mapping):
-        raise DefinitionError(
-            f"max_concurrency= expects an integer >= 1 or None, got {value!r} "
-            "(or pool sizes by name: max_concurrency={'default': 8, 'gpu': 1})"
-        )
-    for name, size in value.items():
-        if not isinstance(name, str) or not name:
-            raise DefinitionError(f"max_concurrency= names pools with non-empty strings, got {name!r} in {value!r}")
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise DefinitionError(
-                f"max_concurrency=: pool {name!r} expects a size >= 1 (or None for no limit), got {size!r}"
-            )
-
-
-def make_pools(max_concurrency: int | Mapping[str, int | None] | None) -> dict[str, Limit | None]:
-    """The run's pools by name (None: a pool without a limit); an int N is {"default": N}."""
-    if max_concurrency is None:
-        return {}
-    if isinstance(max_concurrency, int):
-        return {DEFAULT_POOL: Limit(max_concurrency)}
-    return {name: None if size is None else Limit(size) for name, size in max_concurrency.items()}
-
-
-def check_pool(pools: dict[str, Limit | None], spec: Spec) -> None:
-    """A DefinitionError, naming the task and the fix, if ``spec``'s task names a pool the run
-    does not have or takes more slots than its pool has."""
-    opts = spec.task.options
-    name = opts.pool or DEFAULT_POOL
-    if name not in pools and name != DEFAULT_POOL:  # "default" not sized: no limit
-        known = sorted({*pools, DEFAULT_POOL})
-        sizes = {k: (v.cap if v is not None else None) for k, v in pools.items()}
-        sizes[name] = 1
-        raise DefinitionError(
-            f"task {spec.name!r} runs in pool {name!r}, but the run has no such pool "
-            f"(its pools: {', '.join(map(repr, known))}).{did_you_mean(name, known)} "
-            f"Give its size: max_concurrency={sizes!r}."
-        )
-    pool = pools.get(name)
-    if pool is not None and opts.slots > pool.cap:
-        raise DefinitionError(
-            f"task {spec.name!r} takes slots={opts.slots}, but pool {name!r} has only {pool.cap}: it could "
-            f"never start. Lower slots= or make the pool bigger (max_concurrency={{{name!r}: {opts.slots}}})."
-        )
-
-
-def acquire_weighted(inv: Inv, front: bool) -> bool:
-    """``Engine.acquire`` for a task that takes ``weight`` > 1 slots of its pool (its first
-    limit) and one slot of each other limit: take them, or queue it (True: taken).
-
-    When its pool has some free slots but not enough, and nobody holds slots already, it holds
-    the free ones (``Limit.held``, counted as used, so nobody behind it takes them) and waits
-    first in line: each release of the pool offers it the held slots and the freed ones
-    (``Engine.pump`` calls ``unhold``) until they are enough. So a stream of one-slot tasks
-    cannot pass it forever; the price is that they wait behind it while it gathers its slots."""
-    pool = inv.limits[0]
-    for lim in inv.limits:
-        if lim is not pool and lim.used >= lim.cap:
-            if front:
-                lim.waiters.appendleft(inv)
-            else:
-                lim.waiters.append(inv)
-            return False
-    free = pool.cap - pool.used
-    if free >= inv.weight:
-        for lim in inv.limits:
-            lim.used += 1
-        pool.used += inv.weight - 1
-        inv.holding = True
-        return True
-    if free > 0 and not pool.held:  # first in line: keep what is free, wait for the rest
-        pool.held = free
-        pool.used = pool.cap
-        pool.waiters.appendleft(inv)
-    elif front:  # a task that gave its slots back while it waited: ahead of new work
-        pool.waiters.appendleft(inv)
-    else:
-        pool.waiters.append(inv)
-    return False
-
-
-def unhold(lim: Limit) -> None:
-    """The first in line of ``lim`` is being served: the slots held for it are free again (it
-    takes them now, or holds them again)."""
-    lim.used -= lim.held
-    lim.held = 0
-
-
-def drop_waiter(engine: Engine, inv: Inv) -> None:
-    """``inv`` (``slots`` > 1) settled while it waited for its slots: if it held some, they go
-    to the next in line."""
-    pool = inv.limits[0]
-    if pool.held and pool.waiters and pool.waiters[0] is inv:
-        pool.waiters.popleft()
-        unhold(pool)
-        engine.pump(pool)

@@ -11,6 +11,7 @@ import collections
 import sys
 from typing import TYPE_CHECKING, Any
 
+from .arguments import call_of
 from .executors import get_executor
 from .remote import Remote, collect_remotes, fetch_all, replace_remotes
 from .state import TaskState
@@ -85,7 +86,7 @@ class Offload:
                 ):
                     continue
                 try:
-                    args, kwargs = self.engine.arguments(d, collections.ChainMap(self.pending, self.results))
+                    args, kwargs = call_of(self.engine, d, collections.ChainMap(self.pending, self.results))
                 except Exception:  # let the engine report it when the task starts
                     continue
                 found: list[Remote] = []

@@ -72,7 +72,7 @@ class Circuits(Step):
     __slots__ = ()
 
     async def __call__(self, args: Any, kwargs: Any) -> Any:
-        refused = self.engine.admit(self.inv)
+        refused = self.engine.circuits.admit(self.inv)
         if refused is not None:
             raise refused
         return await self.inner(args, kwargs)
@@ -104,9 +104,9 @@ class Retrying(Step):
         inv.state = RETRYING
         engine.emit(inv, RETRYING, delay=delay)
         if delay > 0:
-            engine.release(inv)
+            engine.slots.release(inv)
             await engine.clock.sleep(delay)
-            await engine.reacquire(inv)
+            await engine.slots.reacquire(inv)
         else:
             await asyncio.sleep(0)
         inv.state = RUNNING

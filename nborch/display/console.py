@@ -8,8 +8,9 @@ from ..core.eventbus import TaskEvent
 from ..core.graph import Graph
 from ..core.record import Run, _fmt_seconds, error_line
 from ..core.state import TaskState
-from .dot import map_state, printable
-from .state import map_counts, map_note, maps_from_names
+from .looks import map_state
+from .mapped_nodes import map_counts, map_note, maps_from_names
+from .escaping import printable
 
 
 def _text(text: str) -> str:

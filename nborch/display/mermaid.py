@@ -13,8 +13,11 @@ from typing import TYPE_CHECKING
 
 from ..core.graph import Graph, build_graph
 from ..core.mapping import MapTask
-from .dot import COLORS, graph_model, node_looks, printable
-from .state import RunView, map_counts, text_bar
+from .graph_model import graph_model
+from .looks import COLORS, node_looks
+from .mapped_nodes import map_counts, text_bar
+from .escaping import printable
+from .state import RunView
 
 if TYPE_CHECKING:
     from ..core.node import Node

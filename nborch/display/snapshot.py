@@ -28,30 +28,25 @@ from typing import Any
 from ..core import record
 from ..core.record import Run, _fmt_seconds
 from ..core.state import TaskState
-from .dot import (
-    COLLAPSE_OVER,
-    GraphModel,
-    SvgTemplate,
-    layout_dot,
-    layout_svg,
-    node_looks,
-    run_model,
-    svg_image,
-)
+from .dot import layout_dot
+from .escaping import esc
+from .graph_model import COLLAPSE_OVER, GraphModel, run_model
 from .html import (
-    esc,
     graph_alt,
     header_html,
-    map_duration,
     model_list_html,
     progress_html,
     task_bars_html,
-    task_table_html,
     zoom_css,
     zoom_checkbox,
     zoomable,
 )
-from .state import RunView, map_note
+from .looks import node_looks
+from .mapped_nodes import map_note
+from .state import RunView
+from .svg import layout_svg, svg_image
+from .svg_template import SvgTemplate
+from .task_table import map_duration, task_table_html
 
 __all__ = [
     "SNAPSHOT_CLOSE", "SNAPSHOT_OPEN", "drawn_live", "new_scope", "run_snapshot_html", "snapshot_html",

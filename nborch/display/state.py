@@ -4,22 +4,23 @@ Pure Python (no IPython, widgets or graphviz): the widget, the DOT text and the 
 read a ``RunView``. It is itself a subscriber (``run(node, on_event=view)``), folds a batch of
 events at once (``apply_all``, what the live display does at each repaint), and
 ``finish(run)`` reconciles it with the final ``Run`` record, which has the last word;
-``RunView.from_run(run)`` is the view of a finished (or reloaded) run.
-``KnownTask`` is what the notebook knows of a task between runs (``%orch graph``).
+``RunView.from_run(run)`` is the view of a finished (or reloaded) run. The details it keeps of
+one task are a ``TaskStatus`` (``task_status.py``); mapped nodes are counted as
+``mapped_nodes.py`` says. The names of those two modules are importable from here as before.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from ..core.eventbus import CircuitEvent, RunEvent, TaskEvent, TaskOutput, TaskProgress
 from ..core.graph import Graph
-from ..core.mapping import MapTask, item_base
-from ..core.record import Run, _fmt_seconds, error_line
+from ..core.mapping import MapTask
+from ..core.record import Run
 from ..core.state import TaskState
+from .mapped_nodes import MAP_DRAWN, map_counts, map_note, maps_from_names, text_bar
+from .task_status import KnownTask, TaskStatus, fmt_elapsed
 
 __all__ = [
     "MAP_DRAWN", "KnownTask", "RunView", "TaskStatus", "fmt_elapsed", "map_counts", "map_note",
@@ -27,165 +28,7 @@ __all__ = [
 ]
 
 PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
-SUCCEEDED, FAILED = TaskState.SUCCEEDED, TaskState.FAILED
-_FINAL = frozenset(s for s in TaskState if s.is_final)
-
-# A mapped node (``fn.map(...)``) is drawn as one node with its items' counts and a progress bar;
-# with at most this many items, its items are drawn too (and its table row opens on them).
-MAP_DRAWN = 20
-# How a mapped node counts its items: settled states, then "…" for the items still to settle.
-MAP_SYMBOLS = ((SUCCEEDED, "✓"), (FAILED, "✗"), (TaskState.UPSTREAM_FAILED, "⊘"),
-               (TaskState.CANCELLED, "■"), (TaskState.SKIPPED, "↷"))
-
-
-def maps_from_names(names: Iterable[str]) -> dict[str, list[str]]:
-    """The mapped nodes among a run's task names: placeholder -> its items (``NAME:0``,
-    ``NAME:1``...: a name, a colon and digits, whose NAME is a task of the run too), in index
-    order. What a run reloaded from the store says of its maps."""
-    names = list(names)
-    known = set(names)
-    found: dict[str, list[tuple[int, str]]] = {}
-    for name in names:
-        head = item_base(name)
-        if head is not None and head in known:
-            found.setdefault(head, []).append((int(name[len(head) + 1:]), name))
-    return {head: [n for _, n in sorted(items)] for head, items in found.items()}
-
-
-def map_counts(items: Iterable[str], states: Mapping[str, TaskState]) -> dict[TaskState, int]:
-    """How many of ``items`` are in each state (pending when ``states`` lacks them)."""
-    get = states.get
-    return dict(Counter(get(n, PENDING) for n in items))
-
-
-def map_note(counts: Mapping[TaskState, int]) -> str:
-    """A mapped node's counts as shown on its node, in its table row and on the console:
-    "37 ✓ 2 ✗ 61 …" (succeeded, failed, then those still to settle); "0 items" for none."""
-    parts = [f"{counts[s]} {sym}" for s, sym in MAP_SYMBOLS if counts.get(s)]
-    still = counts.get(PENDING, 0) + counts.get(RUNNING, 0) + counts.get(RETRYING, 0)
-    if still:
-        parts.append(f"{still} …")
-    return " ".join(parts) or "0 items"
-
-
-def text_bar(counts: Mapping[TaskState, int], width: int = 12) -> str:
-    """A progress bar in text, settled items of all: "▰▰▰▰▱▱▱▱▱▱▱▱" (in Mermaid)."""
-    total = sum(counts.values())
-    still = counts.get(PENDING, 0) + counts.get(RUNNING, 0) + counts.get(RETRYING, 0)
-    done = round(width * (total - still) / total) if total else width
-    return "▰" * done + "▱" * (width - done)
-
-
-def fmt_elapsed(s: float) -> str:
-    """A running task's time so far, at the precision a once-a-second tick shows: "0.4s",
-    "12.3s", "2m05s", "1h02m"."""
-    if s < 60:
-        return f"{s:.1f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-
-
-@dataclass(frozen=True, slots=True)
-class KnownTask:
-    """What the notebook knows of one task between runs, for ``%orch graph`` and ``%orch list``.
-
-    ``state``, ``duration`` and ``run_id`` are those of its last run (None if it never ran);
-    ``stale`` is None while its key is the one of its last success, else a short reason
-    ("global threshold changed"); ``reused`` / ``cached``: its last success did not run it.
-    """
-
-    state: TaskState | None = None
-    duration: float | None = None
-    run_id: str | None = None
-    stale: str | None = None
-    reused: bool = False
-    cached: bool = False
-
-
-@dataclass(slots=True, init=False)
-class TaskStatus:
-    """What is known of one task: state, attempts, timing, last error, progress and output."""
-
-    name: str
-    parent: str | None
-    state: TaskState
-    attempts: int
-    started: float | None  # the first attempt's start, on the run's clock
-    ended: float | None
-    duration: float | None  # set once the task is final (None if it never started)
-    error: str  # one line: "ValueError: bad row" (the last attempt's, for a retrying task)
-    exc: BaseException | None  # the failure itself, for its traceback in a snapshot
-    cached: bool  # succeeded with a value from the cache: it did not run
-    reused: bool  # succeeded because an earlier outcome stands: it did not run
-    done: int | None  # progress reported through nborch.progress
-    total: int | None
-    output_lines: int
-    _chunks: list[str] | None
-    _size: int
-    _trimmed: bool
-
-    def __init__(self, name: str, parent: str | None = None) -> None:
-        # by hand: a run of 100,000 tasks makes 100,000 of these, and the generated __init__
-        # (every field a parameter) takes twice as long
-        self.name, self.parent, self.state, self.attempts = name, parent, PENDING, 0
-        self.started = self.ended = self.duration = None
-        self.error, self.exc, self.cached, self.reused = "", None, False, False
-        self.done = self.total = None
-        self.output_lines, self._chunks, self._size, self._trimmed = 0, None, 0, False
-
-    @property
-    def output(self) -> str:
-        """Captured stdout / stderr / log text (its tail, marked "…", once it grew long)."""
-        chunks = self._chunks
-        if not chunks:
-            return ""
-        if len(chunks) > 1:
-            chunks[:] = ["".join(chunks)]
-        text = chunks[0]
-        return "…" + text if self._trimmed else text
-
-    @property
-    def has_progress(self) -> bool:
-        """True once the task reported progress."""
-        return self.done is not None
-
-    @property
-    def mark(self) -> str:
-        """"cached" or "reused" for a task that succeeded without running (as ``Run.report``
-        labels it: a value from the cache says "cached", also when resumed), else ""."""
-        if self.state is not SUCCEEDED:
-            return ""
-        return "cached" if self.cached else "reused" if self.reused else ""
-
-    def elapsed(self, now: float | None = None) -> float | None:
-        """Seconds so far: the duration once final, else ``now - started`` (None if unknown)."""
-        if self.duration is not None or self.started is None or now is None or self.state in _FINAL:
-            return self.duration
-        return max(now - self.started, 0.0)
-
-    def note(self, now: float | None = None) -> str:
-        """The short second line drawn under the task's name: attempts, progress, duration,
-        or "cached" / "reused"; for a running task with ``now``, its time so far."""
-        parts = []
-        state = self.state
-        final = state in _FINAL
-        mark = self.mark
-        if mark:
-            parts.append(mark)
-        if final:
-            if self.attempts > 1:
-                parts.append(f"{self.attempts} attempts")
-        elif self.attempts > 1 or state is RETRYING:
-            parts.append(f"attempt {self.attempts}")
-        if not final and self.done is not None:
-            parts.append(f"{self.done}/{self.total}" if self.total else f"{self.done}")
-        if final:
-            if self.duration is not None:
-                parts.append(_fmt_seconds(self.duration))
-        elif state is RUNNING and now is not None and self.started is not None:
-            parts.append(fmt_elapsed(max(now - self.started, 0.0)))
-        return " · ".join(parts)
+SUCCEEDED = TaskState.SUCCEEDED
 
 
 class RunView:
@@ -316,9 +159,9 @@ class RunView:
         st.state = self.states.get(name, PENDING)
         e = self._last.pop(name, None)
         if e is not None:  # its last event, kept: it succeeded, or it runs since then
-            self._from_event(st, e, e[4] if e[2] is RUNNING else None, counted=True)
+            st.fold_event(e, e[4] if e[2] is RUNNING else None)  # not_run counts it already
         elif self._record is not None and name in self._record.states:
-            self._from_record(st, self._record)
+            st.fold_record(self._record)
         return st
 
     def mark(self, name: str) -> str:
@@ -453,7 +296,7 @@ class RunView:
                 self.progressing[event.task] = None
             st.done, st.total = event.done, event.total
         elif isinstance(event, TaskOutput):
-            self._output(self.add(event.task), event.text)
+            self.add(event.task).append_output(event.text, self.output_limit)
         elif isinstance(event, RunEvent):
             self.run_id = event.run_id
             self.run_state = event.state
@@ -484,56 +327,7 @@ class RunView:
         if e.parent is not None and st.parent is None:
             st.parent = self.parents[e.task] = e.parent
         self._set_state(st, e.state)
-        self._from_event(st, e, began)
-
-    def _from_event(self, st: TaskStatus, e: TaskEvent, began: float | None, counted: bool = False) -> None:
-        """Fill ``st`` from its task's latest event (``counted``: ``not_run`` already counts it)."""
-        state = e.state
-        if e.attempt > st.attempts:
-            st.attempts = e.attempt
-        if st.started is None and began is not None:
-            st.started = began
-        if state is RETRYING:
-            st.error = error_line(e.error)
-        elif state in _FINAL:
-            st.ended = e.time
-            if e.started is not None and e.attempt:  # the engine says when the first attempt started
-                st.started = e.started
-            if st.started is not None and (e.attempt or st.attempts):
-                st.duration = max(e.time - st.started, 0.0)
-            if state is SUCCEEDED:  # a task that succeeded after retries has no error worth showing
-                st.error, st.exc = "", None
-                was = st.cached or st.reused
-                st.cached, st.reused = e.cached, e.reused
-                if not counted:
-                    self.not_run += (st.cached or st.reused) - was
-            else:
-                st.error, st.exc = error_line(e.error), e.error if state is FAILED else None
-
-    def _from_record(self, st: TaskStatus, run: Run) -> None:
-        name = st.name
-        st.attempts = run.attempts.get(name, st.attempts)
-        st.duration = run.durations.get(name, st.duration)
-        err = run.errors.get(name)
-        if err is not None:
-            st.exc, st.error = err, error_line(err)
-        elif st.state is SUCCEEDED:
-            st.error, st.exc = "", None
-            st.cached, st.reused = name in run.cached, name in run.reused
-
-    def _output(self, st: TaskStatus, text: str) -> None:
-        if st._chunks is None:
-            st._chunks = []
-        st._chunks.append(text)
-        st._size += len(text)
-        st.output_lines += text.count("\n")
-        # Keep the tail: a task printing in a tight loop must not grow the view without bound.
-        # Trimming at twice the limit keeps appends amortized O(1).
-        limit = self.output_limit
-        if st._size > 2 * limit:
-            st._chunks[:] = ["".join(st._chunks)[-limit:]]
-            st._size = limit
-            st._trimmed = True
+        self.not_run += st.fold_event(e, began)
 
     # -- the end -----------------------------------------------------------------------------------
 
@@ -562,21 +356,14 @@ class RunView:
                 st = self._details.get(name)
                 if st is not None:  # keep what the events told (output, progress), correct the rest
                     st.state = state
-                    self._from_record(st, run)
+                    st.fold_record(run)
             succeeded = (n for n in run.cached | run.reused if rs.get(n) is SUCCEEDED)
             self.not_run = sum(1 for _ in succeeded)
         self._record = run
         for name, log in run.logs.items():  # output a thread wrote just before the end
             if not log:
                 continue
-            st = self.add(name)
-            if len(log) != st._size:
-                st._chunks = []
-                st._size, st.output_lines, st._trimmed = 0, 0, False
-                self._output(st, log)
-                if st._size > self.output_limit:
-                    st._chunks[:] = [log[-self.output_limit :]]
-                    st._size, st._trimmed = self.output_limit, True
+            self.add(name).replace_output(log, self.output_limit)
         self.run_id = run.id
         self.duration = run.duration
         c = self._counts

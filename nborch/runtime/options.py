@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.errors import DefinitionError, did_you_mean
+from ..core.slots import check_max_concurrency
 from ..core.introspection import check_callable
-from ..core.limits import check_max_concurrency
 from ..core.node import Node
 from ..core.task import Task, TaskFunction
 

@@ -55,7 +55,7 @@ def resume_plan(store: Any, graph: Graph, run_id: str | Run, cache: Any) -> dict
     succeeded under ``all_done`` despite a failed upstream runs again once that upstream has),
     and so does any succeeded task whose value a re-run task needs but which was not stored
     (values are stored by ``cache=True``, and a run that did not succeed keeps the rest it can
-    pickle, see ``store.sqlite.keep_for_resume``). A succeeded task that nothing re-run needs
+    pickle, see ``store.resume.keep_for_resume``). A succeeded task that nothing re-run needs
     stands as it was, without a value when none was stored (``stored`` False): it is reported
     as reused, and no value is made up for it.
 

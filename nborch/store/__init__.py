@@ -15,7 +15,10 @@ from typing import Any
 from ..core.errors import NborchError
 from ..core.record import ErrorRecord, Run
 from ..core.state import TaskState
-from .sqlite import ITEMS_KEY, DurableRecorder, Recorder, SqliteStore, StoreError, default_home, resume_key
+from .recorder import DurableRecorder, Recorder
+from .resume import resume_key
+from .schema import ITEMS_KEY
+from .sqlite import SqliteStore, StoreError, default_home
 
 __all__ = [
     "HISTORY_HEAD", "DurableRecorder", "Recorder", "SqliteStore", "StoreError", "default_home", "get_store",

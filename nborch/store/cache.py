@@ -16,11 +16,14 @@ import sqlite3
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..core.introspection import fn_name
 from ..core.keys import HASH_LIMIT, CallKey, Unhashable, call_key, code_hash, fingerprint
-from .sqlite import _WRITING, SqliteStore, temp_name
+from ..core.introspection import fn_name
+from .liveness import WRITING, temp_name
+
+if TYPE_CHECKING:
+    from .sqlite import SqliteStore
 
 __all__ = ["HASH_LIMIT", "Cache", "CallKey", "Unhashable", "call_key", "code_hash", "fingerprint"]
 
@@ -91,7 +94,7 @@ class Cache:
             return None
         name = f"{key}.pkl"
         tmp = self.temp_path(name)
-        _WRITING.add(tmp.name)
+        WRITING.add(tmp.name)
         try:
             with open(tmp, "xb") as f:
                 f.write(data)
@@ -106,7 +109,7 @@ class Cache:
                                f"{self.run_id!r} goes on without caching.")
             return None
         finally:
-            _WRITING.discard(tmp.name)
+            WRITING.discard(tmp.name)
         try:
             self.store.index_value(key, task, name, len(data), self.run_id)
         except (sqlite3.Error, OSError) as err:  # the value is on disk, and lookups read the file

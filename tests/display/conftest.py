@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture
 def no_dot(tmp_path, monkeypatch):
     """A PATH with no Graphviz on it, and no layout kept from earlier tests."""
-    from nborch.display.dot import forget_layouts
+    from nborch.display.svg import forget_layouts
 
     monkeypatch.setenv("PATH", str(tmp_path))
     forget_layouts()

@@ -13,10 +13,17 @@ import pytest
 
 import nborch
 from nborch import Sequence, Task, TaskState
-from nborch.display.dot import SvgTemplate, graph_dot, graph_model, node_id, node_looks, printable, render_svg
-from nborch.display.html import header_html, task_list_html, task_table_html
+from nborch.display.dot import graph_dot
+from nborch.display.escaping import printable
+from nborch.display.graph_model import graph_model
+from nborch.display.html import header_html, task_list_html
+from nborch.display.looks import node_looks
 from nborch.display.mermaid import graph_mermaid
+from nborch.display.node_ids import node_id
 from nborch.display.state import RunView
+from nborch.display.svg import render_svg
+from nborch.display.svg_template import SvgTemplate
+from nborch.display.task_table import task_table_html
 from nborch.core.graph import build_graph
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -79,7 +86,7 @@ def test_the_live_widgets_svg_template_stays_valid():
 
 def test_the_live_widget_shows_a_valid_graph_table_and_header():
     pytest.importorskip("ipywidgets")
-    from nborch.display.widget import LiveDisplay
+    from nborch.display.live_display import LiveDisplay
 
     shown = []
 

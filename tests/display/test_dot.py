@@ -10,10 +10,12 @@ import pytest
 
 import nborch
 from nborch import DAG, DefinitionError, NborchError, Task, TaskState, task
-from nborch.display.dot import (
-    SvgTemplate, graph_dot, graph_model, group_id, layout_dot, node_digraph, node_id, node_notes, node_states,
-    render_svg, state_css,
-)
+from nborch.display.dot import graph_dot, layout_dot, node_digraph
+from nborch.display.graph_model import graph_model
+from nborch.display.looks import node_notes, node_states
+from nborch.display.node_ids import group_id, node_id
+from nborch.display.svg import render_svg
+from nborch.display.svg_template import SvgTemplate, state_css
 from nborch.display.state import RunView
 from nborch.core.graph import build_graph
 
@@ -335,7 +337,8 @@ def known_pipeline():
 
 
 def test_status_digraph_colours_by_last_state_and_marks_stale_tasks():
-    from nborch.display.dot import MARK_COLORS, STALE_BORDER, status_digraph
+    from nborch.display.dot import status_digraph
+    from nborch.display.looks import MARK_COLORS, STALE_BORDER
 
     digraph = status_digraph(pipeline(), known_pipeline())
 
@@ -393,7 +396,7 @@ def test_status_digraph_of_a_big_workflow_counts_stale_tasks_per_function():
 
 
 def test_run_model_draws_the_recorded_edges_and_calls():
-    from nborch.display.dot import run_model
+    from nborch.display.graph_model import run_model
 
     run = nborch.Run("r1", states={"load": S.SUCCEEDED, "clean": S.FAILED, "fib[2]": S.SUCCEEDED},
                      upstreams={"load": [], "clean": ["load"], "fib[2]": []}, parents={"fib[2]": "clean"})
@@ -473,16 +476,16 @@ def test_a_tall_graph_is_not_shrunk_below_a_legible_size_by_its_height():
 
 
 def test_layouts_of_a_shape_seen_before_need_no_graphviz(monkeypatch):
-    from nborch.display import dot
+    from nborch.display import svg
 
-    dot.forget_layouts()
+    svg.forget_layouts()
     src = layout_dot(graph_model(build_graph(pipeline())))
-    first = dot.layout_svg(src)
-    monkeypatch.setattr(dot, "render_svg", lambda text: pytest.fail("laid out again"))
+    first = svg.layout_svg(src)
+    monkeypatch.setattr(svg, "render_svg", lambda text: pytest.fail("laid out again"))
 
-    assert dot.layout_svg(src) == first and dot.cached_layout(src) == first
-    dot.forget_layouts()
-    assert dot.cached_layout(src) is None
+    assert svg.layout_svg(src) == first and svg.cached_layout(src) == first
+    svg.forget_layouts()
+    assert svg.cached_layout(src) is None
 
 
 def test_a_digraph_shows_itself_as_an_image_too_for_untrusted_notebooks():
@@ -499,3 +502,15 @@ def test_a_digraph_shows_itself_as_an_image_too_for_untrusted_notebooks():
     assert set(bundle) == {"image/svg+xml", "text/html"}
     (data,) = re.findall(r"src='data:image/svg\+xml;base64,([^']+)'", bundle["text/html"])
     assert svg_nodes(base64.b64decode(data).decode()) == svg_nodes(bundle["image/svg+xml"])
+
+
+
+def test_the_names_dot_exported_before_its_split_are_still_importable_from_it():
+    from nborch.display import dot, escaping, graph_model, looks, node_ids, svg, svg_template
+
+    homes = {name: module for module in (escaping, graph_model, looks, node_ids, svg, svg_template)
+             for name in module.__all__}
+    moved = [name for name in dot.__all__ if name in homes]
+    assert [name for name in moved if getattr(dot, name) is not getattr(homes[name], name)] == []
+    assert {"COLORS", "SvgTemplate", "layout_svg", "node_id", "printable", "run_model"} <= set(moved)
+    assert {"NOTEBOOK_EXTRA", "graph_dot", "node_digraph", "status_digraph"} <= set(dot.__all__) - set(moved)

@@ -9,8 +9,9 @@ import pytest
 
 import nborch
 from nborch import DAG, Task, TaskState, task
-from nborch.display.html import GRAPHVIZ_HINT, header_html, node_html, task_list_html, task_table_html
+from nborch.display.html import GRAPHVIZ_HINT, header_html, node_html, task_list_html
 from nborch.display.state import RunView
+from nborch.display.task_table import task_table_html
 from nborch.core.graph import build_graph
 
 from .images import graph_svgs, nodes
@@ -195,3 +196,11 @@ def test_a_broken_workflow_whose_error_str_raises_still_shows(monkeypatch):
 
     monkeypatch.setattr(html_module, "build_graph", broken)
     assert node_html(pipeline()) == "<pre class='nborch-error'>BadGraph: &lt;exception str() failed&gt;</pre>"
+
+
+def test_the_names_html_exported_before_its_split_are_still_importable_from_it():
+    from nborch.display import escaping, html, looks, task_table
+
+    assert (html.esc, html.state_badge) == (escaping.esc, looks.state_badge)
+    assert (html.task_table_html, html.map_duration) == (task_table.task_table_html, task_table.map_duration)
+    assert [name for name in html.__all__ if not hasattr(html, name)] == []

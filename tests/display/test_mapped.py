@@ -15,8 +15,10 @@ import pytest
 import nborch
 from nborch import DAG, TaskState, task
 from nborch.display.console import ConsoleProgress
-from nborch.display.dot import COLORS, map_id, node_id, status_digraph
+from nborch.display.dot import status_digraph
+from nborch.display.looks import COLORS
 from nborch.display.mermaid import graph_mermaid
+from nborch.display.node_ids import map_id, node_id
 from nborch.display.state import MAP_DRAWN, KnownTask, RunView
 
 from .images import SVG, graph_svg, node_texts, nodes
@@ -99,7 +101,7 @@ def test_the_live_display_handles_a_map_whose_items_appear_mid_run():
     """A map over a task's value expands only when that task succeeded: the live widget shows
     the mapped node waiting, then its counts as items settle, then the final snapshot."""
     pytest.importorskip("ipywidgets")
-    from nborch.display.widget import LiveDisplay
+    from nborch.display.live_display import LiveDisplay
 
     gate_src, gate_items = asyncio.Event(), asyncio.Event()
 

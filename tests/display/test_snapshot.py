@@ -189,7 +189,7 @@ def test_in_the_cell_whose_live_display_drew_it_a_run_shows_one_line():
     pytest.importorskip("ipywidgets")
     from IPython.core.interactiveshell import InteractiveShell
 
-    from nborch.display.widget import LiveDisplay
+    from nborch.display.live_display import LiveDisplay
 
     shell = InteractiveShell.instance()
     unregister = nborch.register_display(lambda handle: LiveDisplay(handle, publish=lambda *a: None))

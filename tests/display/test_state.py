@@ -287,3 +287,11 @@ def test_known_task_is_a_frozen_record():
         pass
     else:
         raise AssertionError("KnownTask must be frozen")
+
+
+def test_the_names_state_exported_before_its_split_are_still_importable_from_it():
+    from nborch.display import mapped_nodes, state, task_status
+
+    homes = {name: module for module in (mapped_nodes, task_status) for name in module.__all__}
+    assert sorted([*homes, "RunView"]) == sorted(state.__all__)
+    assert [name for name, module in homes.items() if getattr(state, name) is not getattr(module, name)] == []

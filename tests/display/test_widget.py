@@ -14,9 +14,11 @@ pytest.importorskip("ipywidgets")
 
 import nborch  # noqa: E402
 from nborch import DAG, Skip, Task, TaskProgress, TaskState, task  # noqa: E402
-from nborch.display.dot import COLORS, MARK_COLORS, node_id  # noqa: E402
+from nborch.display.live_display import STOP_TEXT, LiveDisplay  # noqa: E402
+from nborch.display.looks import COLORS, MARK_COLORS  # noqa: E402
+from nborch.display.node_ids import node_id  # noqa: E402
 from nborch.display.snapshot import SNAPSHOT_CLOSE, SNAPSHOT_OPEN  # noqa: E402
-from nborch.display.widget import STOP_TEXT, WIDGET_VIEW, LiveDisplay, widget_factory  # noqa: E402
+from nborch.display.widget import WIDGET_VIEW, widget_factory  # noqa: E402
 from nborch.core.eventbus import TaskEvent  # noqa: E402
 from nborch.core.graph import build_graph  # noqa: E402
 from nborch.runtime.runner import RunHandle  # noqa: E402
@@ -261,6 +263,62 @@ def test_layouts_are_throttled_while_the_shape_changes():
     assert live.layouts <= 2  # the first shape, then the final one; none in between
     assert len(svg_classes(live.snapshot)) == len(run.states) == 41
 
+
+
+def test_a_shape_that_grows_while_nothing_else_happens_is_laid_out_and_drawn():
+    """A child task's layout waits out ``layout_interval``, is made in a worker thread and is
+    drawn as soon as it is made: no event, tick or ``svg_interval`` is waited for."""
+    from nborch.display.svg import forget_layouts
+
+    grow, end = asyncio.Event(), asyncio.Event()
+
+    @task
+    async def sprout():
+        return 1
+
+    @task
+    async def grower():
+        await grow.wait()
+        await sprout()
+        await end.wait()  # the run stays open, with nothing more to say
+
+    shown: list[LiveDisplay] = []
+
+    def factory(handle):
+        shown.append(LiveDisplay(handle, show_after=0, tick=3600, svg_interval=3600, layout_interval=1.0,
+                                 publish=Published()))
+        return shown[-1]
+
+    async def until(what, seconds=20):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not what() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return what()
+
+    def drawn(name):
+        return lambda: bool(shown) and "<svg" in shown[0].graph_html.value and node_id(name) in {
+            g.get("id") for g in svg_of_widget(shown[0]).iter(f"{SVG}g")}
+
+    async def main() -> tuple[bool, bool, int]:
+        running = asyncio.ensure_future(nborch.run_async(grower()))
+        try:
+            first = await until(drawn("grower"))
+            grow.set()
+            grown = await until(drawn("sprout"))
+            return first, grown, shown[0].layouts
+        finally:
+            end.set()
+            await running
+
+    forget_layouts()
+    unregister = nborch.register_display(factory)
+    try:
+        first, grown, layouts = asyncio.run(main())
+    finally:
+        unregister()
+
+    assert (first, grown, layouts) == (True, True, 2)
 
 def test_big_runs_are_drawn_collapsed():
     @task
@@ -527,6 +585,7 @@ def test_widget_factory_inside_a_kernel_makes_a_display_that_shows_itself(monkey
     import IPython
     import IPython.display
 
+    from nborch.display import widget
     from nborch.display.widget import kernel_publisher
 
     class FakeKernelShell:
@@ -541,6 +600,7 @@ def test_widget_factory_inside_a_kernel_makes_a_display_that_shows_itself(monkey
     live = widget_factory(handle)
 
     assert isinstance(live, LiveDisplay) and live.publish is kernel_publisher and shown == []
+    assert (widget.LiveDisplay, widget.STOP_TEXT) == (LiveDisplay, STOP_TEXT)  # still importable from there
     live.close(nborch.Run("r1", states={"a": S.SUCCEEDED}))
     ((kind, args, kwargs),) = shown
     assert kind == "display" and kwargs == {"raw": True, "display_id": live.display_id}

@@ -253,10 +253,10 @@ def test_a_failed_run_keeps_its_values_for_resume(store, tmp_path):
 
 
 def test_only_the_newest_failed_runs_keep_their_values(store, monkeypatch):
-    from nborch.store import sqlite
+    from nborch.store import resume
 
-    monkeypatch.setattr(sqlite, "RESUME_KEPT", 3)
-    monkeypatch.setattr(sqlite.prune_resume_files, "__defaults__", (3,))
+    monkeypatch.setattr(resume, "RESUME_KEPT", 3)
+    monkeypatch.setattr(resume.prune_resume_files, "__defaults__", (3,))
 
     @task
     def ok():

@@ -17,7 +17,7 @@ import pytest
 import nborch
 from nborch import DefinitionError, TaskState, task
 from nborch.store import SqliteStore, history, load_run
-from nborch.store.sqlite import SCHEMA_VERSION
+from nborch.store.schema import SCHEMA_VERSION
 
 # A task whose SUCCEEDED event a subscriber saw more than this long before a SIGKILL is in the
 # store (default mode). Measured: at most 75 ms in 70 kills (benchmarks/durability.py); the

@@ -326,3 +326,11 @@ def test_child_tasks_and_plain_successes_are_recorded_with_their_parent_rows(sto
     children = {name for name in run.states if name not in ("parent", "leaf")}
     assert len(children) == 3 and parents == dict.fromkeys(children, "parent")
     assert load_run(run.id, store).parents == dict.fromkeys(children, "parent")
+
+
+def test_the_names_sqlite_exported_before_its_split_are_still_importable_from_it():
+    from nborch.store import liveness, recorder, sqlite
+
+    assert (sqlite.Recorder, sqlite.DurableRecorder) == (recorder.Recorder, recorder.DurableRecorder)
+    assert sqlite.is_alive is liveness.is_alive
+    assert [name for name in sqlite.__all__ if not hasattr(sqlite, name)] == []

@@ -1,0 +1,272 @@
+"""Writing a store's rows: at once, or, when another process holds the lock, by the writer thread.
+
+Nothing on a run's path waits for SQLite's write lock: the foreground connection
+(``RowWriter.write_now``) gives up at once when another connection holds it (a DB browser, a
+backup), and the rows go to the writer thread, which keeps them, in order, and tries again
+(every 0.05 s, backing off to 1 s) until the lock frees. The writer thread also runs the WAL
+checkpoints, so their fsync stays off the loop, and ends after ``IDLE`` seconds with nothing to
+do (closing the foreground connection too); it starts again when needed. Rows go in as
+multi-row INSERTs (``write_groups``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import queue
+import sqlite3
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .sqlite import SqliteStore
+
+__all__ = ["IDLE", "Groups", "RowWriter", "is_busy", "write_groups"]
+
+IDLE = 10.0  # s after which an idle writer thread ends (it starts again when needed)
+_CHECKPOINT = object()  # requests to the writer thread
+_STOP = object()
+
+Groups = list[tuple[str, list[tuple[Any, ...]]]]  # (statement, the parameters of each row)
+
+
+def is_busy(err: BaseException) -> bool:
+    """True for "database is locked": another connection holds the lock (try again later)."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return isinstance(err, sqlite3.OperationalError) and "locked" in str(err)
+
+
+def _insert_rows(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """``db.executemany(sql, rows)`` for an ``INSERT ... VALUES (?, ...)``, as INSERTs of up to
+    500 rows each (fewer if this SQLite allows fewer parameters): about twice as fast, and SQLite
+    is stepped, and the GIL given up, once per statement instead of once per row."""
+    head, _, one = sql.partition(" VALUES ")
+    limit = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // (one.count("?") or 1)
+    size = max(1, min(500, limit))
+    full = f"{head} VALUES {','.join([one] * size)}"
+    for i in range(0, len(rows), size):
+        chunk = rows[i : i + size]
+        statement = full if len(chunk) == size else f"{head} VALUES {','.join([one] * len(chunk))}"
+        db.execute(statement, list(itertools.chain.from_iterable(chunk)))
+
+
+def write_groups(db: sqlite3.Connection, groups: Groups) -> None:
+    """The body of a write transaction that has begun: commit it, or roll it back and raise.
+    A group of several INSERT rows goes in as multi-row INSERTs, other groups by executemany."""
+    try:
+        for sql, rows in groups:
+            if len(rows) > 1 and sql.startswith("INSERT INTO ") and " VALUES (" in sql:
+                _insert_rows(db, sql, rows)
+            elif rows:
+                db.executemany(sql, rows)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+
+
+def _runs_of(backlog: list[tuple[Groups, str | None]]) -> dict[str | None, int]:
+    counts: dict[str | None, int] = {}
+    for groups, run in backlog:
+        counts[run] = counts.get(run, 0) + sum(len(rows) for _, rows in groups)
+    return counts
+
+
+class RowWriter:
+    """A store's writing: the foreground connection, which commits at once or not at all, and
+    the writer thread, which keeps what it is given until it is written.
+
+    ``lock`` is the store's: it is held while the foreground connection is used or closed,
+    and taken before the writer's own lock. ``waiting`` counts the rows the writer thread keeps
+    for another process's lock, by run."""
+
+    def __init__(self, store: SqliteStore, lock: threading.RLock) -> None:
+        self.store = store
+        self.lock = lock
+        self.db: sqlite3.Connection | None = None  # the foreground connection: never waits
+        self.waiting: dict[str | None, int] = {}
+        self._rows: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+        self._hurry = threading.Event()  # set by flush(): commit what is queued now
+
+    def _foreground(self) -> sqlite3.Connection:
+        """The connection that writes without waiting (call with ``lock`` held). The writer
+        thread runs while it is open, and closes it when both have been idle for ``IDLE`` s."""
+        db = self.db
+        if db is None:
+            db = sqlite3.connect(self.store.path, timeout=0, isolation_level=None, check_same_thread=False)
+            try:  # reading the schema meets the writer thread's checkpoint: busy, try later
+                db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
+                db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints (and their fsync) are the writer thread's
+            except BaseException:
+                db.close()
+                raise
+            self.db = db
+            self.checkpoint_later()
+        return db
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Write what is queued (waiting up to ``timeout`` s for the lock) and close the
+        connections; they open again when needed. False if rows are still waiting for the lock
+        (they stay queued)."""
+        written = self.flush(timeout)
+        if written:
+            with self._thread_lock:
+                thread = self._thread
+                if thread is not None:
+                    self._rows.put(_STOP)
+            if thread is not None:
+                thread.join(timeout)
+        with self.lock:
+            if self.db is not None:
+                self.db.close()
+                self.db = None
+        return written
+
+    def write_now(self, groups: Groups) -> bool:
+        """Commit ``groups`` at once, without waiting: False (nothing written) when another
+        connection holds the write lock or the schema is not there yet. Other failures (a full
+        disk, a read-only or damaged file) raise sqlite3's error."""
+        if not self.store.ready:
+            return False
+        with self.lock:
+            try:
+                db = self._foreground()
+                db.execute("BEGIN IMMEDIATE")
+                write_groups(db, groups)  # rolled back if it raises
+            except sqlite3.OperationalError as err:
+                # busy at BEGIN, or later (COMMIT meets a checkpoint or another process's
+                # lock): nothing was written, the writer thread tries again; never a lost run
+                if is_busy(err):
+                    return False
+                raise
+        return True
+
+    def write_or_queue(self, groups: Groups, run: str | None = None) -> None:
+        """Commit ``groups`` now, or queue them for the writer thread if the lock is taken."""
+        if not self.write_now(groups):
+            self.enqueue_groups(groups, run)
+
+    def enqueue(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Queue a statement for the writer thread (committed within ``interval`` seconds)."""
+        self._put(([(sql, [params])], None))
+
+    def enqueue_groups(self, groups: Groups, run: str | None = None) -> None:
+        """Queue rows of ``run`` for the writer thread, which keeps them until they are written."""
+        self._put((groups, run))
+
+    def _put(self, item: Any) -> None:
+        with self._thread_lock:
+            self._rows.put(item)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._write_loop, name="nborch-store", daemon=True)
+                self._thread.start()
+
+    def checkpoint_later(self) -> None:
+        """Have the writer thread copy the write-ahead log into the database (in the background)."""
+        self._put(_CHECKPOINT)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait (up to ``timeout`` s) until everything queued so far is written; False if rows
+        are still waiting for another process's lock (they stay queued)."""
+        with self._thread_lock:
+            if self._thread is None:
+                return True
+        done = threading.Event()
+        self._put(done)
+        self._hurry.set()
+        return done.wait(timeout)
+
+    def _write_loop(self) -> None:
+        # The writer wakes once per batch, not once per row: it waits for a first item, lets rows
+        # gather for ``interval`` seconds (a flush cuts that short), then takes all that came.
+        # Rows that meet another process's lock stay in ``backlog``, in order, and are tried
+        # again (every 0.05 s, backing off to 1 s) until they are written.
+        store, rows = self.store, self._rows
+        db: sqlite3.Connection | None = None
+        backlog: list[tuple[Groups, str | None]] = []
+        markers: list[threading.Event] = []
+        retry = 0.0
+        try:
+            while True:
+                try:
+                    item: Any = rows.get(timeout=retry or IDLE)
+                except queue.Empty:
+                    item = None
+                    if not backlog:
+                        with self.lock, self._thread_lock:
+                            if rows.empty():  # idle: end; _put starts another when needed
+                                self._thread = None
+                                if self.db is not None:
+                                    self.db.close()
+                                    self.db = None
+                                return
+                        continue
+                if item is not None and isinstance(item, tuple):
+                    self._hurry.wait(store.interval)
+                self._hurry.clear()
+                checkpoint = stop = False
+                while item is not None:
+                    if isinstance(item, threading.Event):
+                        markers.append(item)
+                    elif item is _CHECKPOINT:
+                        checkpoint = True
+                    elif item is _STOP:
+                        stop = True
+                    else:
+                        backlog.append(item)
+                    try:
+                        item = rows.get_nowait()
+                    except queue.Empty:
+                        item = None
+                if backlog or checkpoint:
+                    try:
+                        if db is None:
+                            db = sqlite3.connect(self.store.path, timeout=0.2, isolation_level=None,
+                                                 check_same_thread=False)
+                            db.execute("PRAGMA synchronous=NORMAL")
+                        if backlog:
+                            if not store.ready:
+                                store.migrate(db)
+                            db.execute("BEGIN IMMEDIATE")
+                            write_groups(db, [g for groups, _ in backlog for g in groups])
+                            backlog = []
+                        retry = 0.0
+                    except (sqlite3.Error, OSError) as err:
+                        if is_busy(err):
+                            retry = min(max(retry * 2, 0.05), 1.0)
+                        else:
+                            self._give_up(backlog, err)
+                            backlog = []
+                            retry = 0.0
+                    self.waiting = _runs_of(backlog)
+                if checkpoint and not backlog and db is not None:
+                    with contextlib.suppress(sqlite3.Error):  # busy: the next one, or SQLite's own
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                if not backlog:
+                    for m in markers:
+                        m.set()
+                    markers = []
+                    if stop:
+                        with self._thread_lock:
+                            if rows.empty():
+                                self._thread = None
+                                return
+        finally:
+            if db is not None:
+                db.close()
+            with self._thread_lock:  # ended by a bug: let the next item start another writer
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _give_up(self, backlog: list[tuple[Groups, str | None]], err: BaseException) -> None:
+        store = self.store
+        store.write_error = err
+        for run in _runs_of(backlog):
+            what = f"run {run!r}" if run else "cache entries and skipped ticks"
+            store.trouble(run, f"cannot record {what} in {store.path} ({err}); its rows are not recorded.")
