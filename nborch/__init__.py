@@ -1,9 +1,10 @@
 """nborch: a notebook-native orchestrator.
 
 Map of the package, in layers that each import only those below them (tests/test_layers.py):
-``core/`` (nodes and composites: ``task``, ``workflow``, ``mapping``; ``graph``, the scheduler
-``engine`` with ``attempts``, ``children``, ``offload``, ``workers``; ``policies``, ``limits``,
-``state``, ``eventbus``, ``record``, ``clock``, ``errors``, ``executors``) imports only the
+``core/`` (nodes and composites: ``node``, ``task`` with ``introspection`` and ``task_options``,
+``workflow``, ``mapping``; ``graph``, the scheduler ``engine`` with ``attempts``, ``children``,
+``offload``, ``workers``; ``policies``, ``limits``, ``state``, ``eventbus``, ``record``, ``clock``,
+``errors``, ``executors`` with ``remote`` and ``process_pool``) imports only the
 standard library and cloudpickle; ``runtime/`` (``runner``: driving the loop from anywhere;
 ``capture``, ``schedule``, ``dask_executor``, which imports Dask on first use) builds on it; the
 front ends sit above: ``display/`` renders graphs and progress (graphviz, ipywidgets and rich
@@ -44,7 +45,8 @@ from .core.progress import progress
 from .runtime.runner import RunHandle, cancelled, last_run, register_display, register_wait_hook, run, run_async
 from .runtime.schedule import Schedule, schedule
 from .core.state import TRIGGER_RULES, TaskState
-from .core.task import Node, Task, TaskFunction, task
+from .core.node import Node
+from .core.task import Task, TaskFunction, task
 from .core.workflow import DAG, CircuitGroup, Parallel, Sequence
 
 __version__ = "0.1.0"

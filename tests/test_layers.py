@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import operator
+import pickle
 import subprocess
 import sys
 from collections import deque
@@ -350,3 +352,58 @@ def test_old_paths_reach_the_same_module_in_a_fresh_process() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True", "True", "nborch.core.keys", "patched", "True", "True",
                                   "progress", "schedule", "nborch.runtime.runner"]
+
+
+# Classes that moved out of nborch.core.task and nborch.core.executors into modules of their own.
+# A pickle names a class by its module: one written before the move names the old module, which
+# must still hold the class (protocol 2 writes each class as a "module\nname" line to swap).
+MOVED_CLASSES = [
+    ("nborch.core.task_options", "nborch.core.task", "TaskOptions"),
+    ("nborch.core.introspection", "nborch.core.task", "FnInfo"),
+    ("nborch.core.node", "nborch.core.task", "Node"),
+    ("nborch.core.remote", "nborch.core.executors", "RemoteError"),
+    ("nborch.core.remote", "nborch.core.executors", "RemoteTraceback"),
+    ("nborch.core.remote", "nborch.core.executors", "Executor"),
+    ("nborch.core.remote", "nborch.core.executors", "Remote"),
+    ("nborch.core.process_pool", "nborch.core.executors", "ProcessExecutor"),
+]
+
+
+@pytest.mark.parametrize(("new", "old", "name"), MOVED_CLASSES, ids=[f"{o}.{n}" for _, o, n in MOVED_CLASSES])
+def test_a_moved_class_is_found_under_its_old_module(new: str, old: str, name: str) -> None:
+    moved = getattr(importlib.import_module(new), name)
+    assert moved.__module__ == new
+    for module in (old, old.replace("nborch.core.", "nborch.")):  # and the flat path before that
+        assert pickle.loads(f"c{module}\n{name}\n.".encode()) is moved
+
+
+def _as_if_pickled_before_the_split(blob: bytes) -> bytes:
+    for new, old, _ in MOVED_CLASSES:
+        blob = blob.replace(f"{new}\n".encode(), f"{old}\n".encode())
+    return blob
+
+
+def test_a_task_pickled_before_the_split_loads_and_runs() -> None:
+    task = nborch.Task(operator.add, 1, 2, retries=3, name="add")
+    old = _as_if_pickled_before_the_split(pickle.dumps(task, protocol=2))
+    assert b"nborch.core.task\nTaskOptions\n" in old and b"nborch.core.task\nFnInfo\n" in old
+
+    loaded = pickle.loads(old)
+
+    assert loaded.options == task.options and loaded.options.retry.max_attempts == 4
+    assert loaded.info == task.info
+    assert loaded.run(store=False) == 3
+
+
+def test_a_remote_error_pickled_before_the_split_loads() -> None:
+    from nborch.core.remote import RemoteError
+
+    error = RemoteError("KeyError", "'id'", "TypeError: two arguments needed")
+    old = _as_if_pickled_before_the_split(pickle.dumps(error, protocol=2))
+    assert b"nborch.core.executors\nRemoteError\n" in old
+
+    loaded = pickle.loads(old)
+
+    assert type(loaded) is RemoteError
+    assert (loaded.type_name, loaded.message, str(loaded)) == ("KeyError", "'id'", "KeyError: 'id'")
+    assert loaded.__notes__ == error.__notes__

@@ -46,13 +46,13 @@ from typing import TYPE_CHECKING
 from .body_steps import Prepare, body_for
 from .cache_step import Cache
 from .errors import Skip
-from .executors import Remote
 from .invocation import AS_BOUND, CANCELLED, SKIPPED, SUCCEEDED, Inv
 from .policy_steps import Attempt, AttemptFailed, Breaker, Circuits, Inner, Rate, Retrying, Step, Timeout
+from .remote import Remote
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .task import TaskOptions
+    from .task_options import TaskOptions
 
 __all__ = ["Attempts"]
 

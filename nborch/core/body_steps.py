@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextvars
 from typing import TYPE_CHECKING, Any
 
-from .executors import prepare_for
 from .policy_steps import Step
+from .remote import prepare_for
 
 if TYPE_CHECKING:
     import asyncio

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .executors import Remote, _collect, _replace, has_remote, materialize
 from .policy_steps import Step
+from .remote import Remote, collect_remotes, has_remote, materialize, replace_remotes
 
 __all__ = ["Cache"]
 
@@ -71,9 +71,9 @@ async def fingerprinted(args: Any, kwargs: Any) -> tuple[Any, Any]:
     the same key a local run computes; any other as a hash of its value computed on the
     cluster, so the value does not come back for that."""
     found: list[Remote] = []
-    _collect((args, kwargs), found)
+    collect_remotes((args, kwargs), found)
     prints = {
         id(r): r.value if r.fetched else ("nborch-remote-value", await r.executor.fingerprint(r))
         for r in found
     }
-    return _replace(args, lambda r: prints[id(r)]), _replace(kwargs, lambda r: prints[id(r)])
+    return replace_remotes(args, lambda r: prints[id(r)]), replace_remotes(kwargs, lambda r: prints[id(r)])

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .arguments import value_of
 from .errors import CycleError
 from .eventbus import events
-from .executors import materialize
+from .remote import materialize
 from .graph import Spec, build_graph, single_spec
 from .invocation import AS_BOUND, RUNNING, Frame, _frame
 from .state import RUN, TaskState, decide

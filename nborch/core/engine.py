@@ -27,10 +27,8 @@ from .attempts import Attempts
 from .children import ChildCalls
 from .circuits import Circuits
 from .clock import Clock
-from .output import Output
 from .errors import DefinitionError, Skip
 from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, events
-from .executors import Remote, has_remote
 from .expansion import Expansions
 from .graph import Graph, Spec
 from .invocation import (
@@ -52,7 +50,9 @@ from .invocation import (
 from .limits import Rates
 from .mapping import MapTask
 from .offload import Offload
+from .output import Output
 from .policies import CircuitBreaker, Transition
+from .remote import Remote, has_remote
 from .slots import Slots, check_pool, drop_waiter
 from .state import RUN, TaskState, decide
 from .workers import WorkerPool

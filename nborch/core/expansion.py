@@ -12,12 +12,13 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from .arguments import resolve, value_of
-from .executors import Remote, has_remote, materialize
 from .graph import Spec, find_nodes
+from .introspection import fn_name
 from .invocation import AS_BOUND, CANCELLED, DECIDED, FAILED, PENDING, RUNNING, SUCCEEDED, UPSTREAM_FAILED
 from .mapping import MapError, Mapped, _label, as_items, item_base, item_tasks
+from .node import Node
+from .remote import Remote, has_remote, materialize
 from .state import RUN, decide
-from .task import Node, fn_name
 
 if TYPE_CHECKING:
     from .engine import Engine

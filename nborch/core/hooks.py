@@ -11,9 +11,9 @@ store, each imported on its first call. Importing any ``nborch`` module imports 
 first, so every hook is registered before user code runs. A hook nobody registered raises
 ``NborchError`` naming what to import.
 
-Two hooks serve the core itself: ``fn.map()`` builds a node of ``nborch.mapping``, and
-``executor=`` is checked by ``nborch.executors``; both build on ``nborch.task`` and register
-with it through here.
+Two hooks serve the core itself: ``fn.map()`` builds a node of ``nborch.core.mapping``, and
+``executor=`` is checked by ``nborch.core.executors`` (called from ``nborch.core.task_options``);
+both build on ``nborch.core.task`` and register with it through here.
 """
 
 from __future__ import annotations

@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import hooks
 from .errors import DefinitionError, InvalidTaskError
-from .task import INJECTED, FnInfo, Node, Task, TaskOptions, fn_info, fn_name
+from .introspection import INJECTED, FnInfo, fn_info, fn_name
+from .node import Node
+from .task import Task
+from .task_options import TaskOptions
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -12,9 +12,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .arguments import call_of
-from .executors import Remote, fetch_all, get_executor
-from .executors import _collect as collect_remotes
-from .executors import _replace as replace_remotes
+from .executors import get_executor
+from .remote import Remote, collect_remotes, fetch_all, replace_remotes
 from .state import TaskState
 
 if TYPE_CHECKING:

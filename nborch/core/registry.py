@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .errors import DefinitionError
-from .task import Node
+from .node import Node
 
 __all__ = ["register", "unregister", "workflows"]
 

@@ -218,7 +218,7 @@ def key_of(graph: Graph, spec: Spec, keys: dict[str, CallKey | None], state_prin
     """``spec``'s key now, from its code, its bound arguments (nodes in them stand for their
     upstreams' keys) and its upstreams' keys; None when an upstream has none."""
     from .keys import call_key
-    from .task import Node
+    from .node import Node
 
     items = graph.items
 

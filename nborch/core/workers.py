@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .executors import resolve
+from .remote import resolve
 
 __all__ = ["Job", "WorkerPool"]
 

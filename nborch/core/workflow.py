@@ -10,8 +10,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .errors import DefinitionError
+from .introspection import check_callable
+from .node import Node, require_node
 from .policies import CircuitBreaker
-from .task import Node, Task, TaskFunction, _check_callable, _require_node, iter_nodes
+from .task import Task, TaskFunction, iter_nodes
 
 __all__ = ["CircuitGroup", "Composite", "DAG", "Parallel", "Sequence"]
 
@@ -116,9 +118,9 @@ class DAG(Composite):
         """Add a task (or composite, or function) that runs after ``after`` (nodes or names)."""
         if not isinstance(item, Node):
             if not isinstance(item, TaskFunction):
-                _check_callable(item, "DAG.add()")
+                check_callable(item, "DAG.add()")
             item = Task(item)
         for upstream in after if isinstance(after, list | tuple | set) else [after]:
-            item._add_after(upstream if isinstance(upstream, str) else _require_node(upstream, "DAG.add(after=...)"))
+            item._add_after(upstream if isinstance(upstream, str) else require_node(upstream, "DAG.add(after=...)"))
         self.children.append(item)  # a node added twice is still one task: the graph dedupes by identity
         return item

@@ -58,7 +58,7 @@ from .task_status import KnownTask
 if TYPE_CHECKING:
     import graphviz
 
-    from ..core.task import Node
+    from ..core.node import Node
 
 __all__ = [
     "COLLAPSE_OVER", "COLORS", "FIT_STYLE", "MARK_COLORS", "NOTEBOOK_EXTRA", "GraphModel", "SvgTemplate",

@@ -12,7 +12,7 @@ from .dot import NOTEBOOK_EXTRA, graph_dot
 from .mermaid import graph_mermaid
 
 if TYPE_CHECKING:
-    from ..core.task import Node
+    from ..core.node import Node
 
 __all__ = ["SUFFIXES", "visualize"]
 

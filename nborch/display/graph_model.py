@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..core.graph import Graph, Spec
+from ..core.introspection import fn_name
 from ..core.mapping import Mapped, MapTask
-from ..core.task import fn_name
 from .mapped_nodes import MAP_DRAWN, maps_from_names
 from .node_ids import group_id, map_id, node_id
 

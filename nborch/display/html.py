@@ -29,7 +29,7 @@ from .task_status import fmt_elapsed
 from .task_table import map_duration, task_table_html
 
 if TYPE_CHECKING:
-    from ..core.task import Node
+    from ..core.node import Node
 
 __all__ = [
     "GRAPHVIZ_HINT", "PACKAGE_HINT", "esc", "graph_alt", "graphviz_hint", "header_html", "map_duration",

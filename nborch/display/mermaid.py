@@ -20,7 +20,7 @@ from .escaping import printable
 from .state import RunView
 
 if TYPE_CHECKING:
-    from ..core.task import Node
+    from ..core.node import Node
 
 __all__ = ["graph_mermaid", "node_mermaid"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import DefinitionError
-from ..core.task import make_options
+from ..core.task_options import make_options
 
 __all__ = ["TASK_ARGUMENTS", "TaskLine", "check_task_name", "parse_task_line", "task_options"]
 

@@ -184,7 +184,8 @@ class NotebookWorkflow:
 
     def _mapped(self, cell: CellTask, fn: Any, deps: list[str], nodes: dict[str, Any],
                 namespace: dict[str, Any]) -> Any:
-        from ..core.task import TaskFunction, make_options
+        from ..core.task import TaskFunction
+        from ..core.task_options import make_options
 
         assert cell.map_over is not None
         item, source = cell.map_over

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from ..core.errors import DefinitionError, NborchError, safe_str
-from ..core.executors import Executor, Remote, resolve, type_name
+from ..core.remote import Executor, Remote, resolve, type_name
 from .dask_cluster import start_local_cluster
 from .dask_worker import OUTPUT_TOPIC, DaskCall, count_items, mark_client_process, take_item
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..core.executors import _call, _remote
+from ..core.remote import call_in_worker, remote_call
 
 __all__ = ["OUTPUT_TOPIC", "DaskCall", "count_items", "mark_client_process", "take_item"]
 
@@ -110,12 +110,12 @@ class DaskCall:
                 sys.stdout = _WorkerStream(sys.stdout, "stdout")
             if not isinstance(sys.stderr, _WorkerStream):
                 sys.stderr = _WorkerStream(sys.stderr, "stderr")
-        token, kept = _remote.set((self.task, "a Dask worker")), _printed.set(printed)
+        token, kept = remote_call.set((self.task, "a Dask worker")), _printed.set(printed)
         try:
-            return _call(self.fn, args, kwargs)
+            return call_in_worker(self.fn, args, kwargs)
         finally:
             _printed.reset(kept)
-            _remote.reset(token)
+            remote_call.reset(token)
             if printed:
                 _send_printed(self.key, self.task, printed)
 

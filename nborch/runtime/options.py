@@ -11,7 +11,9 @@ from typing import Any
 
 from ..core.errors import DefinitionError, did_you_mean
 from ..core.slots import check_max_concurrency
-from ..core.task import Node, Task, TaskFunction, _check_callable
+from ..core.introspection import check_callable
+from ..core.node import Node
+from ..core.task import Task, TaskFunction
 
 __all__ = ["RUN_OPTIONS", "SCHEDULE_RUN_OPTIONS", "as_node", "check_options", "check_schedule_options",
            "event_subscribers", "reuse_memory"]
@@ -31,7 +33,7 @@ def as_node(node: Any) -> Node:
         return node
     if isinstance(node, TaskFunction):
         return Task(node)
-    _check_callable(node, "run()")
+    check_callable(node, "run()")
     return Task(node)
 
 

@@ -14,9 +14,9 @@ from ..core import hooks
 from ..core.clock import wall_time
 from ..core.engine import Engine
 from ..core.graph import Graph
+from ..core.node import Node
 from ..core.record import Run
 from ..core.state import TaskState
-from ..core.task import Node
 
 __all__ = ["Preset", "make_record", "open_recorder", "open_store", "record_skipped_tick", "resume_plan"]
 

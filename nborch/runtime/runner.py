@@ -24,10 +24,10 @@ from ..core.clock import SystemClock, wall_time
 from ..core.engine import Engine, current_frame, is_loop_thread
 from ..core.errors import NborchError, RunTimeoutError
 from ..core.eventbus import EventBus
-from ..core.executors import child_call_error, remote_task
+from ..core.remote import child_call_error, remote_task
 from ..core.graph import Graph, build_graph
 from ..core.record import Run
-from ..core.task import Node
+from ..core.node import Node
 from .loop_driver import _wait_hooks  # noqa: F401 - read here by tests/display/test_kernel.py
 from .loop_driver import caller_blocks, caller_polls_ui, register_wait_hook, run_sync, wake_on_sigint
 from .options import as_node, check_options, event_subscribers, reuse_memory

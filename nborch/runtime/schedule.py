@@ -35,7 +35,9 @@ from .options import as_node, check_schedule_options
 from .recording import open_store, record_skipped_tick
 from .runner import last_run, run_async
 from .ticks import Ticks, WallClock, make_ticks
-from ..core.task import Node, Task, fn_name
+from ..core.introspection import fn_name
+from ..core.node import Node
+from ..core.task import Task
 
 __all__ = ["Schedule", "WallClock", "active_schedules", "cancel_all", "schedule"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.keys import HASH_LIMIT, CallKey, Unhashable, call_key, code_hash, fingerprint
-from ..core.task import fn_name
+from ..core.introspection import fn_name
 from .liveness import WRITING, temp_name
 
 if TYPE_CHECKING:
