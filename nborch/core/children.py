@@ -86,9 +86,9 @@ class ChildCalls:
             new_specs = [s for s in part.specs.values() if s.name not in engine.invs]
             graph.merge(part)
             new = engine.add_specs(new_specs, parent)
-        if self.engine.wants_pending:
+        if self.engine.publisher.wants_pending:
             for inv in new:
-                self.engine.emit(inv, PENDING)
+                self.engine.publisher.emit(inv, PENDING)
         for inv in new:
             ready = inv.n_up == 0
             if not ready:
@@ -157,8 +157,8 @@ class ChildCalls:
         What it sets in contextvars stays in its caller's context, as it would after a plain
         ``await``. A caller stopped meanwhile (a timeout, the run cancelled) stops it with it."""
         engine = self.engine
-        if engine.wants_pending:
-            engine.emit(inv, PENDING)
+        if engine.publisher.wants_pending:
+            engine.publisher.emit(inv, PENDING)
         task = inv.spec.task
         inv.call = AS_BOUND
         inv.state = RUNNING
@@ -167,7 +167,7 @@ class ChildCalls:
         frame = inv.frame = Frame(engine, inv, 1, depth)
         inv.job = me = asyncio.current_task()  # stopping the child cancels what runs it: its caller's wait
         if events._subscribers or (engine.bus is not None and engine.bus.wants_running):
-            engine.emit(inv, RUNNING)
+            engine.publisher.emit(inv, RUNNING)
         if parent.holding:  # its caller's slots, lent for the call (none without limits)
             parent.holding, inv.holding = False, True
         parent.waiting += 1  # a call it makes meanwhile from another asyncio task neither frees nor retakes them

@@ -63,7 +63,7 @@ class Circuits:
         for call in inv.circuits:
             if call.admitted is None:
                 try:
-                    self.engine.emit_circuit(call.breaker, call.breaker.before_call())
+                    self.engine.publisher.emit_circuit(call.breaker, call.breaker.before_call())
                     call.admitted = True
                 except CircuitOpenError as exc:
                     call.admitted = False
@@ -74,7 +74,7 @@ class Circuits:
 
     def count(self, inv: Inv, state: TaskState) -> None:
         """``inv`` settled: once every step of a group did, its breaker records the outcome."""
-        emit = self.engine.emit_circuit
+        emit = self.engine.publisher.emit_circuit
         for call in inv.circuits:
             call.remaining -= 1
             if state is FAILED:

@@ -28,7 +28,7 @@ from .children import ChildCalls
 from .circuits import Circuits
 from .clock import Clock
 from .errors import DefinitionError, Skip
-from .eventbus import CircuitEvent, EventBus, RunEvent, TaskEvent, events
+from .eventbus import EventBus, RunEvent, events
 from .expansion import Expansions
 from .graph import Graph, Spec
 from .invocation import (
@@ -38,7 +38,6 @@ from .invocation import (
     FAILED,
     FINAL,
     PENDING,
-    RETRYING,
     RUNNING,
     SKIPPED,
     SUCCEEDED,
@@ -51,7 +50,7 @@ from .limits import Rates
 from .mapping import MapTask
 from .offload import Offload
 from .output import Output
-from .policies import CircuitBreaker, Transition
+from .publishing import Publisher
 from .remote import Remote, has_remote
 from .slots import Slots, check_pool, drop_waiter
 from .state import RUN, TaskState, decide
@@ -59,7 +58,6 @@ from .workers import WorkerPool
 
 __all__ = ["Engine", "Frame", "current_frame"]
 
-_new_event = tuple.__new__  # all of TaskEvent's fields given, in order
 # Ready tasks launched in one loop iteration at most; the rest wait one iteration each. When
 # 100,000 tasks become ready at once, launching them all before any can finish keeps 100,000
 # coroutines alive together; in bursts, early ones finish while later ones start. Every ready
@@ -124,67 +122,7 @@ class Engine:
         self.rates = Rates(self)  # rate=: this run's limiters
         self.expansions = Expansions(self)  # mapped nodes: their items
         self.offload = Offload(self)  # executors: process pools, Dask
-
-    # -- events ----------------------------------------------------------------------------------
-
-    @property
-    def listening(self) -> bool:
-        return bool(events._subscribers) or bool(self.bus and self.bus._subscribers)
-
-    @property
-    def wants_pending(self) -> bool:
-        """Someone wants the PENDING events of tasks added during the run (child calls, items):
-        a display does; the store's recorder, alone, does not (its rows are final states)."""
-        return bool(events._subscribers) or bool(self.bus and self.bus._subscribers and self.bus.wants_successes)
-
-    def publish(self, event: Any) -> None:
-        # Subscribers run outside any task's context: what they print is not that task's output.
-        if _frame.get() is None:
-            if self.bus is not None:
-                self.bus.publish(event)
-            if events._subscribers:
-                events.publish(event)
-        else:
-            contextvars.Context().run(self._deliver, event)
-
-    def _deliver(self, event: Any) -> None:
-        if self.bus is not None:
-            self.bus.publish(event)
-        events.publish(event)
-
-    def publish_threadsafe(self, event: Any) -> None:
-        """Publish from any thread: subscribers always run on the engine's loop thread."""
-        if threading.get_ident() == self.loop_thread:
-            self.publish(event)
-            return
-        try:
-            self.loop.call_soon_threadsafe(self.publish, event)  # type: ignore[union-attr]
-        except RuntimeError:  # the loop is closed: an abandoned thread printing after its run
-            pass
-
-    def emit(self, inv: Inv, state: TaskState, *, delay: float | None = None) -> None:
-        if events._subscribers or (self.bus is not None and self.bus._subscribers):
-            # identity tests only: TaskState's hash is Enum.__hash__, a Python call
-            if state is SUCCEEDED:
-                value, error = inv.value, None
-            else:
-                value = None
-                error = inv.error if (state is FAILED or state is RETRYING or state is SKIPPED
-                                      or inv.mapping is not None) else None  # a map: its first failed item's
-            parent = inv.parent
-            self.publish(
-                _new_event(TaskEvent, (  # TaskEvent(...) without its Python-level __new__: 2x faster
-                    self.run_id, inv.name, state, inv.attempts, self.now(), value, error, delay,
-                    None if parent is None else parent.name, inv.cached, inv.cache_key,
-                    None if state is RUNNING or state is RETRYING or state is PENDING else inv.started,
-                    inv.reused,
-                ))
-            )
-
-    def emit_circuit(self, breaker: CircuitBreaker, transition: Transition | None) -> None:
-        if transition is not None:
-            old, new = transition
-            self.publish(CircuitEvent(breaker.name, old, new, self.now()))
+        self.publisher = Publisher(self)  # events to subscribers
 
     # -- setting up ------------------------------------------------------------------------------
 
@@ -235,7 +173,7 @@ class Engine:
             if self.gc_was_enabled:
                 gc.enable()
             raise
-        self.publish(RunEvent(self.run_id, RUNNING, self.started)) if self.listening else None
+        self.publisher.publish(RunEvent(self.run_id, RUNNING, self.started)) if self.publisher.listening else None
         # A big run's graph lives until the run ends: freeze it out of the cyclic GC's sight so
         # collections during the run do not rescan it again and again (only when nobody else
         # froze objects, so our unfreeze cannot release theirs).
@@ -271,8 +209,8 @@ class Engine:
             self.finished = self.now()
             if self.pool is not None:
                 self.pool.shutdown()
-            if self.listening:
-                self.publish(RunEvent(self.run_id, self.outcome(), self.finished))
+            if self.publisher.listening:
+                self.publisher.publish(RunEvent(self.run_id, self.outcome(), self.finished))
                 await events.drain()
                 if self.bus is not None:
                     await self.bus.drain()
@@ -371,7 +309,7 @@ class Engine:
         # RUNNING of a single-attempt task is published only if someone wants it (a display
         # does; the recorder reads the start from the final event instead)
         if events._subscribers or (self.bus is not None and self.bus.wants_running):
-            self.emit(inv, RUNNING)
+            self.publisher.emit(inv, RUNNING)
 
     async def body(self, inv: Inv, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
         """The fast path's job for an async body: the body's own coroutine awaited inline, then
@@ -531,7 +469,7 @@ class Engine:
                     and inv.cache_key is None and not inv.cached):
                 bus.journal(inv)  # type: ignore[union-attr,misc]  # the recorder alone: no event built
             else:
-                self.emit(inv, state)
+                self.publisher.emit(inv, state)
         self.unsettled -= 1
         if inv.waiters:
             for fut in inv.waiters:

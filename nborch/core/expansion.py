@@ -122,8 +122,8 @@ class Expansions:
         who = f"{fn_name(mapped.fn)}.{'map' if mapped.mode == 'zip' else 'product'}() ({inv.name!r})"
         inv.state = RUNNING
         inv.started = engine.now()
-        if engine.listening:
-            engine.emit(inv, RUNNING)
+        if engine.publisher.listening:
+            engine.publisher.emit(inv, RUNNING)
         try:
             resolved = self.inputs(inv, mapped, who)
             fixed = {k: resolve(engine, v) for k, v in mapped.fixed.items()}
@@ -139,9 +139,9 @@ class Expansions:
         inv.map_left = len(new)
         for item in new:
             item.map_of = inv
-        if engine.wants_pending:
+        if engine.publisher.wants_pending:
             for item in new:
-                engine.emit(item, PENDING)
+                engine.publisher.emit(item, PENDING)
         for item in new:
             self.ready(item)
         for consumer in self.consumers.pop(inv.name, ()):

@@ -14,8 +14,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import CycleError, DefinitionError, GraphError, did_you_mean
-from .mapping import Mapped, MapTask, item_base
-from .specs import _HOLDERS, _LEAVES, Graph, Group, Names, Spec, find_nodes
+from .mapping import Mapped, MapTask
+from .naming import name_specs
+from .specs import (
+    _HOLDERS, _LEAVES, Graph, Group, Names, Spec, dedupe_key, find_nodes, open_params_of, single_spec,
+)
 from .task import INJECTED, Node, Task
 from .workflow import DAG, CircuitGroup, Composite, Parallel, Sequence
 
@@ -37,45 +40,6 @@ def build_graph(
     Raises DefinitionError (GraphError, CycleError, InvalidTaskError) naming the culprit.
     """
     return _Builder(root, names if names is not None else Names(), known or {}, parent, dedupe).build()
-
-
-def open_params_of(task: Task) -> list[str]:
-    """The parameters of ``task``'s function that its call leaves open (neither bound by its
-    arguments nor taken by ``*args``), computed once per function and call shape."""
-    info = task.info
-    shape = (len(task.args), tuple(task.kwargs) if task.kwargs else ())
-    found = info.open_by_shape.get(shape)  # the calls of one function mostly bind alike
-    if found is None:
-        bound = set(info.positional[: len(task.args)]) | set(task.kwargs)
-        if info.var_positional and len(task.args) > len(info.positional):
-            bound |= set(info.positional)
-        found = info.open_by_shape[shape] = [p for p in info.params if p not in bound]
-    return found
-
-
-def single_spec(task: Task, names: Names, parent: str | None) -> Spec | None:
-    """The spec of one new call that needs no graph built (a child task, the common case): a
-    plain function's call (no name=, dedupe or ``>>``) with no node among its arguments and no
-    required parameter left open, named in the run's ``names``. None for any other call:
-    ``build_graph`` builds it (and words what is wrong with it)."""
-    if task._after or task.own_name or task.options.name is not None or task.options.dedupe:
-        return None
-    for value in (*task.args, *task.kwargs.values()) if task.kwargs else task.args:
-        if isinstance(value, _HOLDERS) and next(find_nodes(value), None) is not None:
-            return None
-    spec = Spec(task, None, parent)
-    info = task.info
-    if info.signature is not None and info.params:
-        for p in open_params_of(task):
-            if p == "context":
-                spec.wants_context = True
-            elif p == "state":
-                spec.wants_state = True
-            elif p in info.required:
-                return None
-    spec.name = names.numbered(spec.base, {})  # nothing can fail after this: no name to give back
-    names.taken.add(spec.name)
-    return spec
 
 
 class _Builder:
@@ -102,7 +66,7 @@ class _Builder:
 
     def build(self) -> Graph:
         self.collect(self.graph.root, None, [])
-        self.name_all()
+        self.added, self.touched, self.claimed = name_specs(self.new, self.names)
         try:
             for spec in self.new:
                 self.graph.specs[spec.name] = spec
@@ -111,7 +75,7 @@ class _Builder:
                 raise GraphError("\n".join(self.problems) if len(self.problems) > 1 else self.problems[0])
             self.check_cycles()
         except BaseException:
-            self.forget(self.added, self.touched)
+            self.names.forget(self.added, self.touched)
             raise
         self.names.owners.update(self.claimed)
         return self.graph
@@ -275,76 +239,7 @@ class _Builder:
             if key is not None:
                 self.dedupe.setdefault(key, spec)
 
-    # -- pass 2: names --------------------------------------------------------------------------
-
-    def name_all(self) -> None:
-        """Give every new leaf its run-unique name. Names given to a node (``Task(f, name=)``)
-        are used as they are and must be unique; the calls of a function (named after it, or
-        by ``@task(name=...)``) are numbered in call order: ``sum``, ``sum[2]``, ``sum[3]``.
-        Nothing is committed to the run's names unless every name is valid."""
-        names = self.names
-        taken, owners = names.taken, names.owners
-        if len(self.new) == 1 and not self.new[0].explicit and self.new[0].task.options.name is None:
-            spec = self.new[0]  # one call of a plain function: a child task, the common case
-            touched: dict[str, int | None] = {}
-            spec.name = self.names.numbered(spec.base, touched)
-            taken.add(spec.name)
-            self.added, self.touched, self.claimed = [spec.name], touched, {}
-            return
-        explicit: dict[str, Spec] = {}
-        claimed: dict[str, Any] = {}  # function-level names claimed by this build
-        for spec in self.new:
-            base = spec.base
-            if spec.explicit:
-                if base in explicit:
-                    self.problems.append(
-                        f"two different tasks are named {base!r}: {explicit[base].task!r} and "
-                        f"{spec.task!r}. Give each a unique name=."
-                    )
-                elif base in taken or base in claimed:
-                    self.problems.append(
-                        f"a task named {base!r} already exists in this run; give {spec.task!r} another name="
-                    )
-                else:
-                    explicit[base] = spec
-                    spec.name = base
-            elif spec.task.options.name is not None:  # @task(name=...): the function's name
-                fn = _owner(spec.task.fn)
-                other = owners.get(base, claimed.get(base, fn))
-                if other is not fn or base in explicit:
-                    self.problems.append(
-                        f"two different functions are named {base!r} (@task(name={base!r})): "
-                        f"{_describe(other) if base not in explicit else repr(explicit[base].task)} and "
-                        f"{_describe(fn)}. Give each a unique name=."
-                    )
-                else:
-                    claimed[base] = fn
-        maps = {s.base for s in self.new if type(s.task) is MapTask}
-        for base in explicit if maps else ():  # `fetch:0` is how item 0 of the mapped node `fetch` is named
-            stem = item_base(base)
-            if stem is not None and stem in maps:
-                self.problems.append(
-                    f"a task named {base!r} would clash with item {base[len(stem) + 1:]} of the mapped node {stem!r} "
-                    "(items are named NAME:i); give it another name="
-                )
-        if self.problems:
-            raise GraphError("\n".join(self.problems))
-        added: list[str] = list(explicit)
-        touched = {}
-        try:
-            taken.update(explicit)
-            for spec in sorted((s for s in self.new if not s.explicit), key=lambda s: s.order):
-                name = spec.name = self.names.numbered(spec.base, touched)
-                taken.add(name)
-                added.append(name)
-        except BaseException:
-            self.forget(added, touched)
-            raise
-        self.added, self.touched, self.claimed = added, touched, claimed
-
-    def forget(self, added: list[str], touched: dict[str, int | None]) -> None:
-        """Give back the names of a build that failed."""
-        self.names.forget(added, touched)
+    # -- pass 2, names: nborch.core.naming.name_specs ---------------------------------------------
 
     # -- pass 3: edges --------------------------------------------------------------------------
 
@@ -591,45 +486,3 @@ class _Builder:
         except graphlib.CycleError as err:
             cycle = list(err.args[1])  # graphlib lists it upstream -> downstream already
             raise CycleError(cycle) from None
-
-
-def _owner(fn: Any) -> Any:
-    """The function behind a callable (a bound method's function), to tell functions apart."""
-    return getattr(fn, "__func__", fn)
-
-
-def _describe(fn: Any) -> str:
-    name = getattr(fn, "__qualname__", None) or repr(fn)
-    module = getattr(fn, "__module__", None)
-    return f"{module}.{name}" if module and module not in ("__main__", "builtins") else name
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return (type(value).__name__, tuple(_freeze(v) for v in value))
-    if isinstance(value, dict):
-        return ("dict", tuple(sorted(((_freeze(k), _freeze(v)) for k, v in value.items()), key=repr)))
-    if isinstance(value, set | frozenset):
-        return ("set", frozenset(_freeze(v) for v in value))
-    return value
-
-
-def dedupe_key(task: Task) -> Any:
-    """Identity of a call for ``dedupe=True``: the function and its arguments as bound to its
-    parameters (so ``load(1)`` and ``load(key=1)`` are one call), with lists, dicts and sets
-    compared by value. None when an argument cannot be compared that way."""
-    args: Any = (task.args, tuple(sorted(task.kwargs.items())))
-    sig = task.info.signature
-    if sig is not None:
-        try:
-            bound = sig.bind(*task.args, **task.kwargs)
-            bound.apply_defaults()
-            args = tuple(bound.arguments.items())
-        except TypeError:
-            pass
-    try:
-        key = (task.fn, _freeze(args))
-        hash(key)
-    except TypeError:
-        return None
-    return key

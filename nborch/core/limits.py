@@ -155,8 +155,8 @@ class Rates:
         engine = self.engine
         if lim.take(engine.now()):
             return
-        if engine.listening:
-            engine.publish(TaskWaiting(engine.run_id, inv.name, "rate", inv.attempts + 1, lim.expected(), engine.now()))
+        if engine.publisher.listening:
+            engine.publisher.publish(TaskWaiting(engine.run_id, inv.name, "rate", inv.attempts + 1, lim.expected(), engine.now()))
         engine.slots.release(inv)  # not due: its slots go to other work meanwhile
         if lim.head:
             fut = engine.loop.create_future()  # type: ignore[union-attr]

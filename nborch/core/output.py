@@ -31,8 +31,8 @@ class Output:
         output of tasks running side by side never interleaves within a line."""
         self.logs.setdefault(name, []).append(text)
         engine = self.engine
-        if engine.listening:
-            engine.publish_threadsafe(TaskOutput(engine.run_id, name, stream, text, engine.now()))
+        if engine.publisher.listening:
+            engine.publisher.publish_threadsafe(TaskOutput(engine.run_id, name, stream, text, engine.now()))
         if not self.echo:
             return ""
         key = (name, stream)

@@ -102,7 +102,7 @@ class Retrying(Step):
         inv, engine = self.inv, self.engine
         inv.error = error
         inv.state = RETRYING
-        engine.emit(inv, RETRYING, delay=delay)
+        engine.publisher.emit(inv, RETRYING, delay=delay)
         if delay > 0:
             engine.slots.release(inv)
             await engine.clock.sleep(delay)
@@ -140,7 +140,7 @@ class Attempt(Step):
         inv.attempts += 1
         frame = inv.frame = Frame(engine, inv, inv.attempts)
         _frame.set(frame)
-        engine.emit(inv, RUNNING)
+        engine.publisher.emit(inv, RUNNING)
         try:
             return await self.inner(args, kwargs)
         except AttemptFailed:
@@ -162,18 +162,18 @@ class Breaker(Step):
         engine = self.engine
         breaker: CircuitBreaker = self.inv.spec.task.options.breaker  # type: ignore[assignment]
         try:
-            engine.emit_circuit(breaker, breaker.before_call())
+            engine.publisher.emit_circuit(breaker, breaker.before_call())
         except CircuitOpenError as refusal:
             raise AttemptFailed(refusal, final=True) from None
         try:
             value = await self.inner(args, kwargs)
         except BaseException as exc:
             if counts_as_failure(exc, self.inv, engine):
-                engine.emit_circuit(breaker, breaker.on_failure())
+                engine.publisher.emit_circuit(breaker, breaker.on_failure())
             else:
                 breaker.release()
             raise
-        engine.emit_circuit(breaker, breaker.on_success())
+        engine.publisher.emit_circuit(breaker, breaker.on_success())
         return value
 
 

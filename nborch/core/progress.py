@@ -28,11 +28,11 @@ def progress(iterable: Iterable[T], total: int | None = None) -> Iterator[T]:
         except TypeError:
             total = None
     frame = current_frame()
-    if frame is None or not frame.engine.listening:
+    if frame is None or not frame.engine.publisher.listening:
         yield from iterable
         return
     engine, name = frame.engine, frame.inv.name
-    now, publish = engine.now, engine.publish_threadsafe
+    now, publish = engine.now, engine.publisher.publish_threadsafe
     done = 0
     last = now()
     publish(TaskProgress(engine.run_id, name, 0, total, last))

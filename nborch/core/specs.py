@@ -1,6 +1,8 @@
 """What a built graph is: one ``Spec`` per leaf task (what to call, with what, after whom,
 under which limits), the ``Group`` constraints several leaves share, the ``Graph`` that holds
-them, and the run's task ``Names``. ``nborch.core.graph`` builds them; the engine runs them."""
+them, and the run's task ``Names``; and what is known of one call on its own (the parameters
+it leaves open, its identity for ``dedupe=True``, the spec of a plain child call).
+``nborch.core.graph`` builds them; the engine runs them."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from .policies import CircuitBreaker
 from .task import Node, Task, fn_name
 from .workflow import DAG, Composite
 
-__all__ = ["Graph", "Group", "Names", "Spec", "find_nodes"]
+__all__ = ["Graph", "Group", "Names", "Spec", "dedupe_key", "find_nodes", "open_params_of", "single_spec"]
 
 # isinstance() with tuples: an ``X | Y`` union written in a call is built anew at every call
 _COLLECTIONS = (list, tuple, set, frozenset)
@@ -194,3 +196,76 @@ class Names:
                 self.next_index.pop(base, None)
             else:
                 self.next_index[base] = old
+
+
+# -- calls ---------------------------------------------------------------------------------------
+
+
+def open_params_of(task: Task) -> list[str]:
+    """The parameters of ``task``'s function that its call leaves open (neither bound by its
+    arguments nor taken by ``*args``), computed once per function and call shape."""
+    info = task.info
+    shape = (len(task.args), tuple(task.kwargs) if task.kwargs else ())
+    found = info.open_by_shape.get(shape)  # the calls of one function mostly bind alike
+    if found is None:
+        bound = set(info.positional[: len(task.args)]) | set(task.kwargs)
+        if info.var_positional and len(task.args) > len(info.positional):
+            bound |= set(info.positional)
+        found = info.open_by_shape[shape] = [p for p in info.params if p not in bound]
+    return found
+
+
+def single_spec(task: Task, names: Names, parent: str | None) -> Spec | None:
+    """The spec of one new call that needs no graph built (a child task, the common case): a
+    plain function's call (no name=, dedupe or ``>>``) with no node among its arguments and no
+    required parameter left open, named in the run's ``names``. None for any other call:
+    ``build_graph`` builds it (and words what is wrong with it)."""
+    if task._after or task.own_name or task.options.name is not None or task.options.dedupe:
+        return None
+    for value in (*task.args, *task.kwargs.values()) if task.kwargs else task.args:
+        if isinstance(value, _HOLDERS) and next(find_nodes(value), None) is not None:
+            return None
+    spec = Spec(task, None, parent)
+    info = task.info
+    if info.signature is not None and info.params:
+        for p in open_params_of(task):
+            if p == "context":
+                spec.wants_context = True
+            elif p == "state":
+                spec.wants_state = True
+            elif p in info.required:
+                return None
+    spec.name = names.numbered(spec.base, {})  # nothing can fail after this: no name to give back
+    names.taken.add(spec.name)
+    return spec
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_freeze(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted(((_freeze(k), _freeze(v)) for k, v in value.items()), key=repr)))
+    if isinstance(value, set | frozenset):
+        return ("set", frozenset(_freeze(v) for v in value))
+    return value
+
+
+def dedupe_key(task: Task) -> Any:
+    """Identity of a call for ``dedupe=True``: the function and its arguments as bound to its
+    parameters (so ``load(1)`` and ``load(key=1)`` are one call), with lists, dicts and sets
+    compared by value. None when an argument cannot be compared that way."""
+    args: Any = (task.args, tuple(sorted(task.kwargs.items())))
+    sig = task.info.signature
+    if sig is not None:
+        try:
+            bound = sig.bind(*task.args, **task.kwargs)
+            bound.apply_defaults()
+            args = tuple(bound.arguments.items())
+        except TypeError:
+            pass
+    try:
+        key = (task.fn, _freeze(args))
+        hash(key)
+    except TypeError:
+        return None
+    return key
