@@ -7,6 +7,12 @@ process pool, Dask: ``nborch.executors``) whose futures the loop awaits. A task 
 child task, or sleeping before a retry, gives its slots back and takes them again (ahead of
 new work) before it continues: recursion deeper than the limits cannot deadlock.
 
+The engine is the hot loop (start, launch, body, settle, stop). What it consults lives in
+collaborators that own their state, one each per engine: ``slots`` (limits and pools),
+``circuits`` (CircuitGroups), ``attempts`` (the slow path: a task's attempts, composed of
+steps), ``children`` (child calls, plain ones inline), ``expansions`` (mapped items),
+``offload`` (executors), ``rates``, ``output`` (what tasks print) and ``publisher`` (events).
+
 The engine never imports a front end: it publishes events, and that is all anyone sees.
 """
 
