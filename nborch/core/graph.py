@@ -379,11 +379,8 @@ class _Builder:
             for up in spec.ups:  # the upstreams this call pulled in are wired from here
                 if id(up) not in wired:
                     self.wire(up)
-            if not task.kwargs and len(slots) == len(task.args):  # every argument is an upstream
-                spec.argnames = tuple([u.name for _, u in slots])
-            else:
-                spec.plan_arguments([(w, u.name) for w, u in slots if type(w) is int],
-                                    [(w, u.name) for w, u in slots if type(w) is str])
+            spec.plan_arguments([(w, u.name) for w, u in slots if type(w) is int],
+                                [(w, u.name) for w, u in slots if type(w) is str])
             spec.argslots, spec.ups = None, ()  # wired: a 100,000-task run keeps no more of them
         elif spec.refs:
             for node in spec.ups:

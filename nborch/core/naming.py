@@ -26,8 +26,7 @@ def name_specs(new: list[Spec], names: Names) -> tuple[list[str], dict[str, int 
     if len(new) == 1 and not new[0].explicit and new[0].task.options.name is None:
         spec = new[0]  # one call of a plain function: a child task, the common case
         touched: dict[str, int | None] = {}
-        spec.name = names.numbered(spec.base, touched)
-        taken.add(spec.name)
+        spec.name = names.take(spec.base, touched)
         return [spec.name], touched, {}
     explicit: dict[str, Spec] = {}
     claimed: dict[str, Any] = {}  # function-level names claimed by this build
@@ -72,8 +71,7 @@ def name_specs(new: list[Spec], names: Names) -> tuple[list[str], dict[str, int 
     try:
         taken.update(explicit)
         for spec in sorted((s for s in new if not s.explicit), key=lambda s: s.order):
-            name = spec.name = names.numbered(spec.base, touched)
-            taken.add(name)
+            name = spec.name = names.take(spec.base, touched)
             added.append(name)
     except BaseException:
         names.forget(added, touched)

@@ -188,6 +188,12 @@ class Names:
         next_index[base] = i + 1
         return f"{base}[{i}]"
 
+    def take(self, base: str, touched: dict[str, int | None]) -> str:
+        """Take the name ``numbered`` gives ``base`` for a task of the run."""
+        name = self.numbered(base, touched)
+        self.taken.add(name)
+        return name
+
     def forget(self, added: list[str], touched: dict[str, int | None]) -> None:
         """Give back the names of a build that failed."""
         self.taken.difference_update(added)
@@ -235,8 +241,7 @@ def single_spec(task: Task, names: Names, parent: str | None) -> Spec | None:
                 spec.wants_state = True
             elif p in info.required:
                 return None
-    spec.name = names.numbered(spec.base, {})  # nothing can fail after this: no name to give back
-    names.taken.add(spec.name)
+    spec.name = names.take(spec.base, {})  # nothing can fail after this: no name to give back
     return spec
 
 
