@@ -52,6 +52,15 @@ OPTION_NAMES = frozenset(
 )
 
 
+def _parameter_names(given: dict[str, Any], option: str, who: str) -> tuple[str, ...]:
+    """``limit_by=`` / ``rate_by=``: one parameter name or several, as a tuple."""
+    by = given[option]
+    by = (by,) if isinstance(by, str) else tuple(by)
+    if not all(isinstance(b, str) for b in by):
+        raise DefinitionError(f"{who}{option}= expects parameter names, got {given[option]!r}")
+    return by
+
+
 def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
     """Validate ``given`` options on top of ``base`` (raises DefinitionError, naming the option)."""
     opts = base or TaskOptions()
@@ -102,11 +111,7 @@ def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
             raise DefinitionError(f"{who}limit= expects an integer >= 1, got {lim!r}")
         changes["limit"] = lim
     if given.get("limit_by") is not None:
-        by = given["limit_by"]
-        by = (by,) if isinstance(by, str) else tuple(by)
-        if not all(isinstance(b, str) for b in by):
-            raise DefinitionError(f"{who}limit_by= expects parameter names, got {given['limit_by']!r}")
-        changes["limit_by"] = by
+        changes["limit_by"] = _parameter_names(given, "limit_by", who)
     if given.get("rate") is not None:
         try:
             changes["rate"] = parse_rate(given["rate"], who)
@@ -115,11 +120,7 @@ def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
                 raise
             changes["rate"] = given["rate"]  # check_for raises, naming the task
     if given.get("rate_by") is not None:
-        by = given["rate_by"]
-        by = (by,) if isinstance(by, str) else tuple(by)
-        if not all(isinstance(b, str) for b in by):
-            raise DefinitionError(f"{who}rate_by= expects parameter names, got {given['rate_by']!r}")
-        changes["rate_by"] = by
+        changes["rate_by"] = _parameter_names(given, "rate_by", who)
     if given.get("slots") is not None:
         changes["slots"] = given["slots"]  # checked by check_for, which can name the task
     if given.get("pool") is not None:
