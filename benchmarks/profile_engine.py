@@ -16,10 +16,10 @@ with the defaults (recording into a temporary store).
    the cost of each layer.
 2. cProfile of one build + run with the defaults: the top functions by own time (tottime), and
    own time summed by phase. A function's phase is that of its nearest ancestor among the
-   phase roots (build_args: build; build_graph, Engine.__init__, Engine.add_specs: compile;
-   anything in nborch/store and runtime/recording.open_recorder: recording; Engine.emit/publish and the
-   event bus: events; recording.make_record and core/record.py: the Run record; the task body; the rest:
-   scheduling loop), shared among callers in proportion to the time each caller spent in it.
+   phase roots (build_args: build; build_graph, Engine.__init__, run_tasks.add_specs: compile;
+   anything in nborch/store and runtime/recording.open_recorder: recording; core/publishing.py
+   and the event bus: events; recording.make_record and core/record.py: the Run record; the
+   task body; the rest: scheduling loop), shared among callers in proportion to the time each caller spent in it.
    cProfile inflates call-heavy code, so read its shares, and take the sizes from part 1.
 3. pyinstrument's call tree of the same, when pyinstrument is installed (not a dependency).
 """
@@ -164,10 +164,10 @@ def root_phase(func: Func) -> str | None:
     graph, engine = os.path.join("core", "graph.py"), os.path.join("core", "engine.py")
     if rel.startswith("store" + os.sep) or (rel == recording and name in ("open_recorder", "open_store")):
         return "recording"
-    if (rel == graph and name == "build_graph") or (rel == engine and name in ("__init__", "add_specs")):
+    if ((rel == graph and name == "build_graph") or (rel == engine and name == "__init__")
+            or (rel == os.path.join("core", "run_tasks.py") and name == "add_specs")):
         return "graph validation/compile"
-    if rel == os.path.join("core", "eventbus.py") or (
-            rel == engine and name in ("emit", "publish", "_deliver", "listening")):
+    if rel in (os.path.join("core", "eventbus.py"), os.path.join("core", "publishing.py")):
         return "events"
     if rel == os.path.join("core", "record.py") or (rel == recording and name == "make_record"):
         return "Run record"

@@ -1,5 +1,5 @@
 """The engine's fast path (tasks with no retry, timeout, cache, breaker or limit): an async
-body's own coroutine runs and settles in one step (``Engine.body``). What a user relies on
+body's own coroutine runs and settles in one step (``nborch.core.jobs.body``). What a user relies on
 stays as it was on the slower path: contextvars do not leak between tasks, a task cancelled
 before its first step settles CANCELLED without a "never awaited" warning, a bad call fails
 the task, and an interrupt stops the run."""

@@ -49,6 +49,7 @@ from .errors import Skip
 from .invocation import AS_BOUND, CANCELLED, SKIPPED, SUCCEEDED, Inv
 from .policy_steps import Attempt, AttemptFailed, Breaker, Circuits, Inner, Rate, Retrying, Step, Timeout
 from .remote import Remote
+from .stopping import cancel
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -126,7 +127,7 @@ class Attempts:
                 engine.fail(inv, exc)
             if isinstance(exc, KeyboardInterrupt):  # the user's interrupt: stop the whole run
                 engine.fatal = exc
-                engine.cancel()
+                cancel(engine)
             elif not isinstance(exc, Exception | SystemExit):
                 raise
         else:

@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 from .arguments import value_of
 from .errors import CycleError, Skip
 from .eventbus import events
-from .remote import materialize
 from .graph import Spec, build_graph, single_spec
-from .invocation import AS_BOUND, RUNNING, Frame, _frame
+from .invocation import AS_BOUND, RUNNING, Frame, _frame, count_settled
+from .jobs import outcome_of
+from .remote import materialize
+from .run_tasks import add_specs
 from .state import RUN, TaskState, decide
+from .stopping import stop
 from .task import Node, Task
 
 if TYPE_CHECKING:
@@ -71,7 +74,7 @@ class ChildCalls:
             graph.specs[spec.name] = spec
             graph.by_task[id(node)] = spec
             targets = [spec]
-            new = engine.add_specs(targets, parent)
+            new = add_specs(engine, targets, parent)
             inv = new[0]
             frame = parent.frame
             if (own and inv.simple and not (spec.wants_context or spec.wants_state) and spec.task.info.is_async
@@ -85,7 +88,7 @@ class ChildCalls:
             self.check_wait_cycle(targets, parent)
             new_specs = [s for s in part.specs.values() if s.name not in engine.invs]
             graph.merge(part)
-            new = engine.add_specs(new_specs, parent)
+            new = add_specs(engine, new_specs, parent)
         if self.engine.publisher.wants_pending:
             for inv in new:
                 self.engine.publisher.emit(inv, PENDING)
@@ -95,7 +98,7 @@ class ChildCalls:
                 for up in inv.spec.up:
                     u = self.engine.invs[up.name]
                     if u.state.is_final:
-                        self.engine.count_settled(inv, u.state)
+                        count_settled(inv, u.state)
                 decision = decide(inv.spec.task.options.trigger_rule, inv.n_up, inv.n_ok, inv.n_failed,
                                   inv.n_upfailed, inv.n_skipped)
                 if decision is None:
@@ -181,7 +184,7 @@ class ChildCalls:
             self.give_back(inv, parent)
             if isinstance(exc, asyncio.CancelledError) and me is not None and me.cancelling():
                 inv.stop = True  # cancelled from outside (its caller's timeout, the run): not its own failure
-            engine.run_context.copy().run(engine.outcome_of, inv, exc)
+            engine.run_context.copy().run(outcome_of, engine, inv, exc)
             if isinstance(exc, Skip) and inv.error is exc:  # skipped (its settle may be queued): its
                 return None  # caller gets None, as from a skipped child in its own task
             raise
@@ -215,7 +218,7 @@ class ChildCalls:
         mine = set(map(id, waits))
         for inv in new:
             if not inv.state.is_final and all(id(w) in mine or w.done() for w in inv.waiters or ()):
-                self.engine.stop(inv)
+                stop(self.engine, inv)
 
     def first_failed_upstream(self, inv: Inv) -> Inv | None:
         stack, seen = list(inv.spec.up), set()

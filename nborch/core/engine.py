@@ -7,11 +7,14 @@ process pool, Dask: ``nborch.executors``) whose futures the loop awaits. A task 
 child task, or sleeping before a retry, gives its slots back and takes them again (ahead of
 new work) before it continues: recursion deeper than the limits cannot deadlock.
 
-The engine is the hot loop (start, launch, body, settle, stop). What it consults lives in
-collaborators that own their state, one each per engine: ``slots`` (limits and pools),
-``circuits`` (CircuitGroups), ``attempts`` (the slow path: a task's attempts, composed of
-steps), ``children`` (child calls, plain ones inline), ``expansions`` (mapped items),
-``offload`` (executors), ``rates``, ``output`` (what tasks print) and ``publisher`` (events).
+The engine is the hot loop: start, launch, settle. Around it, modules of functions that take
+the engine: ``run_tasks`` (adding tasks: an Inv per Spec), ``jobs`` (the fast path's body
+coroutine and done callbacks) and ``stopping`` (stop a task, cancel the run, unwind). What it
+consults lives in collaborators that own their state, one each per engine: ``slots`` (limits
+and pools), ``circuits`` (CircuitGroups), ``attempts`` (the slow path: a task's attempts,
+composed of steps), ``children`` (child calls, plain ones inline), ``expansions`` (mapped
+items), ``offload`` (executors), ``rates``, ``output`` (what tasks print) and ``publisher``
+(events).
 
 The engine never imports a front end: it publishes events, and that is all anyone sees.
 """
@@ -26,7 +29,6 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from .arguments import call_injected, call_of
@@ -51,16 +53,20 @@ from .invocation import (
     Frame,
     Inv,
     _frame,
+    count_settled,
     current_frame,
+    note_attempt,
 )
+from .jobs import body, finish
 from .limits import Rates
-from .mapping import MapTask
 from .offload import Offload
 from .output import Output
 from .publishing import Publisher
 from .remote import Remote, has_remote
-from .slots import Slots, check_pool, drop_waiter
+from .run_tasks import add_specs
+from .slots import Slots, drop_waiter
 from .state import RUN, TaskState, decide
+from .stopping import cancel, ended, stop_specs, unwind
 from .workers import WorkerPool
 
 __all__ = ["Engine", "Frame", "current_frame"]
@@ -141,51 +147,16 @@ class Engine:
         self.offload = Offload(self)  # executors: process pools, Dask
         self.publisher = Publisher(self)  # events to subscribers
 
-    # -- setting up ------------------------------------------------------------------------------
-
-    def add_specs(self, specs: list[Spec], parent: Inv | None) -> list[Inv]:
-        """Add the tasks of ``specs``; a DefinitionError, before any is added, for a task in a
-        pool the run does not have or that takes more slots than its pool has."""
-        for spec in specs:
-            opts = spec.task.options
-            if opts.pool is not None or opts.slots != 1:
-                check_pool(self.slots.pools, spec)
-        new = []
-        for spec in specs:
-            inv = Inv(spec, parent)
-            if type(spec.task) is MapTask:  # a mapped placeholder: no body, no slot; it expands
-                inv.simple = False
-                self.invs[spec.name] = inv
-                self.expansions.added(inv)
-                new.append(inv)
-                continue
-            opts = spec.task.options
-            inv.limits = self.slots.limits_for(inv)
-            if opts.executor is not None or self.executor is not None:
-                inv.executor = self.offload.executor_for(spec.task)
-                if inv.executor is not None:
-                    inv.simple = False
-            if opts.breaker is not None:
-                inv.breakers = (opts.breaker,)
-                inv.simple = False
-            if spec.groups and any(g.breaker for g in spec.groups):
-                inv.circuits = tuple(self.circuits.call_for(g) for g in spec.groups if g.breaker is not None)
-                inv.simple = False
-            self.invs[spec.name] = inv
-            new.append(inv)
-        self.unsettled += len(new)
-        return new
-
     async def execute(self) -> None:
         """Run every task to a final state. Cancelling this coroutine cancels the run."""
         self.loop = asyncio.get_running_loop()
-        self.run_context = contextvars.copy_context()  # where fast-path bodies settle (Engine.body)
+        self.run_context = contextvars.copy_context()  # where fast-path bodies settle (jobs.body)
         self.loop_thread = threading.get_ident()
         self.done = self.loop.create_future()
         self.started = self.now()
         gc.disable()
         try:
-            invs = self.add_specs(list(self.graph.specs.values()), None)
+            invs = add_specs(self, list(self.graph.specs.values()), None)
         except DefinitionError:  # a task in a pool the run lacks: nothing has started
             if self.gc_was_enabled:
                 gc.enable()
@@ -217,8 +188,8 @@ class Engine:
             if self.fatal is not None:
                 raise self.fatal
         except BaseException:
-            self.cancel()
-            await self.unwind()
+            cancel(self)
+            await unwind(self)
             raise
         finally:
             if frozen:
@@ -303,7 +274,7 @@ class Engine:
         inv.state = RUNNING
         if not inv.simple:
             slow = inv.job = self.loop.create_task(self.attempts.run_task(inv))  # type: ignore[union-attr]
-            slow.add_done_callback(functools.partial(self.ended, inv))
+            slow.add_done_callback(functools.partial(ended, self, inv))
             return
         # The fast path: the task's own coroutine (or thread future) is the job, and one done
         # callback settles it, as a hand-written scheduler would do.
@@ -322,7 +293,7 @@ class Engine:
                 outer = self.settling
                 self.settling = self.stepping = True  # what the step settles waits for the step to end
                 try:
-                    job: Any = asyncio.Task(self.body(inv, task.fn, args, kwargs), loop=self.loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+                    job: Any = asyncio.Task(body(self, inv, task.fn, args, kwargs), loop=self.loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
                 finally:  # (a KeyboardInterrupt in the step comes through here: its outcome is queued)
                     self.settling, self.stepping = outer, False
                     _frame.reset(token)
@@ -331,115 +302,21 @@ class Engine:
                 if job.done():  # it ended in its first step (and settled): nothing to hold on to
                     return
             else:
-                job = self.loop.create_task(self.body(inv, task.fn, args, kwargs))  # type: ignore[union-attr]
+                job = self.loop.create_task(body(self, inv, task.fn, args, kwargs))  # type: ignore[union-attr]
                 _frame.reset(token)
         else:
             try:
                 job = self.worker_pool().submit(contextvars.copy_context(), task.fn, args, kwargs)
             finally:
                 _frame.reset(token)
-            job.add_done_callback(functools.partial(self.finish, inv))
+            job.add_done_callback(functools.partial(finish, self, inv))
         inv.job = job
-
-    async def body(self, inv: Inv, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
-        """The fast path's job for an async body: the body's own coroutine awaited inline, then
-        its outcome settled in the same step, as a hand-written scheduler does (no done
-        callback, no second trip through the loop). Settling runs in the run's context, not the
-        task's: what a body sets in its contextvars never reaches the tasks it starts. A job
-        cancelled before its first step never gets here: ``stop`` settles it."""
-        if inv.job is None:  # an eager first step (see launch): the job is known from the start
-            inv.job = asyncio.current_task()
-        try:
-            value = await fn(*args, **kwargs)
-        except GeneratorExit:  # closed unfinished (its loop went away): nothing left to settle on
-            raise
-        except BaseException as exc:
-            self.run_context.copy().run(self.outcome_of, inv, exc)
-            if not isinstance(exc, (Exception, asyncio.CancelledError)):  # KeyboardInterrupt, SystemExit:
-                job = asyncio.current_task()  # settled above: its exception is not news to log
-                if job is not None:
-                    job.add_done_callback(_retrieved)
-                raise  # asyncio stops the loop with them, as it would without nborch
-            return
-        inv.job = None  # the finished asyncio Task keeps its coroutine: let both go
-        if inv.state is RUNNING:  # else settled meanwhile (its run stopped): its outcome is not wanted
-            inv.value = value
-            self.results[inv.name] = value
-            if self.settling:  # an eager first step (launch), or inside a settle: it waits its turn
-                self.queue.append((inv, SUCCEEDED))
-            else:
-                self.run_context.copy().run(self.settle, inv, SUCCEEDED)
-
-    def outcome_of(self, inv: Inv, exc: BaseException) -> None:
-        """A fast-path body (async, or sync in a worker thread) raised ``exc``; a CancelledError:
-        it was cancelled (CANCELLED), or raised one itself (a failure)."""
-        inv.job = None
-        if inv.state in FINAL:
-            return
-        if isinstance(exc, asyncio.CancelledError):
-            if inv.stop or self.cancelling:
-                self.settle(inv, CANCELLED)
-                return
-        elif isinstance(exc, Skip):
-            inv.error = exc
-            self.settle(inv, SKIPPED)
-            return
-        self.fail(inv, exc)  # a CancelledError the body raised itself is a failure too
-        if isinstance(exc, KeyboardInterrupt):  # the user's interrupt: stop the whole run
-            self.fatal = exc
-            self.cancel()
-
-    def ended(self, inv: Inv, job: asyncio.Future[Any]) -> None:
-        """Done callback of a slow-path job: ``run_task`` settles its task itself, except when
-        it was cancelled before its first step (a fail_fast sibling failed at that moment)."""
-        inv.job = None
-        if inv.state in FINAL:
-            return
-        if job.cancelled():
-            self.settle(inv, CANCELLED)
-        else:  # pragma: no cover - run_task settles every way it ends
-            self.fail(inv, job.exception() or RuntimeError("the task ended without a state"))
-
-    def finish(self, inv: Inv, job: asyncio.Future[Any]) -> None:
-        """Done callback of a fast-path job in a worker thread."""
-        if inv.state in FINAL:
-            inv.job = None
-            if not job.cancelled():
-                job.exception()  # settled meanwhile (its run stopped): its outcome is not wanted
-            return
-        exc = _cancelled_error(job) if job.cancelled() else job.exception()
-        if exc is not None:
-            self.outcome_of(inv, exc)
-            return
-        inv.job = None  # a finished future keeps its result: let it go
-        inv.value = value = job.result()
-        self.results[inv.name] = value
-        self.settle(inv, SUCCEEDED)
 
     def fail(self, inv: Inv, exc: BaseException) -> None:
         """End ``inv`` FAILED with ``exc`` (noted with the task and attempt)."""
         inv.error = exc
-        self.note(inv, exc)
+        note_attempt(inv, exc)
         self.settle(inv, FAILED)
-
-    def note(self, inv: Inv, exc: BaseException) -> None:
-        retry = inv.spec.task.options.retry
-        total = retry.max_attempts if retry is not None else 1
-        attempt = max(inv.attempts, 1)
-        note = f"nborch: raised in task {inv.name!r}, attempt {attempt} of {total}"
-        if note not in getattr(exc, "__notes__", ()):
-            exc.add_note(note)
-
-    def count_settled(self, inv: Inv, state: TaskState) -> None:
-        """Count a settled upstream of ``inv`` by its state (CANCELLED counts as upstream_failed)."""
-        if state is SUCCEEDED:
-            inv.n_ok += 1
-        elif state is FAILED:
-            inv.n_failed += 1
-        elif state is SKIPPED:
-            inv.n_skipped += 1
-        else:
-            inv.n_upfailed += 1
 
     def worker_pool(self) -> WorkerPool:
         if self.pool is None:
@@ -491,7 +368,7 @@ class Engine:
         if state is FAILED:
             for grp in inv.spec.groups:  # before the slot is freed: no sibling may take it
                 if grp.fail_fast:
-                    self.cancel_specs(grp.specs)
+                    stop_specs(self, grp.specs)
         if inv.holding:
             self.slots.release(inv)
         elif inv.weight != 1:  # it may hold slots while it waits for more (nborch.core.slots)
@@ -542,7 +419,7 @@ class Engine:
                 if d.n_ok == d.n_up:
                     self.start(d)
                 continue
-            self.count_settled(d, state)
+            count_settled(d, state)
             decision = decide(d.rule, d.n_up, d.n_ok, d.n_failed, d.n_upfailed, d.n_skipped)
             if decision is None:
                 continue
@@ -551,70 +428,6 @@ class Engine:
             else:
                 d.call = DECIDED  # its state is decided: no later settle may decide it again
                 queue.append((d, decision))  # type: ignore[arg-type]
-
-    def stop(self, inv: Inv) -> None:
-        """Cancel one unsettled task: a running job is cancelled (and settles CANCELLED when it
-        unwinds), a task that has not started settles CANCELLED now; a sync body sees
-        ``nborch.cancelled()`` at once."""
-        inv.stop = True
-        if inv.frame is not None:
-            inv.frame.cancelled = True
-        if inv.job is None:
-            self.settle(inv, CANCELLED)
-        elif not inv.job.done():
-            if inv.simple and inv.spec.task.info.is_async:  # Engine.body: if it has not begun, it
-                inv.job.add_done_callback(functools.partial(self.ended, inv))  # never will; this settles it
-            inv.job.cancel()
-        # else it has just ended: its done callback, already due, settles it with its outcome
-
-    def cancel_specs(self, specs: list[Spec]) -> None:
-        for spec in specs:
-            inv = self.invs.get(spec.name)
-            if inv is not None and not inv.state.is_final:
-                self.stop(inv)
-
-    def cancel(self) -> None:
-        """Stop the run: cancel running tasks, mark every unstarted one CANCELLED."""
-        if self.cancelling:
-            return
-        self.cancelling = True
-        for inv in list(self.invs.values()):
-            if not inv.state.is_final:
-                self.stop(inv)
-
-    async def unwind(self, grace: float = 1.0) -> None:
-        """Give cancelled tasks up to ``grace`` seconds to run their cleanup (async ones are
-        cancelled; sync ones see ``nborch.cancelled()`` and may return early)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace / 2
-        jobs = [inv.job for inv in self.invs.values() if inv.job is not None and not inv.job.done()]
-        if jobs:
-            await asyncio.wait(jobs, timeout=grace)
-        # sync bodies cannot be stopped, but those that poll nborch.cancelled() stop soon: wait
-        # for them a little (half the grace), so that what stops stopped when the run returns
-        while self.pool is not None and self.pool.running and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        for inv in self.invs.values():  # a task that ignored cancellation is recorded as cancelled
-            if not inv.state.is_final:
-                self.settle(inv, CANCELLED)
-        # a cancelled run leaves nothing queued on a cluster: wait for the executors to confirm
-        executors = {id(inv.executor): inv.executor for inv in self.invs.values() if inv.executor is not None}
-        for exe in executors.values():
-            await exe.settle(grace)
-
-def _retrieved(job: asyncio.Future[Any]) -> None:
-    if not job.cancelled():
-        job.exception()
-
-
-def _cancelled_error(job: asyncio.Future[Any]) -> BaseException:
-    """The CancelledError a cancelled job raises (with its traceback, where it has one)."""
-    try:
-        job.result()
-    except asyncio.CancelledError as err:
-        return err
-    return asyncio.CancelledError()  # pragma: no cover - a cancelled job always raises
-
 
 def is_loop_thread(engine: Engine) -> bool:
     """True when called on the thread that runs ``engine``'s loop."""

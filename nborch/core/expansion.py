@@ -14,10 +14,21 @@ from typing import TYPE_CHECKING, Any
 from .arguments import resolve, value_of
 from .graph import Spec, find_nodes
 from .introspection import fn_name
-from .invocation import AS_BOUND, CANCELLED, DECIDED, FAILED, PENDING, RUNNING, SUCCEEDED, UPSTREAM_FAILED
+from .invocation import (
+    AS_BOUND,
+    CANCELLED,
+    DECIDED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    UPSTREAM_FAILED,
+    count_settled,
+)
 from .mapping import MapError, Mapped, _label, as_items, item_base, item_tasks
 from .node import Node
 from .remote import Remote, has_remote, materialize
+from .run_tasks import add_specs
 from .state import RUN, decide
 
 if TYPE_CHECKING:
@@ -135,7 +146,7 @@ class Expansions:
             self.abandon_consumers(inv)
             return
         self.rewire(inv, specs)
-        new = engine.add_specs(specs, inv.parent)
+        new = add_specs(engine, specs, inv.parent)
         inv.map_left = len(new)
         for item in new:
             item.map_of = inv
@@ -279,7 +290,7 @@ class Expansions:
         for up in item.spec.up:
             u = engine.invs.get(up.name)
             if u is not None and u.state.is_final:
-                engine.count_settled(item, u.state)
+                count_settled(item, u.state)
         if item.n_ok + item.n_failed + item.n_upfailed + item.n_skipped:
             self.decide(item)
 

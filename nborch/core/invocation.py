@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .graph import Spec
     from .policies import CircuitBreaker
 
-__all__ = ["Frame", "Inv", "Limit", "current_frame"]
+__all__ = ["Frame", "Inv", "Limit", "count_settled", "current_frame", "note_attempt"]
 
 PENDING, RUNNING, RETRYING = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING
 SUCCEEDED, FAILED, SKIPPED = TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED
@@ -115,3 +115,25 @@ class Inv:
             opts.retry is None and opts.timeout is None and opts.skip_if is None and not opts.limit_by
             and not opts.cache and opts.rate is None
         )
+
+
+def note_attempt(inv: Inv, exc: BaseException) -> None:
+    """Add to ``exc`` the note naming the task and attempt it was raised in (once)."""
+    retry = inv.spec.task.options.retry
+    total = retry.max_attempts if retry is not None else 1
+    attempt = max(inv.attempts, 1)
+    note = f"nborch: raised in task {inv.name!r}, attempt {attempt} of {total}"
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
+
+
+def count_settled(inv: Inv, state: TaskState) -> None:
+    """Count a settled upstream of ``inv`` by its state (CANCELLED counts as upstream_failed)."""
+    if state is SUCCEEDED:
+        inv.n_ok += 1
+    elif state is FAILED:
+        inv.n_failed += 1
+    elif state is SKIPPED:
+        inv.n_skipped += 1
+    else:
+        inv.n_upfailed += 1

@@ -1,0 +1,83 @@
+"""Stopping tasks: one (``stop``: a fail_fast sibling, a child call its caller no longer
+waits for), those of a group (``stop_specs``), or the whole run (``cancel``), then giving what
+was cancelled a grace period to run its cleanup (``unwind``)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import TYPE_CHECKING, Any
+
+from .invocation import CANCELLED, FINAL, Inv
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .specs import Spec
+
+__all__ = ["cancel", "ended", "stop", "stop_specs", "unwind"]
+
+
+def stop(engine: Engine, inv: Inv) -> None:
+    """Cancel one unsettled task: a running job is cancelled (and settles CANCELLED when it
+    unwinds), a task that has not started settles CANCELLED now; a sync body sees
+    ``nborch.cancelled()`` at once."""
+    inv.stop = True
+    if inv.frame is not None:
+        inv.frame.cancelled = True
+    if inv.job is None:
+        engine.settle(inv, CANCELLED)
+    elif not inv.job.done():
+        if inv.simple and inv.spec.task.info.is_async:  # jobs.body: if it has not begun, it
+            inv.job.add_done_callback(functools.partial(ended, engine, inv))  # never will; this settles it
+        inv.job.cancel()
+    # else it has just ended: its done callback, already due, settles it with its outcome
+
+
+def ended(engine: Engine, inv: Inv, job: asyncio.Future[Any]) -> None:
+    """Done callback of a slow-path job: ``run_task`` settles its task itself, except when
+    it was cancelled before its first step (a fail_fast sibling failed at that moment)."""
+    inv.job = None
+    if inv.state in FINAL:
+        return
+    if job.cancelled():
+        engine.settle(inv, CANCELLED)
+    else:  # pragma: no cover - run_task settles every way it ends
+        engine.fail(inv, job.exception() or RuntimeError("the task ended without a state"))
+
+
+def stop_specs(engine: Engine, specs: list[Spec]) -> None:
+    for spec in specs:
+        inv = engine.invs.get(spec.name)
+        if inv is not None and not inv.state.is_final:
+            stop(engine, inv)
+
+
+def cancel(engine: Engine) -> None:
+    """Stop the run: cancel running tasks, mark every unstarted one CANCELLED."""
+    if engine.cancelling:
+        return
+    engine.cancelling = True
+    for inv in list(engine.invs.values()):
+        if not inv.state.is_final:
+            stop(engine, inv)
+
+
+async def unwind(engine: Engine, grace: float = 1.0) -> None:
+    """Give cancelled tasks up to ``grace`` seconds to run their cleanup (async ones are
+    cancelled; sync ones see ``nborch.cancelled()`` and may return early)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace / 2
+    jobs = [inv.job for inv in engine.invs.values() if inv.job is not None and not inv.job.done()]
+    if jobs:
+        await asyncio.wait(jobs, timeout=grace)
+    # sync bodies cannot be stopped, but those that poll nborch.cancelled() stop soon: wait
+    # for them a little (half the grace), so that what stops stopped when the run returns
+    while engine.pool is not None and engine.pool.running and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    for inv in engine.invs.values():  # a task that ignored cancellation is recorded as cancelled
+        if not inv.state.is_final:
+            engine.settle(inv, CANCELLED)
+    # a cancelled run leaves nothing queued on a cluster: wait for the executors to confirm
+    executors = {id(inv.executor): inv.executor for inv in engine.invs.values() if inv.executor is not None}
+    for exe in executors.values():
+        await exe.settle(grace)
