@@ -34,9 +34,8 @@ def test_a_three_cycle_made_with_rshift_is_named_in_edge_order():
     x, y, z = Task(step, name="x"), Task(step, name="y"), Task(step, name="z")
     x >> y >> z >> x
 
-    with pytest.raises(
-        CycleError, match=r"^tasks form a cycle: 'x' -> 'y' -> 'z' -> 'x'\. Remove one of these dependencies\.$"
-    ) as info:
+    message = r"^tasks form a cycle: 'x' -> 'y' -> 'z' -> 'x'\. Remove one of these dependencies\.$"
+    with pytest.raises(CycleError, match=message) as info:
         build_graph(DAG(x, y, z))
 
     assert info.value.cycle == ["x", "y", "z", "x"]
