@@ -28,11 +28,13 @@ class ScopeIndex:
         return leaves[0].scope if leaves else None
 
     def scope_specs(self, scope: DAG | None) -> list[Spec]:
+        """The tasks of ``scope`` (None: of the whole graph)."""
         if scope is not None and id(scope) in self.graph.members:
             return self.graph.members[id(scope)]
         return list(self.graph.specs.values())
 
     def scope_names(self, scope: DAG | None) -> list[str]:
+        """Their names, for "did you mean"."""
         return [s.name for s in self.scope_specs(scope)]
 
     def match_name(self, name: str, scope: DAG | None) -> list[Spec]:

@@ -36,6 +36,7 @@ class Wiring:
         self.loose = False  # an edge was made other than from a task's arguments (see edge)
 
     def edge(self, up: Spec, down: Spec) -> None:
+        """An edge ``up`` -> ``down`` (once; none from a task to itself)."""
         if up is down or up in down.up:
             return
         self.loose = True  # an edge not from an argument: it may close a cycle (check_cycles)
@@ -63,6 +64,7 @@ class Wiring:
         return found
 
     def after(self, down: Node, up: Node) -> None:
+        """``down`` runs after ``up``: every end of ``up`` before every start of ``down``."""
         if isinstance(down, Task) and isinstance(up, Task):  # the common case, kept cheap
             if id(up) not in self.wired:
                 self.wire(up)
@@ -76,6 +78,7 @@ class Wiring:
                 self.edge(u, d)
 
     def wire(self, node: Node) -> None:
+        """Wire ``node`` and all it holds or refers to, once."""
         key = id(node)
         if key in self.wired:
             return
@@ -106,6 +109,7 @@ class Wiring:
                 self.after(node, up)
 
     def after_name(self, node: Node, name: str) -> None:
+        """``node`` runs after the task named ``name`` in its DAG (a problem if none or several)."""
         scopes = self.scopes
         scope = scopes.scope_of(node)
         matches = scopes.match_name(name, scope)
@@ -125,11 +129,13 @@ class Wiring:
             self.edge(matches[0], d)
 
     def label(self, node: Node) -> str:
+        """How a problem names ``node``."""
         if isinstance(node, Task):
             return f"task {self.graph.by_task[id(node)].name!r}"
         return repr(node)
 
     def wire_task(self, spec: Spec) -> None:
+        """A new task's edges from its arguments, its parameter names and its Sequence's piping."""
         task = spec.task
         slots = spec.argslots
         if slots is not None:  # upstream tasks as arguments, the common case: edges made (collect_args)
