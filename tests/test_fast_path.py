@@ -110,3 +110,107 @@ def test_keyboard_interrupt_in_an_async_body_stops_the_run_and_reaches_the_calle
     run = nborch.last_run()
     assert run.states["interrupted"] is nborch.TaskState.FAILED
     assert run.states["slow"] is nborch.TaskState.CANCELLED
+
+
+def test_keyboard_interrupt_in_a_downstream_body_stops_the_run_and_keeps_what_finished():
+    # on Python 3.12+ the body's first step runs inside its upstream's settle (an eager task):
+    # the interrupt must still stop the run, and the upstream's success must stand
+    async def first() -> int:
+        return 1
+
+    async def interrupted(_: int) -> None:
+        raise KeyboardInterrupt
+
+    async def slow() -> None:
+        await asyncio.sleep(30)
+
+    up = Task(first, name="first")
+    with pytest.raises(KeyboardInterrupt):
+        nborch.run(DAG(up, Task(interrupted, up, name="interrupted"), Task(slow, name="slow")), store=False)
+    run = nborch.last_run()
+    assert run.states["first"] is nborch.TaskState.SUCCEEDED
+    assert run.results["first"] == 1
+    assert run.states["interrupted"] is nborch.TaskState.FAILED
+    assert run.states["slow"] is nborch.TaskState.CANCELLED
+
+
+def test_a_body_that_never_suspends_is_its_own_current_task():
+    # asyncio.timeout(), TaskGroup and many libraries need asyncio.current_task() to be the
+    # task's own job, also in a first step that runs eagerly (Python 3.12+)
+    seen: list[asyncio.Task[object] | None] = []
+
+    async def probe(i: int) -> int:
+        seen.append(asyncio.current_task())
+        async with asyncio.timeout(5):  # raises RuntimeError outside a task, and cancels the wrong one inside another
+            pass
+        return i
+
+    run = nborch.run(Parallel(*[Task(probe, i, name=f"p{i}") for i in range(5)]), store=False)
+
+    assert run.ok, run.summary()
+    assert [run.results[f"p{i}"] for i in range(5)] == list(range(5))
+    assert all(t is not None for t in seen)
+    assert len({id(t) for t in seen}) == 5  # one job each (all still referenced: ids are unique)
+
+
+def test_a_long_chain_of_bodies_that_never_suspend_keeps_a_flat_stack_and_lets_the_loop_run():
+    # 5,000 bodies that end at once, each making the next ready: deeper than the recursion
+    # limit if first steps nested, and the loop still gets turns (a launch burst at most)
+    n = 5000
+
+    async def step(x: int) -> int:
+        return x + 1
+
+    tasks = [Task(step, 0, name="s0")]
+    for i in range(1, n):
+        tasks.append(Task(step, tasks[-1], name=f"s{i}"))
+    ticks = 0
+
+    async def ticker(stop: asyncio.Event) -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def main() -> nborch.Run:
+        stop = asyncio.Event()
+        tick = asyncio.ensure_future(ticker(stop))
+        try:
+            return await nborch.run_async(DAG(*tasks), store=False)
+        finally:
+            stop.set()
+            await tick
+
+    run = asyncio.run(main())
+
+    assert run.results[f"s{n - 1}"] == n
+    assert ticks >= 3  # the engine launches at most 1,000 tasks per loop iteration (engine.BURST)
+
+
+_ORDER_SCRIPT = """
+import nborch
+from nborch import DAG, Task
+order = []
+async def step(label, *_):
+    order.append(label)
+a = Task(step, "a", name="a")
+nborch.run(DAG(a, Task(step, "b", a, name="b"), Task(step, "c", name="c")), store=False)
+print("".join(order))
+"""
+
+
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_eager_first_steps_change_only_the_order_the_readme_names(setting: str | None):
+    # README "Eager first steps": on 3.12+ a root that ends at once starts its downstream
+    # before the next root starts; NBORCH_EAGER=0 (and Python 3.11) keep one step per iteration
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "NBORCH_EAGER"}
+    if setting is not None:
+        env["NBORCH_EAGER"] = setting
+    out = subprocess.run([sys.executable, "-c", _ORDER_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout.strip()
+    eager = sys.version_info >= (3, 12) and setting != "0"
+    assert out == ("abc" if eager else "acb")

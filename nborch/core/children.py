@@ -12,7 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from .arguments import value_of
-from .errors import CycleError
+from .errors import CycleError, Skip
 from .eventbus import events
 from .remote import materialize
 from .graph import Spec, build_graph, single_spec
@@ -182,8 +182,8 @@ class ChildCalls:
             if isinstance(exc, asyncio.CancelledError) and me is not None and me.cancelling():
                 inv.stop = True  # cancelled from outside (its caller's timeout, the run): not its own failure
             engine.run_context.copy().run(engine.outcome_of, inv, exc)
-            if inv.state is SKIPPED:  # its caller gets None, as from a skipped child in its own task
-                return None
+            if isinstance(exc, Skip) and inv.error is exc:  # skipped (its settle may be queued): its
+                return None  # caller gets None, as from a skipped child in its own task
             raise
         _frame.reset(token)
         self.give_back(inv, parent)

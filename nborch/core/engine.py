@@ -23,6 +23,7 @@ import contextvars
 import functools
 import gc
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -70,6 +71,15 @@ __all__ = ["Engine", "Frame", "current_frame"]
 # task still starts within a few milliseconds, so nothing waits on a hidden concurrency cap.
 BURST = 1000
 
+# Python 3.12+: a fast-path async body takes its first step inside launch(), as an eager
+# asyncio.Task (asyncio.eager_task_factory's mechanism, with the task current as usual), so a
+# body that ends without suspending never waits in the loop's ready queue for a step of its
+# own. First steps never nest (``stepping``: a call made in one gets a plain task), and what
+# they settle goes through settle()'s queue, so neither the stack nor the launch burst grows.
+# NBORCH_EAGER=0 turns it off (each body's first step in a loop iteration of its own, as on 3.11).
+EAGER = sys.version_info >= (3, 12) and os.environ.get("NBORCH_EAGER", "1") != "0"
+
+
 class Engine:
     """Executes a graph once. Build one per run; ``await engine.execute()``."""
 
@@ -112,6 +122,7 @@ class Engine:
         self.deferred: deque[Inv] = deque()
         self.settling = False  # settle() is processing: further settles wait in ``queue``
         self.queue: deque[tuple[Inv, TaskState]] = deque()
+        self.stepping = False  # a body's eager first step is running (see launch)
         self.gc_was_enabled = gc.isenabled()  # the runner pauses the GC while it builds
         self.cache: Any = None  # a store.cache.Cache when the run caches values
         self.memory: Any = None  # an incremental run's nborch.reuse.Memory
@@ -302,9 +313,26 @@ class Engine:
         inv.started = self.now()
         frame = inv.frame = Frame(self, inv, 1)
         token = _frame.set(frame)
+        # RUNNING of a single-attempt task is published only if someone wants it (a display
+        # does; the recorder reads the start from the final event instead)
+        if events._subscribers or (self.bus is not None and self.bus.wants_running):
+            self.publisher.emit(inv, RUNNING)
         if task.info.is_async:  # one coroutine runs the body and settles it (see body)
-            job: Any = self.loop.create_task(self.body(inv, task.fn, args, kwargs))  # type: ignore[union-attr]
-            _frame.reset(token)
+            if EAGER and not self.stepping:  # not inside another first step: the stack stays flat
+                outer = self.settling
+                self.settling = self.stepping = True  # what the step settles waits for the step to end
+                try:
+                    job: Any = asyncio.Task(self.body(inv, task.fn, args, kwargs), loop=self.loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+                finally:  # (a KeyboardInterrupt in the step comes through here: its outcome is queued)
+                    self.settling, self.stepping = outer, False
+                    _frame.reset(token)
+                    if not outer and self.queue:  # settled in its step, outside any settle: settle it now
+                        self.settle(*self.queue.popleft())
+                if job.done():  # it ended in its first step (and settled): nothing to hold on to
+                    return
+            else:
+                job = self.loop.create_task(self.body(inv, task.fn, args, kwargs))  # type: ignore[union-attr]
+                _frame.reset(token)
         else:
             try:
                 job = self.worker_pool().submit(contextvars.copy_context(), task.fn, args, kwargs)
@@ -312,10 +340,6 @@ class Engine:
                 _frame.reset(token)
             job.add_done_callback(functools.partial(self.finish, inv))
         inv.job = job
-        # RUNNING of a single-attempt task is published only if someone wants it (a display
-        # does; the recorder reads the start from the final event instead)
-        if events._subscribers or (self.bus is not None and self.bus.wants_running):
-            self.publisher.emit(inv, RUNNING)
 
     async def body(self, inv: Inv, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
         """The fast path's job for an async body: the body's own coroutine awaited inline, then
@@ -323,6 +347,8 @@ class Engine:
         callback, no second trip through the loop). Settling runs in the run's context, not the
         task's: what a body sets in its contextvars never reaches the tasks it starts. A job
         cancelled before its first step never gets here: ``stop`` settles it."""
+        if inv.job is None:  # an eager first step (see launch): the job is known from the start
+            inv.job = asyncio.current_task()
         try:
             value = await fn(*args, **kwargs)
         except GeneratorExit:  # closed unfinished (its loop went away): nothing left to settle on
@@ -339,7 +365,10 @@ class Engine:
         if inv.state is RUNNING:  # else settled meanwhile (its run stopped): its outcome is not wanted
             inv.value = value
             self.results[inv.name] = value
-            self.run_context.copy().run(self.settle, inv, SUCCEEDED)
+            if self.settling:  # an eager first step (launch), or inside a settle: it waits its turn
+                self.queue.append((inv, SUCCEEDED))
+            else:
+                self.run_context.copy().run(self.settle, inv, SUCCEEDED)
 
     def outcome_of(self, inv: Inv, exc: BaseException) -> None:
         """A fast-path body (async, or sync in a worker thread) raised ``exc``; a CancelledError:
@@ -436,12 +465,16 @@ class Engine:
             self.queue.append((inv, state))
             return
         self.settling = True
+        queue = self.queue
         try:
             self._settle(inv, state)
-            queue = self.queue
             while queue:
                 inv, state = queue.popleft()
                 self._settle(inv, state)
+        except BaseException:  # a KeyboardInterrupt from a body's eager first step (launch): the
+            while queue:  # run is stopping, nothing new starts; what was queued still settles
+                self._settle(*queue.popleft())
+            raise
         finally:
             self.settling = False
         if self.unsettled <= 0 and self.done is not None and not self.done.done():
