@@ -1,25 +1,27 @@
 """Graph building: any node (nested freely) -> one flat, validated graph of leaf tasks.
 
-Three passes: collect the leaf tasks (pulling in every upstream a task refers to), name them
-(unique per run: ``fetch``, ``fetch[2]``... in call order), then wire the edges (arguments,
-parameter names inside a DAG, Sequence order and piping, explicit ``>>``). Every problem is
-found here, before anything runs; in-degree counting finds that there is a cycle, ``graphlib`` names it.
+Three passes: collect the leaf tasks (pulling in every upstream a task refers to: here), name
+them (unique per run: ``fetch``, ``fetch[2]``... in call order: ``nborch.core.naming``), then
+wire the edges (arguments, parameter names inside a DAG, Sequence order and piping, explicit
+``>>``: ``nborch.core.wiring``). Every problem is found here, before anything runs; in-degree
+counting finds that there is a cycle, ``graphlib`` names it (``nborch.core.cycles``).
 """
 
 from __future__ import annotations
 
-import graphlib
 import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import CycleError, DefinitionError, GraphError, did_you_mean
+from .cycles import check_cycles
+from .errors import DefinitionError, GraphError
 from .mapping import Mapped, MapTask
 from .naming import name_specs
 from .specs import (
-    _HOLDERS, _LEAVES, Graph, Group, Names, Spec, dedupe_key, find_nodes, open_params_of, single_spec,
+    _HOLDERS, Graph, Group, Names, Spec, dedupe_key, find_nodes, open_params_of, single_spec,
 )
 from .task import INJECTED, Node, Task
+from .wiring import Wiring
 from .workflow import DAG, CircuitGroup, Composite, Parallel, Sequence
 
 __all__ = ["Graph", "Group", "Names", "Spec", "build_graph", "find_nodes", "open_params_of", "single_spec"]
@@ -39,48 +41,47 @@ def build_graph(
     names, the Task ids already in the run, and the run's ``dedupe=True`` calls.
     Raises DefinitionError (GraphError, CycleError, InvalidTaskError) naming the culprit.
     """
-    return _Builder(root, names if names is not None else Names(), known or {}, parent, dedupe).build()
+    names = names if names is not None else Names()
+    graph = Graph(root)
+    graph.names = names
+    collected = _Collector(graph, known or {}, parent, dedupe)
+    collected.collect(root, None, [])
+    new = collected.new
+    added, touched, claimed = name_specs(new, names)
+    try:
+        for spec in new:
+            graph.specs[spec.name] = spec
+        wiring = Wiring(graph, collected.is_new, collected.pipes, collected.map_tasks)
+        wiring.wire(root)
+        if wiring.problems:
+            raise GraphError("\n".join(wiring.problems) if len(wiring.problems) > 1 else wiring.problems[0])
+        if wiring.loose:  # else only argument edges: each runs from an older node to a newer one
+            check_cycles(new, collected.is_new, bool(collected.known))
+    except BaseException:
+        names.forget(added, touched)
+        raise
+    names.owners.update(claimed)
+    return graph
 
 
-class _Builder:
+class _Collector:
+    """The first pass: the leaf tasks of a node, each once (a new ``Spec``, or the spec already in
+    the run or of an identical ``dedupe=True`` call), with the edges of upstream tasks given as
+    arguments, and what the wiring pass reads: which specs are new, the steps a Sequence pipes
+    into, the placeholder task of each mapped node."""
+
     def __init__(
-        self, root: Node, names: Names, known: dict[int, Spec], parent: str | None,
-        dedupe: dict[Any, Spec] | None,
+        self, graph: Graph, known: dict[int, Spec], parent: str | None, dedupe: dict[Any, Spec] | None,
     ) -> None:
-        self.graph = Graph(root)
-        self.graph.names = names
-        self.names = names
+        self.graph = graph
         self.known = known
         self.parent = parent
         self.new: list[Spec] = []
         self.is_new: set[Spec] = set()
         self.dedupe: dict[Any, Spec] = dedupe if dedupe is not None else {}
-        self.wired: set[int] = set()
-        self.problems: list[str] = []
-        self.end_cache: dict[tuple[int, str], list[Spec]] = {}
         self.scoped: dict[int, list[Spec]] = {}  # id(DAG) -> specs created inside it
         self.pipes: dict[int, Node] = {}  # id(step Task) -> previous step, for Sequence piping
-        self.index: dict[int, dict[str, list[Spec]]] = {}  # id(scope) -> name/base -> specs
         self.map_tasks: dict[int, MapTask] = {}  # id(Mapped) -> its placeholder task
-        self.loose = False  # an edge was made other than from a task's arguments (see edge)
-
-    def build(self) -> Graph:
-        self.collect(self.graph.root, None, [])
-        self.added, self.touched, self.claimed = name_specs(self.new, self.names)
-        try:
-            for spec in self.new:
-                self.graph.specs[spec.name] = spec
-            self.wire(self.graph.root)
-            if self.problems:
-                raise GraphError("\n".join(self.problems) if len(self.problems) > 1 else self.problems[0])
-            self.check_cycles()
-        except BaseException:
-            self.names.forget(self.added, self.touched)
-            raise
-        self.names.owners.update(self.claimed)
-        return self.graph
-
-    # -- pass 1: collect leaves -----------------------------------------------------------------
 
     def collect(self, node: Node, scope: DAG | None, groups: list[Group]) -> list[Spec]:
         g = self.graph
@@ -239,80 +240,6 @@ class _Builder:
             if key is not None:
                 self.dedupe.setdefault(key, spec)
 
-    # -- pass 2, names: nborch.core.naming.name_specs ---------------------------------------------
-
-    # -- pass 3: edges --------------------------------------------------------------------------
-
-    def edge(self, up: Spec, down: Spec) -> None:
-        if up is down or up in down.up:
-            return
-        self.loose = True  # an edge not from an argument: it may close a cycle (check_cycles)
-        down.up[up] = None
-        up.down.append(down)
-
-    def sinks(self, node: Node) -> list[Spec]:
-        """The leaves of ``node`` with no downstream inside it (asked once it is wired)."""
-        return self.ends(node, "down")
-
-    def sources(self, node: Node) -> list[Spec]:
-        """The leaves of ``node`` with no upstream inside it (asked once it is wired)."""
-        return self.ends(node, "up")
-
-    def ends(self, node: Node, side: str) -> list[Spec]:
-        if isinstance(node, _LEAVES):
-            return [self.graph.by_task[id(node)]]
-        key = (id(node), side)
-        found = self.end_cache.get(key)
-        if found is None:
-            leaves = self.graph.leaves(node)
-            inside = set(leaves)
-            found = [s for s in leaves if inside.isdisjoint(getattr(s, side))]
-            self.end_cache[key] = found
-        return found
-
-    def after(self, down: Node, up: Node) -> None:
-        if isinstance(down, Task) and isinstance(up, Task):  # the common case, kept cheap
-            if id(up) not in self.wired:
-                self.wire(up)
-            by_task = self.graph.by_task
-            self.edge(by_task[id(up)], by_task[id(down)])
-            return
-        self.wire(up)
-        ups = self.sinks(up)
-        for d in self.sources(down):
-            for u in ups:
-                self.edge(u, d)
-
-    def wire(self, node: Node) -> None:
-        key = id(node)
-        if key in self.wired:
-            return
-        self.wired.add(key)
-        if isinstance(node, Mapped):
-            placeholder = self.map_tasks.get(key)
-            if placeholder is not None:
-                self.wire(placeholder)
-            for _, src in node.sources:
-                if isinstance(src, Node):
-                    self.wire(src)
-            return
-        if isinstance(node, Task):
-            spec = self.graph.by_task[key]
-            if spec in self.is_new and spec.task is node:
-                self.wire_task(spec)
-        else:
-            assert isinstance(node, Composite)
-            for child in node.children:
-                self.wire(child)
-            if isinstance(node, Sequence):
-                for prev, step in itertools.pairwise(node.children):
-                    self.after(step, prev)
-        for up in node._after:
-            if isinstance(up, str):
-                self.after_name(node, up)
-            else:
-                self.after(node, up)
-
     def needs_pipe(self, step: Task) -> bool:
         info = step.info
         if info.signature is None:
@@ -320,166 +247,3 @@ class _Builder:
         required = [p for p in info.required if p in info.positional and p not in INJECTED]
         bound = len(step.args) + sum(1 for k in step.kwargs if k in required)
         return len(required) > bound
-
-    def after_name(self, node: Node, name: str) -> None:
-        scope = self.scope_of(node)
-        matches = self.match_name(name, scope)
-        if not matches:
-            known = self.scope_names(scope)
-            self.problems.append(
-                f"{self.label(node)} runs after {name!r}, but no task has that name.{did_you_mean(name, known)}"
-            )
-            return
-        if len(matches) > 1:
-            self.problems.append(
-                f"{self.label(node)} runs after {name!r}, which matches several tasks: "
-                f"{', '.join(repr(m.name) for m in matches)}. Use the full name."
-            )
-            return
-        for d in self.sources(node):
-            self.edge(matches[0], d)
-
-    def scope_of(self, node: Node) -> DAG | None:
-        if isinstance(node, Task):
-            return self.graph.by_task[id(node)].scope
-        leaves = self.graph.leaves(node)
-        return leaves[0].scope if leaves else None
-
-    def scope_specs(self, scope: DAG | None) -> list[Spec]:
-        if scope is not None and id(scope) in self.graph.members:
-            return self.graph.members[id(scope)]
-        return list(self.graph.specs.values())
-
-    def scope_names(self, scope: DAG | None) -> list[str]:
-        return [s.name for s in self.scope_specs(scope)]
-
-    def match_name(self, name: str, scope: DAG | None) -> list[Spec]:
-        index = self.index.get(id(scope))
-        if index is None:
-            index = {}
-            for s in self.scope_specs(scope):
-                index.setdefault(s.base, []).append(s)
-                if s.name != s.base:
-                    index.setdefault("\0" + s.name, []).append(s)
-            self.index[id(scope)] = index
-        # a base name matches every call of that function (so a parameter named 'fetch' is
-        # ambiguous when fetch ran twice); a full name like 'fetch[2]' matches that call only
-        return index.get(name) or index.get("\0" + name, [])
-
-    def label(self, node: Node) -> str:
-        if isinstance(node, Task):
-            return f"task {self.graph.by_task[id(node)].name!r}"
-        return repr(node)
-
-    def wire_task(self, spec: Spec) -> None:
-        task = spec.task
-        slots = spec.argslots
-        if slots is not None:  # upstream tasks as arguments, the common case: edges made (collect_args)
-            wired = self.wired
-            for up in spec.ups:  # the upstreams this call pulled in are wired from here
-                if id(up) not in wired:
-                    self.wire(up)
-            spec.plan_arguments([(w, u.name) for w, u in slots if type(w) is int],
-                                [(w, u.name) for w, u in slots if type(w) is str])
-            spec.argslots, spec.ups = None, ()  # wired: a 100,000-task run keeps no more of them
-        elif spec.refs:
-            for node in spec.ups:
-                self.wire(node)
-                for u in self.sinks(node):
-                    self.edge(u, spec)
-            spec.ups = ()
-        info = task.info
-        if info.signature is None or not info.params:
-            return
-        open_params = open_params_of(task)
-        piped = self.will_pipe(spec)
-        if not open_params:
-            return
-        named: dict[str, Node] = {}
-        for p in open_params:
-            if p in INJECTED:
-                if p == "context":
-                    spec.wants_context = True
-                else:
-                    spec.wants_state = True
-                continue
-            if piped and p == piped:
-                continue
-            if spec.scope is not None:
-                matches = [m for m in self.match_name(p, spec.scope) if m is not spec]
-                if len(matches) > 1:
-                    self.problems.append(
-                        f"task {spec.name!r}: parameter {p!r} matches several tasks "
-                        f"({', '.join(repr(m.name) for m in matches)}). Rename the tasks with name= "
-                        "or pass the upstream explicitly."
-                    )
-                    continue
-                if matches:
-                    named[p] = matches[0].task
-                    self.edge(matches[0], spec)
-                    continue
-            if p in info.required:
-                known = self.scope_names(spec.scope) if spec.scope is not None else []
-                hint = did_you_mean(p, known) if known else ""
-                where = "no task in the DAG has that name" if spec.scope is not None else "it is not inside a DAG"
-                self.problems.append(
-                    f"task {spec.name!r} needs {p!r}, but no argument was given and {where}.{hint}"
-                )
-        spec.named = named or None
-
-    def will_pipe(self, spec: Spec) -> str | None:
-        """The parameter the enclosing Sequence pipes the previous step's value into, if any."""
-        prev = self.pipes.get(id(spec.task))
-        if prev is None:
-            return None
-        self.wire(prev)
-        spec.pipe = prev
-        for u in self.sinks(prev):
-            self.edge(u, spec)
-        info = spec.task.info
-        names = [p for p in info.positional if p not in INJECTED]
-        if not names:
-            return None
-        if info.positional[0] != names[0]:
-            # an injected parameter (state, context) comes first: pass the piped value and the
-            # bound arguments by name, so they land in the right parameters
-            spec.pipe_names = tuple(names[: 1 + len(spec.task.args)])
-        return names[0]
-
-    def check_cycles(self) -> None:
-        """Kahn's algorithm over the new specs (what the engine's in-degree counting will do):
-        a spec never freed is on a cycle or below one. Only then does ``graphlib`` name a cycle."""
-        new = self.new
-        if not self.loose:  # only argument edges: each runs from an older node to a newer one
-            return
-        is_new = self.is_new
-        known = bool(self.known)  # child tasks: upstreams already in the run are no constraint
-        indeg: dict[Spec, int] = {}
-        ready: list[Spec] = []
-        for spec in new:
-            n = sum(1 for u in spec.up if u in is_new) if known else len(spec.up)
-            if n:
-                indeg[spec] = n
-            else:
-                ready.append(spec)
-        freed = len(ready)
-        while ready:
-            for d in ready.pop().down:
-                left = indeg.get(d)
-                if left is not None:
-                    if left == 1:
-                        del indeg[d]
-                        ready.append(d)
-                        freed += 1
-                    else:
-                        indeg[d] = left - 1
-        if freed == len(new):
-            return
-        sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
-        for spec in self.new:
-            sorter.add(spec.name, *(u.name for u in spec.up))
-        try:
-            sorter.prepare()
-        except graphlib.CycleError as err:
-            cycle = list(err.args[1])  # graphlib lists it upstream -> downstream already
-            raise CycleError(cycle) from None
