@@ -63,7 +63,7 @@ from .offload import Offload
 from .output import Output
 from .publishing import Publisher
 from .remote import Remote, has_remote
-from .run_tasks import add_specs
+from .run_tasks import add_specs, settle_presets
 from .slots import Slots, drop_waiter
 from .state import RUN, TaskState, decide
 from .stopping import cancel, ended, stop_specs, unwind
@@ -171,15 +171,7 @@ class Engine:
         if self.gc_was_enabled:
             gc.enable()
         try:
-            presets = [(self.invs[n], p) for n, p in self.preset.items() if n in self.invs]  # items: at expansion
-            for inv, _ in presets:  # decided, all of them, before any settles and starts its downstream
-                inv.call = AS_BOUND
-            for inv, (value, key, has_value, cached) in presets:  # an earlier run's success
-                inv.reused = True
-                if has_value:  # a value stored (resume) or remembered (reuse): it feeds the downstream
-                    inv.value, inv.cache_key, inv.cached = value, key, cached
-                    self.results[inv.name] = value
-                self.settle(inv, SUCCEEDED)
+            settle_presets(self)
             for inv in invs:  # no upstream, or `always` (Airflow: runs before any upstream settles)
                 if (inv.n_up == 0 or inv.rule == "always") and inv.state is PENDING and inv.call is None:
                     self.start(inv)

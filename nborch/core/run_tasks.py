@@ -1,12 +1,13 @@
 """Adding tasks to a run: an ``Inv`` per ``Spec`` (the graph's at the start, child calls' and
 mapped items' as they come), with what decides the path each takes: its limits, executor,
-breakers and circuits (any of these, or a mapped placeholder: not the fast path)."""
+breakers and circuits (any of these, or a mapped placeholder: not the fast path). And the
+tasks that do not run at all: an earlier run's successes (``settle_presets``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .invocation import Inv
+from .invocation import AS_BOUND, SUCCEEDED, Inv
 from .mapping import MapTask
 from .slots import check_pool
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .specs import Spec
 
-__all__ = ["add_specs"]
+__all__ = ["add_specs", "settle_presets"]
 
 
 def add_specs(engine: Engine, specs: list[Spec], parent: Inv | None) -> list[Inv]:
@@ -49,3 +50,18 @@ def add_specs(engine: Engine, specs: list[Spec], parent: Inv | None) -> list[Inv
         new.append(inv)
     engine.unsettled += len(new)
     return new
+
+
+def settle_presets(engine: Engine) -> None:
+    """Settle the tasks an earlier run's success stands for (``resume=``, an incremental run:
+    ``engine.preset``) SUCCEEDED, with ``reused=True``, before anything starts; mapped items
+    are preset as their placeholder expands."""
+    presets = [(engine.invs[n], p) for n, p in engine.preset.items() if n in engine.invs]
+    for inv, _ in presets:  # decided, all of them, before any settles and starts its downstream
+        inv.call = AS_BOUND
+    for inv, (value, key, has_value, cached) in presets:
+        inv.reused = True
+        if has_value:  # a value stored (resume) or remembered (reuse): it feeds the downstream
+            inv.value, inv.cache_key, inv.cached = value, key, cached
+            engine.results[inv.name] = value
+        engine.settle(inv, SUCCEEDED)
