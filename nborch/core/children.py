@@ -16,7 +16,7 @@ from .errors import CycleError, Skip
 from .eventbus import events
 from .graph import Spec, build_graph, single_spec
 from .invocation import AS_BOUND, RUNNING, Frame, _frame, count_settled
-from .jobs import outcome_of
+from .jobs import outcome_of, succeeded
 from .remote import materialize
 from .run_tasks import add_specs
 from .state import RUN, TaskState, decide
@@ -192,9 +192,7 @@ class ChildCalls:
         self.give_back(inv, parent)
         inv.job = None
         if inv.state is RUNNING:  # else settled meanwhile (its run stopped)
-            inv.value = value
-            engine.results[inv.name] = value
-            engine.run_context.copy().run(engine.settle, inv, SUCCEEDED)
+            succeeded(engine, inv, value)
         elif inv.state is CANCELLED:
             raise asyncio.CancelledError(f"child task {inv.name!r} was cancelled")
         return (await materialize(value)) if engine.remotes else value

@@ -15,7 +15,7 @@ from .stopping import cancel
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["body", "finish", "outcome_of"]
+__all__ = ["body", "finish", "outcome_of", "succeeded"]
 
 
 async def body(engine: Engine, inv: Inv, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
@@ -40,12 +40,18 @@ async def body(engine: Engine, inv: Inv, fn: Callable[..., Any], args: Any, kwar
         return
     inv.job = None  # the finished asyncio Task keeps its coroutine: let both go
     if inv.state is RUNNING:  # else settled meanwhile (its run stopped): its outcome is not wanted
-        inv.value = value
-        engine.results[inv.name] = value
-        if engine.settling:  # an eager first step (launch), or inside a settle: it waits its turn
-            engine.queue.append((inv, SUCCEEDED))
-        else:
-            engine.run_context.copy().run(engine.settle, inv, SUCCEEDED)
+        succeeded(engine, inv, value)
+
+
+def succeeded(engine: Engine, inv: Inv, value: Any) -> None:
+    """A body running in a task's coroutine (``body``, or an inline child call) returned
+    ``value``: settle it SUCCEEDED, in the run's context, not the task's."""
+    inv.value = value
+    engine.results[inv.name] = value
+    if engine.settling:  # an eager first step (launch), or inside a settle: it waits its turn
+        engine.queue.append((inv, SUCCEEDED))
+    else:
+        engine.run_context.copy().run(engine.settle, inv, SUCCEEDED)
 
 
 def outcome_of(engine: Engine, inv: Inv, exc: BaseException) -> None:
