@@ -150,3 +150,93 @@ def test_the_graph_module_keeps_its_public_names():
     ]
     assert all(callable(name) for name in (Graph, Group, Names, Spec, build_graph, find_nodes,
                                            open_params_of, single_spec))
+
+
+# -- tasks wired as they are collected -----------------------------------------------------------
+# A task whose upstreams are all plain tasks among its arguments, and which leaves no parameter
+# open, is wired in full by the collecting pass (``_Collector.wired_as_collected``); the wiring
+# pass skips it. The graphs below are built both ways and must come out the same.
+
+
+def pair(a, b):
+    return (a, b)
+
+
+def triple(a, b, c=0):
+    return (a, b, c)
+
+
+def named_in_dag(fetch):  # left open: found by its name inside the DAG
+    return fetch
+
+
+def _workflows() -> list[tuple[str, object]]:
+    def layered():
+        t0, t1 = Task(step, name="t0"), Task(step, name="t1")
+        t2 = Task(pair, t0, t1, name="t2")
+        t3 = Task(triple, t2, 5, c=t1, name="t3")  # an upstream among constants and by keyword
+        return DAG(t0, t1, t2, t3)
+
+    def pulled():  # the upstream is not in the DAG: the call pulls it in
+        inner = Task(step, name="inner")
+        return DAG(Task(pair, inner, inner, name="outer"))
+
+    def pulled_after_down():  # the downstream is listed before its upstream
+        a = Task(step, name="a")
+        b = Task(pair, a, a, name="b")
+        return DAG(b, a)
+
+    def by_name():
+        return DAG(fetch(2), Task(named_in_dag, name="user"), Task(pair, 1, 2, name="consts"))
+
+    def sequence():
+        a = Task(step, name="a")
+        return nborch.Sequence(a, Task(pair, a, a, name="b"), Task(step, name="c"))
+
+    def ordered():
+        a, b = Task(step, name="a"), Task(step, name="b")
+        c = Task(pair, a, b, name="c")
+        late = Task(step, name="late")
+        return DAG(DAG(a, b, c) >> late, late)
+
+    def after_a_composite():
+        a, b = Task(step, name="a"), Task(step, name="b")
+        par = nborch.Parallel(a, b, limit=1)
+        dag = DAG(par)
+        dag.add(Task(pair, a, b, name="both"), after=[par])
+        return dag
+
+    return [(f.__name__, f) for f in (layered, pulled, pulled_after_down, by_name, sequence, ordered, after_a_composite)]
+
+
+def _shape(graph: Graph) -> dict[str, tuple]:
+    return {
+        name: (sorted(u.name for u in s.up), sorted(d.name for d in s.down), s.argnames, s.argplan,
+               s.named and sorted(s.named), s.pipe is not None, s.argslots, tuple(s.ups))
+        for name, s in graph.specs.items()
+    }
+
+
+@pytest.mark.parametrize("name,make", _workflows(), ids=[n for n, _ in _workflows()])
+def test_a_task_wired_as_collected_gets_the_graph_of_the_full_wiring_pass(name, make, monkeypatch):
+    fast = build_graph(make())
+    monkeypatch.setattr("nborch.core.graph._Collector.wired_as_collected", lambda self, node, spec: None)
+    full = build_graph(make())
+
+    assert _shape(fast) == _shape(full)
+    assert all(s.argslots is None and s.ups == () for s in fast.specs.values())  # nothing kept
+
+
+def test_tasks_wired_as_collected_run_with_their_upstream_values():
+    t0, t1 = Task(step, name="t0"), Task(lambda: 10, name="t1")
+    t2 = Task(pair, t0, t1, name="t2")
+    t3 = Task(triple, t2, 5, c=t1, name="t3")
+    outer = Task(pair, Task(lambda: "in", name="inner"), t3, name="outer")
+
+    run = nborch.run(DAG(outer, t0, t1, t2, t3), store=False)
+
+    assert run.ok
+    assert run.results["t3"] == ((1, 10), 5, 10)
+    assert run.results["outer"] == ("in", ((1, 10), 5, 10))
+    assert set(run.upstreams["outer"]) == {"inner", "t3"}
+    assert set(run.upstreams["t3"]) == {"t1", "t2"}

@@ -268,6 +268,29 @@ def test_task_constructor_name_is_the_task_name_in_the_run():
     assert result.results == {"Fetch1": 1}
 
 
+@pytest.mark.parametrize("bad", ["", 5, ["a"]])
+def test_task_constructor_rejects_a_name_that_is_not_a_non_empty_string(bad):
+    def fetch_data(n):
+        return n
+
+    with pytest.raises(nborch.DefinitionError, match=r"name= expects a non-empty string, got "):
+        Task(fetch_data, 1, name=bad)
+
+
+def test_task_constructor_with_name_none_is_an_unnamed_call_and_keeps_a_task_functions_options():
+    @task(retries=2, name="loader")
+    def load(n):
+        return n
+
+    plain = Task(load, 1, name=None)
+    named = Task(load, 1, name="first")
+
+    assert plain.name == "loader" and not plain.own_name
+    assert named.name == "first" and named.own_name
+    assert plain.options.retry == named.options.retry == load.options.retry  # the function's, shared
+    assert nborch.run(nborch.DAG(plain, named)).results == {"loader": 1, "first": 1}
+
+
 def test_task_constructor_without_name_uses_the_function_name():
     def fetch_data(n):
         return n

@@ -18,7 +18,7 @@ from .errors import DefinitionError, GraphError
 from .mapping import Mapped, MapTask
 from .naming import name_specs
 from .specs import (
-    _HOLDERS, Graph, Group, Names, Spec, dedupe_key, find_nodes, open_params_of, single_spec,
+    _HOLDERS, Graph, Group, Names, Spec, dedupe_key, find_nodes, open_params_of, plan_call, single_spec,
 )
 from .task import INJECTED, Node, Task
 from .wiring import Wiring
@@ -51,7 +51,9 @@ def build_graph(
     try:
         for spec in new:
             graph.specs[spec.name] = spec
-        wiring = Wiring(graph, collected.is_new, collected.pipes, collected.map_tasks)
+        for spec in collected.planned:  # wired as collected: only the call's plan needed the names
+            plan_call(spec)
+        wiring = Wiring(graph, collected.is_new, collected.pipes, collected.map_tasks, collected.wired)
         wiring.wire(root)
         if wiring.problems:
             raise GraphError("\n".join(wiring.problems) if len(wiring.problems) > 1 else wiring.problems[0])
@@ -82,6 +84,10 @@ class _Collector:
         self.scoped: dict[int, list[Spec]] = {}  # id(DAG) -> specs created inside it
         self.pipes: dict[int, Node] = {}  # id(step Task) -> previous step, for Sequence piping
         self.map_tasks: dict[int, MapTask] = {}  # id(Mapped) -> its placeholder task
+        # id(Task) of the tasks wired in full as they were collected (see wired_as_collected);
+        # the wiring pass starts from it. ``planned``: those of them with upstreams as arguments
+        self.wired: set[int] = set()
+        self.planned: list[Spec] = []
 
     def collect(self, node: Node, scope: DAG | None, groups: list[Group]) -> list[Spec]:
         g = self.graph
@@ -158,7 +164,27 @@ class _Collector:
             self.collect_args(node, spec, scope)
         if node._after:
             self.collect_after(node, scope)
+        elif type(node) is Task:
+            self.wired_as_collected(node, spec)
         return spec
+
+    def wired_as_collected(self, node: Task, spec: Spec) -> None:
+        """Mark ``node`` wired when collecting made all of its edges: its upstreams are plain
+        tasks among its arguments (or it has none), wired already, and no parameter is left open
+        (no edge by name inside a DAG, no Sequence piping, nothing injected). The wiring pass
+        then skips it; only the plan of its call waits for the names (``plan_call``). Most
+        tasks of a big DAG built with ``Task(fn, *upstream_tasks)`` are such."""
+        if spec.refs:
+            if spec.argslots is None:
+                return
+            if spec.ups and not self.wired.issuperset([id(u) for u in spec.ups]):
+                return
+        info = node.info
+        if info.signature is not None and info.params and open_params_of(node):
+            return
+        self.wired.add(id(node))
+        if spec.refs:
+            self.planned.append(spec)
 
     def collect_args(self, node: Task, spec: Spec, scope: DAG | None) -> None:
         """Collect the nodes among ``node``'s arguments (``spec.ups``). Where each is an upstream

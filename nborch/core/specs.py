@@ -14,7 +14,9 @@ from .policies import CircuitBreaker
 from .task import Node, Task, fn_name
 from .workflow import DAG, Composite
 
-__all__ = ["Graph", "Group", "Names", "Spec", "dedupe_key", "find_nodes", "open_params_of", "single_spec"]
+__all__ = [
+    "Graph", "Group", "Names", "Spec", "dedupe_key", "find_nodes", "open_params_of", "plan_call", "single_spec",
+]
 
 # isinstance() with tuples: an ``X | Y`` union written in a call is built anew at every call
 _COLLECTIONS = (list, tuple, set, frozenset)
@@ -85,6 +87,21 @@ class Spec:
 
     def __repr__(self) -> str:
         return f"<Spec {self.name}>"
+
+
+def plan_call(spec: Spec) -> None:
+    """Plan ``spec``'s call from its upstream tasks among its arguments (``argslots``), once the
+    run's names are given: ``argnames`` when every argument is one of them, in order, else
+    ``argplan``. Its upstreams are wired by then: it keeps no more of them."""
+    slots = spec.argslots
+    if slots is not None:
+        task = spec.task
+        if not task.kwargs and len(slots) == len(task.args):  # Task(fn, *upstream_tasks)
+            spec.argnames = tuple([u.name for _, u in slots])
+        else:
+            spec.plan_arguments([(w, u.name) for w, u in slots if type(w) is int],
+                                [(w, u.name) for w, u in slots if type(w) is str])
+    spec.argslots, spec.ups = None, ()  # a 100,000-task run keeps no more of them
 
 
 def find_nodes(value: Any) -> Iterator[Node]:

@@ -61,6 +61,7 @@ class Task(Node, Generic[R_co]):
     """
 
     __slots__ = ("fn", "args", "kwargs", "options", "seq", "info", "own_name", "node_name")
+    node_name: str | None  # the name given to this node (Task(fn, name=...)), else None
 
     @overload
     def __init__(self, fn: TaskFunction[..., R_co], /, *args: Any, **keywords: Any) -> None: ...
@@ -78,9 +79,14 @@ class Task(Node, Generic[R_co]):
         if info is None or info.generator:
             check_callable(fn, "Task()")
             info = fn_info(fn)
-        if len(keywords) == 1 and "name" in keywords:  # Task(fn, *args, name=...): the common case
-            option_kw, kwargs = keywords, _NO_KWARGS
-        elif keywords:
+        if len(keywords) == 1 and (given := keywords.get("name")) is not None:  # Task(fn, *args,
+            # name=...), the common case, done here: nothing else to sort, check or copy
+            if not isinstance(given, str) or not given:
+                raise DefinitionError(f"task {given!r}: name= expects a non-empty string, got {given!r}")
+            self.fn, self.args, self.kwargs, self.options = fn, args, _NO_KWARGS, base or DEFAULT_OPTIONS
+            self.node_name, self.own_name, self.seq, self.info, self._after = given, True, next(_sequence), info, ()
+            return
+        if keywords:
             option_kw = {k: keywords.pop(k) for k in list(keywords) if k in OPTION_NAMES}
             kwargs = keywords.pop("kwargs", None) or _NO_KWARGS
             if keywords:

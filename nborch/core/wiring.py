@@ -10,7 +10,7 @@ import itertools
 from .errors import did_you_mean
 from .mapping import Mapped, MapTask
 from .scopes import ScopeIndex
-from .specs import _LEAVES, Graph, Spec, open_params_of
+from .specs import _LEAVES, Graph, Spec, open_params_of, plan_call
 from .task import INJECTED, Node, Task
 from .workflow import Composite, Sequence
 
@@ -24,13 +24,14 @@ class Wiring:
 
     def __init__(
         self, graph: Graph, is_new: set[Spec], pipes: dict[int, Node], map_tasks: dict[int, MapTask],
+        wired: set[int] | None = None,
     ) -> None:
         self.graph = graph
         self.is_new = is_new
         self.pipes = pipes  # id(step Task) -> previous step, for Sequence piping
         self.map_tasks = map_tasks  # id(Mapped) -> its placeholder task
         self.scopes = ScopeIndex(graph)
-        self.wired: set[int] = set()
+        self.wired: set[int] = wired if wired is not None else set()  # (those wired as collected)
         self.problems: list[str] = []
         self.end_cache: dict[tuple[int, str], list[Spec]] = {}
         self.loose = False  # an edge was made other than from a task's arguments (see edge)
@@ -97,8 +98,10 @@ class Wiring:
                 self.wire_task(spec)
         else:
             assert isinstance(node, Composite)
+            wired = self.wired
             for child in node.children:
-                self.wire(child)
+                if id(child) not in wired:  # (most leaves of a big DAG were wired as collected)
+                    self.wire(child)
             if isinstance(node, Sequence):
                 for prev, step in itertools.pairwise(node.children):
                     self.after(step, prev)
@@ -143,9 +146,7 @@ class Wiring:
             for up in spec.ups:  # the upstreams this call pulled in are wired from here
                 if id(up) not in wired:
                     self.wire(up)
-            spec.plan_arguments([(w, u.name) for w, u in slots if type(w) is int],
-                                [(w, u.name) for w, u in slots if type(w) is str])
-            spec.argslots, spec.ups = None, ()  # wired: a 100,000-task run keeps no more of them
+            plan_call(spec)
         elif spec.refs:
             for node in spec.ups:
                 self.wire(node)
