@@ -274,6 +274,23 @@ def test_values_come_back_once_when_a_local_task_needs_them(dask, recorder):
     assert isinstance(succeeded[0].result, Remote)  # events do not pull values back
 
 
+def test_a_local_task_given_a_dask_task_as_its_argument_gets_its_value(dask):
+    @task
+    def make():
+        return Counted([1, 2, 3])
+
+    @task(executor="thread")
+    def local(values):  # the upstream passed as an argument, not found by its name
+        return sum(values.data)
+
+    made = make()
+    keep = DaskExecutor(client=dask.client, gather=False)  # make's value stays on the cluster
+    run = nborch.run(DAG(made, local(made)), executor=keep, store=False)
+
+    assert run.ok and run.results["local"] == 6  # fetched from the cluster, not handed a Remote
+    assert isinstance(run.results["make"], Remote)
+
+
 def test_a_cached_dask_task_is_pulled_back_once_to_be_stored(dask, tmp_path):
     calls = tmp_path / "calls"
 

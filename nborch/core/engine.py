@@ -217,6 +217,10 @@ class Engine:
         spec = inv.spec
         if inv.simple and not (spec.refs or spec.pipe or spec.named or spec.wants_context or spec.wants_state):
             inv.call = AS_BOUND
+        elif inv.simple and spec.argnames is not None and not (
+            spec.pipe or spec.named or spec.wants_context or spec.wants_state or self.remotes
+        ):  # every argument an upstream task (call_of's first case, inline: the common call)
+            inv.call = (tuple(map(self.results.get, spec.argnames)), spec.task.kwargs)
         else:
             if inv.mapping is not None:  # a mapped placeholder: its inputs are there
                 self.expansions.start(inv)

@@ -26,6 +26,8 @@ def add_specs(engine: Engine, specs: list[Spec], parent: Inv | None) -> list[Inv
         if opts.pool is not None or opts.slots != 1:
             check_pool(engine.slots.pools, spec)
     new = []
+    slots = engine.slots
+    pooled = slots.default is not None  # max_concurrency=N: every task is under its pool
     for spec in specs:
         inv = Inv(spec, parent)
         if type(spec.task) is MapTask:  # a mapped placeholder: no body, no slot; it expands
@@ -35,7 +37,8 @@ def add_specs(engine: Engine, specs: list[Spec], parent: Inv | None) -> list[Inv
             new.append(inv)
             continue
         opts = spec.task.options
-        inv.limits = engine.slots.limits_for(inv)
+        if pooled or opts.limit or opts.pool is not None or spec.groups:
+            inv.limits = slots.limits_for(inv)
         if opts.executor is not None or engine.executor is not None:
             inv.executor = engine.offload.executor_for(spec.task)
             if inv.executor is not None:
