@@ -41,21 +41,8 @@ from .eventbus import EventBus, RunEvent, events
 from .expansion import Expansions
 from .graph import Graph, Spec
 from .invocation import (
-    AS_BOUND,
-    CANCELLED,
-    DECIDED,
-    FAILED,
-    FINAL,
-    PENDING,
-    RUNNING,
-    SKIPPED,
-    SUCCEEDED,
-    Frame,
-    Inv,
-    _frame,
-    count_settled,
-    current_frame,
-    note_attempt,
+    AS_BOUND, CANCELLED, DECIDED, FAILED, FINAL, PENDING, RUNNING, SKIPPED, SUCCEEDED, Frame, Inv, _frame,
+    count_settled, current_frame, note_attempt,
 )
 from .jobs import body, finish
 from .limits import Rates
@@ -66,7 +53,7 @@ from .remote import Remote, has_remote
 from .run_tasks import add_specs, settle_presets
 from .slots import Slots, drop_waiter
 from .state import RUN, TaskState, decide
-from .stopping import cancel, ended, stop_specs, unwind
+from .stopping import cancel, ended, outcome, stop_specs, unwind
 from .workers import WorkerPool
 
 __all__ = ["Engine", "Frame", "current_frame"]
@@ -190,22 +177,10 @@ class Engine:
             if self.pool is not None:
                 self.pool.shutdown()
             if self.publisher.listening:
-                self.publisher.publish(RunEvent(self.run_id, self.outcome(), self.finished))
+                self.publisher.publish(RunEvent(self.run_id, outcome(self), self.finished))
                 await events.drain()
                 if self.bus is not None:
                     await self.bus.drain()
-
-    def outcome(self) -> TaskState:
-        """CANCELLED when the run was stopped; FAILED when a task failed (its fail_fast siblings
-        end CANCELLED, but the run failed); else SUCCEEDED (or CANCELLED for a cancelled task)."""
-        if self.cancelling:
-            return CANCELLED
-        failed = cancelled = False
-        for inv in self.invs.values():  # identity tests: hashing a TaskState is a Python call
-            state = inv.state
-            failed = failed or state is FAILED
-            cancelled = cancelled or state is CANCELLED
-        return FAILED if failed else CANCELLED if cancelled else SUCCEEDED
 
     # -- deciding and starting -------------------------------------------------------------------
 

@@ -8,13 +8,28 @@ import asyncio
 import functools
 from typing import TYPE_CHECKING, Any
 
-from .invocation import CANCELLED, FINAL, Inv
+from .invocation import CANCELLED, FAILED, FINAL, SUCCEEDED, Inv
+from .state import TaskState
 
 if TYPE_CHECKING:
     from .engine import Engine
     from .specs import Spec
 
-__all__ = ["cancel", "ended", "stop", "stop_specs", "unwind"]
+__all__ = ["cancel", "ended", "outcome", "stop", "stop_specs", "unwind"]
+
+
+def outcome(engine: Engine) -> TaskState:
+    """How the run ended: CANCELLED when it was stopped; FAILED when a task failed (its
+    fail_fast siblings end CANCELLED, but the run failed); else SUCCEEDED (or CANCELLED for a
+    cancelled task)."""
+    if engine.cancelling:
+        return CANCELLED
+    failed = cancelled = False
+    for inv in engine.invs.values():  # identity tests: hashing a TaskState is a Python call
+        state = inv.state
+        failed = failed or state is FAILED
+        cancelled = cancelled or state is CANCELLED
+    return FAILED if failed else CANCELLED if cancelled else SUCCEEDED
 
 
 def stop(engine: Engine, inv: Inv) -> None:
