@@ -3,6 +3,7 @@
     python benchmarks/profile_engine.py                  # 10,000 tasks
     python benchmarks/profile_engine.py --tasks 100000 --top 40
     python benchmarks/profile_engine.py --no-pyinstrument
+    python benchmarks/profile_engine.py --bytecodes --tasks 2000   # deterministic counts
 
 The DAG is ``raw_baseline.layered_dag(n)`` of async no-ops, built as benchmarks/engine.py's
 headline row builds it (``Task(fn, *upstream_tasks, name=...)`` into ``DAG(*tasks)``) and run
@@ -22,6 +23,12 @@ with the defaults (recording into a temporary store).
    task body; the rest: scheduling loop), shared among callers in proportion to the time each caller spent in it.
    cProfile inflates call-heavy code, so read its shares, and take the sizes from part 1.
 3. pyinstrument's call tree of the same, when pyinstrument is installed (not a dependency).
+4. ``--bytecodes``: the Python bytecodes executed per task, by function, for the build, a run
+   with ``store=False``, what the defaults add (recording), and the raw_baseline floor
+   (``sys.settrace`` with per-opcode events: slow, but the counts do not depend on the machine's
+   load, so they compare across runs and commits where wall clocks swing by 30%). What a
+   function does in C (SQLite, asyncio's C parts, dict and set operations) is not counted:
+   ``valgrind --tool=callgrind`` counts that.
 """
 
 from __future__ import annotations
@@ -296,6 +303,49 @@ def pyinstrument_tree(n: int, home: str, lines: int) -> None:
     print("\n".join(tree[:lines]) + (f"\n... ({len(tree) - lines} more lines)" if len(tree) > lines else ""))
 
 
+def bytecodes(n: int, home: str, top: int) -> None:
+    """Part 4: executed Python bytecodes per task, by function, for each phase."""
+    from collections import Counter
+
+    deps = layered_dag(n)
+    counts: Counter[tuple[str, str]] = Counter()
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            code = frame.f_code
+            counts[(os.path.basename(code.co_filename), code.co_name)] += 1
+        return tracer
+
+    def traced(fn: Callable[[], Any]) -> Counter[tuple[str, str]]:
+        counts.clear()
+        gc.collect()
+        sys.settrace(tracer)
+        try:
+            fn()
+        finally:
+            sys.settrace(None)
+        return Counter(counts)
+
+    nborch.run(nborch.Task(anoop), store=home)  # imports, the store opened: as a user's second run
+    dag = build_args(deps, anoop)
+    dag2 = build_args(deps, anoop)
+    results = {
+        "build": traced(lambda: build_args(deps, anoop)),
+        "run, store=False": traced(lambda: nborch.run(dag, store=False)),
+        "run, defaults": traced(lambda: (nborch.run(dag2, store=home), get_store(home).flush())),
+        "raw_baseline": traced(lambda: asyncio.run(raw_run(deps))),
+    }
+    recording = results["run, defaults"] - results["run, store=False"]
+    print(f"Python bytecodes executed per task, layered_dag({n:,}) (C code not counted)")
+    for what, c in (*results.items(), ("recording (defaults - store=False)", recording)):
+        print(f"  {what:40} {sum(c.values()) / n:8.1f}")
+    for what in ("run, store=False", "raw_baseline"):
+        print(f"\n  {what}, by function (bytecodes per task):")
+        for (file, name), k in results[what].most_common(top):
+            print(f"    {k / n:8.1f}  {file}:{name}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", type=int, default=10_000)
@@ -303,8 +353,15 @@ def main() -> None:
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--no-pyinstrument", action="store_true")
     p.add_argument("--tree-lines", type=int, default=90, help="lines of pyinstrument's tree to print")
+    p.add_argument("--bytecodes", action="store_true",
+                   help="only part 4: executed bytecodes per task by function (load-independent)")
     args = p.parse_args()
     n = args.tasks
+    if args.bytecodes:
+        print(f"nborch {nborch.__version__}, Python {sys.version.split()[0]}\n")
+        with tempfile.TemporaryDirectory(prefix="nborch-profile-") as home:
+            bytecodes(n, home, args.top)
+        return
     print(f"nborch {nborch.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} cores, "
           f"load average {load()}; layered_dag({n:,}) of async no-ops, build + run with the defaults\n")
     with tempfile.TemporaryDirectory(prefix="nborch-profile-") as home:
