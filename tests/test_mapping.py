@@ -207,3 +207,68 @@ def test_a_failed_map_carries_its_first_failed_items_error_and_says_how_many_fai
     (final,) = [e for e in events if getattr(e, "task", None) == "fetch" and e.state is TaskState.UPSTREAM_FAILED]
     assert isinstance(final.error, ValueError) and str(final.error) == "item 1 failed"
     assert "1 of 3 items did not succeed" in run.report()
+
+
+# -- the cyclic GC around big expansions ---------------------------------------------------------
+# A map's items are built at run time with the GC paused, and once 10,000 tasks have joined the
+# run what there is is frozen out of the GC's sight (as for a big graph at the start): a
+# collection during the run must not rescan them. Measured: 100,000 items built with the GC on
+# spent 13-15 µs an item in collections, a plain task 1-1.5 µs. These tests check what a user's
+# process is left with: the GC on, nothing frozen, every value there.
+
+
+def test_a_big_map_leaves_the_gc_on_and_nothing_frozen_and_each_item_value_there():
+    import gc
+
+    @task
+    async def double(x):
+        return 2 * x
+
+    @task
+    def total(values):
+        return sum(values), gc.get_freeze_count()  # read while the run goes on
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    run = nborch.run(total(double.map(range(12_000))), store=False)
+
+    value, frozen_during = run.value
+    assert run.ok and value == 2 * sum(range(12_000))
+    assert frozen_during > 12_000 * 3  # the items (a Task, a Spec, an Inv each) out of the GC's sight
+    assert run.results["double:11999"] == 23_998
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0  # what the run froze, it unfroze
+
+
+def test_a_failed_expansion_gives_the_gc_back():
+    import gc
+
+    @task
+    def make():
+        return 42  # not iterable: the map fails as it expands
+
+    @task
+    def first(item):
+        return item
+
+    run = nborch.run(first.map(make()), store=False)
+
+    assert not run.ok and run.states["first"] is TaskState.FAILED
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_run_that_found_objects_frozen_by_someone_else_leaves_them_frozen():
+    import gc
+
+    @task
+    async def double(x):
+        return 2 * x
+
+    gc.freeze()  # the user's (a server that froze its start-up objects)
+    try:
+        before = gc.get_freeze_count()
+        run = nborch.run(double.map(range(12_000)), store=False)
+        assert run.ok and run.value[-1] == 23_998
+        # not unfrozen by the run (0), nor more frozen (frozen objects that are freed leave it)
+        assert 0 < gc.get_freeze_count() <= before
+    finally:
+        gc.unfreeze()

@@ -64,6 +64,8 @@ __all__ = ["Engine", "Frame", "current_frame"]
 # task still starts within a few milliseconds, so nothing waits on a hidden concurrency cap.
 BURST = 1000
 
+FREEZE_AT = 10_000  # tasks added to a run before what there is is frozen out of the GC's sight (grew)
+
 # Python 3.12+: a fast-path async body takes its first step inside launch(), as an eager
 # asyncio.Task (asyncio.eager_task_factory's mechanism, with the task current as usual), so a
 # body that ends without suspending never waits in the loop's ready queue for a step of its
@@ -117,6 +119,8 @@ class Engine:
         self.queue: deque[tuple[Inv, TaskState]] = deque()
         self.stepping = False  # a body's eager first step is running (see launch)
         self.gc_was_enabled = gc.isenabled()  # the runner pauses the GC while it builds
+        self.frozen = False  # this run froze the objects there were out of the GC's sight (see grew)
+        self.unfrozen = 0  # tasks added since, at run time (mapped items), not frozen yet
         self.cache: Any = None  # a store.cache.Cache when the run caches values
         self.memory: Any = None  # an incremental run's nborch.reuse.Memory
         self.plan: Any = None  # and its nborch.reuse.Plan (items' keys join it as maps expand)
@@ -152,9 +156,7 @@ class Engine:
         # A big run's graph lives until the run ends: freeze it out of the cyclic GC's sight so
         # collections during the run do not rescan it again and again (only when nobody else
         # froze objects, so our unfreeze cannot release theirs).
-        frozen = len(invs) >= 10_000 and gc.get_freeze_count() == 0
-        if frozen:
-            gc.freeze()
+        self.grew(len(invs))
         if self.gc_was_enabled:
             gc.enable()
         try:
@@ -171,7 +173,7 @@ class Engine:
             await unwind(self)
             raise
         finally:
-            if frozen:
+            if self.frozen:
                 gc.unfreeze()
             self.finished = self.now()
             if self.pool is not None:
@@ -282,6 +284,18 @@ class Engine:
                 _frame.reset(token)
             job.add_done_callback(functools.partial(finish, self, inv))
         inv.job = job
+
+    def grew(self, added: int) -> None:
+        """``added`` tasks joined the run (its graph at the start, a map's items as it expands),
+        built with the GC paused. Once 10,000 have joined, freeze every object there is out of the
+        cyclic GC's sight (``gc.freeze``; unfrozen at the run's end), so that collections during
+        the run do not rescan a big run's tasks again and again; only when nobody else froze
+        objects, so that our unfreeze cannot release theirs."""
+        self.unfrozen += added
+        if self.unfrozen >= FREEZE_AT and (self.frozen or gc.get_freeze_count() == 0):
+            gc.freeze()
+            self.frozen = True
+            self.unfrozen = 0
 
     def fail(self, inv: Inv, exc: BaseException) -> None:
         """End ``inv`` FAILED with ``exc`` (noted with the task and attempt)."""

@@ -9,6 +9,7 @@ upstream), and expands at once the maps that zip this one item by item, so items
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import TYPE_CHECKING, Any
 
 from .arguments import resolve, value_of
@@ -135,18 +136,28 @@ class Expansions:
         inv.started = engine.now()
         if engine.publisher.listening:
             engine.publisher.emit(inv, RUNNING)
+        # Building the items allocates only long-lived objects, nothing for the cyclic GC to find:
+        # it is paused meanwhile, as for the graph at the run's start (measured: 100,000 items
+        # built with it on spent 13-15 µs an item in collections, a plain task 1-1.5 µs)
+        paused = gc.isenabled()
+        gc.disable()
         try:
-            resolved = self.inputs(inv, mapped, who)
-            fixed = {k: resolve(engine, v) for k, v in mapped.fixed.items()}
-            pairs = item_tasks(mapped, resolved, fixed)
-            specs = self.item_specs(inv, mapped, pairs)
-        except Exception as exc:
-            inv.state = PENDING  # settle from here: a failed expansion is the placeholder's failure
-            engine.fail(inv, exc)
-            self.abandon_consumers(inv)
-            return
-        self.rewire(inv, specs)
-        new = add_specs(engine, specs, inv.parent)
+            try:
+                resolved = self.inputs(inv, mapped, who)
+                fixed = {k: resolve(engine, v) for k, v in mapped.fixed.items()}
+                pairs = item_tasks(mapped, resolved, fixed)
+                specs = self.item_specs(inv, mapped, pairs)
+            except Exception as exc:
+                inv.state = PENDING  # settle from here: a failed expansion is the placeholder's failure
+                engine.fail(inv, exc)
+                self.abandon_consumers(inv)
+                return
+            self.rewire(inv, specs)
+            new = add_specs(engine, specs, inv.parent)
+            engine.grew(len(new))
+        finally:
+            if paused:
+                gc.enable()
         inv.map_left = len(new)
         for item in new:
             item.map_of = inv
