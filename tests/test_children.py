@@ -567,3 +567,31 @@ def test_an_inline_child_sees_its_callers_context_variables_and_its_own_changes_
     run = nborch.run(nborch.DAG(p, sibling(p)), store=False)
     assert run.results["parent"] == ("set by the parent", "set by the child")
     assert run.results["sibling"] == "unset"  # what tasks set never reaches their downstream
+
+
+def test_a_run_of_many_child_tasks_freezes_them_out_of_the_gcs_sight_and_gives_everything_back():
+    """Child tasks join the run one by one; once 10,000 have joined, what there is is frozen out
+    of the cyclic GC's sight (collections do not rescan a big run's tasks again and again), and
+    the run's end unfreezes it: the user's process is left with the GC on and nothing frozen."""
+    import gc
+
+    seen: list[int] = []
+
+    @task
+    async def fib(n):
+        if n < 2:
+            return n
+        return await fib(n - 1) + await fib(n - 2)
+
+    @task
+    def look(value):
+        seen.append(gc.get_freeze_count())  # read while the run goes on
+        return value
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    run = nborch.run(look(fib(20)), max_concurrency=2, store=False)
+
+    assert run.ok and run.value == 6765
+    assert len(run.states) == 2 * 10946 - 1 + 1  # fib(20)'s call tree and look
+    assert seen[0] > 10_000  # the first 10,000 (and more) were frozen during the run
+    assert gc.isenabled() and gc.get_freeze_count() == 0
