@@ -119,8 +119,8 @@ class Engine:
         self.queue: deque[tuple[Inv, TaskState]] = deque()
         self.stepping = False  # a body's eager first step is running (see launch)
         self.gc_was_enabled = gc.isenabled()  # the runner pauses the GC while it builds
-        self.frozen = False  # this run froze the objects there were out of the GC's sight (see grew)
-        self.unfrozen = 0  # tasks added since, at run time (mapped items), not frozen yet
+        self.frozen = False  # this run froze what objects there were out of the GC's sight (see grew)
+        self.unfrozen = 0  # tasks that joined since the last freeze (grew)
         self.cache: Any = None  # a store.cache.Cache when the run caches values
         self.memory: Any = None  # an incremental run's nborch.reuse.Memory
         self.plan: Any = None  # and its nborch.reuse.Plan (items' keys join it as maps expand)
