@@ -47,7 +47,11 @@ ipykernel 6.29.5, 6.31.0, 7.0.1, 7.1.0, 7.2.0, 7.3.0 and 7.4.0, pyzmq 27.3, jupy
 - ``kernel.session`` (jupyter_client ``Session.feed_identities`` / ``deserialize``: a header-only
   ``deserialize(content=False)`` does not record the signature, so the kernel can still read the
   message later), ``kernel.shell_handlers[comm_*]``, ``kernel.set_parent(ident, parent,
-  channel)``, ``kernel.get_parent("shell")`` and ``kernel._parent_ident["shell"]``.
+  channel)``, ``kernel.get_parent("shell")`` and ``kernel._parent_ident["shell"]``;
+- on 7.x, the process-wide fallback parent (``_parent_header_global``) of the output streams, the
+  display hook and publisher and the shell, which ``set_parent`` sets besides their contextvar:
+  it is put back to the cell's while a handler runs (``_global_parents``), so that output from
+  threads without the cell's context stays the cell's.
 
 jupyter-ui-poll is not used: it calls ``kernel.do_one_iteration()``, which ipykernel 7 no longer
 has (it then silently does nothing), and on ipykernel 6 it replaces the kernel's execute_request
@@ -77,6 +81,25 @@ log = logging.getLogger("nborch")
 
 COMM_MESSAGES = frozenset({"comm_open", "comm_msg", "comm_close"})
 TESTED_MAJORS = (6, 7)  # ipykernel major versions whose internals are the ones described above
+
+
+def _global_parents(kernel: Any) -> list[tuple[Any, Any]]:
+    """(holder, its parent) for what keeps a process-wide parent header besides its contextvar
+    (ipykernel 7: the output streams, the display hook and publisher, the shell): the parent that
+    output from threads without the cell's context goes under. Wrapped streams (nborch's output
+    router) are unwrapped; on ipykernel 6 there are none (its parents are thread-local)."""
+    shell = getattr(kernel, "shell", None)
+    found = []
+    candidates: list[Any] = [sys.stdout, sys.stderr, shell, getattr(shell, "displayhook", None),
+                             getattr(shell, "display_pub", None)]
+    for obj in candidates:
+        for _ in range(4):  # a stream wrapped by a router or two
+            if obj is None or "_parent_header_global" in getattr(obj, "__dict__", {}):
+                break
+            obj = getattr(obj, "original", None)
+        if obj is not None and "_parent_header_global" in getattr(obj, "__dict__", {}):
+            found.append((obj, obj._parent_header_global))
+    return found
 
 
 class WidgetPump:
@@ -177,9 +200,12 @@ class WidgetPump:
         if handler is None:
             return
         cell_ident, cell_parent = kernel._parent_ident["shell"], kernel.get_parent("shell")
+        shared = _global_parents(kernel)
 
         def handle() -> None:
             kernel.set_parent(idents, request, channel="shell")
+            for holder, parent in shared:  # only the handler's context has the message as parent:
+                holder._parent_header_global = parent  # threads without one still write to the cell
             self._in_handler = True  # a stuck widget handler can still be interrupted
             try:
                 handler(self.reply_to, idents, request)
@@ -191,9 +217,10 @@ class WidgetPump:
         self.handled += 1
         try:
             # In a copy of the context: the message is the parent of the handler only, not of
-            # the cell's context. What set_parent also sets globally (the parent of output from
-            # threads that do not carry the cell's context) is the cell's again right after, so
-            # the window is the handler's own duration: no flush inside it.
+            # the cell's context. What set_parent also sets globally (ipykernel 7: the parent of
+            # output from threads that do not carry the cell's context, such as a plain
+            # threading.Thread's) is put back at once, inside handle: else a thread's print
+            # during a click handler went out under the click (seen: 1 line in 1,500, in CI).
             contextvars.copy_context().run(handle)
         finally:
             kernel.set_parent(cell_ident, cell_parent, channel="shell")
