@@ -39,6 +39,7 @@ from .clock import Clock
 from .errors import DefinitionError, Skip
 from .eventbus import EventBus, RunEvent, events
 from .expansion import Expansions
+from .gc_pause import GcPause
 from .graph import Graph, Spec
 from .invocation import (
     AS_BOUND, CANCELLED, DECIDED, FAILED, FINAL, PENDING, RUNNING, SKIPPED, SUCCEEDED, Frame, Inv, _frame,
@@ -118,7 +119,7 @@ class Engine:
         self.settling = False  # settle() is processing: further settles wait in ``queue``
         self.queue: deque[tuple[Inv, TaskState]] = deque()
         self.stepping = False  # a body's eager first step is running (see launch)
-        self.gc_was_enabled = gc.isenabled()  # the runner pauses the GC while it builds
+        self.gc_pause: GcPause | None = None  # the runner's pause of the GC while it built; ended here
         self.frozen = False  # this run froze what objects there were out of the GC's sight (see grew)
         self.unfrozen = 0  # tasks that joined since the last freeze (grew)
         self.cache: Any = None  # a store.cache.Cache when the run caches values
@@ -145,20 +146,17 @@ class Engine:
         self.loop_thread = threading.get_ident()
         self.done = self.loop.create_future()
         self.started = self.now()
-        gc.disable()
-        try:
-            invs = add_specs(self, list(self.graph.specs.values()), None)
-        except DefinitionError:  # a task in a pool the run lacks: nothing has started
-            if self.gc_was_enabled:
-                gc.enable()
-            raise
-        self.publisher.publish(RunEvent(self.run_id, RUNNING, self.started)) if self.publisher.listening else None
-        # A big run's graph lives until the run ends: freeze it out of the cyclic GC's sight so
-        # collections during the run do not rescan it again and again (only when nobody else
-        # froze objects, so our unfreeze cannot release theirs).
-        self.grew(len(invs))
-        if self.gc_was_enabled:
-            gc.enable()
+        try:  # the GC stays paused while the run is set up (add_specs may raise DefinitionError:
+            with GcPause():  # a task in a pool the run lacks; nothing has started)
+                invs = add_specs(self, list(self.graph.specs.values()), None)
+                if self.publisher.listening:
+                    self.publisher.publish(RunEvent(self.run_id, RUNNING, self.started))
+                # A big run's graph lives until the run ends: freeze it out of the cyclic GC's
+                # sight so collections during the run do not rescan it again and again (grew)
+                self.grew(len(invs))
+        finally:
+            if self.gc_pause is not None:
+                self.gc_pause.end()
         try:
             settle_presets(self)
             for inv in invs:  # no upstream, or `always` (Airflow: runs before any upstream settles)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gc
 import logging
 import os
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from ..core import hooks
 from ..core.clock import SystemClock, wall_time
 from ..core.engine import Engine, current_frame, is_loop_thread
 from ..core.errors import NborchError, RunTimeoutError
+from ..core.gc_pause import GcPause
 from ..core.eventbus import EventBus
 from ..core.remote import child_call_error, remote_task
 from ..core.graph import Graph, build_graph
@@ -125,25 +125,23 @@ async def run_async(node: Any, **options: Any) -> Run:
     check_options(options)
     dedupe: dict[Any, Any] = {}
     # Building allocates only long-lived objects, nothing for the cyclic GC to find: it stays
-    # paused until the engine has set the run up (Engine.execute turns it back on).
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
+    # paused until the engine has set the run up (Engine.execute ends the pause; the finally
+    # below, if anything fails before, so that a failed set-up never leaves the GC off).
+    pause = GcPause()
     try:
-        graph = build_graph(node, dedupe=dedupe)
-    except BaseException:
-        if gc_was_enabled:
-            gc.enable()
-        raise
+        return await _run_paused(node, options, dedupe, pause)
+    finally:
+        pause.end()
+
+
+async def _run_paused(node: Node, options: dict[str, Any], dedupe: dict[Any, Any], pause: GcPause) -> Run:
+    graph = build_graph(node, dedupe=dedupe)
     # a new id: 12 random hex digits, as uuid4().hex[:12] gave (importing uuid costs 4 ms: platform)
     handle = RunHandle(options.get("run_id") or os.urandom(6).hex(), graph, options)
     handle.loop, handle.task = asyncio.get_running_loop(), asyncio.current_task()
     bus = EventBus()
-    try:
-        recorder, cache, preset = open_recorder(handle.run_id, graph, node, options)
-    except BaseException:  # a reused run_id, an unknown resume=: nothing has run
-        if gc_was_enabled:
-            gc.enable()
-        raise
+    recorder, cache, preset = open_recorder(handle.run_id, graph, node, options)  # may raise: a
+    # reused run_id, an unknown resume= (nothing has run)
     if recorder is not None:
         bus.subscribe(recorder)  # first: with durable=True a row is committed before others see it
     for s in event_subscribers(options):
@@ -161,7 +159,7 @@ async def run_async(node: Any, **options: Any) -> Run:
         executor=options.get("executor"),
     )
     engine.dedupe = dedupe
-    engine.gc_was_enabled = gc_was_enabled
+    engine.gc_pause = pause
     if recorder is not None:
         displays.append(recorder)  # closed with the others: the run's end is committed
         engine.cache = cache

@@ -1,0 +1,85 @@
+"""The cyclic GC is paused while a run builds what lives as long as it, and always given back:
+whatever fails while a run is set up, and however runs in several threads overlap, the process
+is left with the GC as it was before (``nborch.core.gc_pause``). Found at a stop: a run whose
+engine failed to be set up (a bad ``clock=``) left the GC off for the rest of the process."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import pytest
+
+import nborch
+from nborch import Task, task
+from nborch.core.gc_pause import GcPause
+
+
+@pytest.fixture(autouse=True)
+def gc_on():
+    gc.enable()
+    yield
+    gc.enable()
+
+
+def one():
+    return 1
+
+
+def test_a_run_that_fails_while_it_is_set_up_leaves_the_gc_on():
+    with pytest.raises(AttributeError):
+        nborch.run(Task(one), store=False, clock=5)  # not a clock: the engine cannot be made
+
+    assert gc.isenabled()
+    assert nborch.run(Task(one), store=False).value == 1 and gc.isenabled()
+
+
+def test_a_run_in_a_pool_it_does_not_have_leaves_the_gc_on():
+    with pytest.raises(nborch.DefinitionError, match="pool"):
+        nborch.run(Task(one, pool="gpu"), max_concurrency={"default": 2}, store=False)
+
+    assert gc.isenabled()
+
+
+def test_a_gc_the_user_turned_off_stays_off():
+    gc.disable()
+
+    assert nborch.run(Task(one), store=False).value == 1
+    assert not gc.isenabled()
+
+
+def test_pauses_end_in_any_order_and_each_once():
+    first, second = GcPause(), GcPause()
+    assert not gc.isenabled()
+
+    first.end()
+    first.end()  # again: nothing (else it would end the second's pause too)
+    assert not gc.isenabled()
+
+    second.end()
+    assert gc.isenabled()
+
+
+def test_runs_with_maps_in_many_threads_leave_the_gc_on():
+    @task
+    async def double(x):
+        return 2 * x
+
+    errors: list[BaseException] = []
+
+    def runs():
+        try:
+            for n in range(15):
+                run = nborch.run(double.map(range(n * 20)), store=False)
+                assert run.value == [2 * i for i in range(n * 20)]
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=runs) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+
+    assert not errors
+    assert gc.isenabled()
