@@ -588,10 +588,11 @@ def test_a_run_of_many_child_tasks_freezes_them_out_of_the_gcs_sight_and_gives_e
         seen.append(gc.get_freeze_count())  # read while the run goes on
         return value
 
-    assert gc.isenabled() and gc.get_freeze_count() == 0
+    before = gc.get_freeze_count()  # what the interpreter keeps frozen (3.12.1: 375 objects)
+    assert gc.isenabled()
     run = nborch.run(look(fib(20)), max_concurrency=2, store=False)
 
     assert run.ok and run.value == 6765
     assert len(run.states) == 2 * 10946 - 1 + 1  # fib(20)'s call tree and look
-    assert seen[0] > 10_000  # the first 10,000 (and more) were frozen during the run
-    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert seen[0] > before + 10_000  # the first 10,000 (and more) were frozen during the run
+    assert gc.isenabled() and gc.get_freeze_count() <= before

@@ -228,15 +228,16 @@ def test_a_big_map_leaves_the_gc_on_and_nothing_frozen_and_each_item_value_there
     def total(values):
         return sum(values), gc.get_freeze_count()  # read while the run goes on
 
-    assert gc.isenabled() and gc.get_freeze_count() == 0
+    before = gc.get_freeze_count()  # what the interpreter keeps frozen (3.12.1: 375 objects)
+    assert gc.isenabled()
     run = nborch.run(total(double.map(range(12_000))), store=False)
 
     value, frozen_during = run.value
     assert run.ok and value == 2 * sum(range(12_000))
-    assert frozen_during > 12_000 * 3  # the items (a Task, a Spec, an Inv each) out of the GC's sight
+    assert frozen_during > before + 12_000 * 3  # the items (a Task, a Spec, an Inv each) out of sight
     assert run.results["double:11999"] == 23_998
     assert gc.isenabled()
-    assert gc.get_freeze_count() == 0  # what the run froze, it unfroze
+    assert gc.get_freeze_count() <= before  # what the run froze, it unfroze
 
 
 def test_a_failed_expansion_gives_the_gc_back():
@@ -250,10 +251,11 @@ def test_a_failed_expansion_gives_the_gc_back():
     def first(item):
         return item
 
+    before = gc.get_freeze_count()
     run = nborch.run(first.map(make()), store=False)
 
     assert not run.ok and run.states["first"] is TaskState.FAILED
-    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert gc.isenabled() and gc.get_freeze_count() <= before
 
 
 def test_a_run_that_found_objects_frozen_by_someone_else_leaves_them_frozen():

@@ -66,6 +66,9 @@ __all__ = ["Engine", "Frame", "current_frame"]
 BURST = 1000
 
 FREEZE_AT = 10_000  # tasks added to a run before what there is is frozen out of the GC's sight (grew)
+# What the interpreter itself keeps frozen (Python 3.12.1 starts with 375 objects there; 3.11 and
+# 3.13 with none): more than this means someone froze objects, and a run must not unfreeze them.
+FROZEN_AT_START = gc.get_freeze_count()
 
 # Python 3.12+: a fast-path async body takes its first step inside launch(), as an eager
 # asyncio.Task (asyncio.eager_task_factory's mechanism, with the task current as usual), so a
@@ -293,7 +296,7 @@ class Engine:
         garbage that is old at that moment waits for the run's end (young garbage, most of it,
         is collected as usual; after a fib(22) run the GC found 42 objects)."""
         self.unfrozen += added
-        if self.unfrozen >= FREEZE_AT and (self.frozen or gc.get_freeze_count() == 0):
+        if self.unfrozen >= FREEZE_AT and (self.frozen or gc.get_freeze_count() <= FROZEN_AT_START):
             gc.freeze()
             self.frozen = True
             self.unfrozen = 0
