@@ -193,11 +193,11 @@ class Engine:
             self.settle(inv, CANCELLED)
             return
         spec = inv.spec
-        if inv.simple and not (spec.refs or spec.pipe or spec.named or spec.wants_context or spec.wants_state):
+        plain = inv.simple and not (spec.pipe or spec.named or spec.wants_context or spec.wants_state)
+        if plain and not spec.refs:
             inv.call = AS_BOUND
-        elif inv.simple and spec.argnames is not None and not (
-            spec.pipe or spec.named or spec.wants_context or spec.wants_state or self.remotes
-        ):  # every argument an upstream task (call_of's first case, inline: the common call)
+        elif plain and spec.argnames is not None and not self.remotes:
+            # every argument an upstream task (call_of's first case, inline: the common call)
             inv.call = (tuple(map(self.results.get, spec.argnames)), spec.task.kwargs)
         else:
             if inv.mapping is not None:  # a mapped placeholder: its inputs are there

@@ -175,6 +175,20 @@ class Client:
         self.kc.shell_channel.send(msg)
         return msg["header"]["msg_id"], at
 
+    def click_until_idle(self, cell: str, comm_id: str, most: int, every: float) -> list[str]:
+        """Click ``comm_id`` every ``every`` s while ``cell`` runs (at most ``most`` clicks), wait
+        for the cell to end and for every click to be handled; the clicks' message ids."""
+        clicks = []
+        while self.idle_at(cell) is None and len(clicks) < most:
+            clicks.append(self.click(comm_id)[0])
+            deadline = time.monotonic() + every
+            while time.monotonic() < deadline:
+                self._read()
+        self.wait_idle(cell, timeout=60)
+        for click in clicks:
+            self.wait(lambda c=click: "click handler" in self.stdout(c), 10, "a click was not handled")
+        return clicks
+
     def close(self) -> None:
         self.kc.stop_channels()
         self.km.shutdown_kernel(now=True)
@@ -377,15 +391,7 @@ def test_output_keeps_its_cell_while_widget_messages_are_handled(client):
         th.join()
         """
     )
-    clicks = []
-    while client.idle_at(cell) is None and len(clicks) < 40:
-        clicks.append(client.click(probe)[0])
-        deadline = time.monotonic() + 0.03
-        while time.monotonic() < deadline:
-            client._read()
-    client.wait_idle(cell, timeout=60)
-    for click in clicks:
-        client.wait(lambda c=click: "click handler" in client.stdout(c), 10, "a click was not handled")
+    clicks = client.click_until_idle(cell, probe, most=40, every=0.03)
 
     in_cell = client.stdout(cell)
     assert in_cell.count("task line") == 1500 and in_cell.count("thread line") == 1500
@@ -436,15 +442,8 @@ def test_a_plain_threads_print_while_a_click_handler_runs_stays_the_cells(client
         th.join()
         """
     )
-    clicks = []  # a click sent before the run started waits for the cell's end: click on
-    while client.idle_at(cell) is None and len(clicks) < 200:
-        clicks.append(client.click(probe)[0])
-        deadline = time.monotonic() + 0.05
-        while time.monotonic() < deadline:
-            client._read()
-    client.wait_idle(cell, timeout=60)
-    for click in clicks:
-        client.wait(lambda c=click: "click handler" in client.stdout(c), 10, "a click was not handled")
+    # a click sent before the run started waits for the cell's end: click on until it is over
+    clicks = client.click_until_idle(cell, probe, most=200, every=0.05)
 
     assert "thread line inside the handler" in client.stdout(cell)
     assert "printed" in client.stdout(cell)  # the run saw it while it went on
