@@ -334,3 +334,25 @@ def test_the_names_sqlite_exported_before_its_split_are_still_importable_from_it
     assert (sqlite.Recorder, sqlite.DurableRecorder) == (recorder.Recorder, recorder.DurableRecorder)
     assert sqlite.is_alive is liveness.is_alive
     assert [name for name in sqlite.__all__ if not hasattr(sqlite, name)] == []
+
+
+@pytest.mark.parametrize("limit", [None, 999, 12])
+def test_rows_written_in_chunks_arrive_all_and_in_order_at_every_size(tmp_path, limit):
+    # rows go in as multi-row INSERTs whose sizes are powers of two (so SQLite's statement
+    # cache keeps them); no row may be lost or doubled at a chunk's edge, whatever the
+    # parameter limit of this SQLite (999 on old builds; 12 leaves two rows a statement)
+    from nborch.store.writer import write_groups
+
+    db = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    if limit is not None:
+        db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    db.execute("CREATE TABLE t (batch INTEGER, i INTEGER, a TEXT, b REAL, c INTEGER, d TEXT)")
+    sizes = [0, 1, 2, 3, 127, 128, 129, 511, 512, 513, 1337, 2048]
+    for batch, n in enumerate(sizes):
+        db.execute("BEGIN IMMEDIATE")
+        rows = [(batch, i, f"task{i}", i / 7, None, "x" * (i % 5)) for i in range(n)]
+        write_groups(db, [("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?)", rows)])
+    for batch, n in enumerate(sizes):
+        got = db.execute("SELECT i, a, b, c, d FROM t WHERE batch = ? ORDER BY rowid", (batch,)).fetchall()
+        assert got == [(i, f"task{i}", i / 7, None, "x" * (i % 5)) for i in range(n)], n
+    db.close()
