@@ -83,3 +83,54 @@ def test_runs_with_maps_in_many_threads_leave_the_gc_on():
 
     assert not errors
     assert gc.isenabled()
+
+
+@task
+async def passthrough(x=0):
+    return x
+
+
+@task
+async def count_them(xs):
+    return len(xs)
+
+
+@pytest.mark.parametrize("shape", ["dag", "map", "parallel limit", "children", "stored"])
+def test_a_dropped_run_is_freed_at_once_without_the_cyclic_gc(shape, tmp_path):
+    # a finished run's bookkeeping (a Spec and an Inv per task, their lists and dicts) is freed
+    # by reference counting when its record is dropped, not left in cycles (engine <-> its
+    # helpers, a spec <-> its downstream) for a full collection to find some time later
+    @task
+    async def fanout(n):
+        return sum([await passthrough(i) for i in range(n)])
+
+    first = [Task(passthrough, name="t0")]
+    for i in range(1, 500):
+        first.append(Task(passthrough, first[(i - 1) // 2], name=f"t{i}"))
+    node = {
+        "dag": nborch.DAG(*first),
+        "map": count_them(passthrough.map(passthrough.map(range(500)))),
+        "parallel limit": nborch.Parallel(*[passthrough(i) for i in range(500)], limit=3),
+        "children": fanout(300),
+        "stored": nborch.DAG(*first),
+    }[shape]
+    store = tmp_path if shape == "stored" else False
+    nborch.run(Task(one), store=store)  # a first run: what is made once per process is made
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        record = nborch.run(node, store=store)
+        assert record.ok
+        del record
+        nborch.run(Task(one), store=store)  # nborch.last_run() no longer holds it
+        gc.collect()
+        kinds: dict[str, int] = {}
+        for obj in gc.garbage:
+            kinds[type(obj).__name__] = kinds.get(type(obj).__name__, 0) + 1
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert kinds.get("Inv", 0) == 0 and kinds.get("Spec", 0) == 0, kinds
+    assert sum(kinds.values()) < 300, kinds  # what a run leaves for the GC does not grow with it

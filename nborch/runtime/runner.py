@@ -25,6 +25,7 @@ from ..core.errors import NborchError, RunTimeoutError
 from ..core.gc_pause import GcPause
 from ..core.eventbus import EventBus
 from ..core.remote import child_call_error, remote_task
+from ..core.stopping import release
 from ..core.graph import Graph, build_graph
 from ..core.record import Run
 from ..core.node import Node
@@ -208,6 +209,7 @@ async def _run_paused(node: Node, options: dict[str, Any], dedupe: dict[Any, Any
                     close(record)
                 except Exception:  # a display must never break a run
                     log.exception("display %r failed to close", d)
+        release(engine)  # what the record does not keep is freed with it, not by the GC later
     if deadline.expired():
         raise RunTimeoutError(record, options["timeout"])
     return record
