@@ -134,3 +134,24 @@ def test_a_dropped_run_is_freed_at_once_without_the_cyclic_gc(shape, tmp_path):
         gc.enable()
     assert kinds.get("Inv", 0) == 0 and kinds.get("Spec", 0) == 0, kinds
     assert sum(kinds.values()) < 300, kinds  # what a run leaves for the GC does not grow with it
+
+
+def test_a_kept_record_holds_few_objects_for_the_gc_per_task():
+    # what a finished run keeps while its record lives is what every later full collection
+    # rescans: per task its Inv, its Spec and the Spec's upstreams. Not the call's arguments
+    # (a tuple each), nor the asyncio Task, nor an empty downstream list
+    async def add(a=0, b=0):
+        return a + b
+
+    tasks = [Task(add, name="t0")]
+    for i in range(1, 2000):
+        tasks.append(Task(add, tasks[(i - 1) // 2], tasks[i // 3], name=f"t{i}"))
+    dag = nborch.DAG(*tasks)
+    nborch.run(Task(one), store=False)
+    gc.collect()
+    before = len(gc.get_objects())
+    record = nborch.run(dag, store=False)
+    gc.collect()
+    kept = len(gc.get_objects()) - before
+    assert record.ok and record.results["t1999"] == 0
+    assert kept / 2000 < 3.5, kept

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import Skip
-from .invocation import CANCELLED, FINAL, RUNNING, SKIPPED, SUCCEEDED, Inv
+from .invocation import CANCELLED, DECIDED, FINAL, RUNNING, SKIPPED, SUCCEEDED, Inv
 from .stopping import cancel
 
 if TYPE_CHECKING:
@@ -38,7 +38,9 @@ async def body(engine: Engine, inv: Inv, fn: Callable[..., Any], args: Any, kwar
                 job.add_done_callback(_retrieved)
             raise  # asyncio stops the loop with them, as it would without nborch
         return
-    inv.job = None  # the finished asyncio Task keeps its coroutine: let both go
+    # the finished asyncio Task keeps its coroutine, and the call its arguments: let them go
+    # (kept, they would outlive the run and each add to what the cyclic GC rescans)
+    inv.job, inv.call = None, DECIDED
     if inv.state is RUNNING:  # else settled meanwhile (its run stopped): its outcome is not wanted
         succeeded(engine, inv, value)
 
@@ -85,7 +87,7 @@ def finish(engine: Engine, inv: Inv, job: asyncio.Future[Any]) -> None:
     if exc is not None:
         outcome_of(engine, inv, exc)
         return
-    inv.job = None  # a finished future keeps its result: let it go
+    inv.job, inv.call = None, DECIDED  # a finished future keeps its result; the call, its arguments
     inv.value = value = job.result()
     engine.results[inv.name] = value
     engine.settle(inv, SUCCEEDED)

@@ -71,7 +71,7 @@ class Spec:
         self.argnames: tuple[str, ...] | None = None
         self.argplan: tuple[tuple[tuple[int, str], ...], tuple[tuple[str, str], ...]] | None = None
         self.up: dict[Spec, None] = {}  # ordered set
-        self.down: list[Spec] = []
+        self.down: list[Spec] = []  # () once its run has ended (stopping.release)
         self.parent = parent
         self.order = task.seq
         self.elementwise: list[Spec] | None = None  # a mapped placeholder: the maps it zips item by item

@@ -111,7 +111,7 @@ def release(engine: Engine) -> None:
     for the GC before, none now. Called once the record is made and the displays are closed."""
     graph = engine.graph
     for spec in graph.specs.values():
-        spec.down = []
+        spec.down = ()  # type: ignore[assignment]  # nothing may join an ended run: append fails loudly
     for group in graph.groups:
         group.specs = []
     engine.graph = Graph(graph.root)  # the caller's handle keeps the graph itself
