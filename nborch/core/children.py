@@ -75,7 +75,7 @@ class ChildCalls:
             graph.by_task[id(node)] = spec
             targets = [spec]
             new = add_specs(engine, targets, parent)
-            engine.grew(1)
+            engine.freezer.grew(1)
             inv = new[0]
             frame = parent.frame
             if (own and inv.simple and not (spec.wants_context or spec.wants_state) and spec.task.info.is_async
@@ -90,7 +90,7 @@ class ChildCalls:
             new_specs = [s for s in part.specs.values() if s.name not in engine.invs]
             graph.merge(part)
             new = add_specs(engine, new_specs, parent)
-            engine.grew(len(new))
+            engine.freezer.grew(len(new))
         if self.engine.publisher.wants_pending:
             for inv in new:
                 self.engine.publisher.emit(inv, PENDING)

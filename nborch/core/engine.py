@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import gc
 import os
 import sys
 import threading
@@ -39,7 +38,7 @@ from .clock import Clock
 from .errors import DefinitionError, Skip
 from .eventbus import EventBus, RunEvent, events
 from .expansion import Expansions
-from .gc_pause import GcPause
+from .gc_pause import Freezer, GcPause
 from .graph import Graph, Spec
 from .invocation import (
     AS_BOUND, CANCELLED, DECIDED, FAILED, FINAL, PENDING, RUNNING, SKIPPED, SUCCEEDED, Frame, Inv, _frame,
@@ -64,11 +63,6 @@ __all__ = ["Engine", "Frame", "current_frame"]
 # coroutines alive together; in bursts, early ones finish while later ones start. Every ready
 # task still starts within a few milliseconds, so nothing waits on a hidden concurrency cap.
 BURST = 1000
-
-FREEZE_AT = 10_000  # tasks added to a run before what there is is frozen out of the GC's sight (grew)
-# What the interpreter itself keeps frozen (Python 3.12.1 starts with 375 objects there; 3.11 and
-# 3.13 with none): more than this means someone froze objects, and a run must not unfreeze them.
-FROZEN_AT_START = gc.get_freeze_count()
 
 # Python 3.12+: a fast-path async body takes its first step inside launch(), as an eager
 # asyncio.Task (asyncio.eager_task_factory's mechanism, with the task current as usual), so a
@@ -123,8 +117,7 @@ class Engine:
         self.queue: deque[tuple[Inv, TaskState]] = deque()
         self.stepping = False  # a body's eager first step is running (see launch)
         self.gc_pause: GcPause | None = None  # the runner's pause of the GC while it built; ended here
-        self.frozen = False  # this run froze what objects there were out of the GC's sight (see grew)
-        self.unfrozen = 0  # tasks that joined since the last freeze (grew)
+        self.freezer = Freezer()  # a big run's objects, out of the GC's sight while it runs
         self.cache: Any = None  # a store.cache.Cache when the run caches values
         self.memory: Any = None  # an incremental run's nborch.reuse.Memory
         self.plan: Any = None  # and its nborch.reuse.Plan (items' keys join it as maps expand)
@@ -155,8 +148,8 @@ class Engine:
                 if self.publisher.listening:
                     self.publisher.publish(RunEvent(self.run_id, RUNNING, self.started))
                 # A big run's graph lives until the run ends: freeze it out of the cyclic GC's
-                # sight so collections during the run do not rescan it again and again (grew)
-                self.grew(len(invs))
+                # sight so collections during the run do not rescan it again and again
+                self.freezer.grew(len(invs))
         finally:
             if self.gc_pause is not None:
                 self.gc_pause.end()
@@ -174,8 +167,7 @@ class Engine:
             await unwind(self)
             raise
         finally:
-            if self.frozen:
-                gc.unfreeze()
+            self.freezer.thaw()
             self.finished = self.now()
             if self.pool is not None:
                 self.pool.shutdown()
@@ -285,21 +277,6 @@ class Engine:
                 _frame.reset(token)
             job.add_done_callback(functools.partial(finish, self, inv))
         inv.job = job
-
-    def grew(self, added: int) -> None:
-        """``added`` tasks joined the run (its graph at the start, a map's items as it expands,
-        child tasks as they are called). Each time 10,000 have joined, freeze every object there
-        is out of the cyclic GC's sight (``gc.freeze``; unfrozen at the run's end), so that
-        collections during the run do not rescan a big run's tasks again and again (measured:
-        a child task of fib(22) spent 10 µs in collections, 3-5 with this); only when nobody
-        else froze objects, so that our unfreeze cannot release theirs. The price: cyclic
-        garbage that is old at that moment waits for the run's end (young garbage, most of it,
-        is collected as usual; after a fib(22) run the GC found 42 objects)."""
-        self.unfrozen += added
-        if self.unfrozen >= FREEZE_AT and (self.frozen or gc.get_freeze_count() <= FROZEN_AT_START):
-            gc.freeze()
-            self.frozen = True
-            self.unfrozen = 0
 
     def fail(self, inv: Inv, exc: BaseException) -> None:
         """End ``inv`` FAILED with ``exc`` (noted with the task and attempt)."""

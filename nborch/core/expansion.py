@@ -152,7 +152,7 @@ class Expansions:
                 return
             self.rewire(inv, specs)
             new = add_specs(engine, specs, inv.parent)
-            engine.grew(len(new))
+            engine.freezer.grew(len(new))
         inv.map_left = len(new)
         for item in new:
             item.map_of = inv

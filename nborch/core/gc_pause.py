@@ -1,6 +1,7 @@
-"""Pausing the cyclic GC while a run builds what lives as long as it (its graph, its tasks, a
-map's items): such objects give the GC nothing to find, and collecting while they are made
-rescans them again and again.
+"""Keeping a run's long-lived objects out of the cyclic GC's way: pausing the GC while a run
+builds what lives as long as it (its graph, its tasks, a map's items), which gives the GC
+nothing to find while collecting as they are made rescans them again and again (``GcPause``);
+and freezing a big run's objects out of its sight while the run goes on (``Freezer``).
 
 A pause is process-wide and counted (``GcPause``): runs in other threads, or overlapping in
 one loop, pause and resume in any order, and the GC comes back on when the last pause ends,
@@ -13,7 +14,12 @@ from __future__ import annotations
 import gc
 import threading
 
-__all__ = ["GcPause"]
+__all__ = ["FREEZE_AT", "FROZEN_AT_START", "Freezer", "GcPause"]
+
+FREEZE_AT = 10_000  # tasks added to a run before what there is is frozen out of the GC's sight
+# What the interpreter itself keeps frozen (Python 3.12.1 starts with 375 objects there; 3.11 and
+# 3.13 with none): more than this means someone froze objects, and a run must not unfreeze them.
+FROZEN_AT_START = gc.get_freeze_count()
 
 _lock = threading.Lock()
 _depth = 0  # pauses begun and not ended
@@ -50,3 +56,34 @@ class GcPause:
 
     def __exit__(self, *exc: object) -> None:
         self.end()
+
+
+class Freezer:
+    """One run's freezing of objects out of the cyclic GC's sight (``gc.freeze``).
+
+    ``grew(added)``: ``added`` tasks joined the run (its graph at the start, a map's items as
+    it expands, child tasks as they are called). Each time ``FREEZE_AT`` have joined, every
+    object there is is frozen, so that collections during the run do not rescan a big run's
+    tasks again and again (measured: a child task of fib(22) spent 10 µs in collections, 3-5
+    with this); only when nobody else froze objects, so that ``thaw`` cannot release theirs.
+    ``thaw()``, at the run's end, unfreezes what the run froze. The price: cyclic garbage that
+    is old when a freeze happens waits for the run's end (young garbage, most of it, is
+    collected as usual; after a fib(22) run the GC found 42 objects)."""
+
+    __slots__ = ("frozen", "unfrozen")
+
+    def __init__(self) -> None:
+        self.frozen = False  # this run froze what objects there were
+        self.unfrozen = 0  # tasks that joined since the last freeze
+
+    def grew(self, added: int) -> None:
+        self.unfrozen += added
+        if self.unfrozen >= FREEZE_AT and (self.frozen or gc.get_freeze_count() <= FROZEN_AT_START):
+            gc.freeze()
+            self.frozen = True
+            self.unfrozen = 0
+
+    def thaw(self) -> None:
+        if self.frozen:
+            self.frozen = False
+            gc.unfreeze()
