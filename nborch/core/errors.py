@@ -33,6 +33,7 @@ __all__ = [
     "Skip",
     "TaskTimeoutError",
     "did_you_mean",
+    "error_line",
     "safe_str",
 ]
 
@@ -117,3 +118,14 @@ def safe_str(exc: BaseException) -> str:
         return str(exc)
     except Exception:
         return "<exception str() failed>"
+
+
+def error_line(err: BaseException | None, width: int = 80) -> str:
+    """An error on one line, cut to ``width``: "ValueError: bad row" (``safe_str``: never raises)."""
+    if err is None:
+        return ""
+    message = safe_str(err)
+    kind = getattr(err, "type_name", None) or type(err).__name__  # an ErrorRecord: the original type
+    text = f"{kind}: {message}" if message else kind
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from . import hooks
-from .errors import safe_str
+from .errors import error_line
+from .item_rows import ItemRow, ItemRows, item_params, item_rows
 from .mapping import item_base
 from .state import TaskState
 
@@ -64,50 +64,6 @@ def _fmt_size(n: int | None) -> str:
             return f"stored {size:.0f} {unit}" if unit == "B" else f"stored {size:.1f} {unit}"
         size /= 1024
     return ""  # pragma: no cover
-
-
-def error_line(err: BaseException | None, width: int = 80) -> str:
-    """An error on one line, cut to ``width``: "ValueError: bad row" (``safe_str``: never raises)."""
-    if err is None:
-        return ""
-    message = safe_str(err)
-    kind = getattr(err, "type_name", None) or type(err).__name__  # an ErrorRecord: the original type
-    text = f"{kind}: {message}" if message else kind
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-@dataclass(frozen=True, slots=True)
-class ItemRow:
-    """One item of a mapped node in a run (``Run.items``)."""
-
-    task: str
-    index: int
-    params: dict[str, Any]
-    state: TaskState
-    value: Any
-    duration: float | None
-    attempts: int
-    error: BaseException | None
-
-
-class ItemRows(list[ItemRow]):
-    """``Run.items(name)``: a list of ``ItemRow``; ``.to_pandas()`` when pandas is installed."""
-
-    def to_pandas(self) -> Any:
-        """A DataFrame with one row per item: index, each mapped parameter, state, value,
-        duration, attempts, error (needs pandas, which nborch does not depend on)."""
-        try:
-            import pandas as pd
-        except ImportError:
-            raise ImportError("Run.items(...).to_pandas() needs pandas: pip install pandas") from None
-        records = [
-            {"index": r.index, **r.params, "state": r.state.value, "value": r.value, "duration": r.duration,
-             "attempts": r.attempts, "error": error_line(r.error) or None}
-            for r in self
-        ]
-        return pd.DataFrame.from_records(records, index="index") if records else pd.DataFrame(
-            columns=["state", "value", "duration", "attempts", "error"])
 
 
 def _label(name: str, run: Run) -> str:
@@ -268,55 +224,11 @@ class Run:
         """The items of the mapped node ``name``, in input order: one row per item with its
         ``index``, ``params`` (the mapped parameters' values), ``state``, ``value``,
         ``duration``, ``attempts`` and ``error``. ``.to_pandas()`` makes a DataFrame of them."""
-        if name not in self.states:
-            from .errors import NborchError, did_you_mean
-
-            raise NborchError(f"no task {name!r} in run {self.id}.{did_you_mean(name, self.states)}")
-        prefix = name + ":"
-        if not any(t.startswith(prefix) and t[len(prefix):].isdigit() for t in self.states) and not self._is_map(name):
-            from .errors import NborchError
-
-            raise NborchError(f"task {name!r} of run {self.id} is not a mapped node: it has no items "
-                              "(a mapped node is made by fn.map(...) or fn.product(...))")
-        rows = ItemRows()
-        for task, state in self.states.items():
-            if not task.startswith(prefix) or not task[len(prefix):].isdigit():
-                continue
-            inv = self._invs.get(task)
-            spec = getattr(inv, "spec", None)
-            item = getattr(spec, "item", None)
-            params = self._item_params(spec, item[2]) if item else self.recorded_params.get(task, {})
-            rows.append(ItemRow(
-                task=task, index=int(task[len(prefix):]), params=params,
-                state=state, value=self.results.get(task), duration=self.durations.get(task),
-                attempts=self.attempts.get(task, 0), error=self.errors.get(task),
-            ))
-        rows.sort(key=lambda r: r.index)
-        return rows
-
-    def _is_map(self, name: str) -> bool:
-        """``name`` is a mapped node (perhaps with no items: an empty input)."""
-        from .mapping import MapTask
-
-        inv = self._invs.get(name)
-        return inv is not None and type(getattr(inv.spec, "task", None)) is MapTask
+        return item_rows(self, name)
 
     def item_params(self) -> dict[str, dict[str, Any]]:
         """Each item's mapped parameters, as its body got them (what the store keeps)."""
-        out = dict(self.recorded_params)
-        invs = self._invs
-        for name in self.item_names if self.item_names is not None else list(invs):
-            spec = getattr(invs.get(name), "spec", None)
-            item = getattr(spec, "item", None)
-            if item:
-                out[name] = self._item_params(spec, item[2])
-        return out
-
-    def _item_params(self, spec: Any, params: dict[str, Any]) -> dict[str, Any]:
-        """An item's mapped parameters as its body got them: a parameter zipped from another
-        map's item (``clean.map(fetch.map(urls))``) is that item's value, not its task."""
-        ups = {id(u.task): u.name for u in getattr(spec, "up", ())}
-        return {k: self.results.get(ups[id(v)]) if id(v) in ups else v for k, v in params.items()}
+        return item_params(self)
 
     def counts(self) -> dict[TaskState, int]:
         """How many tasks ended in each state."""
