@@ -47,6 +47,31 @@ def test_a_contextvar_set_before_the_run_reaches_every_task():
     assert asyncio.run(main()) == {"a": "outer", "b": "outer"}
 
 
+def test_tasks_after_sync_tasks_see_the_runs_contextvars_not_the_worker_threads():
+    # a sync body's outcome is handed to the loop by its worker thread; the tasks it makes
+    # ready must start in the run's context (what was set before the run), not in the worker
+    # thread's (empty) one, and not in the body's (what it set itself)
+    def sync_read(*_: object) -> str:
+        seen = flavour.get()
+        flavour.set("set by a sync body")
+        return seen
+
+    async def async_read(*_: object) -> str:
+        return flavour.get()
+
+    async def main() -> dict[str, str]:
+        flavour.set("outer")
+        a = Task(sync_read, name="a")
+        b = Task(sync_read, a, name="b")
+        c = Task(async_read, b, name="c")
+        d = Task(sync_read, c, name="d")
+        e = Task(async_read, a, name="e")
+        run = await nborch.run_async(DAG(a, b, c, d, e), store=False)
+        return run.results
+
+    assert asyncio.run(main()) == {"a": "outer", "b": "outer", "c": "outer", "d": "outer", "e": "outer"}
+
+
 def test_siblings_cancelled_before_their_first_step_settle_cancelled_and_nothing_is_left_unawaited():
     started: list[int] = []
 

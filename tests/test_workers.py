@@ -4,6 +4,7 @@ from when the body starts, and calls abandoned by a timeout do not hold a slot."
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -97,3 +98,41 @@ def test_calls_abandoned_by_a_timeout_do_not_hold_the_pool():
     run = box["run"]
     assert run.value == "ran"  # type: ignore[attr-defined]
     assert sum(isinstance(e, nborch.TaskTimeoutError) for e in run.errors.values()) == POOL  # type: ignore[attr-defined]
+
+
+def test_a_failure_cancels_sync_tasks_running_and_queued_in_the_pool_and_none_hangs():
+    # 8 more sync bodies than the pool has threads (32 on a small machine): those that run
+    # are blocked until released, 8 wait in the pool's queue. A fail_fast sibling's failure
+    # cancels them all: the running ones end CANCELLED, the queued ones at once, never started
+    size = max(32, (os.cpu_count() or 1) + 4)  # the pool's size for a run with no limits
+    n = size + 8
+    release = threading.Event()
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def block(i: int) -> int:
+        with lock:
+            started.append(i)
+        release.wait(10)
+        return i
+
+    async def fail() -> None:
+        while True:
+            with lock:
+                if len(started) >= size:
+                    break
+            await asyncio.sleep(0.01)
+        raise ValueError("boom")
+
+    tasks = [Task(block, i, name=f"b{i}") for i in range(n)]
+    timer = threading.Timer(0.5, release.set)
+    timer.start()
+    try:
+        run = nborch.run(Parallel(*tasks, Task(fail, name="fail"), fail_fast=True), store=False)
+    finally:
+        release.set()
+        timer.cancel()
+    states = run.states
+    assert states["fail"] is TaskState.FAILED
+    assert {states[f"b{i}"] for i in range(n)} == {TaskState.CANCELLED}
+    assert len(started) == size  # the queued ones never started

@@ -43,8 +43,13 @@ def stop(engine: Engine, inv: Inv) -> None:
     if inv.job is None:
         engine.settle(inv, CANCELLED)
     elif not inv.job.done():
-        if inv.simple and inv.spec.task.info.is_async:  # jobs.body: if it has not begun, it
-            inv.job.add_done_callback(functools.partial(ended, engine, inv))  # never will; this settles it
+        if inv.simple:
+            if inv.spec.task.info.is_async:  # jobs.body: if it has not begun, it never will;
+                inv.job.add_done_callback(functools.partial(ended, engine, inv))  # this settles it
+            else:  # a worker's future: its outcome, now never delivered, was to call finish
+                from .jobs import finish  # (jobs imports this module)
+
+                inv.job.add_done_callback(functools.partial(finish, engine, inv))
         inv.job.cancel()
     # else it has just ended: its done callback, already due, settles it with its outcome
 
