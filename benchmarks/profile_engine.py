@@ -340,9 +340,10 @@ def bytecodes(n: int, home: str, top: int) -> None:
     print(f"Python bytecodes executed per task, layered_dag({n:,}) (C code not counted)")
     for what, c in (*results.items(), ("recording (defaults - store=False)", recording)):
         print(f"  {what:40} {sum(c.values()) / n:8.1f}")
-    for what in ("run, store=False", "raw_baseline"):
+    for what, c in (("run, store=False", results["run, store=False"]), ("recording", recording),
+                    ("raw_baseline", results["raw_baseline"])):
         print(f"\n  {what}, by function (bytecodes per task):")
-        for (file, name), k in results[what].most_common(top):
+        for (file, name), k in c.most_common(top):
             print(f"    {k / n:8.1f}  {file}:{name}")
 
 

@@ -274,7 +274,7 @@ class Engine:
             ctx = contextvars.copy_context()  # the body's, with its frame
             _frame.reset(token)
             # finish settles it on the loop as soon as its outcome is there, in the context a
-            # done callback added here would have had (stop adds one if it cancels the job)
+            # done callback added here would have had (stop settles it if it cancels the job)
             job = self.worker_pool().submit(ctx, task.fn, args, kwargs,
                                             then=functools.partial(contextvars.copy_context().run, finish, self, inv))  # type: ignore[call-arg]
         inv.job = job
