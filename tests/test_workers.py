@@ -136,3 +136,47 @@ def test_a_failure_cancels_sync_tasks_running_and_queued_in_the_pool_and_none_ha
     assert states["fail"] is TaskState.FAILED
     assert {states[f"b{i}"] for i in range(n)} == {TaskState.CANCELLED}
     assert len(started) == size  # the queued ones never started
+
+
+def test_a_then_callback_that_raises_is_reported_and_the_others_still_run():
+    # the pool hands several outcomes to the loop in one step: one callback that raises must
+    # not lose the others (their tasks would never settle), and the error is reported as the
+    # loop reports a done callback's
+    from nborch.core.workers import WorkerPool
+
+    async def main() -> tuple[list[int], list[BaseException]]:
+        loop = asyncio.get_running_loop()
+        reported: list[BaseException] = []
+        loop.set_exception_handler(lambda _loop, ctx: reported.append(ctx["exception"]))
+        pool = WorkerPool(loop, 4)
+        gate = threading.Event()
+        called: list[int] = []
+
+        def then(i: int):
+            def cb(fut: asyncio.Future[int]) -> None:
+                called.append(fut.result())
+                if i == 0:
+                    raise RuntimeError("a broken callback")
+            return cb
+
+        import contextvars
+
+        futs = [pool.submit(contextvars.copy_context(), gate.wait, (), {}, then=then(i)) for i in range(4)]
+        gate.set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the loop is held here until all four have finished,
+            with pool._lock:  # so that their outcomes reach it in one delivery step
+                if len(pool._done) == 4:
+                    break
+            time.sleep(0.001)
+        await asyncio.wait_for(asyncio.gather(*futs), 10)
+        for _ in range(50):  # the callbacks run in the delivery step, before gather's wake-up
+            if len(called) == 4:
+                break
+            await asyncio.sleep(0.01)
+        pool.shutdown()
+        return called, reported
+
+    called, reported = asyncio.run(main())
+    assert called == [True] * 4
+    assert [str(e) for e in reported] == ["a broken callback"]

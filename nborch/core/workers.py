@@ -81,7 +81,7 @@ class WorkerPool:
         ``then(future)`` is called on the loop right after the outcome is set, in the same
         step: a done callback without its trip through the loop's ready queue (the engine's
         fast path). It is not called for a future that was done before (cancelled): whoever
-        cancels it adds a done callback of its own."""
+        cancels it sees to what it was for (``stopping.stop`` settles the task)."""
         return self.submit_job(ctx, fn, args, kwargs, then=then).fut
 
     def submit_job(
@@ -169,12 +169,24 @@ class WorkerPool:
         """On the loop: hand every finished call's outcome to its future."""
         with self._lock:
             done, self._done = self._done, []
-        for fut, ok, value, then in done:
+        for i, (fut, ok, value, then) in enumerate(done):
             if fut.done():  # cancelled meanwhile: the late outcome is not wanted
                 continue
             _deliver(fut, ok, value)
-            if then is not None:
+            if then is None:
+                continue
+            try:
                 then(fut)
+            except Exception as exc:  # as the loop treats a done callback that raises: it is
+                self.loop.call_exception_handler(  # reported, and the others still run
+                    {"message": f"exception in {then!r}", "exception": exc, "future": fut})
+            except BaseException:  # a KeyboardInterrupt: the rest are delivered on the next turn
+                rest = done[i + 1 :]
+                if rest:
+                    with self._lock:
+                        self._done[:0] = rest
+                    self.loop.call_soon(self._deliver_done)
+                raise
 
     @property
     def running(self) -> int:
