@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 from typing import TYPE_CHECKING, Any
 
 from .invocation import CANCELLED, FAILED, FINAL, SUCCEEDED, Inv
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = ["cancel", "ended", "outcome", "release", "stop", "stop_specs", "unwind"]
 
+_state = operator.attrgetter("state")
+
 
 def outcome(engine: Engine) -> TaskState:
     """How the run ended: CANCELLED when it was stopped; FAILED when a task failed (its
@@ -25,12 +28,10 @@ def outcome(engine: Engine) -> TaskState:
     cancelled task)."""
     if engine.cancelling:
         return CANCELLED
-    failed = cancelled = False
-    for inv in engine.invs.values():  # identity tests: hashing a TaskState is a Python call
-        state = inv.state
-        failed = failed or state is FAILED
-        cancelled = cancelled or state is CANCELLED
-    return FAILED if failed else CANCELLED if cancelled else SUCCEEDED
+    if engine.first_failure is not None:  # set by the first task that settles FAILED
+        return FAILED
+    # `in` over the states compares in C, identity first (hashing a TaskState is a Python call)
+    return CANCELLED if CANCELLED in map(_state, engine.invs.values()) else SUCCEEDED
 
 
 def stop(engine: Engine, inv: Inv) -> None:

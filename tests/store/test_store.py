@@ -356,3 +356,36 @@ def test_rows_written_in_chunks_arrive_all_and_in_order_at_every_size(tmp_path, 
         got = db.execute("SELECT i, a, b, c, d FROM t WHERE batch = ? ORDER BY rowid", (batch,)).fetchall()
         assert got == [(i, f"task{i}", i / 7, None, "x" * (i % 5)) for i in range(n)], n
     db.close()
+
+
+def test_the_recorded_outcome_of_a_run_is_its_worst_end(store):
+    # the runs row's state: "failed" when a task failed, even though its fail_fast siblings
+    # ended CANCELLED; "cancelled" when the run was stopped; else "succeeded"
+    release = threading.Event()
+
+    @task
+    def fine():
+        return 1
+
+    @task
+    def broken():
+        raise ValueError("no")
+
+    @task
+    def slow():
+        release.wait(5)
+
+    def state_of(run_id):
+        with contextlib.closing(sqlite3.connect(store.path)) as db:
+            return db.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+
+    ok = nborch.run(Parallel(*[fine() for _ in range(3)]), store=store)
+    failed = nborch.run(Parallel(broken(), slow(), fail_fast=True), store=store)
+    release.set()
+    release.clear()
+    with pytest.raises(nborch.RunTimeoutError) as stopped:
+        nborch.run(Parallel(fine(), slow()), store=store, timeout=0.3)
+    release.set()
+
+    assert failed.states["slow"] is TaskState.CANCELLED and failed.states["broken"] is TaskState.FAILED
+    assert [state_of(r.id) for r in (ok, failed, stopped.value.run)] == ["succeeded", "failed", "cancelled"]
