@@ -1,7 +1,7 @@
-"""Keeping a run's long-lived objects out of the cyclic GC's way: pausing the GC while a run
-builds what lives as long as it (its graph, its tasks, a map's items), which gives the GC
-nothing to find while collecting as they are made rescans them again and again (``GcPause``);
-and freezing a big run's objects out of its sight while the run goes on (``Freezer``).
+"""Keeping a run's long-lived objects out of the cyclic GC's way. ``GcPause`` pauses the GC
+while a run builds what lives as long as it (its graph, its tasks, a map's items): such
+objects give the GC nothing to find, and collecting while they are made rescans them again
+and again. ``Freezer`` freezes a big run's objects out of the GC's sight while the run goes on.
 
 A pause is process-wide and counted (``GcPause``): runs in other threads, or overlapping in
 one loop, pause and resume in any order, and the GC comes back on when the last pause ends,
