@@ -154,4 +154,4 @@ def test_a_kept_record_holds_few_objects_for_the_gc_per_task():
     gc.collect()
     kept = len(gc.get_objects()) - before
     assert record.ok and record.results["t1999"] == 0
-    assert kept / 2000 < 3.5, kept
+    assert kept / 2000 < 4, kept  # 3 now (5 before); the margin is for other threads' objects
