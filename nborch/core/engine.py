@@ -271,12 +271,11 @@ class Engine:
                 job = self.loop.create_task(body(self, inv, task.fn, args, kwargs))  # type: ignore[union-attr]
                 _frame.reset(token)
         else:
-            ctx = contextvars.copy_context()  # the body's, with its frame
-            _frame.reset(token)
-            # finish settles it on the loop as soon as its outcome is there, in the context a
-            # done callback added here would have had (stop settles it if it cancels the job)
-            job = self.worker_pool().submit(ctx, task.fn, args, kwargs,
-                                            then=functools.partial(contextvars.copy_context().run, finish, self, inv))  # type: ignore[call-arg]
+            try:
+                job = self.worker_pool().submit(contextvars.copy_context(), task.fn, args, kwargs)
+            finally:
+                _frame.reset(token)
+            job.add_done_callback(functools.partial(finish, self, inv))
         inv.job = job
 
     def fail(self, inv: Inv, exc: BaseException) -> None:

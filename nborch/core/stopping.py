@@ -36,22 +36,16 @@ def outcome(engine: Engine) -> TaskState:
 
 def stop(engine: Engine, inv: Inv) -> None:
     """Cancel one unsettled task: a running job is cancelled (and settles CANCELLED when it
-    unwinds), a task that has not started settles CANCELLED now, and so does a fast-path sync
-    body, which a thread cannot stop: it sees ``nborch.cancelled()`` at once, and what it
-    returns is dropped."""
+    unwinds), a task that has not started settles CANCELLED now; a sync body sees
+    ``nborch.cancelled()`` at once."""
     inv.stop = True
     if inv.frame is not None:
         inv.frame.cancelled = True
     if inv.job is None:
         engine.settle(inv, CANCELLED)
     elif not inv.job.done():
-        if inv.simple and not inv.spec.task.info.is_async:  # a worker's future: the body goes on
-            inv.job.cancel()  # (it sees nborch.cancelled()), its outcome is no longer delivered
-            inv.job = None
-            engine.settle(inv, CANCELLED)
-            return
-        if inv.simple:  # jobs.body: if it has not begun, it never will; this settles it
-            inv.job.add_done_callback(functools.partial(ended, engine, inv))
+        if inv.simple and inv.spec.task.info.is_async:  # jobs.body: if it has not begun, it
+            inv.job.add_done_callback(functools.partial(ended, engine, inv))  # never will; this settles it
         inv.job.cancel()
     # else it has just ended: its done callback, already due, settles it with its outcome
 

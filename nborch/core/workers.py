@@ -34,15 +34,14 @@ def _started(fut: asyncio.Future[None]) -> None:
 class Job:
     """One call queued for (or running in) a worker thread."""
 
-    __slots__ = ("fut", "ctx", "fn", "args", "kwargs", "on_start", "then", "running", "abandoned")
+    __slots__ = ("fut", "ctx", "fn", "args", "kwargs", "on_start", "running", "abandoned")
 
     def __init__(
         self, fut: asyncio.Future[Any], ctx: contextvars.Context, fn: Callable[..., Any], args: Any,
-        kwargs: Any, on_start: asyncio.Future[None] | None, then: Callable[[asyncio.Future[Any]], None] | None,
+        kwargs: Any, on_start: asyncio.Future[None] | None,
     ) -> None:
         self.fut, self.ctx, self.fn, self.args, self.kwargs = fut, ctx, fn, args, kwargs
         self.on_start = on_start  # resolved on the loop when the body starts
-        self.then = then  # called on the loop with the future once it has the outcome (see submit)
         self.running = False
         self.abandoned = False  # its caller gave up on it (a timeout): it no longer holds a slot
 
@@ -70,27 +69,21 @@ class WorkerPool:
         self._closed = False
         # outcomes waiting for the loop: one wake-up (call_soon_threadsafe, a write to the
         # loop's self-pipe) delivers all that finish before the loop gets to them
-        self._done: list[tuple[asyncio.Future[Any], bool, Any, Any]] = []
+        self._done: list[tuple[asyncio.Future[Any], bool, Any]] = []
 
     def submit(
-        self, ctx: contextvars.Context, fn: Callable[..., Any], args: Any, kwargs: Any,
-        then: Callable[[asyncio.Future[Any]], None] | None = None,
+        self, ctx: contextvars.Context, fn: Callable[..., Any], args: Any, kwargs: Any
     ) -> asyncio.Future[Any]:
-        """Run ``ctx.run(fn, *args, **kwargs)`` in a worker; the future gets its outcome.
-
-        ``then(future)`` is called on the loop right after the outcome is set, in the same
-        step: a done callback without its trip through the loop's ready queue (the engine's
-        fast path). It is not called for a future that was done before (cancelled): whoever
-        cancels it sees to what it was for (``stopping.stop`` settles the task)."""
-        return self.submit_job(ctx, fn, args, kwargs, then=then).fut
+        """Run ``ctx.run(fn, *args, **kwargs)`` in a worker; the future gets its outcome."""
+        return self.submit_job(ctx, fn, args, kwargs).fut
 
     def submit_job(
         self, ctx: contextvars.Context, fn: Callable[..., Any], args: Any, kwargs: Any,
-        on_start: asyncio.Future[None] | None = None, then: Callable[[asyncio.Future[Any]], None] | None = None,
+        on_start: asyncio.Future[None] | None = None,
     ) -> Job:
         """``submit``, returning the ``Job`` (for ``abandon``); ``on_start`` is resolved on the
         loop when a worker starts the body (a timeout counts from there, not from the queue)."""
-        job = Job(self.loop.create_future(), ctx, fn, args, kwargs, on_start, then)
+        job = Job(self.loop.create_future(), ctx, fn, args, kwargs, on_start)
         self._jobs.put(job)
         with self._lock:
             self._pending += 1
@@ -153,7 +146,7 @@ class WorkerPool:
                 if job.abandoned:
                     self._abandoned -= 1
                 done = self._done
-                done.append((fut, ok, value, job.then))
+                done.append((fut, ok, value))
                 wake = len(done) == 1  # the first since the loop last took them wakes it
             if wake:
                 try:
@@ -169,24 +162,8 @@ class WorkerPool:
         """On the loop: hand every finished call's outcome to its future."""
         with self._lock:
             done, self._done = self._done, []
-        for i, (fut, ok, value, then) in enumerate(done):
-            if fut.done():  # cancelled meanwhile: the late outcome is not wanted
-                continue
+        for fut, ok, value in done:
             _deliver(fut, ok, value)
-            if then is None:
-                continue
-            try:
-                then(fut)
-            except Exception as exc:  # as the loop treats a done callback that raises: it is
-                self.loop.call_exception_handler(  # reported, and the others still run
-                    {"message": f"exception in {then!r}", "exception": exc, "future": fut})
-            except BaseException:  # a KeyboardInterrupt: the rest are delivered on the next turn
-                rest = done[i + 1 :]
-                if rest:
-                    with self._lock:
-                        self._done[:0] = rest
-                    self.loop.call_soon(self._deliver_done)
-                raise
 
     @property
     def running(self) -> int:
