@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import NborchError, did_you_mean, error_line
-from .mapping import MapTask
+from .mapping import MapTask, item_base
 from .state import TaskState
 
 if TYPE_CHECKING:
@@ -55,14 +55,14 @@ def item_rows(run: Run, name: str) -> ItemRows:
     ``duration``, ``attempts`` and ``error``. ``.to_pandas()`` makes a DataFrame of them."""
     if name not in run.states:
         raise NborchError(f"no task {name!r} in run {run.id}.{did_you_mean(name, run.states)}")
-    prefix = name + ":"
-    if not any(t.startswith(prefix) and t[len(prefix):].isdigit() for t in run.states) and not _is_map(run, name):
+    items = [task for task in run.states if item_base(task) == name]
+    if not items and not _is_map(run, name):
         raise NborchError(f"task {name!r} of run {run.id} is not a mapped node: it has no items "
                           "(a mapped node is made by fn.map(...) or fn.product(...))")
+    prefix = name + ":"
     rows = ItemRows()
-    for task, state in run.states.items():
-        if not task.startswith(prefix) or not task[len(prefix):].isdigit():
-            continue
+    for task in items:
+        state = run.states[task]
         inv = run._invs.get(task)
         spec = getattr(inv, "spec", None)
         item = getattr(spec, "item", None)
