@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import NborchError
 from ..core.graph import Graph, build_graph
+from ..core.mapping import item_base
 from ..core.record import _fmt_seconds
 from ..core.state import TaskState
 from .escaping import esc, printable
@@ -353,8 +354,7 @@ def _known_map(
 ) -> None:
     """A mapped node of ``%orch graph``: its items' last states (``known`` holds them as
     ``NAME:0``...) counted on it with a bar, or its own state before it ever expanded."""
-    prefix = dn.key + ":"
-    items = [n for n in known if n.startswith(prefix) and n[len(prefix):].isdigit()]
+    items = [n for n in known if item_base(n) == dn.key]
     k = known.get(dn.key)
     if items:
         counts = map_counts(items, {n: getattr(known[n], "state", None) or S.PENDING for n in items})
