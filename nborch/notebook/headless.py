@@ -91,6 +91,7 @@ def run_notebook(
     from .deadline import Deadline
     from .executed import RunInfo, executed_notebook, write_notebook
     from .execution import STOPPED, NotebookRun, echo_streams
+    from .interrupts import relay_interrupts
     from .outputs import Transcript
     from .params import injected_source
 
@@ -144,7 +145,7 @@ def run_notebook(
     )
     status = "failed"
     try:
-        with _working_directory(cwd):
+        with _working_directory(cwd), relay_interrupts():  # a Ctrl-C is never slept through
             record = job.run()
         status = "succeeded"
         return record
