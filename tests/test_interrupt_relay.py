@@ -41,8 +41,8 @@ KICK = "sigint_elsewhere_during_next_line()"
 def python(tmp_path, code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "script.py"
     script.write_text(KICKER + textwrap.dedent(code))
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
-                          cwd=tmp_path, env=env_for(tmp_path))
+    return subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True,
+                          timeout=timeout, cwd=tmp_path, env=env_for(tmp_path))
 
 
 def test_a_sigint_the_main_thread_would_sleep_through_interrupts_it_once(tmp_path):
@@ -114,15 +114,17 @@ def test_a_handler_that_does_not_raise_is_woken_once_and_the_sleep_goes_on(tmp_p
             print("slept on", time.monotonic() - started >= 3)
     """)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["default handler kept True", "calls 1", "woken early True", "slept on True"]
+    assert r.stdout.splitlines() == [
+        "default handler kept True", "calls 1", "woken early True", "slept on True"]
 
 
 def test_nborch_run_stops_a_cell_that_sleeps_through_a_sigint(tmp_path):
     """Headless, the deterministic form of the race that made an interrupted run sleep on."""
-    nb = write(tmp_path / "wait.ipynb", notebook(KICKER, f"print('WAITING', flush=True)\n{KICK}\ntime.sleep(60)"))
+    cell = f"print('WAITING', flush=True)\n{KICK}\ntime.sleep(60)"
+    nb = write(tmp_path / "wait.ipynb", notebook(KICKER, cell))
     started = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "nborch", "run", str(nb), "out.ipynb"], cwd=tmp_path,
-                       env=env_for(tmp_path), capture_output=True, text=True, timeout=90)
+    r = subprocess.run([sys.executable, "-m", "nborch", "run", str(nb), "out.ipynb"], check=False,
+                       cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=90)
     assert r.returncode == 130, r.stderr
     assert time.monotonic() - started < 45  # the cell's 60 s sleep did not run out
     assert "nborch: interrupted" in r.stderr
