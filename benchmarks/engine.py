@@ -20,7 +20,9 @@ nborch is timed as a user runs it: building the nodes through the public API, th
 
 ``defaults`` is the headline row: default options, so the run records into a store (a fresh
 temporary directory per row, given as ``store=``); ``store=False`` runs beside it. ``build``
-is node construction alone (the same runs, the clock read between building and running).
+is node construction alone (the same runs, the clock read between building and running), and
+``plain`` the same loop building ``PlainNode``, a plain object with three fields, into a list:
+what the issue compares node construction with.
 
 Baselines, each on the same graph: ``raw`` is ``benchmarks/raw_baseline.py``, the project's
 reference floor (in-degree counting, ``create_task`` per ready node, results as arguments);
@@ -217,6 +219,23 @@ def build_after(deps: Deps, fn: Callable[..., Any]) -> DAG:
     return dag
 
 
+class PlainNode:
+    """What issue 13 compares node construction with: a plain object with a few fields."""
+
+    __slots__ = ("args", "fn", "name")
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, name: str | None = None) -> None:
+        self.fn, self.args, self.name = fn, args, name
+
+
+def build_plain(deps: Deps, fn: Callable[..., Any]) -> list[PlainNode]:
+    """``build_args`` with ``PlainNode`` for ``Task`` (and a list for the DAG, which copies its tasks)."""
+    tasks: list[PlainNode] = []
+    for i, ups in enumerate(deps):
+        tasks.append(PlainNode(fn, *[tasks[j] for j in ups], name=f"t{i}"))
+    return list(tasks)
+
+
 def nborch_run(build: Callable[[Deps, Callable[..., Any]], DAG], deps: Deps, fn: Callable[..., Any],
                **options: Any) -> tuple[float, float]:
     """(build seconds, build + run seconds) of one run."""
@@ -284,6 +303,7 @@ def async_row(shape: str, n: int, repeat: int) -> dict[str, float]:
             "defaults": lambda: nborch_run(build_args, deps, anoop, store=home),
             "store=False": lambda: nborch_run(build_args, deps, anoop, store=False),
             "after": lambda: nborch_run(build_after, deps, anoop, store=home),
+            "plain": lambda: build_plain(deps, anoop),
         }, repeat, home)
     return {k: v / n for k, v in t.items()}
 
@@ -467,22 +487,23 @@ def main() -> None:
     targets = Targets()
 
     print("async no-op. nborch: build + run; headline = Task(fn, *upstream_tasks, name=...) into DAG(*tasks)")
-    head = (f"{'shape':8} {'tasks':>7} | {'raw':>6} {'graphlib':>8} | {'build':>6} {'defaults':>8} "
-            f"{'x raw':>5} {'store=False':>11} {'x raw':>5} {'rec':>5} | {'after: build':>12} "
-            f"{'defaults':>8} {'x raw':>5} | load")
+    head = (f"{'shape':8} {'tasks':>7} | {'raw':>6} {'graphlib':>8} | {'plain':>5} {'build':>6} "
+            f"{'defaults':>8} {'x raw':>5} {'store=False':>11} {'x raw':>5} {'rec':>5} | "
+            f"{'after: build':>12} {'defaults':>8} {'x raw':>5} | load")
     print(head)
     print("-" * len(head))
     arows: dict[tuple[str, int], dict[str, float]] = {}
     for shape in SHAPES:
         for n in sizes:
             r = arows[shape, n] = async_row(shape, n, turns(n))
-            print(f"{shape:8} {n:>7,} | {us(r['raw'], 6)} {us(r['graphlib'], 8)} | "
+            print(f"{shape:8} {n:>7,} | {us(r['raw'], 6)} {us(r['graphlib'], 8)} | {us(r['plain'], 5)} "
                   f"{us(r['defaults.build'], 6)} {us(r['defaults'], 8)} {ratio(r['defaults'] / r['raw'])} "
                   f"{us(r['store=False'], 11)} "
                   f"{ratio(r['store=False'] / r['raw'])} {ratio(r['defaults'] / r['store=False'])} | "
                   f"{us(r['after.build'], 12)} {us(r['after'], 8)} {ratio(r['after'] / r['raw'])} | {load()}",
                   flush=True)
-    print("(rec = defaults / store=False: what recording costs; "
+    print("(plain = the same build with a plain three-field object for Task, into a list; "
+          "rec = defaults / store=False: what recording costs; "
           "after = dag.add(Task(fn, name=...), after=[...]), defaults)\n")
 
     print("sync no-op. nborch: build + run, Task(fn, *upstream_tasks, name=...) into DAG(*tasks)")
@@ -554,6 +575,9 @@ def main() -> None:
     targets.check("node construction, Task(fn, *ups) into DAG, <= 2 µs/task (async, chain/fan/layered, "
                   f"{per_size})", [arows[s, n]["defaults.build"] * 1e6 for s in SHAPES for n in sizes], 2.0,
                   "{:.1f}")
+    targets.check("node construction about a plain object's (read as: Task build <= 2x the PlainNode build, "
+                  "same order)",
+                  [arows[s, n]["defaults.build"] / arows[s, n]["plain"] for s in SHAPES for n in sizes], 2.0)
     targets.check("node construction, dag.add(after=), <= 2 µs/task (same order)",
                   [arows[s, n]["after.build"] * 1e6 for s in SHAPES for n in sizes], 2.0, "{:.1f}")
     targets.check(f"child tasks: fib({fib_n}) <= 2x a static DAG of the same tree",
