@@ -15,8 +15,9 @@ SIGINT through the signal wakeup fd. If the main thread has not moved since (the
 at the same instruction) ``GRACE`` seconds later, it sends the main thread ``WAKE``, a signal
 whose handler does nothing: the blocking call returns early with EINTR, CPython runs the
 handlers of the signals it noted (the SIGINT's: KeyboardInterrupt, or asyncio's graceful
-cancel) and, if none raised, resumes the call where it was (PEP 475). So a wake that was not
-needed changes nothing, and no SIGINT is ever sent twice. The relay does not replace SIGINT's
+cancel) and, if none raised, resumes the call where it was (PEP 475: the standard library
+retries every call a signal interrupts). So a wake that was not needed changes nothing, and no
+SIGINT is ever sent twice. The relay does not replace SIGINT's
 handler, so ``asyncio.run`` still installs its own and a run is cancelled as without it.
 """
 
@@ -35,7 +36,7 @@ __all__ = ["GRACE", "WAKE", "relay_interrupts"]
 
 GRACE = 0.2  # seconds the main thread has to act on a SIGINT before it is woken
 WAKES = 5  # wakes at most, GRACE apart, while it has not moved (a long C call does not wake)
-WAKE = getattr(signal, "SIGURG", None)  # ignored by default: nothing else in a Python process uses it
+WAKE = getattr(signal, "SIGURG", None)  # ignored by default, and seldom used (out-of-band socket data)
 _STOP = b"\0"  # written to the wakeup pipe to end the relay's thread (no signal is 0)
 
 
