@@ -132,3 +132,30 @@ def test_nborch_run_stops_a_cell_that_sleeps_through_a_sigint(tmp_path):
     assert out["metadata"]["nborch"]["status"] == "interrupted"
     assert outputs(out["cells"][-1])[0] == ("stdout", "WAITING\n")
     assert outputs(out["cells"][-1])[-1][0] == "error"
+
+
+def test_nborch_run_cancels_a_task_graph_whose_loop_sleeps_through_a_sigint(tmp_path):
+    """The task graph's loop asleep in select() for a 60 s timer: woken, asyncio's own SIGINT
+    handler (the relay leaves it in place) cancels the run gracefully, the record says so."""
+    kicker = ("import pathlib, signal, threading, time\n"
+              "def kick():\n"
+              "    while not pathlib.Path('started').exists():\n"
+              "        time.sleep(0.01)\n"
+              "    time.sleep(0.5)\n"
+              "    signal.pthread_kill(threading.get_ident(), signal.SIGINT)\n"
+              "threading.Thread(target=kick, daemon=True).start()")
+    nb = write(tmp_path / "graph.ipynb", notebook(
+        "%load_ext nborch",
+        kicker,
+        "%%task slow\nimport asyncio, pathlib\npathlib.Path('started').write_text('1')\nawait asyncio.sleep(60)",
+        "%%task after\nslow",
+        "%orch run",
+    ))
+    started = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "nborch", "run", str(nb), "out.ipynb"], check=False,
+                       cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130, r.stderr
+    assert time.monotonic() - started < 45  # not the task's 60 s
+    out = read(tmp_path / "out.ipynb")
+    assert out["metadata"]["nborch"]["status"] == "interrupted"
+    assert out["metadata"]["nborch"]["tasks"] == {"slow": "cancelled", "after": "cancelled"}
