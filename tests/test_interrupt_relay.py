@@ -147,7 +147,8 @@ def test_nborch_run_cancels_a_task_graph_whose_loop_sleeps_through_a_sigint(tmp_
     nb = write(tmp_path / "graph.ipynb", notebook(
         "%load_ext nborch",
         kicker,
-        "%%task slow\nimport asyncio, pathlib\npathlib.Path('started').write_text('1')\nawait asyncio.sleep(60)",
+        "%%task slow\nimport asyncio, pathlib\npathlib.Path('started').write_text('1')\n"
+        "await asyncio.sleep(60)",
         "%%task after\nslow",
         "%orch run",
     ))
