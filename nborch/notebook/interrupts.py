@@ -6,9 +6,9 @@ thread between two bytecodes. A blocking call (``time.sleep``, a lock, a socket 
 woken by the signal only if it is already blocked in the system call when the signal lands
 on the main thread. So a SIGINT that arrives in the few microseconds between a cell's last
 bytecode and the start of its ``time.sleep(3600)``, or that lands on another thread, is noted
-and then slept through: the cell runs on for an hour. (``python -c "print(); import time;
-time.sleep(60)"`` slept through 1 SIGINT in 300, and 1 in 600, sent right after its output on a
-loaded 2-core machine.) ``nborch run --fail-fast`` stops the other notebooks with a SIGINT.
+and then slept through: the cell runs on for an hour. (Rare: a process that writes a line and
+sleeps, sent SIGINT as the line arrives, slept through 2 of 2,120 on a loaded 2-core machine;
+``benchmarks/interrupts.py``.) ``nborch run --fail-fast`` stops the other notebooks with a SIGINT.
 
 ``relay_interrupts()``, around a headless run's cells and task graph: a thread sees every
 SIGINT through the signal wakeup fd. If the main thread has not moved since (the same frame
