@@ -2,9 +2,10 @@
 
 CPython wakes a blocking call (``time.sleep``) with SIGINT only when the call is already
 blocked as the signal lands on the main thread; one that lands just before, or on another
-thread, is noted and slept through. The relay sends it to the main thread again. A signal sent
-to another thread of the process (``signal.pthread_kill``) is the deterministic form of that
-race: without the relay each of these processes sleeps for its full 60 s.
+thread, is noted and slept through. The relay wakes the main thread (SIGURG), and the noted
+SIGINT is acted on. A signal sent to another thread of the process (``signal.pthread_kill``) is
+the deterministic form of that race: without the relay the processes here that sleep 60 s
+sleep it out.
 """
 
 from __future__ import annotations

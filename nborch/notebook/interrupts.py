@@ -17,8 +17,8 @@ whose handler does nothing: the blocking call returns early with EINTR, CPython 
 handlers of the signals it noted (the SIGINT's: KeyboardInterrupt, or asyncio's graceful
 cancel) and, if none raised, resumes the call where it was (PEP 475: the standard library
 retries every call a signal interrupts). So a wake that was not needed changes nothing, and no
-SIGINT is ever sent twice. The relay does not replace SIGINT's
-handler, so ``asyncio.run`` still installs its own and a run is cancelled as without it.
+SIGINT is ever sent twice. The relay does not replace SIGINT's handler, so ``asyncio.run``
+still installs its own and a run is cancelled as without it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ __all__ = ["GRACE", "WAKE", "relay_interrupts"]
 GRACE = 0.2  # seconds the main thread has to act on a SIGINT before it is woken
 WAKES = 5  # wakes at most, GRACE apart, while it has not moved (a long C call does not wake)
 WAKE = getattr(signal, "SIGURG", None)  # ignored by default, and seldom used (out-of-band socket data)
-_STOP = b"\0"  # written to the wakeup pipe to end the relay's thread (no signal is 0)
+_STOP = b"\0"  # written to the wakeup pipe once the relay is closed, to wake its thread (no signal is 0)
 
 
 def _woken(signum: int, frame: Any) -> None:
@@ -62,7 +62,7 @@ class _Relay:
             while not self.closed.is_set():
                 select.select([self.read_fd], [], [])
                 data = self.drain()
-                if _STOP in data or self.closed.is_set():
+                if self.closed.is_set():  # set before _STOP is written
                     return
                 if signal.SIGINT in data:
                     self.wake_if_stuck()
