@@ -3,7 +3,8 @@
 Three passes: collect the leaf tasks (pulling in every upstream a task refers to: here), name
 them (unique per run: ``fetch``, ``fetch[2]``... in call order: ``nborch.core.naming``), then
 wire the edges (arguments, parameter names inside a DAG, Sequence order and piping, explicit
-``>>``: ``nborch.core.wiring``). Every problem is found here, before anything runs; in-degree
+``>>``: ``nborch.core.wiring``). A DAG of plain tasks, the common big graph, is compiled in one
+pass instead (``nborch.core.plain_dag``). Every problem is found here, before anything runs; in-degree
 counting finds that there is a cycle, ``graphlib`` names it (``nborch.core.cycles``).
 """
 
@@ -17,6 +18,7 @@ from .cycles import check_cycles
 from .errors import DefinitionError, GraphError
 from .mapping import Mapped, MapTask
 from .naming import name_specs
+from .plain_dag import compile_plain_dag
 from .specs import (
     _HOLDERS, Graph, Group, Names, Spec, dedupe_key, find_nodes, open_params_of, plan_call, single_spec,
 )
@@ -42,6 +44,10 @@ def build_graph(
     Raises DefinitionError (GraphError, CycleError, InvalidTaskError) naming the culprit.
     """
     names = names if names is not None else Names()
+    if type(root) is DAG and known is None and parent is None and not dedupe:
+        plain = compile_plain_dag(root, names)  # the common shape, in one pass (or None)
+        if plain is not None:
+            return plain
     graph = Graph(root)
     graph.names = names
     collected = _Collector(graph, known or {}, parent, dedupe)

@@ -9,6 +9,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .state import TaskState
+from .task_options import DEFAULT_OPTIONS
 
 if TYPE_CHECKING:
     from .circuits import CircuitCall
@@ -109,6 +110,9 @@ class Inv:
         self.circuits: tuple[CircuitCall, ...] = ()  # the CircuitGroups this task is a step of
         self.weight = 1  # slots it takes of its pool, limits[0] (slots=N in a pool with a size)
         opts = spec.task.options
+        if opts is DEFAULT_OPTIONS:  # most tasks: no option set, nothing to look at
+            self.rule, self.simple = "all_success", True
+            return
         self.rule = opts.trigger_rule
         # no retry, timeout, breaker, key, rate or skip_if: the body runs without a wrapper coroutine
         self.simple = (

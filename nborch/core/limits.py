@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import DefinitionError
 from .eventbus import TaskWaiting
-from .invocation import Inv
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .invocation import Inv
 
 __all__ = ["Rate", "RateLimiter", "Rates", "call_values", "parse_rate"]
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from .invocation import AS_BOUND, SUCCEEDED, Inv
 from .mapping import MapTask
 from .slots import check_pool
+from .task_options import DEFAULT_OPTIONS
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -28,8 +29,15 @@ def add_specs(engine: Engine, specs: list[Spec], parent: Inv | None) -> list[Inv
     new = []
     slots = engine.slots
     pooled = slots.default is not None  # max_concurrency=N: every task is under its pool
+    invs = engine.invs
+    bare = not pooled and engine.executor is None  # a task with no option set has nothing to add
     for spec in specs:
         inv = Inv(spec, parent)
+        task = spec.task
+        if bare and task.options is DEFAULT_OPTIONS and not spec.groups and type(task) is not MapTask:
+            invs[spec.name] = inv
+            new.append(inv)
+            continue
         if type(spec.task) is MapTask:  # a mapped placeholder: no body, no slot; it expands
             inv.simple = False
             engine.invs[spec.name] = inv

@@ -63,7 +63,7 @@ def _parameter_names(given: dict[str, Any], option: str, who: str) -> tuple[str,
 
 def make_options(base: TaskOptions | None = None, **given: Any) -> TaskOptions:
     """Validate ``given`` options on top of ``base`` (raises DefinitionError, naming the option)."""
-    opts = base or TaskOptions()
+    opts = base or DEFAULT_OPTIONS  # (given no option, a task function shares the defaults too)
     changes: dict[str, Any] = {}
     who = f"task {given.get('name') or opts.name!r}: " if (given.get("name") or opts.name) else ""
     if "name" in given and given["name"] is not None:

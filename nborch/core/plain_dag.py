@@ -1,0 +1,111 @@
+"""The most common graph, compiled in one pass: a ``DAG`` of plain tasks whose upstreams are
+their arguments (``Task(fn, *upstream_tasks, name=...)``, members added in call order).
+
+``build_graph``'s three passes (collect, name, wire) serve every shape: nested composites,
+upstreams pulled in from outside the DAG, edges by parameter name, Sequence piping, ``>>``,
+mapped nodes, ``dedupe=True``. A big DAG is mostly none of these, and for it the general
+passes spend most of their work on bookkeeping the shape does not need: which specs are new,
+which nodes are wired, which calls to plan. ``compile_plain_dag`` makes the same ``Graph`` (the
+same specs, names, edges, call plans and members, in the same order) in one loop over the
+members, or returns None as soon as one member is anything else, having changed nothing:
+``build_graph`` then builds it in full. Its edges run from older members to newer ones, so
+no cycle check is needed, as with the general build's argument edges.
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import Any
+
+from .naming import name_specs
+from .specs import _HOLDERS, Graph, Names, Spec, find_nodes, open_params_of
+from .task import Node, Task
+from .workflow import DAG
+
+__all__ = ["compile_plain_dag"]
+
+_name = attrgetter("name")
+
+
+def compile_plain_dag(root: DAG, names: Names) -> Graph | None:
+    """The graph of ``root`` if it is a DAG of plain tasks (see the module), else None.
+
+    A plain member: exactly a ``Task`` (not a mapped node or a composite), with no ``>>`` or
+    ``after=``, no ``dedupe=True``, no parameter left open (nothing wired by name or injected),
+    and no node among its arguments other than earlier members given as arguments themselves
+    (not inside a list or dict, not a keyword). Raises what ``build_graph`` raises for a name
+    given twice (``name_specs``)."""
+    if root._after:
+        return None
+    graph = Graph(root)
+    graph.names = names
+    by_task = graph.by_task
+    found: Any = by_task.get  # (its Nones are looked for before the list is used as specs)
+    new: list[Spec] = []
+    calls: list[tuple[Spec, list[Spec]]] = []  # the specs whose every argument is an upstream
+    planned: list[tuple[Spec, list[tuple[int, Spec]]]] = []  # those with other arguments too
+    for child in root.children:
+        if type(child) is not Task or child._after:
+            return None
+        key = id(child)
+        if key in by_task:  # a node added twice is one task
+            continue
+        if child.options.dedupe:
+            return None
+        info = child.info
+        if info.signature is not None and info.params and open_params_of(child):
+            return None
+        spec = Spec(child, root)
+        if child.kwargs:
+            for value in child.kwargs.values():
+                if isinstance(value, _HOLDERS) and next(find_nodes(value), None) is not None:
+                    return None
+        args = child.args
+        if args:
+            ups: list[Spec] = list(map(found, map(id, args)))  # each argument's spec, if an earlier member
+            if None in ups:  # a value, or a node that is not an earlier member
+                slots = _slots(spec, args, by_task)
+                if slots is None:
+                    return None
+                if slots:
+                    planned.append((spec, slots))
+            else:
+                up = spec.up = dict.fromkeys(ups)  # (an upstream given twice is one edge)
+                for u in up:
+                    u.down.append(spec)
+                calls.append((spec, ups))
+                spec.refs = True
+        by_task[key] = spec
+        new.append(spec)
+    _, _, claimed = name_specs(new, names)  # nothing after it can fail: no name to give back
+    specs = graph.specs
+    for spec in new:
+        specs[spec.name] = spec
+    for spec, ups in calls:  # (as Spec.plan_arguments would: its values are the call's arguments)
+        spec.argnames = tuple(map(_name, ups))
+    for spec, slots in planned:
+        spec.plan_arguments([(i, u.name) for i, u in slots], [])
+    graph.nodes[id(root)] = root
+    graph.members[id(root)] = new
+    names.owners.update(claimed)
+    return graph
+
+
+def _slots(spec: Spec, args: tuple[Any, ...], by_task: dict[int, Spec]) -> list[tuple[int, Spec]] | None:
+    """Where the earlier members among ``args`` go, (position, spec), with their edges made;
+    None if an argument is or holds another node."""
+    slots: list[tuple[int, Spec]] = []
+    up = spec.up
+    for i, value in enumerate(args):
+        if isinstance(value, _HOLDERS):
+            u = by_task.get(id(value)) if type(value) is Task else None
+            if u is not None:
+                if u not in up:
+                    up[u] = None
+                    u.down.append(spec)
+                slots.append((i, u))
+            elif isinstance(value, Node) or next(find_nodes(value), None) is not None:
+                return None
+    if slots:
+        spec.refs = True
+    return slots
