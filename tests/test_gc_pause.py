@@ -155,3 +155,44 @@ def test_a_kept_record_holds_few_objects_for_the_gc_per_task():
     kept = len(gc.get_objects()) - before
     assert record.ok and record.results["t1999"] == 0
     assert kept / 2000 < 4, kept  # 3 now (5 before); the margin is for other threads' objects
+
+
+class Cycle:
+    """Cyclic garbage: only the cyclic GC frees it (``ref`` tells when it did)."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_garbage_made_before_and_during_a_frozen_run_is_still_collected():
+    """A run of FREEZE_AT tasks or more freezes what objects there are out of the GC's sight
+    while it runs (``Freezer``). Cyclic garbage its tasks make meanwhile is collected as
+    usual, and what was garbage before the run is collected once the run has ended."""
+    import weakref
+
+    from nborch import DAG
+    from nborch.core.gc_pause import FREEZE_AT
+
+    before = weakref.ref(Cycle())  # garbage already, made before the run
+    during: list[weakref.ref[Cycle]] = []
+    seen: dict[str, object] = {}
+
+    def make(i: int) -> int:
+        during.append(weakref.ref(Cycle()))
+        return i
+
+    def check(*values: int) -> int:
+        seen["frozen"] = gc.get_freeze_count()
+        gc.collect()
+        seen["alive"] = sum(r() is not None for r in during)
+        return len(values)
+
+    tasks = [Task(make, i, name=f"m{i}") for i in range(FREEZE_AT)]
+    start = gc.get_freeze_count()
+    run = nborch.run(DAG(*tasks, Task(check, *tasks, name="check")), store=False)
+    assert run.ok and run.results["check"] == FREEZE_AT
+    assert seen["frozen"] > start  # the run was frozen while the check ran
+    assert seen["alive"] == 0  # what the tasks left was collected during the run
+    assert gc.get_freeze_count() <= start and gc.isenabled()  # and everything given back after it
+    gc.collect()
+    assert before() is None
