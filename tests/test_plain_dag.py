@@ -1,6 +1,7 @@
 """The one-pass compile of a DAG of plain tasks (``nborch.core.plain_dag``) against the general
-three-pass build it stands in for: on random DAGs of every kind of member it either declines
-(and the general build runs) or makes the same graph, and a run of it gives the same outcome."""
+three-pass build it stands in for (upstreams as arguments, ``after=`` and ``>>``): on random
+DAGs of every kind of member it either declines (and the general build runs) or makes the same
+graph, and a run of it gives the same outcome."""
 
 from __future__ import annotations
 
@@ -94,9 +95,9 @@ def general(root: DAG) -> Graph:
         graph_module.compile_plain_dag = saved
 
 
-PLAIN_KINDS = ["plain"] * 4 + ["const", "mixed", "kw", "decorated", "shared", "again"]
-OTHER_KINDS = ["default", "context", "byname", "inlist", "outside", "after", "dupname", "parallel", "dedupe",
-               "kwnode"]
+PLAIN_KINDS = ["plain"] * 4 + ["const", "mixed", "kw", "decorated", "shared", "again", "after"]
+OTHER_KINDS = ["default", "context", "byname", "inlist", "outside", "afterlater", "aftername", "dupname",
+               "parallel", "dedupe", "kwnode"]
 
 
 @st.composite
@@ -145,11 +146,19 @@ def dags(draw: Any) -> tuple[DAG, bool]:
         elif kind == "outside":  # an upstream that is not a member: pulled in
             t = Task(snoop, Task(snoop, *args), **kw)
             plain = False
-        elif kind == "after":
-            t = Task(snoop, **kw)
+        elif kind == "after":  # dag.add(t, after=[...]) and >> on earlier members: plain
+            t = Task(snoop, *args[:1], **kw)
+            for j in draw(st.lists(st.integers(0, max(0, len(tasks) - 1)), max_size=3)) if tasks else []:
+                t._add_after(tasks[j])
+        elif kind == "afterlater":  # an earlier member after this one (a cycle, if one feeds it)
+            t = Task(snoop, *args, **kw)
             if tasks:
-                t._add_after(tasks[-1])
+                tasks[draw(st.integers(0, len(tasks) - 1))]._add_after(t)
                 plain = False
+        elif kind == "aftername":
+            t = Task(snoop, **kw)
+            t._add_after("t0")
+            plain = False
         elif kind == "again" and members:
             members.append(members[-1])  # a member added twice is one task
             continue
@@ -237,3 +246,31 @@ def test_a_name_given_twice_is_the_same_error_from_the_one_pass() -> None:
     with pytest.raises(DefinitionError):
         compile_plain_dag(DAG(a, b), names)
     assert not names.taken  # nothing of the failed build is kept
+
+
+def test_dag_add_after_takes_the_one_pass_and_orders_the_run() -> None:
+    order: list[str] = []
+
+    def step(name: str) -> str:
+        order.append(name)
+        return name
+
+    dag = DAG()
+    first = dag.add(Task(step, "a", name="a"))
+    second = dag.add(Task(step, "b", name="b"), after=[first])
+    dag.add(Task(step, "c", name="c"), after=[second, first])
+    assert compile_plain_dag(dag, Names()) is not None
+    run = nborch.run(dag, store=False)
+    assert run.ok and order == ["a", "b", "c"]
+    assert run.upstreams["c"] == ["b", "a"]
+
+
+def test_a_member_after_an_earlier_one_and_a_name_or_a_later_one_takes_the_general_build() -> None:
+    for late in ("name", "later"):
+        a, b, c = Task(snoop, name="a"), Task(snoop, name="b"), Task(snoop, name="c")
+        b._add_after(a)
+        b._add_after("c" if late == "name" else c)
+        dag = DAG(a, b, c)
+        assert compile_plain_dag(dag, Names()) is None
+        assert shape(build_graph(dag)) == shape(general(dag))
+        assert [u.name for u in build_graph(dag).specs["b"].up] == ["a", "c"]

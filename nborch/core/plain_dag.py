@@ -1,15 +1,16 @@
 """The most common graph, compiled in one pass: a ``DAG`` of plain tasks whose upstreams are
-their arguments (``Task(fn, *upstream_tasks, name=...)``, members added in call order).
+earlier members, given as their arguments (``Task(fn, *upstream_tasks, name=...)``) or with
+``dag.add(task, after=[...])`` and ``>>``.
 
 ``build_graph``'s three passes (collect, name, wire) serve every shape: nested composites,
-upstreams pulled in from outside the DAG, edges by parameter name, Sequence piping, ``>>``,
-mapped nodes, ``dedupe=True``. A big DAG is mostly none of these, and for it the general
-passes spend most of their work on bookkeeping the shape does not need: which specs are new,
-which nodes are wired, which calls to plan. ``compile_plain_dag`` makes the same ``Graph`` (the
-same specs, names, edges, call plans and members, in the same order) in one loop over the
-members, or returns None as soon as one member is anything else, having changed nothing:
-``build_graph`` then builds it in full. Its edges run from older members to newer ones, so
-no cycle check is needed, as with the general build's argument edges.
+upstreams pulled in from outside the DAG, edges by parameter name, Sequence piping, ``>>``
+between composites or to names, mapped nodes, ``dedupe=True``. A big DAG is mostly none of
+these, and for it the general passes spend most of their work on bookkeeping the shape does not
+need: which specs are new, which nodes are wired, which calls to plan. ``compile_plain_dag``
+makes the same ``Graph`` (the same specs, names, edges, call plans and members, in the same
+order) in one loop over the members, or returns None as soon as one member is anything else,
+having changed nothing: ``build_graph`` then builds it in full. Its edges run from earlier
+members to later ones, so no cycle check is needed, as with the general build's argument edges.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ _name = attrgetter("name")
 def compile_plain_dag(root: DAG, names: Names) -> Graph | None:
     """The graph of ``root`` if it is a DAG of plain tasks (see the module), else None.
 
-    A plain member: exactly a ``Task`` (not a mapped node or a composite), with no ``>>`` or
-    ``after=``, no ``dedupe=True``, no parameter left open (nothing wired by name or injected),
-    and no node among its arguments other than earlier members given as arguments themselves
-    (not inside a list or dict, not a keyword). Raises what ``build_graph`` raises for a name
-    given twice (``name_specs``)."""
+    A plain member: exactly a ``Task`` (not a mapped node or a composite), with no
+    ``dedupe=True``, no parameter left open (nothing wired by name or injected), no node among
+    its arguments other than earlier members given as arguments themselves (not inside a list
+    or dict, not a keyword), and only earlier members after it (``>>``, ``after=``; not names).
+    Raises what ``build_graph`` raises for a name given twice (``name_specs``)."""
     if root._after:
         return None
     graph = Graph(root)
@@ -44,8 +45,9 @@ def compile_plain_dag(root: DAG, names: Names) -> Graph | None:
     new: list[Spec] = []
     calls: list[tuple[Spec, list[Spec]]] = []  # the specs whose every argument is an upstream
     planned: list[tuple[Spec, list[tuple[int, Spec]]]] = []  # those with other arguments too
+    afters: list[tuple[Spec, list[Spec]]] = []  # ``>>`` and ``after=`` edges, made once all are in
     for child in root.children:
-        if type(child) is not Task or child._after:
+        if type(child) is not Task:
             return None
         key = id(child)
         if key in by_task:  # a node added twice is one task
@@ -75,8 +77,19 @@ def compile_plain_dag(root: DAG, names: Names) -> Graph | None:
                     u.down.append(spec)
                 calls.append((spec, ups))
                 spec.refs = True
+        if child._after:
+            ups = list(map(found, map(id, child._after)))  # only earlier members: no cycle
+            if None in ups:  # a name, a composite, a later member or one from outside
+                return None
+            afters.append((spec, ups))
         by_task[key] = spec
         new.append(spec)
+    for spec, ups in afters:  # after every argument's edge, in member order, as the wiring pass
+        up = spec.up
+        for u in ups:
+            if u not in up:
+                up[u] = None
+                u.down.append(spec)
     _, _, claimed = name_specs(new, names)  # nothing after it can fail: no name to give back
     specs = graph.specs
     for spec in new:
