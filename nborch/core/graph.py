@@ -4,8 +4,8 @@ Three passes: collect the leaf tasks (pulling in every upstream a task refers to
 them (unique per run: ``fetch``, ``fetch[2]``... in call order: ``nborch.core.naming``), then
 wire the edges (arguments, parameter names inside a DAG, Sequence order and piping, explicit
 ``>>``: ``nborch.core.wiring``). A DAG of plain tasks, the common big graph, is compiled in one
-pass instead (``nborch.core.plain_dag``). Every problem is found here, before anything runs; in-degree
-counting finds that there is a cycle, ``graphlib`` names it (``nborch.core.cycles``).
+pass instead (``nborch.core.plain_dag``). Every problem is found here, before anything runs;
+in-degree counting finds that there is a cycle, ``graphlib`` names it (``nborch.core.cycles``).
 """
 
 from __future__ import annotations
