@@ -1,0 +1,92 @@
+"""Instructions a task costs, counted by ``valgrind --tool=callgrind``: a count that does not
+swing with the machine's load, as wall-clock times do on a shared VM.
+
+    python benchmarks/instructions.py                 # 2,000-task layered DAG, five runs
+    python benchmarks/instructions.py --tasks 5000
+
+Each case runs in a process of its own under callgrind: a layered DAG (``raw_baseline.layered_dag``)
+built with ``Task(fn, *upstream_tasks, name=...)`` into a ``DAG`` (``build``), built and run with
+``store=False`` or with the defaults (recording into a temporary store), and the hand-written
+floor (``raw_baseline.raw_run``), five times each. A process that only imports and makes the
+DAG's shape is subtracted, so what is left is per task, the build included in the run rows.
+Needs ``valgrind`` (Debian: ``apt-get install valgrind``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CASES = ("none", "build", "store=False", "defaults", "floor")
+REPEAT = 5
+
+
+def case(mode: str, tasks: int) -> None:
+    """Run one case, here (the process that callgrind counts)."""
+    sys.path.insert(0, str(HERE))
+    import nborch
+    from nborch import DAG, Task
+    from raw_baseline import anoop, layered_dag, raw_run
+
+    deps = layered_dag(tasks)
+
+    def build() -> DAG:
+        nodes: list[Task[int]] = []
+        for i, ups in enumerate(deps):
+            nodes.append(Task(anoop, *[nodes[j] for j in ups], name=f"t{i}"))
+        return DAG(*nodes)
+
+    with tempfile.TemporaryDirectory(prefix="nborch-instr-") as home:
+        for _ in range(REPEAT):
+            if mode == "build":
+                build()
+            elif mode == "store=False":
+                nborch.run(build(), store=False)
+            elif mode == "defaults":
+                nborch.run(build(), store=home)
+            elif mode == "floor":
+                asyncio.run(raw_run(deps))
+
+
+def count(mode: str, tasks: int) -> int:
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
+         "--case", mode, "--tasks", str(tasks)],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    if found is None:
+        raise SystemExit(f"callgrind printed no count:\n{out.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", type=int, default=2_000)
+    p.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.case:
+        case(args.case, args.tasks)
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    counts = {mode: count(mode, args.tasks) for mode in CASES}
+    per = {m: (counts[m] - counts["none"]) / (REPEAT * args.tasks) / 1000 for m in CASES[1:]}
+    print(f"Python {sys.version.split()[0]}, layered DAG of {args.tasks:,} tasks, {REPEAT} runs; "
+          "thousands of instructions a task")
+    for mode in CASES[1:]:
+        print(f"  {mode:12} {per[mode]:7.1f}")
+    print(f"  defaults / floor {per['defaults'] / per['floor']:.2f}x, "
+          f"store=False / floor {per['store=False'] / per['floor']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
