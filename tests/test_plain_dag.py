@@ -274,3 +274,17 @@ def test_a_member_after_an_earlier_one_and_a_name_or_a_later_one_takes_the_gener
         assert compile_plain_dag(dag, Names()) is None
         assert shape(build_graph(dag)) == shape(general(dag))
         assert [u.name for u in build_graph(dag).specs["b"].up] == ["a", "c"]
+
+
+def test_members_in_any_order_and_an_upstream_given_twice_build_the_same_graph() -> None:
+    a = Task(snoop, 1, name="a")
+    b = Task(snoop, a, a, name="b")  # one edge, the value twice
+    c = Task(snoop, b, a, name="c")
+    for dag in (DAG(a, b, c), DAG(c, b, a), DAG(b, a, c)):  # an upstream after its downstream: general
+        assert shape(build_graph(dag)) == shape(general(dag))
+        run = nborch.run(dag, store=False)
+        assert run.results == {"a": 2, "b": 5, "c": 8}
+    graph = compile_plain_dag(DAG(a, b, c), Names())
+    assert graph is not None
+    assert graph.specs["b"].argnames == ("a", "a") and [u.name for u in graph.specs["b"].up] == ["a"]
+    assert compile_plain_dag(DAG(c, b, a), Names()) is None
