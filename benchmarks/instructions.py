@@ -9,13 +9,17 @@ built with ``Task(fn, *upstream_tasks, name=...)`` into a ``DAG`` (``build``), b
 ``store=False`` or with the defaults (recording into a temporary store), and the hand-written
 floor (``raw_baseline.raw_run``), five times each. A process that only imports and makes the
 DAG's shape is subtracted, so what is left is per task, the build included in the run rows.
-Needs ``valgrind`` (Debian: ``apt-get install valgrind``).
+nborch's modules and this folder's are byte-compiled first (``compileall``, which writes them
+even under ``PYTHONDONTWRITEBYTECODE``): a module compiled from source inside a case would
+count its compilation. Needs ``valgrind`` (Debian: ``apt-get install valgrind``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
+import importlib.util
 import os
 import re
 import shutil
@@ -78,6 +82,10 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    spec = importlib.util.find_spec("nborch")
+    assert spec is not None and spec.origin is not None
+    for folder in (Path(spec.origin).parent, HERE):
+        compileall.compile_dir(folder, quiet=1)
     counts = {mode: count(mode, args.tasks) for mode in CASES}
     per = {m: (counts[m] - counts["none"]) / (REPEAT * args.tasks) / 1000 for m in CASES[1:]}
     print(f"Python {sys.version.split()[0]}, layered DAG of {args.tasks:,} tasks, {REPEAT} runs; "
