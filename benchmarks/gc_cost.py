@@ -6,9 +6,9 @@ own, as a notebook kernel does.
     python benchmarks/gc_cost.py --tasks 2000 --heap 0
 
 Each case runs in a fresh process: layered DAGs (``raw_baseline.layered_dag``) built with
-``Task(fn, *upstream_tasks, name=...)`` and run with ``store=False`` until 40,000 tasks have
-run; ``gc.callbacks`` times every collection. "frozen" is nborch as it is; "not frozen" sets
-FREEZE_AT above the run's size, as 10,000 was before it was lowered to 1,000.
+``Task(fn, *upstream_tasks, name=...)`` (``engine.build_args``) and run with ``store=False``
+until 40,000 tasks have run; ``gc.callbacks`` times every collection. "frozen" is nborch as it
+is; "not frozen" sets FREEZE_AT above the run's size, as 10,000 was before it was lowered to 1,000.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def measure(tasks: int, heap: int, frozen: bool) -> tuple[float, int]:
     sys.path.insert(0, str(HERE))
     import nborch
     import nborch.core.gc_pause as gc_pause
-    from nborch import DAG, Task
-    from raw_baseline import anoop, layered_dag
+    from engine import anoop, build_args
+    from raw_baseline import layered_dag
 
     if not frozen:
         gc_pause.FREEZE_AT = tasks + 1
@@ -49,10 +49,7 @@ def measure(tasks: int, heap: int, frozen: bool) -> tuple[float, int]:
     runs = max(1, 40_000 // tasks)
     gc.callbacks.append(timer)
     for _ in range(runs):
-        nodes: list[Task[int]] = []
-        for i, ups in enumerate(deps):
-            nodes.append(Task(anoop, *[nodes[j] for j in ups], name=f"t{i}"))
-        assert nborch.run(DAG(*nodes), store=False).ok
+        assert nborch.run(build_args(deps, anoop), store=False).ok
     gc.callbacks.remove(timer)
     del kept
     return spent[0] * 1e6 / (runs * tasks), count[0]

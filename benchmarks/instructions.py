@@ -42,6 +42,8 @@ def case(mode: str, tasks: int) -> None:
 
     deps = layered_dag(tasks)
 
+    # engine.build_args, written out: importing benchmarks/engine.py puts this checkout first on
+    # sys.path, and this script also measures other commits' code (PYTHONPATH=their tree)
     def build() -> DAG:
         nodes: list[Task[int]] = []
         for i, ups in enumerate(deps):

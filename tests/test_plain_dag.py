@@ -5,6 +5,8 @@ graph, and a run of it gives the same outcome."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -86,13 +88,20 @@ def shape(graph: Graph) -> dict[str, Any]:
     }
 
 
-def general(root: DAG) -> Graph:
+@contextmanager
+def general_build() -> Iterator[None]:
+    """Inside: build_graph takes the general three passes for every graph (the reference)."""
     saved = graph_module.compile_plain_dag
     graph_module.compile_plain_dag = lambda root, names: None  # type: ignore[assignment]
     try:
-        return build_graph(root)
+        yield
     finally:
         graph_module.compile_plain_dag = saved
+
+
+def general(root: DAG) -> Graph:
+    with general_build():
+        return build_graph(root)
 
 
 PLAIN_KINDS = ["plain"] * 4 + ["const", "mixed", "kw", "decorated", "shared", "again", "after"]
@@ -207,12 +216,8 @@ def test_a_run_of_the_one_pass_graph_is_the_general_builds_run(case: tuple[DAG, 
         general(root)
     except DefinitionError:
         return
-    saved = graph_module.compile_plain_dag
-    try:
-        graph_module.compile_plain_dag = lambda root, names: None  # type: ignore[assignment]
+    with general_build():
         reference = nborch.run(root, store=False)
-    finally:
-        graph_module.compile_plain_dag = saved
     run = nborch.run(root, store=False)
     assert run.states == reference.states
     assert run.results == reference.results

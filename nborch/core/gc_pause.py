@@ -19,10 +19,10 @@ __all__ = ["FREEZE_AT", "FROZEN_AT_START", "Freezer", "GcPause"]
 # Tasks added to a run before what there is is frozen out of the GC's sight. Below it a run's
 # graph is scanned twice on its way to the oldest generation (once when the pause ends, once more
 # in the next second-generation collection): benchmarks/gc_cost.py (3.11, a process holding a
-# million objects) at 1,000 tasks 5.6 µs a task in collections, 0.36 frozen; at 5,000, 8.5 and
-# 0.68. It was 10,000 until then. The price of a freeze, kept rare by this threshold: what was
-# young when it froze (cyclic garbage too) goes to the oldest generation when the run ends, and
-# waits for a full collection.
+# million objects) at 1,000 tasks 1.7-5.6 µs a task in collections, 0.12-0.36 frozen; at 5,000,
+# 2.3-8.5 and 0.30-0.68 (the VM's speed varied 3x in one day). It was 10,000 until then. The
+# price of a freeze, kept rare by this threshold: what was young when it froze (cyclic garbage
+# too) goes to the oldest generation when the run ends, and waits for a full collection.
 FREEZE_AT = 1_000
 # What the interpreter itself keeps frozen (Python 3.12.1 starts with 375 objects there; 3.11 and
 # 3.13 with none): more than this means someone froze objects, and a run must not unfreeze them.

@@ -9,7 +9,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .state import TaskState
-from .task_options import DEFAULT_OPTIONS
+from .task_options import DEFAULT_OPTIONS, TaskOptions
 
 if TYPE_CHECKING:
     from .circuits import CircuitCall
@@ -110,15 +110,22 @@ class Inv:
         self.circuits: tuple[CircuitCall, ...] = ()  # the CircuitGroups this task is a step of
         self.weight = 1  # slots it takes of its pool, limits[0] (slots=N in a pool with a size)
         opts = spec.task.options
-        if opts is DEFAULT_OPTIONS:  # most tasks: no option set, nothing to look at
-            self.rule, self.simple = "all_success", True
-            return
-        self.rule = opts.trigger_rule
-        # no retry, timeout, breaker, key, rate or skip_if: the body runs without a wrapper coroutine
-        self.simple = (
-            opts.retry is None and opts.timeout is None and opts.skip_if is None and not opts.limit_by
-            and not opts.cache and opts.rate is None
-        )
+        if opts is DEFAULT_OPTIONS:  # most tasks: no option set, their answers known already
+            self.rule, self.simple = _DEFAULT_RULE, _DEFAULT_SIMPLE
+        else:
+            self.rule, self.simple = opts.trigger_rule, is_simple(opts)
+
+
+def is_simple(opts: TaskOptions) -> bool:
+    """No retry, timeout, skip_if, limit_by, cache or rate: the body runs without a wrapper
+    coroutine (the fast path)."""
+    return (
+        opts.retry is None and opts.timeout is None and opts.skip_if is None and not opts.limit_by
+        and not opts.cache and opts.rate is None
+    )
+
+
+_DEFAULT_RULE, _DEFAULT_SIMPLE = DEFAULT_OPTIONS.trigger_rule, is_simple(DEFAULT_OPTIONS)
 
 
 def note_attempt(inv: Inv, exc: BaseException) -> None:

@@ -19,7 +19,7 @@ from operator import attrgetter
 from typing import Any
 
 from .naming import name_specs
-from .specs import _HOLDERS, Graph, Names, Spec, find_nodes, open_params_of
+from .specs import _HOLDERS, Graph, Names, Spec, find_nodes, open_params_of, plan_call
 from .task import Node, Task
 from .workflow import DAG
 
@@ -44,7 +44,7 @@ def compile_plain_dag(root: DAG, names: Names) -> Graph | None:
     found: Any = by_task.get  # (its Nones are looked for before the list is used as specs)
     new: list[Spec] = []
     calls: list[tuple[Spec, list[Spec]]] = []  # the specs whose every argument is an upstream
-    planned: list[tuple[Spec, list[tuple[int, Spec]]]] = []  # those with other arguments too
+    planned: list[Spec] = []  # those with other arguments too
     afters: list[tuple[Spec, list[Spec]]] = []  # ``>>`` and ``after=`` edges, made once all are in
     for child in root.children:
         if type(child) is not Task:
@@ -70,7 +70,8 @@ def compile_plain_dag(root: DAG, names: Names) -> Graph | None:
                 if slots is None:
                     return None
                 if slots:
-                    planned.append((spec, slots))
+                    spec.argslots = slots  # planned by plan_call once named, as the general build does
+                    planned.append(spec)
             else:
                 up = spec.up = dict.fromkeys(ups)  # (an upstream given twice is one edge)
                 for u in up:
@@ -85,37 +86,40 @@ def compile_plain_dag(root: DAG, names: Names) -> Graph | None:
         by_task[key] = spec
         new.append(spec)
     for spec, ups in afters:  # after every argument's edge, in member order, as the wiring pass
-        up = spec.up
         for u in ups:
-            if u not in up:
-                up[u] = None
-                u.down.append(spec)
+            _edge(u, spec)
     _, _, claimed = name_specs(new, names)  # nothing after it can fail: no name to give back
     specs = graph.specs
     for spec in new:
         specs[spec.name] = spec
     for spec, ups in calls:  # (as Spec.plan_arguments would: its values are the call's arguments)
         spec.argnames = tuple(map(_name, ups))
-    for spec, slots in planned:
-        spec.plan_arguments([(i, u.name) for i, u in slots], [])
+    for spec in planned:
+        plan_call(spec)
     graph.nodes[id(root)] = root
     graph.members[id(root)] = new
     names.owners.update(claimed)
     return graph
 
 
-def _slots(spec: Spec, args: tuple[Any, ...], by_task: dict[int, Spec]) -> list[tuple[int, Spec]] | None:
+def _edge(up: Spec, down: Spec) -> None:
+    """An edge ``up`` -> ``down``, once."""
+    if up not in down.up:
+        down.up[up] = None
+        up.down.append(down)
+
+
+def _slots(
+    spec: Spec, args: tuple[Any, ...], by_task: dict[int, Spec],
+) -> list[tuple[int | str, Spec]] | None:
     """Where the earlier members among ``args`` go, (position, spec), with their edges made;
     None if an argument is or holds another node."""
-    slots: list[tuple[int, Spec]] = []
-    up = spec.up
+    slots: list[tuple[int | str, Spec]] = []
     for i, value in enumerate(args):
         if isinstance(value, _HOLDERS):
             u = by_task.get(id(value)) if type(value) is Task else None
             if u is not None:
-                if u not in up:
-                    up[u] = None
-                    u.down.append(spec)
+                _edge(u, spec)
                 slots.append((i, u))
             elif isinstance(value, Node) or next(find_nodes(value), None) is not None:
                 return None
