@@ -332,3 +332,30 @@ def test_a_subscriber_whose_len_is_zero_still_gets_the_events():
     got = Collector()
     nborch.run(nborch.task(lambda: 1)(), store=False, on_event=got)
     assert len(got) > 0  # it was dropped as "no subscriber" when it was falsy at the start
+
+
+@pytest.mark.parametrize("store", [False, True])
+def test_a_subscriber_with_a_journal_of_its_own_still_gets_every_event(tmp_path, store):
+    """The store's recorder takes plain successes from the engine without events (an
+    eventbus.Journal); a user's subscriber that happens to have a ``journal`` attribute is not
+    taken for one: it gets the SUCCEEDED events, and its journal is never touched."""
+
+    class Auditor:
+        def __init__(self):
+            self.seen = []
+            self.journal = []  # the auditor's own notes
+
+        def __call__(self, e):
+            if isinstance(e, TaskEvent):
+                self.seen.append((e.task, e.state))
+
+    @task
+    async def one(i):
+        return i
+
+    auditor = Auditor()
+    run = nborch.run(Sequence(*[one(i) for i in range(3)]), on_event=auditor,
+                     store=tmp_path / "home" if store else False)
+    assert run.ok and run.value == [0, 1, 2]
+    assert [n for n, s in auditor.seen if s is S.SUCCEEDED] == list(run.states)
+    assert auditor.journal == []

@@ -349,7 +349,11 @@ class Engine:
         if events._subscribers or (bus is not None and bus._subscribers):
             if (state is SUCCEEDED and not events._subscribers and not bus.wants_successes  # type: ignore[union-attr]
                     and inv.cache_key is None and not inv.cached):
-                bus.journal(inv)  # type: ignore[union-attr,misc]  # the recorder alone: no event built
+                # the recorder alone: no event built (eventbus.Journal)
+                journal = bus.journal  # type: ignore[union-attr]
+                journal.entries.append(inv)  # type: ignore[union-attr]
+                if inv.finished >= journal.due:  # type: ignore[union-attr]
+                    journal.overdue(inv.finished)  # type: ignore[union-attr]
             else:
                 self.publisher.emit(inv, state)
         self.unsettled -= 1

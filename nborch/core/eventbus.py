@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 from .state import TaskState
 
 __all__ = [
-    "CircuitEvent", "Event", "EventBus", "RunEvent", "TaskEvent", "TaskOutput", "TaskProgress", "TaskWaiting",
-    "events",
+    "CircuitEvent", "Event", "EventBus", "Journal", "RunEvent", "TaskEvent", "TaskOutput", "TaskProgress",
+    "TaskWaiting", "events",
 ]
 
 log = logging.getLogger("nborch.events")
@@ -113,6 +113,24 @@ Event = TaskEvent | RunEvent | CircuitEvent | TaskOutput | TaskProgress | TaskWa
 Subscriber = Callable[[Any], Any]
 
 
+class Journal:
+    """How a subscriber (the store's recorder) takes a run's plain successes without events.
+
+    The engine appends each such task's record (its ``Inv``) to ``entries``: a C call, no
+    event built, no Python frame. When the task's finish time (the engine's clock) reaches
+    ``due``, it then calls ``overdue(now)``, which the subscriber uses to commit on time from
+    a loop too busy to run its timer. ``due`` is ``-inf`` when the subscriber wants to hear of
+    the next entry (no commit is due yet) and ``inf`` when it does not need to. The subscriber
+    takes ``entries`` by replacing the list."""
+
+    __slots__ = ("due", "entries", "overdue")
+
+    def __init__(self, overdue: Callable[[float], None]) -> None:
+        self.entries: list[Any] = []
+        self.due = -float("inf")
+        self.overdue = overdue
+
+
 class EventBus:
     """Delivers each published event to every subscriber, in subscription order.
 
@@ -127,9 +145,9 @@ class EventBus:
         self._subscribers: tuple[Subscriber, ...] = ()
         self.wants_running = False
         # A subscriber with a ``journal`` (the store's recorder) takes the plain successes
-        # (no parent, no cache) from ``journal(inv)`` instead of events: one call, no event
-        # built. ``wants_successes``: some subscriber needs them as events all the same.
-        self.journal: Callable[[Any], None] | None = None
+        # (no cache key) from it instead of events (see ``Journal``). ``wants_successes``:
+        # some subscriber needs them as events all the same.
+        self.journal: Journal | None = None
         self.wants_successes = False
         self._lock = threading.Lock()
         self._pending: set[asyncio.Task[Any]] = set()
@@ -166,7 +184,8 @@ class EventBus:
         # A subscriber may say it has no use for the RUNNING events of single-attempt tasks
         # (``wants_running = False``, as the store's recorder does), so they are not built.
         self.wants_running = any(getattr(s, "wants_running", True) for s in self._subscribers)
-        journals = [j for s in self._subscribers if (j := getattr(s, "journal", None)) is not None]
+        # (only a Journal: a user's subscriber may have a ``journal`` of its own)
+        journals = [j for s in self._subscribers if isinstance(j := getattr(s, "journal", None), Journal)]
         self.journal = journals[0] if len(journals) == 1 else None
         self.wants_successes = len(journals) != len(self._subscribers) or len(journals) > 1
 

@@ -22,7 +22,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import safe_str
-from ..core.eventbus import RunEvent, TaskEvent
+from ..core.eventbus import Journal, RunEvent, TaskEvent
 from ..core.state import TaskState
 from .liveness import HOST, PROC
 from .resume import keep_for_resume
@@ -36,7 +36,7 @@ __all__ = ["CLOSE_WAIT", "DurableRecorder", "Recorder"]
 
 CLOSE_WAIT = 0.25  # s a run's end gives rows waiting for another process's lock
 _SUCCEEDED = TaskState.SUCCEEDED
-_NEVER = float("inf")
+_NOW = -float("inf")  # Journal.due with no commit time set: the next success sets one (arming the timer)
 
 
 def _error_fields(error: BaseException | None) -> tuple[str | None, str | None, str | None]:
@@ -74,10 +74,12 @@ class Recorder:
         # rows waiting for the next commit, one list per statement (a dict keeps their order),
         # and the plain SUCCEEDED events, turned into rows all at once when committed
         self.succeeded: list[TaskEvent] = []
-        self.done: list[Any] = []  # and the plain successes the engine journaled (their Invs)
+        # and the plain successes the engine journaled (their Invs, in ``successes.entries``);
+        # ``successes.due`` is the engine-clock time the timer was meant for (-inf: no timer)
+        self.successes = Journal(self.row_due)
+        self.journal: Journal | None = self.successes  # what the event bus hands the engine
         self.pending: dict[str, list[tuple[Any, ...]]] = {}
         self.timer: Any = None  # an asyncio.TimerHandle while a commit is due
-        self.due = _NEVER  # the engine-clock time the timer was meant for
         self.handed_off = False  # a batch went to the writer thread: later ones must follow it
         self.failed = False  # the store cannot take this run's rows (warned): the rest is dropped
         self.outcome: str | None = None
@@ -98,19 +100,21 @@ class Recorder:
             else:  # the run's outcome: the same word as Run.status, without a pass over its tasks
                 self.outcome = e.state.value
 
-    def journal(self, inv: Any) -> None:
-        """A plain success (no cache key; perhaps a child task), handed over by the engine
-        (``EventBus.journal``) instead of an event when no other subscriber wants it: its rows
-        are built from the engine's own record of the task (``Inv``) when committed."""
-        self.done.append(inv)
-        self.row_due(inv.finished)
-
     def row_due(self, now: float) -> None:
-        """A row was gathered at ``now`` (the engine's clock): commit within ``interval``."""
+        """A row was gathered at ``now`` (the engine's clock): commit within ``interval``.
+
+        The engine calls this (``Journal.overdue``) for a plain success it journaled (no
+        cache key; perhaps a child task) only when ``now`` reaches ``successes.due``: at the
+        first one after a commit, and when the loop is too busy to run the timer. Its row is
+        built from the engine's own record of the task (``Inv``) when committed."""
+        journal = self.successes
         if self.timer is None:
             self.arm()
-            self.due = now + self.store.interval
-        elif now >= self.due:  # the loop is too busy to run the timer: commit now
+            if self.timer is not None:
+                journal.due = now + self.store.interval
+        elif journal.due == _NOW:  # the timer was armed by a row without the engine's time (put)
+            journal.due = now + self.store.interval
+        elif now >= journal.due:  # the loop is too busy to run the timer: commit now
             self.timer.cancel()
             self.commit()
 
@@ -119,9 +123,8 @@ class Recorder:
         if rows is None:
             rows = self.pending[sql] = []
         rows.append(params)
-        if self.timer is None:
+        if self.timer is None:  # the timer commits; the next SUCCEEDED sets the time it is due by
             self.arm()
-            self.due = _NEVER  # the timer commits (a SUCCEEDED that comes first sets a time)
 
     def arm(self) -> None:
         """Commit ``store.interval`` seconds from now, on the run's loop."""
@@ -144,15 +147,17 @@ class Recorder:
             ]
             groups.insert(0, (TASK_ROW, rows))
             self.count += len(rows)
-        if self.done:
+        done = self.successes.entries
+        if done:
             run_id, wall = self.run_id, self.offset
-            rows = [(run_id, i.name, i.attempts, "succeeded", i.started + wall, i.finished + wall) for i in self.done]
-            children = [(run_id, i.name, None, None, None, 0, None, i.parent.name) for i in self.done if i.parent]
+            rows = [(run_id, i.name, i.attempts, "succeeded", i.started + wall, i.finished + wall)
+                    for i in done]
+            children = [(run_id, i.name, None, None, None, 0, None, i.parent.name) for i in done if i.parent]
             if children:  # the task that called them: the details table has it (as task_event writes it)
                 groups.insert(0, (DETAIL_ROW, children))
             groups.insert(0, (TASK_ROW, rows))
             self.count += len(rows)
-            self.done = []
+            self.successes.entries = []
         self.succeeded = []
         self.pending = {}
         return groups
@@ -161,6 +166,7 @@ class Recorder:
         """Commit the rows so far: now, from this thread, or through the writer thread when the
         database is locked by someone else (and from then on, to keep the rows in order)."""
         self.timer = None
+        self.successes.due = _NOW
         groups = self.take()
         if not groups or self.failed:
             return
@@ -213,7 +219,8 @@ class Recorder:
             self.timer.cancel()
             self.timer = None
         keep_for_resume(self.store, self.run_id, run, self.outcome)
-        tasks = self.count + len(self.succeeded) + len(self.done)  # the last batch is counted when taken
+        # the last batch is counted when taken
+        tasks = self.count + len(self.succeeded) + len(self.successes.entries)
         try:  # the run's edges, for drawing it later (a task is listed even with no upstream)
             table: dict[str, Any] = run.upstreams
             params = run.item_params()
@@ -237,7 +244,9 @@ class DurableRecorder(Recorder):
 
     commits = 0
 
-    journal = None  # type: ignore[assignment]  # every success is an event, committed before the next subscriber hears of it
+    def __init__(self, store: SqliteStore, run_id: str, *, name: str | None = None) -> None:
+        super().__init__(store, run_id, name=name)
+        self.journal = None  # every success is an event, committed before the next subscriber hears of it
 
     def __call__(self, e: Any) -> None:
         Recorder.__call__(self, e)

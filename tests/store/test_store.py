@@ -186,6 +186,37 @@ def test_a_finished_task_is_on_disk_while_async_tasks_keep_the_loop_busy(store, 
     assert seen - finished[0] < 1.0  # 50 ms batches; were they held to the end, it would be ~3 s
 
 
+def test_plain_successes_are_committed_when_due_even_if_the_loop_never_ran_the_timer(store):
+    """The engine hands plain successes to the recorder without events (eventbus.Journal) and
+    tells it when a commit is overdue: a task that holds the loop past the 50 ms interval keeps
+    the commit timer from running, so the rows so far must be committed as it settles, before
+    the task after it starts (which reads the file from its own connection)."""
+
+    @task
+    async def quick():
+        return 1
+
+    @task
+    async def hog(_):
+        time.sleep(store.interval * 4)  # holds the loop: the timer armed for quick cannot run
+        return 2
+
+    @task
+    async def look(_):
+        with contextlib.closing(sqlite3.connect(store.path)) as db:
+            return sorted(db.execute("SELECT task, state FROM tasks"))
+
+    q = quick()
+    h = hog(q)
+    run = nborch.run(Sequence(q, h, look(h)), store=store)
+    assert run.ok
+    assert run.results["look"] == [("hog", "succeeded"), ("quick", "succeeded")]
+    store.flush()
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        assert sorted(db.execute("SELECT task FROM tasks WHERE run_id = ?", (run.id,))) == [
+            ("hog",), ("look",), ("quick",)]
+
+
 def test_a_run_recorded_while_another_process_holds_the_write_lock_is_complete(store):
     """The recorder commits from the run's loop without waiting for the lock; when another
     connection holds it, the rows go to the store's writer thread, which waits, in order."""
