@@ -359,3 +359,40 @@ def test_a_subscriber_with_a_journal_of_its_own_still_gets_every_event(tmp_path,
     assert run.ok and run.value == [0, 1, 2]
     assert [n for n, s in auditor.seen if s is S.SUCCEEDED] == list(run.states)
     assert auditor.journal == []
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_journal_that_raises_when_due_costs_the_run_nothing(caplog, keep):
+    """The engine calls a journal's ``overdue`` itself, on its hot path, not through publish:
+    it must be guarded as publish guards a subscriber (it hung the run: the exception ended the
+    task's job before its downstream was decided). The subscriber is logged, and dropped unless
+    it says ``keep_on_error``; a dropped one gets no more events."""
+    from nborch.core.eventbus import Journal
+
+    calls = []
+
+    class Broken:
+        keep_on_error = keep
+
+        def __init__(self):
+            self.journal = Journal(self.due)
+
+        def due(self, now):
+            calls.append(now)
+            raise RuntimeError("the store went away")
+
+        def __call__(self, e):
+            pass
+
+    @task
+    async def one(i):
+        return i
+
+    broken = Broken()
+    with caplog.at_level(logging.ERROR, logger="nborch.events"):
+        run = nborch.run(Sequence(*[one(i) for i in range(5)]), on_event=broken, store=False)
+    assert run.ok and run.value == [0, 1, 2, 3, 4]
+    assert calls and "the store went away" in caplog.text
+    # kept: called at every task's end (its due time is never moved on); dropped: only once
+    assert len(calls) == (5 if keep else 1)
+    assert len(broken.journal.entries) == (5 if keep else 1)

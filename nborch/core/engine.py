@@ -353,7 +353,7 @@ class Engine:
                 journal = bus.journal  # type: ignore[union-attr]
                 journal.entries.append(inv)  # type: ignore[union-attr]
                 if inv.finished >= journal.due:  # type: ignore[union-attr]
-                    journal.overdue(inv.finished)  # type: ignore[union-attr]
+                    bus.overdue(inv.finished)  # type: ignore[union-attr]  # (which never raises)
             else:
                 self.publisher.emit(inv, state)
         self.unsettled -= 1

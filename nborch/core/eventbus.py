@@ -148,6 +148,7 @@ class EventBus:
         # (no cache key) from it instead of events (see ``Journal``). ``wants_successes``:
         # some subscriber needs them as events all the same.
         self.journal: Journal | None = None
+        self._journal_owner: Subscriber | None = None  # the subscriber whose journal it is
         self.wants_successes = False
         self._lock = threading.Lock()
         self._pending: set[asyncio.Task[Any]] = set()
@@ -185,9 +186,9 @@ class EventBus:
         # (``wants_running = False``, as the store's recorder does), so they are not built.
         self.wants_running = any(getattr(s, "wants_running", True) for s in self._subscribers)
         # (only a Journal: a user's subscriber may have a ``journal`` of its own)
-        journals = [j for s in self._subscribers if isinstance(j := getattr(s, "journal", None), Journal)]
-        self.journal = journals[0] if len(journals) == 1 else None
-        self.wants_successes = len(journals) != len(self._subscribers) or len(journals) > 1
+        found = [(s, j) for s in self._subscribers if isinstance(j := getattr(s, "journal", None), Journal)]
+        self._journal_owner, self.journal = found[0] if len(found) == 1 else (None, None)
+        self.wants_successes = len(found) != len(self._subscribers) or len(found) > 1
 
     @property
     def subscribers(self) -> tuple[Subscriber, ...]:
@@ -208,6 +209,14 @@ class EventBus:
                     self._schedule(callback, outcome)
             except Exception:
                 self._drop(callback)
+
+    def overdue(self, now: float) -> None:
+        """The engine's journal reached its ``due`` time: call its ``overdue`` as ``publish``
+        calls a subscriber (never raises: a subscriber's failure must not stop the engine)."""
+        try:
+            self.journal.overdue(now)  # type: ignore[union-attr]
+        except Exception:
+            self._drop(self._journal_owner)  # type: ignore[arg-type]
 
     def _schedule(self, callback: Subscriber, awaitable: Any) -> None:
         async def deliver() -> None:
