@@ -634,3 +634,48 @@ def test_a_subscriber_of_nborchs_own_survives_an_event_it_fails_on():
 
     assert "b" in seen  # kept after failing on a's events
     assert "user:b" not in seen  # a user's subscriber that raises is still unsubscribed
+
+
+def test_a_bug_while_settling_stops_the_run_with_it_instead_of_hanging(monkeypatch):
+    """Settling runs in the callers' frames (a task's job, a done callback): an exception there
+    (a bug) used to end that caller and leave the run waiting forever for a task nothing would
+    settle. It now stops the run: running tasks are cancelled and the run raises the bug, with a
+    note naming the task. Injected by making the engine's start of one downstream task raise."""
+    from nborch.core.engine import Engine
+
+    real_start = Engine.start
+
+    def start(self, inv):
+        if inv.name == "after":
+            raise RuntimeError("a bug in start")
+        real_start(self, inv)
+
+    monkeypatch.setattr(Engine, "start", start)
+    slow_started, slow_stopped = asyncio.Event(), []
+
+    @task
+    async def first():
+        await slow_started.wait()
+        return 1
+
+    @task
+    async def after(x):
+        return x
+
+    @task
+    async def slow():
+        slow_started.set()
+        try:
+            await asyncio.sleep(60)
+        finally:
+            slow_stopped.append(True)
+
+    f = first()
+    with pytest.raises(RuntimeError, match="a bug in start") as caught:
+        nborch.run(DAG(f, after(f), slow()), store=False)
+    assert any("internal error while settling task 'first'" in n for n in caught.value.__notes__)
+    assert slow_stopped == [True]  # cancelled, not left running
+    run = nborch.last_run()
+    S = nborch.TaskState
+    assert run is not None and run.states["first"] is S.SUCCEEDED
+    assert run.states["slow"] is S.CANCELLED and run.states["after"] is S.CANCELLED

@@ -53,7 +53,7 @@ from .remote import Remote, has_remote
 from .run_tasks import add_specs, settle_presets
 from .slots import Slots, drop_waiter
 from .state import RUN, TaskState, decide
-from .stopping import cancel, ended, outcome, stop_specs, unwind
+from .stopping import cancel, ended, outcome, stop_on_bug, stop_specs, unwind
 from .workers import WorkerPool
 
 __all__ = ["Engine", "Frame", "current_frame"]
@@ -309,18 +309,24 @@ class Engine:
             return
         self.settling = True
         queue = self.queue
+        bug: Exception | None = None
         try:
             self._settle(inv, state)
             while queue:
                 inv, state = queue.popleft()
                 self._settle(inv, state)
+        except Exception as exc:  # a bug: raised on, it would end the caller (a task's job, a
+            queue.clear()  # done callback) and leave the run waiting forever (stop_on_bug)
+            bug = exc
         except BaseException:  # a KeyboardInterrupt from a body's eager first step (launch): the
             while queue:  # run is stopping, nothing new starts; what was queued still settles
                 self._settle(*queue.popleft())
             raise
         finally:
             self.settling = False
-        if self.unsettled <= 0 and self.done is not None and not self.done.done():
+        if bug is not None:
+            stop_on_bug(self, bug, inv)
+        elif self.unsettled <= 0 and self.done is not None and not self.done.done():
             self.done.set_result(None)
 
     def _settle(self, inv: Inv, state: TaskState) -> None:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .specs import Spec
 
-__all__ = ["cancel", "ended", "outcome", "release", "stop", "stop_specs", "unwind"]
+__all__ = ["cancel", "ended", "outcome", "release", "stop", "stop_on_bug", "stop_specs", "unwind"]
 
 _state = operator.attrgetter("state")
 
@@ -77,6 +77,18 @@ def cancel(engine: Engine) -> None:
     for inv in list(engine.invs.values()):
         if not inv.state.is_final:
             stop(engine, inv)
+
+
+def stop_on_bug(engine: Engine, exc: Exception, inv: Inv) -> None:
+    """Settling ``inv`` raised ``exc`` (a bug, nborch's or a subscriber's that got past its
+    guard): stop the run (what was queued is cancelled with the rest) and have it raise
+    ``exc``, instead of leaving it waiting for a task that will never be settled."""
+    if engine.fatal is None:
+        exc.add_note(f"nborch: internal error while settling task {inv.name!r}; the run was stopped")
+        engine.fatal = exc
+    cancel(engine)
+    if engine.done is not None and not engine.done.done():
+        engine.done.set_result(None)
 
 
 async def unwind(engine: Engine, grace: float = 1.0) -> None:
