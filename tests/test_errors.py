@@ -119,6 +119,32 @@ def test_a_task_cannot_run_after_itself():
         a >> a
 
 
+@pytest.mark.parametrize("after", ["list", "tuple", "set", "one"])
+def test_dag_add_after_takes_nodes_and_names_in_any_collection_and_refuses_the_rest(after):
+    """DAG.add(after=) adds a list of nodes at once; anything else (a name, the task itself, a
+    value that is no node) goes one by one, with the same errors as ``>>``."""
+    a, b, c = Task(lambda: 1, name="a"), Task(lambda: 2, name="b"), Task(lambda *_: 3, name="c")
+    ups = {"list": [a, b], "tuple": (a, b), "set": {a, b}, "one": a}[after]
+    dag = DAG(a, b)
+    dag.add(c, after=ups)
+    dag.add(c, after=[])  # nothing more; and a second add with after= adds to the first
+    assert c._after == [a] if after == "one" else set(c._after) == {a, b}
+    if after in ("list", "tuple"):
+        assert c._after == [a, b]  # in the order given
+    run = nborch.run(dag, store=False)
+    assert run.ok and set(run.upstreams["c"]) == ({"a"} if after == "one" else {"a", "b"})
+
+    d = Task(lambda: 4, name="d")
+    with pytest.raises(DefinitionError, match=r"cannot run after itself$"):
+        DAG(a).add(d, after=[a, d])
+    refused = r"DAG\.add\(after=\.\.\.\) expects tasks or composites, got 5"
+    with pytest.raises(InvalidTaskError, match=refused):
+        DAG(a).add(Task(lambda: 5, name="e"), after=[a, 5])
+    mixed = DAG(a)
+    f = mixed.add(Task(lambda: 6, name="f"), after=[a, "a"])  # a node and a name: both kept
+    assert f._after == [a, "a"]
+
+
 # -- graph errors --------------------------------------------------------------------------------
 
 

@@ -120,7 +120,20 @@ class DAG(Composite):
             if not isinstance(item, TaskFunction):
                 check_callable(item, "DAG.add()")
             item = Task(item)
-        for upstream in after if isinstance(after, list | tuple | set) else [after]:
-            item._add_after(upstream if isinstance(upstream, str) else require_node(upstream, "DAG.add(after=...)"))
+        ups: list[Any] | tuple[Any, ...] | set[Any] = (
+            after if type(after) is list or isinstance(after, list | tuple | set) else [after])
+        for u in ups:
+            if u is item or not isinstance(u, Node):  # a name, or one to refuse: one by one
+                for upstream in ups:
+                    item._add_after(upstream if isinstance(upstream, str)
+                                    else require_node(upstream, "DAG.add(after=...)"))
+                break
+        else:  # only nodes, the common case: added at once (what _add_after does for each)
+            if not ups:
+                pass
+            elif item._after:
+                item._after.extend(ups)  # repeats are harmless: the graph makes one edge
+            else:
+                item._after = list(ups)
         self.children.append(item)  # a node added twice is still one task: the graph dedupes by identity
         return item
