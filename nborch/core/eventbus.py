@@ -119,9 +119,9 @@ class Journal:
     The engine appends each such task's record (its ``Inv``) to ``entries``: a C call, no
     event built, no Python frame. When the task's finish time (the engine's clock) reaches
     ``due``, it then calls ``overdue(now)``, which the subscriber uses to commit on time from
-    a loop too busy to run its timer. ``due`` is ``-inf`` when the subscriber wants to hear of
-    the next entry (no commit is due yet) and ``inf`` when it does not need to. The subscriber
-    takes ``entries`` by replacing the list."""
+    a loop too busy to run its timer; ``due`` is ``-inf`` while the subscriber has set no time
+    (it hears of the next entry). The subscriber takes ``entries`` by replacing the list; the
+    event bus calls ``overdue`` for the engine (``EventBus.overdue``), guarded as a subscriber."""
 
     __slots__ = ("due", "entries", "overdue")
 

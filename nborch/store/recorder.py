@@ -75,7 +75,7 @@ class Recorder:
         # and the plain SUCCEEDED events, turned into rows all at once when committed
         self.succeeded: list[TaskEvent] = []
         # and the plain successes the engine journaled (their Invs, in ``successes.entries``);
-        # ``successes.due`` is the engine-clock time the timer was meant for (-inf: no timer)
+        # ``successes.due`` is the engine-clock time the timer was meant for (-inf: none set)
         self.successes = Journal(self.row_due)
         self.journal: Journal | None = self.successes  # what the event bus hands the engine
         self.pending: dict[str, list[tuple[Any, ...]]] = {}
