@@ -699,9 +699,68 @@ def test_a_bug_while_settling_stops_the_run_with_it_instead_of_hanging(monkeypat
     f = first()
     with pytest.raises(RuntimeError, match="a bug in start") as caught:
         nborch.run(DAG(f, after(f), slow()), store=False)
-    assert any("internal error while settling task 'first'" in n for n in caught.value.__notes__)
+    assert any("raised in the engine while settling task 'first'" in n for n in caught.value.__notes__)
     assert slow_stopped == [True]  # cancelled, not left running
     run = nborch.last_run()
     S = nborch.TaskState
     assert run is not None and run.states["first"] is S.SUCCEEDED
     assert run.states["slow"] is S.CANCELLED and run.states["after"] is S.CANCELLED
+
+
+@pytest.mark.parametrize("where", ["a root", "a downstream task"])
+def test_a_sync_task_that_gets_no_thread_fails_the_run_instead_of_hanging_it(monkeypatch, where):
+    """When the OS refuses a new thread (CPython raises RuntimeError "can't start new thread"),
+    the run raises that error, whether the task is started by the run itself or by its
+    upstream's settling, and leaves no task running."""
+    import threading
+
+    real_start = threading.Thread.start
+
+    def start(self):
+        if self.name == "nborch-worker":
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+    async def root():
+        return 0
+
+    def sync(*_):
+        return 1
+
+    r = Task(root, name="root")
+    dag = DAG(Task(sync, name="s")) if where == "a root" else DAG(r, Task(sync, r, name="s"))
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        nborch.run(dag, store=False)
+    run = nborch.last_run()
+    assert run is not None and run.states["s"] is not nborch.TaskState.RUNNING
+    assert all(s.is_final for s in run.states.values())
+
+
+def test_a_bug_while_launching_a_deferred_task_stops_the_run(monkeypatch):
+    """Past BURST ready tasks, the rest are launched from a loop callback (Engine.drain): an
+    exception there (a bug) stops the run and is raised, as one while settling is."""
+    from nborch.core.engine import BURST, Engine
+
+    real_launch = Engine.launch
+
+    def launch(self, inv):
+        if inv.name == f"leaf{BURST + 5}":
+            raise RuntimeError("a bug in launch")
+        real_launch(self, inv)
+
+    monkeypatch.setattr(Engine, "launch", launch)
+
+    async def root():
+        return 0
+
+    async def leaf(_):
+        return 1
+
+    r = Task(root, name="root")
+    with pytest.raises(RuntimeError, match="a bug in launch") as caught:
+        nborch.run(DAG(r, *[Task(leaf, r, name=f"leaf{i}") for i in range(BURST + 50)]), store=False)
+    assert any(f"while launching task 'leaf{BURST + 5}'" in n for n in caught.value.__notes__)
+    run = nborch.last_run()
+    assert run is not None and all(s.is_final for s in run.states.values())

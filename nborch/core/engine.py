@@ -228,7 +228,10 @@ class Engine:
             inv = deferred.popleft()
             if inv.state is PENDING and not self.cancelling:
                 self.burst += 1
-                self.launch(inv)
+                try:
+                    self.launch(inv)
+                except Exception as exc:  # in a loop callback: raised on, the run would hang
+                    stop_on_bug(self, exc, inv, "launching")
             elif inv.state is PENDING:
                 self.settle(inv, CANCELLED)
         if deferred:

@@ -79,12 +79,12 @@ def cancel(engine: Engine) -> None:
             stop(engine, inv)
 
 
-def stop_on_bug(engine: Engine, exc: Exception, inv: Inv) -> None:
-    """Settling ``inv`` raised ``exc`` (a bug, nborch's or a subscriber's that got past its
-    guard): stop the run (what was queued is cancelled with the rest) and have it raise
-    ``exc``, instead of leaving it waiting for a task that will never be settled."""
+def stop_on_bug(engine: Engine, exc: Exception, inv: Inv, doing: str = "settling") -> None:
+    """Settling (or launching) ``inv`` raised ``exc`` in the engine's own frames (a bug, or
+    no thread to be had): stop the run (what was queued is cancelled with the rest) and have
+    it raise ``exc``, instead of leaving it waiting for a task that will never be settled."""
     if engine.fatal is None:
-        exc.add_note(f"nborch: internal error while settling task {inv.name!r}; the run was stopped")
+        exc.add_note(f"nborch: raised in the engine while {doing} task {inv.name!r}; the run was stopped")
         engine.fatal = exc
     cancel(engine)
     if engine.done is not None and not engine.done.done():
