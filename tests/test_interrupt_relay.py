@@ -78,8 +78,8 @@ def test_a_sigint_handled_at_once_is_not_sent_again(tmp_path):
         from nborch.notebook.interrupts import relay_interrupts
         interrupts = 0
         with relay_interrupts():
-            print("ready", flush=True)
-            try:
+            try:  # (a SIGINT may land as soon as "ready" is out, before print returns)
+                print("ready", flush=True)
                 time.sleep(60)
             except KeyboardInterrupt:
                 interrupts += 1
