@@ -45,6 +45,18 @@ class Node:
             self._after = []  # nodes share () until they get an upstream: less to allocate
         self._after.append(upstream)  # repeats are harmless
 
+    def _add_afters(self, upstreams: list[Any] | tuple[Any, ...] | set[Any], where: str) -> None:
+        """``_add_after`` for each of ``upstreams``, nodes or names (anything else is refused,
+        naming ``where``). Other nodes only, the common case (``DAG.add(after=[...])``), are
+        added at once."""
+        for u in upstreams:
+            if u is self or not isinstance(u, Node):  # a name, or one to refuse: one by one
+                for upstream in upstreams:
+                    self._add_after(upstream if isinstance(upstream, str) else require_node(upstream, where))
+                return
+        if upstreams:
+            self._after = [*self._after, *upstreams]
+
     def set_downstream(self, *others: Any) -> None:
         """Make each of ``others`` run after this node."""
         for group in others:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import DefinitionError
 from .introspection import check_callable
-from .node import Node, require_node
+from .node import Node
 from .policies import CircuitBreaker
 from .task import Task, TaskFunction, iter_nodes
 
@@ -120,20 +120,8 @@ class DAG(Composite):
             if not isinstance(item, TaskFunction):
                 check_callable(item, "DAG.add()")
             item = Task(item)
-        ups: list[Any] | tuple[Any, ...] | set[Any] = (
-            after if type(after) is list or isinstance(after, list | tuple | set) else [after])
-        for u in ups:
-            if u is item or not isinstance(u, Node):  # a name, or one to refuse: one by one
-                for upstream in ups:
-                    item._add_after(upstream if isinstance(upstream, str)
-                                    else require_node(upstream, "DAG.add(after=...)"))
-                break
-        else:  # only nodes, the common case: added at once (what _add_after does for each)
-            if not ups:
-                pass
-            elif item._after:
-                item._after.extend(ups)  # repeats are harmless: the graph makes one edge
-            else:
-                item._after = list(ups)
+        # (type() first: isinstance against a union is slow on 3.11, and a list is the common case)
+        ups = after if type(after) is list or isinstance(after, list | tuple | set) else [after]
+        item._add_afters(ups, "DAG.add(after=...)")
         self.children.append(item)  # a node added twice is still one task: the graph dedupes by identity
         return item
