@@ -4,6 +4,7 @@ from when the body starts, and calls abandoned by a timeout do not hold a slot."
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import threading
 import time
@@ -186,3 +187,96 @@ def test_what_a_sync_task_printed_comes_before_its_success_when_outcomes_come_in
     assert run.ok and run.results["hold"] is True, run.errors
     assert seen[-1] == ("succeeded", "b")
     assert "".join(text for kind, text in seen[:-1]) == "printed by b\n"
+
+
+def _one_batch(pool, n: int) -> None:
+    """Wait (off the loop) until ``n`` outcomes wait in the pool for the loop to take them."""
+    wait_until(lambda: len(pool._done) >= n)
+
+
+def test_outcomes_a_then_callback_did_not_reach_are_delivered_after_an_interrupt_in_it():
+    # the pool settles a sync task (its then) in the step that delivers its outcome; a
+    # KeyboardInterrupt there must not lose the outcomes of the same batch that come after it
+    from nborch.core.workers import WorkerPool
+
+    loop = asyncio.new_event_loop()
+    try:
+        pool = WorkerPool(loop, 3)
+        called: list[int] = []
+
+        def then(i: int):
+            def cb(fut: asyncio.Future) -> None:
+                called.append(i)
+                if i == 0:
+                    raise KeyboardInterrupt
+
+            return cb
+
+        futs = [pool.submit_job(contextvars.copy_context(), lambda i=i: i, (), {}, None, then(i)).fut
+                for i in range(3)]
+        _one_batch(pool, 3)  # the loop is not running: all three finish before it takes any
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(asyncio.gather(*futs))
+        assert called == [0]
+        assert loop.run_until_complete(asyncio.gather(*futs)) == [0, 1, 2]
+        assert called == [0, 1, 2]
+        pool.shutdown()
+    finally:
+        loop.close()
+
+
+def test_a_then_callback_that_raises_is_reported_and_the_rest_of_its_batch_still_delivered():
+    from nborch.core.workers import WorkerPool
+
+    loop = asyncio.new_event_loop()
+    reported: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        pool = WorkerPool(loop, 2)
+        called: list[int] = []
+
+        def then(i: int):
+            def cb(fut: asyncio.Future) -> None:
+                called.append(i)
+                if i == 0:
+                    raise ValueError("a bug in a callback")
+
+            return cb
+
+        futs = [pool.submit_job(contextvars.copy_context(), lambda i=i: i, (), {}, None, then(i)).fut
+                for i in range(2)]
+        _one_batch(pool, 2)
+        assert loop.run_until_complete(asyncio.gather(*futs)) == [0, 1]
+        assert called == [0, 1]
+        assert [type(c["exception"]) for c in reported] == [ValueError]
+        pool.shutdown()
+    finally:
+        loop.close()
+
+
+def test_a_then_callback_is_not_called_for_a_call_cancelled_while_it_ran():
+    from nborch.core.workers import WorkerPool
+
+    loop = asyncio.new_event_loop()
+    try:
+        pool = WorkerPool(loop, 1)
+        release = threading.Event()
+        started = threading.Event()
+        called: list[object] = []
+
+        def body() -> str:
+            started.set()
+            assert release.wait(10)
+            return "late"
+
+        fut = pool.submit_job(contextvars.copy_context(), body, (), {}, None, called.append).fut
+        assert started.wait(10)
+        fut.cancel()
+        release.set()
+        _one_batch(pool, 1)
+        loop.run_until_complete(asyncio.sleep(0))  # the batch is taken
+        loop.run_until_complete(asyncio.sleep(0))
+        assert fut.cancelled() and called == [] and pool._done == []
+        pool.shutdown()
+    finally:
+        loop.close()

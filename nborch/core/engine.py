@@ -275,10 +275,12 @@ class Engine:
                 _frame.reset(token)
         else:
             try:
-                job = self.worker_pool().submit(contextvars.copy_context(), task.fn, args, kwargs)
+                # finish settles it in the step that delivers its outcome (see submit_job)
+                job = self.worker_pool().submit_job(
+                    contextvars.copy_context(), task.fn, args, kwargs, None, functools.partial(finish, self, inv)
+                ).fut
             finally:
                 _frame.reset(token)
-            job.add_done_callback(functools.partial(finish, self, inv))
         inv.job = job
 
     def fail(self, inv: Inv, exc: BaseException) -> None:
@@ -291,7 +293,7 @@ class Engine:
         if self.pool is None:
             slots = sum(p.cap for p in self.slots.pools.values() if p is not None)
             size = max(32, slots, (os.cpu_count() or 1) + 4)
-            self.pool = WorkerPool(self.loop, size)  # type: ignore[arg-type]
+            self.pool = WorkerPool(self.loop, size, self.run_context)  # type: ignore[arg-type]
         return self.pool
 
     # -- settling --------------------------------------------------------------------------------

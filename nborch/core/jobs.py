@@ -1,6 +1,6 @@
 """The fast path's jobs (see ``Engine.launch``): an async body's own coroutine, which settles
-its outcome in its own step (``body``), and the done callback that settles a body in a worker
-thread (``finish``). ``outcome_of`` turns what a body raised into its task's state."""
+its outcome in its own step (``body``), and what settles a body in a worker thread as the
+pool delivers its outcome (``finish``). ``outcome_of`` turns what a body raised into its task's state."""
 
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ def outcome_of(engine: Engine, inv: Inv, exc: BaseException) -> None:
 
 
 def finish(engine: Engine, inv: Inv, job: asyncio.Future[Any]) -> None:
-    """Done callback of a fast-path job in a worker thread."""
+    """Settles a fast-path job in a worker thread: called by the pool in the step that gives
+    its future the outcome (``WorkerPool.submit_job``'s ``then``)."""
     if inv.state in FINAL:
         inv.job = None
         if not job.cancelled():

@@ -13,6 +13,7 @@ from .eventbus import CircuitEvent, TaskEvent, events
 from .invocation import FAILED, PENDING, RETRYING, RUNNING, SKIPPED, SUCCEEDED, Inv, _frame
 from .policies import CircuitBreaker, Transition
 from .state import TaskState
+from .workers import call_from_thread
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -66,10 +67,9 @@ class Publisher:
         if threading.get_ident() == self.engine.loop_thread:
             self.publish(event)
             return
-        try:
-            self.engine.loop.call_soon_threadsafe(self.publish, event)  # type: ignore[union-attr]
-        except RuntimeError:  # the loop is closed: an abandoned thread printing after its run
-            pass
+        # from a worker, in order with its outcome; a closed loop: an abandoned thread printing
+        # after its run (dropped)
+        call_from_thread(self.engine.loop, self.engine.pool, self.publish, event)  # type: ignore[arg-type]
 
     def emit(self, inv: Inv, state: TaskState, *, delay: float | None = None) -> None:
         """Publish ``inv``'s ``state`` as a TaskEvent (built only if someone listens)."""

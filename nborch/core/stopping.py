@@ -44,8 +44,11 @@ def stop(engine: Engine, inv: Inv) -> None:
     if inv.job is None:
         engine.settle(inv, CANCELLED)
     elif not inv.job.done():
-        if inv.simple and inv.spec.task.info.is_async:  # jobs.body: if it has not begun, it
-            inv.job.add_done_callback(functools.partial(ended, engine, inv))  # never will; this settles it
+        # the fast path's jobs settle themselves (jobs.body; a worker's then, see WorkerPool.submit_job),
+        # but not once cancelled: a body that has not begun never will, and a worker's late
+        # outcome is discarded. This settles them.
+        if inv.simple:
+            inv.job.add_done_callback(functools.partial(ended, engine, inv))
         inv.job.cancel()
     # else it has just ended: its done callback, already due, settles it with its outcome
 

@@ -19,7 +19,14 @@ from typing import Any
 
 from .remote import resolve
 
-__all__ = ["Job", "WorkerPool"]
+__all__ = ["Job", "WorkerPool", "call_from_thread", "current_pool"]
+
+_local = threading.local()  # .pool: the WorkerPool whose worker this thread is
+
+
+def current_pool() -> WorkerPool | None:
+    """The pool whose worker thread is calling, if any."""
+    return getattr(_local, "pool", None)
 
 
 def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -31,17 +38,34 @@ def _started(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+def call_from_thread(
+    loop: asyncio.AbstractEventLoop, pool: WorkerPool | None, fn: Callable[..., Any], *args: Any
+) -> bool:
+    """From another thread: call ``fn(*args)`` on ``loop``. From one of ``pool``'s workers, in
+    order with the outcomes the pool delivers (see ``WorkerPool.call_soon``). False if the
+    loop is closed (nothing will be called)."""
+    if pool is not None and current_pool() is pool:
+        return pool.call_soon(fn, *args)
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        return False
+    return True
+
+
 class Job:
     """One call queued for (or running in) a worker thread."""
 
-    __slots__ = ("fut", "ctx", "fn", "args", "kwargs", "on_start", "running", "abandoned")
+    __slots__ = ("fut", "ctx", "fn", "args", "kwargs", "on_start", "then", "running", "abandoned")
 
     def __init__(
         self, fut: asyncio.Future[Any], ctx: contextvars.Context, fn: Callable[..., Any], args: Any,
         kwargs: Any, on_start: asyncio.Future[None] | None,
+        then: Callable[[asyncio.Future[Any]], None] | None = None,
     ) -> None:
         self.fut, self.ctx, self.fn, self.args, self.kwargs = fut, ctx, fn, args, kwargs
         self.on_start = on_start  # resolved on the loop when the body starts
+        self.then = then  # called on the loop right after fut gets the outcome (see submit_job)
         self.running = False
         self.abandoned = False  # its caller gave up on it (a timeout): it no longer holds a slot
 
@@ -55,8 +79,12 @@ class WorkerPool:
     a timeout (``abandon()``) do not count toward ``size``, so neither can starve the run.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, size: int, context: contextvars.Context | None = None
+    ) -> None:
         self.loop = loop
+        # where the ``then`` of submit_job runs (a fresh copy for each batch): the run's context
+        self.context = context if context is not None else contextvars.copy_context()
         self.size = max(1, size)
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -69,7 +97,8 @@ class WorkerPool:
         self._closed = False
         # outcomes waiting for the loop: one wake-up (call_soon_threadsafe, a write to the
         # loop's self-pipe) delivers all that finish before the loop gets to them
-        self._done: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        # (future, ok, value, then), or (None, True, (fn, args), None) for a call_soon
+        self._done: list[tuple[asyncio.Future[Any] | None, bool, Any, Any]] = []
 
     def submit(
         self, ctx: contextvars.Context, fn: Callable[..., Any], args: Any, kwargs: Any
@@ -80,10 +109,16 @@ class WorkerPool:
     def submit_job(
         self, ctx: contextvars.Context, fn: Callable[..., Any], args: Any, kwargs: Any,
         on_start: asyncio.Future[None] | None = None,
+        then: Callable[[asyncio.Future[Any]], None] | None = None,
     ) -> Job:
         """``submit``, returning the ``Job`` (for ``abandon``); ``on_start`` is resolved on the
-        loop when a worker starts the body (a timeout counts from there, not from the queue)."""
-        job = Job(self.loop.create_future(), ctx, fn, args, kwargs, on_start)
+        loop when a worker starts the body (a timeout counts from there, not from the queue).
+
+        ``then(fut)`` is called on the loop as soon as the future has the outcome, in the same
+        step: what a done callback does, without its own trip through the loop (one Handle
+        and one loop iteration a task). It is not called if the future was done first
+        (cancelled): whoever cancels it adds the done callback it needs."""
+        job = Job(self.loop.create_future(), ctx, fn, args, kwargs, on_start, then)
         self._jobs.put(job)
         with self._lock:
             self._pending += 1
@@ -116,6 +151,7 @@ class WorkerPool:
 
     def _work(self) -> None:
         get, call_soon, lock = self._jobs.get, self.loop.call_soon_threadsafe, self._lock
+        _local.pool = self
         while True:
             with lock:
                 self._idle += 1
@@ -133,7 +169,7 @@ class WorkerPool:
                 break
             if skip:
                 continue
-            fut = job.fut
+            fut, then = job.fut, job.then
             try:
                 if job.on_start is not None:
                     call_soon(_started, job.on_start)
@@ -146,24 +182,65 @@ class WorkerPool:
                 if job.abandoned:
                     self._abandoned -= 1
                 done = self._done
-                done.append((fut, ok, value))
+                done.append((fut, ok, value, then))
                 wake = len(done) == 1  # the first since the loop last took them wakes it
             if wake:
-                try:
-                    call_soon(self._deliver_done)
-                except RuntimeError:  # the loop is closed: the run is over, nobody wants this value
-                    with lock:
-                        self._done = []
-            del job, fut, value
+                self._wake()
+            del job, fut, value, then
         with lock:
             self._threads -= 1
 
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """From a worker: call ``fn(*args)`` on the loop, in order with the outcomes this pool
+        delivers (what a body printed reaches its subscribers before its task's success does).
+        False if the loop is closed (nothing will be called)."""
+        if self.loop.is_closed():
+            return False
+        with self._lock:
+            done = self._done
+            done.append((None, True, (fn, args), None))
+            wake = len(done) == 1
+        if wake:
+            self._wake()
+        return True
+
+    def _wake(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._deliver_done, context=self.context.copy())
+        except RuntimeError:  # the loop is closed: the run is over, nobody wants these values
+            with self._lock:
+                self._done = []
+
     def _deliver_done(self) -> None:
-        """On the loop: hand every finished call's outcome to its future."""
+        """On the loop: hand every finished call's outcome to its future (and its ``then``)."""
         with self._lock:
             done, self._done = self._done, []
-        for fut, ok, value in done:
-            _deliver(fut, ok, value)
+        for i, (fut, ok, value, then) in enumerate(done):
+            try:
+                if fut is None:  # a call_soon
+                    value[0](*value[1])
+                    continue
+                if fut.done():  # cancelled meanwhile: the late outcome is discarded
+                    continue
+                _deliver(fut, ok, value)
+                if then is not None:
+                    then(fut)
+            except Exception as exc:  # as the loop does with a callback that raises
+                self.loop.call_exception_handler(
+                    {"message": "Exception in a worker pool's callback", "exception": exc}
+                )
+            except BaseException:  # KeyboardInterrupt: the rest are delivered on the next turn
+                self._requeue(done[i + 1:])
+                raise
+
+    def _requeue(self, rest: list[tuple[asyncio.Future[Any] | None, bool, Any, Any]]) -> None:
+        if not rest:
+            return
+        with self._lock:
+            wake = not self._done  # else a wake-up is due already
+            self._done[:0] = rest
+        if wake:
+            self._wake()
 
     @property
     def running(self) -> int:

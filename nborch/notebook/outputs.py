@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from ..core.errors import safe_str
 from ..core.mapping import item_base
+from ..core.workers import call_from_thread
 
 __all__ = ["CellRun", "TaskCollector", "Transcript", "attach", "error_output"]
 
@@ -233,10 +234,8 @@ def _in_order(fn: Any, *args: Any) -> None:
     if engine is None or engine.loop is None or threading.get_ident() == engine.loop_thread:
         fn(*args)
         return
-    try:
-        engine.loop.call_soon_threadsafe(fn, *args)
-    except RuntimeError:  # the loop is closed: an abandoned thread displaying after its run
-        fn(*args)
+    if not call_from_thread(engine.loop, engine.pool, fn, *args):
+        fn(*args)  # the loop is closed: an abandoned thread displaying after its run
 
 
 def format_value(shell: Any, value: Any) -> tuple[dict[str, Any], dict[str, Any]]:
