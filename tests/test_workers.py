@@ -194,6 +194,23 @@ def _one_batch(pool, n: int) -> None:
     wait_until(lambda: len(pool._done) >= n)
 
 
+def _batch_whose_first_then_raises(pool, n: int, error: BaseException, called: list[int]) -> list:
+    """Submit calls returning 0..n-1 whose ``then`` records its index (the first raises
+    ``error``), and wait until all n outcomes wait for the loop in one batch."""
+    def then(i: int):
+        def cb(fut: asyncio.Future) -> None:
+            called.append(i)
+            if i == 0:
+                raise error
+
+        return cb
+
+    futs = [pool.submit_job(contextvars.copy_context(), lambda i=i: i, (), {}, None, then(i)).fut
+            for i in range(n)]
+    _one_batch(pool, n)  # the loop is not running: all finish before it takes any
+    return futs
+
+
 def test_outcomes_a_then_callback_did_not_reach_are_delivered_after_an_interrupt_in_it():
     # the pool settles a sync task (its then) in the step that delivers its outcome; a
     # KeyboardInterrupt there must not lose the outcomes of the same batch that come after it
@@ -203,18 +220,7 @@ def test_outcomes_a_then_callback_did_not_reach_are_delivered_after_an_interrupt
     try:
         pool = WorkerPool(loop, 3)
         called: list[int] = []
-
-        def then(i: int):
-            def cb(fut: asyncio.Future) -> None:
-                called.append(i)
-                if i == 0:
-                    raise KeyboardInterrupt
-
-            return cb
-
-        futs = [pool.submit_job(contextvars.copy_context(), lambda i=i: i, (), {}, None, then(i)).fut
-                for i in range(3)]
-        _one_batch(pool, 3)  # the loop is not running: all three finish before it takes any
+        futs = _batch_whose_first_then_raises(pool, 3, KeyboardInterrupt(), called)
         with pytest.raises(KeyboardInterrupt):
             loop.run_until_complete(asyncio.gather(*futs))
         assert called == [0]
@@ -234,18 +240,7 @@ def test_a_then_callback_that_raises_is_reported_and_the_rest_of_its_batch_still
     try:
         pool = WorkerPool(loop, 2)
         called: list[int] = []
-
-        def then(i: int):
-            def cb(fut: asyncio.Future) -> None:
-                called.append(i)
-                if i == 0:
-                    raise ValueError("a bug in a callback")
-
-            return cb
-
-        futs = [pool.submit_job(contextvars.copy_context(), lambda i=i: i, (), {}, None, then(i)).fut
-                for i in range(2)]
-        _one_batch(pool, 2)
+        futs = _batch_whose_first_then_raises(pool, 2, ValueError("a bug in a callback"), called)
         assert loop.run_until_complete(asyncio.gather(*futs)) == [0, 1]
         assert called == [0, 1]
         assert [type(c["exception"]) for c in reported] == [ValueError]
