@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -11,6 +11,7 @@ from . import hooks
 from .errors import error_line
 from .item_rows import ItemRow, ItemRows, item_params, item_rows
 from .mapping import item_base
+from .specs import upstream_names
 from .state import TaskState
 
 __all__ = ["ErrorRecord", "ItemRow", "ItemRows", "Run", "error_line", "set_html_renderer"]
@@ -164,7 +165,14 @@ class Run:
     def upstreams(self) -> dict[str, list[str]]:
         """Task name -> the names of its upstream tasks (the run's edges, child tasks included;
         kept by the store, so a past run can be drawn)."""
-        return {name: [u.name for u in inv.spec.up] for name, inv in self._invs.items()}
+        return {name: list(upstream_names(inv.spec)) for name, inv in self._invs.items()}
+
+    def _edges(self) -> dict[str, Sequence[str]]:
+        """``upstreams`` without its copies: the same lists, or tuples the run's specs keep (what
+        the store records; not to be changed)."""
+        if "upstreams" in self.__dict__:
+            return self.upstreams  # type: ignore[return-value]
+        return {name: upstream_names(inv.spec) for name, inv in self._invs.items()}
 
     @cached_property
     def reused(self) -> set[str]:

@@ -16,6 +16,7 @@ from .workflow import DAG, Composite
 
 __all__ = [
     "Graph", "Group", "Names", "Spec", "dedupe_key", "find_nodes", "open_params_of", "plan_call", "single_spec",
+    "upstream_names",
 ]
 
 # isinstance() with tuples: an ``X | Y`` union written in a call is built anew at every call
@@ -43,7 +44,7 @@ class Spec:
     __slots__ = (
         "name", "base", "task", "explicit", "scope", "groups", "pipe", "named",
         "wants_context", "wants_state", "refs", "up", "down", "parent", "order", "pipe_names",
-        "elementwise", "item", "ups", "argslots", "argnames", "argplan",
+        "elementwise", "item", "ups", "argslots", "argnames", "argplan", "upnames",
     )
 
     def __init__(self, task: Task, scope: DAG | None, parent: str | None = None) -> None:
@@ -71,6 +72,10 @@ class Spec:
         self.argnames: tuple[str, ...] | None = None
         self.argplan: tuple[tuple[tuple[int, str], ...], tuple[tuple[str, str], ...]] | None = None
         self.up: dict[Spec, None] = {}  # ordered set
+        # the names of ``up``, in order, where the compile had them at once (a plain DAG's
+        # member whose arguments are its upstreams, each once: ``plain_dag``); stale, and not
+        # to be used, if ``up`` has grown since (``upstream_names``)
+        self.upnames: tuple[str, ...] | None = None
         self.down: list[Spec] = []  # () once its run has ended (stopping.release)
         self.parent = parent
         self.order = task.seq
@@ -87,6 +92,14 @@ class Spec:
 
     def __repr__(self) -> str:
         return f"<Spec {self.name}>"
+
+
+def upstream_names(spec: Spec) -> tuple[str, ...] | list[str]:
+    """The names of ``spec``'s upstream tasks, in order (the run's edges, as recorded)."""
+    names = spec.upnames
+    if names is not None and len(names) == len(spec.up):  # (an edge is never taken away)
+        return names
+    return [u.name for u in spec.up]
 
 
 def plan_call(spec: Spec) -> None:

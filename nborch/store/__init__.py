@@ -17,7 +17,7 @@ from ..core.record import ErrorRecord, Run
 from ..core.state import TaskState
 from .recorder import DurableRecorder, Recorder
 from .resume import resume_key
-from .schema import ITEMS_KEY
+from .schema import ITEMS_KEY, decode_graph
 from .sqlite import SqliteStore, StoreError, default_home
 
 __all__ = [
@@ -131,17 +131,11 @@ def load_run(run_id: str, store: SqliteStore | str | os.PathLike[str] | None = N
 
 def _upstreams(row: Any) -> dict[str, list[str]]:
     """The run's edges as recorded (an empty table for runs recorded before they were)."""
-    import json
-
     try:
-        text = row["graph"]
+        value = row["graph"]
     except (IndexError, KeyError):
         return {}
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    return decode_graph(value)
 
 
 HISTORY_HEAD = ("run", "name", "state", "started", "duration", "tasks")

@@ -14,7 +14,6 @@ run. A run that did not succeed keeps its values for resume (``resume.py``).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import time
@@ -26,7 +25,7 @@ from ..core.eventbus import Journal, RunEvent, TaskEvent
 from ..core.state import TaskState
 from .liveness import HOST, PROC
 from .resume import keep_for_resume
-from .schema import ATTEMPT_ROW, DETAIL_ROW, ITEMS_KEY, RUN_END, RUN_START, TASK_ROW
+from .schema import ATTEMPT_ROW, DETAIL_ROW, RUN_END, RUN_START, TASK_ROW, encode_graph
 from .writer import Groups
 
 if TYPE_CHECKING:
@@ -221,12 +220,9 @@ class Recorder:
         keep_for_resume(self.store, self.run_id, run, self.outcome)
         # the last batch is counted when taken
         tasks = self.count + len(self.succeeded) + len(self.successes.entries)
-        try:  # the run's edges, for drawing it later (a task is listed even with no upstream)
-            table: dict[str, Any] = run.upstreams
-            params = run.item_params()
-            if params:  # the items' parameters, for Run.items of the loaded run (not JSON: their repr)
-                table = {**table, ITEMS_KEY: params}
-            graph = json.dumps(table, separators=(",", ":"), default=repr)
+        try:  # the run's edges, for drawing it later (a task is listed even with no upstream),
+            # and the items' parameters, for Run.items of the loaded run
+            graph: bytes | None = encode_graph(run._edges(), run.item_params())
         except Exception:  # recording must never break a run's end
             graph = None
         end = (self.outcome or run.status, time.time(), tasks, graph, self.run_id)

@@ -5,14 +5,19 @@ takes an older file to the next version, one step at a time. A run writes its st
 (``RUN_START``), a row per task that settled (``TASK_ROW``, narrow: a 10,000-task run writes
 10,000 of them), what only some tasks have (``DETAIL_ROW``: an error, a cached value, a parent
 task), the earlier attempts of retried tasks (``ATTEMPT_ROW``) and its end (``RUN_END``, with the
-run's edges as JSON).
+run's edges, ``encode_graph``).
 """
 
 from __future__ import annotations
 
+import json
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 __all__ = [
     "ATTEMPT_ROW", "DETAIL_ROW", "ITEMS_KEY", "MARK_CRASHED", "MIGRATIONS", "RUN_END", "RUN_START",
-    "SCHEMA_VERSION", "TABLES", "TASK_ROW",
+    "SCHEMA_VERSION", "TABLES", "TASK_ROW", "decode_graph", "encode_graph",
 ]
 
 SCHEMA_VERSION = 3
@@ -45,7 +50,8 @@ TABLES = [
 MIGRATIONS = {  # version -> the statements that take a file from it to the next version
     1: ["ALTER TABLE runs ADD COLUMN pid INTEGER", "ALTER TABLE runs ADD COLUMN host TEXT",
         "ALTER TABLE runs ADD COLUMN proc TEXT"],
-    # graph: the run's edges as JSON {task: [its upstream tasks]}, so a past run can be drawn
+    # graph: the run's edges {task: [its upstream tasks]}, so a past run can be drawn
+    # (``encode_graph``; JSON text in runs recorded before it)
     2: ["ALTER TABLE runs ADD COLUMN graph TEXT"],
 }
 
@@ -62,3 +68,48 @@ MARK_CRASHED = (
 )
 
 ITEMS_KEY = "\x00items"  # in a run's recorded graph: each item's parameters (no task has that name)
+
+
+def encode_graph(edges: Mapping[str, Sequence[str]], params: dict[str, dict[str, Any]]) -> bytes:
+    """A run's ``graph`` column: its edges, {task: the names of its upstream tasks}, and, under
+    ``ITEMS_KEY``, each mapped item's parameters as JSON text (a value JSON cannot hold as its
+    ``repr``). A pickle (protocol 5, names, lists and tuples only), not JSON: it writes each
+    name once and every later use of the same string as a reference to it, so a 10,000-task
+    run's edges take about 1.5 ms at its end instead of the 8-11 ms of ``json.dumps`` (and
+    ``Run._edges`` hands over the tuples the plan keeps, with no copy)."""
+    table: Any = edges
+    if params:
+        table = {**edges, ITEMS_KEY: json.dumps(params, separators=(",", ":"), default=repr)}
+    return pickle.dumps(table, protocol=5)
+
+
+class _NamesOnly(pickle.Unpickler):
+    """Unpickles names, lists, tuples and dicts, and nothing that would run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"a run's graph holds names only, not {module}.{name}")
+
+
+def decode_graph(value: Any) -> dict[str, Any]:
+    """The table ``encode_graph`` wrote (or the JSON of a run recorded before it), edges as
+    lists; ``ITEMS_KEY``'s parameters decoded. Empty for a run recorded without edges, or a
+    value that cannot be read."""
+    import io
+
+    try:
+        if isinstance(value, bytes):
+            table = _NamesOnly(io.BytesIO(value)).load()
+        else:
+            table = json.loads(value) if value else {}
+    except Exception:  # (a damaged row: the run loads, with its tasks unconnected)
+        return {}
+    if not isinstance(table, dict):
+        return {}
+    out = {name: list(ups) if isinstance(ups, tuple) else ups for name, ups in table.items()}
+    params = out.get(ITEMS_KEY)
+    if isinstance(params, str):
+        try:
+            out[ITEMS_KEY] = json.loads(params)
+        except ValueError:
+            del out[ITEMS_KEY]
+    return out
