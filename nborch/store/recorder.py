@@ -14,6 +14,7 @@ run. A run that did not succeed keeps its values for resume (``resume.py``).
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import sqlite3
 import time
@@ -25,8 +26,8 @@ from ..core.eventbus import Journal, RunEvent, TaskEvent
 from ..core.state import TaskState
 from .liveness import HOST, PROC
 from .resume import keep_for_resume
-from .schema import ATTEMPT_ROW, DETAIL_ROW, RUN_END, RUN_START, TASK_ROW, encode_graph
-from .writer import Groups
+from .schema import ATTEMPT_ROW, DETAIL_ROW, RUN_END, RUN_START, SUCCESS_ROW, TASK_ROW, encode_graph
+from .writer import Groups, Successes
 
 if TYPE_CHECKING:
     from .sqlite import SqliteStore
@@ -35,6 +36,7 @@ __all__ = ["CLOSE_WAIT", "DurableRecorder", "Recorder"]
 
 CLOSE_WAIT = 0.25  # s a run's end gives rows waiting for another process's lock
 _SUCCEEDED = TaskState.SUCCEEDED
+_parent = operator.attrgetter("parent")
 _NOW = -float("inf")  # Journal.due with no commit time set: the next success sets one (arming the timer)
 
 
@@ -148,14 +150,13 @@ class Recorder:
             self.count += len(rows)
         done = self.successes.entries
         if done:
-            run_id, wall = self.run_id, self.offset
-            rows = [(run_id, i.name, i.attempts, "succeeded", i.started + wall, i.finished + wall)
-                    for i in done]
-            children = [(run_id, i.name, None, None, None, 0, None, i.parent.name) for i in done if i.parent]
-            if children:  # the task that called them: the details table has it (as task_event writes it)
+            run_id = self.run_id
+            called = list(filter(_parent, done))  # child tasks (a pass in C, not a comprehension)
+            if called:  # the task that called them: the details table has it (as task_event writes it)
+                children = [(run_id, i.name, None, None, None, 0, None, i.parent.name) for i in called]
                 groups.insert(0, (DETAIL_ROW, children))
-            groups.insert(0, (TASK_ROW, rows))
-            self.count += len(rows)
+            groups.insert(0, (SUCCESS_ROW, Successes(run_id, self.offset, done)))  # rows made by SQLite
+            self.count += len(done)
             self.successes.entries = []
         self.succeeded = []
         self.pending = {}

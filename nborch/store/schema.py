@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = [
     "ATTEMPT_ROW", "DETAIL_ROW", "ITEMS_KEY", "MARK_CRASHED", "MIGRATIONS", "RUN_END", "RUN_START",
-    "SCHEMA_VERSION", "TABLES", "TASK_ROW", "decode_graph", "encode_graph",
+    "SCHEMA_VERSION", "SUCCESS_ROW", "TABLES", "TASK_ROW", "decode_graph", "encode_graph",
 ]
 
 SCHEMA_VERSION = 3
@@ -56,6 +56,10 @@ MIGRATIONS = {  # version -> the statements that take a file from it to the next
 }
 
 TASK_ROW = "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?)"
+# the same rows for plain successes (writer.Successes): ?1 the run's id, ?2 the engine clock's
+# offset to wall time, then (name, attempts, started, finished) per task, in the engine's clock
+SUCCESS_ROW = ("INSERT INTO tasks SELECT ?1, column1, column2, 'succeeded', column3 + ?2, column4 + ?2"
+               " FROM (VALUES (?, ?, ?, ?))")
 DETAIL_ROW = "INSERT INTO details VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 ATTEMPT_ROW = "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 RUN_START = "INSERT OR REPLACE INTO runs (id, name, state, started, pid, host, proc) VALUES (?, ?, ?, ?, ?, ?, ?)"

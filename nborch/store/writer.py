@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import operator
 import queue
 import sqlite3
 import threading
@@ -23,13 +24,29 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .sqlite import SqliteStore
 
-__all__ = ["IDLE", "Groups", "RowWriter", "is_busy", "write_groups"]
+__all__ = ["IDLE", "Groups", "RowWriter", "Successes", "is_busy", "write_groups"]
 
 IDLE = 10.0  # s after which an idle writer thread ends (it starts again when needed)
 _CHECKPOINT = object()  # requests to the writer thread
 _STOP = object()
 
-Groups = list[tuple[str, list[tuple[Any, ...]]]]  # (statement, the parameters of each row)
+Groups = list[tuple[str, list[Any]]]  # (statement, the parameters of each row, or ``Successes``)
+
+
+class Successes(list[Any]):
+    """Plain successes of a run, as the engine's own records of them (``Inv``: ``name``,
+    ``attempts``, ``started``, ``finished``, times in the engine's clock): a group's rows for
+    ``schema.SUCCESS_ROW``, which SQLite itself turns into ``tasks`` rows (the run's id, the
+    state, the times plus ``wall``). No tuple is built in Python for them: ``attrgetter`` takes
+    each one's four fields, and the run's id and the clock's offset are bound once a statement."""
+
+    def __init__(self, run_id: str, wall: float, invs: list[Any]) -> None:
+        super().__init__(invs)
+        self.run_id = run_id
+        self.wall = wall
+
+
+_fields = operator.attrgetter("name", "attempts", "started", "finished")
 
 
 def is_busy(err: BaseException) -> bool:
@@ -71,10 +88,25 @@ def _insert_rows(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) 
 
 
 @functools.lru_cache(maxsize=64)
-def _statement(head: str, one: str, n: int) -> str:
-    """``INSERT INTO t VALUES (?, ?), (?, ?), ...``: ``n`` rows (the same string object each
-    time, which the statement cache finds at once)."""
-    return f"{head} VALUES {','.join([one] * n)}"
+def _statement(head: str, one: str, n: int, tail: str = "") -> str:
+    """``INSERT INTO t VALUES (?, ?), (?, ?), ...``: ``n`` rows, then ``tail`` (the same string
+    object each time, which the statement cache finds at once)."""
+    return f"{head} VALUES {','.join([one] * n)}{tail}"
+
+
+def _insert_successes(db: sqlite3.Connection, sql: str, rows: Successes) -> None:
+    """``rows`` into ``sql`` (``schema.SUCCESS_ROW``: the run's id and offset as ``?1`` and ``?2``,
+    then a ``VALUES`` list of four parameters a row) in chunks as ``_insert_rows`` makes them."""
+    head, _, rest = sql.partition("VALUES ")
+    one = rest[: rest.index(")") + 1]  # "(?, ?, ?, ?)", and after it what closes the SELECT
+    close = rest[len(one) :]
+    limit = (db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 2) // 4
+    size = 1 << (max(1, min(512, limit)).bit_length() - 1)
+    start, fixed = 0, [rows.run_id, rows.wall]
+    chain, fields = itertools.chain.from_iterable, _fields
+    for n in _chunk_sizes(len(rows), size):
+        db.execute(_statement(head, one, n, close), fixed + list(chain(map(fields, rows[start : start + n]))))
+        start += n
 
 
 def write_groups(db: sqlite3.Connection, groups: Groups) -> None:
@@ -82,7 +114,9 @@ def write_groups(db: sqlite3.Connection, groups: Groups) -> None:
     A group of several INSERT rows goes in as multi-row INSERTs, other groups by executemany."""
     try:
         for sql, rows in groups:
-            if len(rows) > 1 and sql.startswith("INSERT INTO ") and " VALUES (" in sql:
+            if type(rows) is Successes:
+                _insert_successes(db, sql, rows)
+            elif len(rows) > 1 and sql.startswith("INSERT INTO ") and " VALUES (" in sql:
                 _insert_rows(db, sql, rows)
             elif rows:
                 db.executemany(sql, rows)

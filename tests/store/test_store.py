@@ -389,6 +389,62 @@ def test_rows_written_in_chunks_arrive_all_and_in_order_at_every_size(tmp_path, 
     db.close()
 
 
+class _Done:
+    """What the recorder reads off a settled task (the engine's Inv)."""
+
+    def __init__(self, i: int) -> None:
+        self.name, self.attempts, self.started, self.finished = f"task{i}", 1 + i % 3, i / 7, i / 7 + 0.5
+
+
+@pytest.mark.parametrize("limit", [None, 999, 12, 6])
+def test_plain_successes_turned_into_rows_by_sqlite_arrive_all_and_in_order(tmp_path, limit):
+    # a run's plain successes go in as the engine's records (writer.Successes), and SQLite
+    # adds the run's id, the state and the clock's offset: every row, in order, with the
+    # same times Python's arithmetic gives, at every chunk size this SQLite allows
+    from nborch.store.schema import SUCCESS_ROW, TABLES
+    from nborch.store.writer import Successes, write_groups
+
+    db = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    if limit is not None:
+        db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    db.execute(TABLES[1])
+    wall = 1_764_000_000.123
+    sizes = [1, 2, 3, 127, 128, 129, 511, 512, 513, 1337]
+    for batch, n in enumerate(sizes):
+        db.execute("BEGIN IMMEDIATE")
+        write_groups(db, [(SUCCESS_ROW, Successes(f"run{batch}", wall, [_Done(i) for i in range(n)]))])
+    for batch, n in enumerate(sizes):
+        got = db.execute("SELECT * FROM tasks WHERE run_id = ? ORDER BY rowid", (f"run{batch}",)).fetchall()
+        assert got == [(f"run{batch}", d.name, d.attempts, "succeeded", d.started + wall, d.finished + wall)
+                       for d in map(_Done, range(n))], n
+    db.close()
+
+
+def test_a_big_runs_rows_on_disk_hold_each_tasks_own_times(store):
+    # through the public API: 1,300 plain successes (several chunks) and their recorded
+    # times, read from the file, are the run's own durations, within the run's wall window
+    from nborch import DAG, Task
+
+    def one(*_: int) -> int:
+        return 1
+
+    before = time.time()
+    tasks: list[Task[int]] = []
+    for i in range(1_300):
+        tasks.append(Task(one, *tasks[max(0, i - 2): i], name=f"t{i}"))
+    run = nborch.run(DAG(*tasks), store=store)
+    after = time.time()
+    store.flush()
+    with sqlite3.connect(store.path) as db:
+        rows = db.execute("SELECT task, attempts, state, started, finished FROM tasks WHERE run_id = ?",
+                          (run.id,)).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(run.states) and len(rows) == 1_300
+    for name, attempts, state, started, finished in rows:
+        assert (attempts, state) == (1, "succeeded")
+        assert before - 1 <= started <= finished <= after + 1
+        assert finished - started == pytest.approx(run.durations[name], abs=1e-6)
+
+
 def test_the_recorded_outcome_of_a_run_is_its_worst_end(store):
     # the runs row's state: "failed" when a task failed, even though its fail_fast siblings
     # ended CANCELLED; "cancelled" when the run was stopped; else "succeeded"
