@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 _stores: dict[Path, SqliteStore] = {}
+_resolved: dict[tuple[Any, str], Path] = {}  # (home as given, cwd) -> its resolved path
 _lock = threading.Lock()
 
 
@@ -33,7 +34,13 @@ def get_store(home: Any = None) -> SqliteStore:
     """The store at ``home`` (default: ``$NBORCH_HOME`` or ``./.nborch``), opened once per process
     (a store that cannot be written is opened again next time: the folder may have been fixed).
     Raises ``StoreError`` for a damaged database."""
-    path = Path(home).resolve() if home is not None else default_home().resolve()
+    # resolved once per home as given and working directory: resolve() stats each folder of
+    # the path, 50 us of a small run (a symlink retargeted meanwhile keeps its first target)
+    given = os.fspath(home) if home is not None else os.environ.get("NBORCH_HOME") or ""
+    key = (given, "" if given and os.path.isabs(given) else os.getcwd())
+    path = _resolved.get(key)
+    if path is None:
+        path = _resolved[key] = Path(home).resolve() if home is not None else default_home().resolve()
     with _lock:
         store = _stores.get(path)
         if store is None:

@@ -231,7 +231,7 @@ class Recorder:
         self.commit()
         if self.handed_off:  # rows wait for another process's lock: a moment, not the run's end
             self.store.flush(CLOSE_WAIT)
-        self.store.checkpoint_later()
+        self.store.checkpoint_if_due()
 
 
 class DurableRecorder(Recorder):

@@ -219,6 +219,10 @@ class SqliteStore:
         """Have the writer thread copy the write-ahead log into the database (in the background)."""
         self.writer.checkpoint_later()
 
+    def checkpoint_if_due(self) -> None:
+        """``checkpoint_later`` once the write-ahead log has grown (``writer.CHECKPOINT_AT``)."""
+        self.writer.checkpoint_if_due()
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait (up to ``timeout`` s) until everything queued so far is written; False if rows
         are still waiting for another process's lock (they stay queued)."""
