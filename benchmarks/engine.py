@@ -33,6 +33,10 @@ through a ``queue.SimpleQueue``: that thread alone touches the counts, so no loc
 the raw scheduler with ``loop.run_in_executor`` instead of coroutines, and ``graphlib`` its
 graphlib twin.
 
+Small runs: 200 runs of a 10-task layered DAG one after another, defaults against
+``store=False``, what recording costs a notebook's many small runs; here the store is not
+flushed inside a turn, so the upkeep one run leaves (a WAL checkpoint) is paid by the next.
+
 Shapes: chain (each task after the previous), fan (one root, n - 2 leaves, one task after all
 leaves), layered (``raw_baseline.layered_dag``: about sqrt(n) layers, each task after 1-3 random
 tasks of the previous layer).
@@ -404,6 +408,23 @@ def mapped_row(n: int, repeat: int) -> dict[str, float]:
     return {k: v / n for k, v in t.items()}
 
 
+def small_runs_row(repeat: int, runs: int = 200, n: int = 10) -> dict[str, float]:
+    """Seconds a run of ``runs`` back-to-back runs of a ``layered_dag(n)`` (build included),
+    defaults against ``store=False``: what a notebook's small runs pay for being recorded, the
+    store's upkeep between runs included (no flush inside a turn: a WAL checkpoint the writer
+    thread runs after one run falls into the next ones, as it does for a user)."""
+    deps = layered_dag(n)
+    with tempfile.TemporaryDirectory(prefix="nborch-bench-") as home:
+
+        def many(**options: Any) -> None:
+            for _ in range(runs):
+                nborch.run(build_args(deps, anoop), **options)
+
+        t = interleaved({"store=False": lambda: many(store=False), "defaults": lambda: many(store=home)},
+                        repeat, home)
+    return {k: v / runs for k, v in t.items()}
+
+
 def memory_per_task(n: int) -> float:
     """Peak traced bytes per task of building and running the layered DAG with the defaults
     (a run that went unrecorded is measured again, as in ``interleaved``)."""
@@ -537,6 +558,11 @@ def main() -> None:
         print(f"  {n:>7,} items: plain {us(m['plain'])} mapped {us(m['mapped'])} µs/task, "
               f"ratio {m['mapped'] / m['plain']:.2f}x | load {load()}", flush=True)
     print()
+
+    small = small_runs_row(args.repeat)
+    print(f"small runs: 200 runs of a 10-task layered DAG in a row, build included: store=False "
+          f"{small['store=False'] * 1e3:.3f} ms a run, defaults {small['defaults'] * 1e3:.3f} ms "
+          f"(recording {(small['defaults'] - small['store=False']) * 1e3:.3f} ms a run) | load {load()}")
 
     mem_n = sizes[-1]
     mem = memory_per_task(mem_n)
