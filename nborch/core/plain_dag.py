@@ -43,7 +43,7 @@ def compile_plain_dag(root: DAG, names: Names) -> Graph | None:
     by_task = graph.by_task
     found: Any = by_task.get  # (its Nones are looked for before the list is used as specs)
     new: list[Spec] = []
-    calls: list[tuple[Spec, list[Spec], bool]] = []  # the specs whose every argument is an upstream
+    calls: list[tuple[Spec, list[Spec]]] = []  # the specs whose every argument is an upstream
     planned: list[Spec] = []  # those with other arguments too
     afters: list[tuple[Spec, list[Spec]]] = []  # ``>>`` and ``after=`` edges, made once all are in
     for child in root.children:
@@ -76,7 +76,7 @@ def compile_plain_dag(root: DAG, names: Names) -> Graph | None:
                 up = spec.up = dict.fromkeys(ups)  # (an upstream given twice is one edge)
                 for u in up:
                     u.down.append(spec)
-                calls.append((spec, ups, len(up) == len(ups)))
+                calls.append((spec, ups))
                 spec.refs = True
         if child._after:
             ups = list(map(found, map(id, child._after)))  # only earlier members: no cycle
@@ -92,10 +92,10 @@ def compile_plain_dag(root: DAG, names: Names) -> Graph | None:
     specs = graph.specs
     for spec in new:
         specs[spec.name] = spec
-    for spec, ups, once in calls:  # (as Spec.plan_arguments would: its values are the call's arguments)
-        argnames = spec.argnames = tuple(map(_name, ups))
-        if once:  # each upstream given once: the names of ``up`` (until an ``after=`` edge is added)
-            spec.upnames = argnames
+    for spec, ups in calls:  # (as Spec.plan_arguments would: its values are the call's arguments)
+        spec.argnames = spec.upnames = tuple(map(_name, ups))  # the names of ``up`` (see below)
+    for spec, _ in afters:  # an upstream given twice and an ``after=`` edge: as many names as edges,
+        spec.upnames = None  # but not the same ones (upstream_names checks only their number)
     for spec in planned:
         plan_call(spec)
     graph.nodes[id(root)] = root
