@@ -254,6 +254,7 @@ class Expansions:
         downstream, placeholder.down = placeholder.down, []
         for d_spec in downstream:
             d_spec.up.pop(placeholder, None)
+            d_spec.upnames = None  # (its edges change, not only in number)
             for item in items:
                 d_spec.up[item] = None
                 item.down.append(d_spec)
