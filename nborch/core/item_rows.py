@@ -83,14 +83,23 @@ def _is_map(run: Run, name: str) -> bool:
 
 
 def item_params(run: Run) -> dict[str, dict[str, Any]]:
-    """Each item's mapped parameters, as its body got them (what the store keeps)."""
+    """Each item's mapped parameters, as its body got them (what the store keeps). The same as
+    ``_item_params`` per item, inline (a run's end pays it for every item)."""
     out = dict(run.recorded_params)
-    invs = run._invs
+    invs, results = run._invs, run.results
     for name in run.item_names if run.item_names is not None else list(invs):
         spec = getattr(invs.get(name), "spec", None)
         item = getattr(spec, "item", None)
-        if item:
-            out[name] = _item_params(run, spec, item[2])
+        if not item:
+            continue
+        params, up = item[2], spec.up  # type: ignore[union-attr]
+        if len(up) == 1:  # an element-wise stage: one upstream item, whose value stands for its task
+            (u,) = up
+            key, value = id(u.task), results.get(u.name)
+            params = {k: value if id(v) == key else v for k, v in params.items()}
+        elif up:
+            params = _item_params(run, spec, params)
+        out[name] = params  # (no upstream: the parameters as mapped, shared, never changed)
     return out
 
 

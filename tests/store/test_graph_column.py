@@ -134,3 +134,25 @@ def test_item_parameters_json_cannot_hold_are_kept_as_their_repr(store: SqliteSt
     loaded = load_run(run.id, store)
     assert [r.params for r in loaded.items("fetch")] == [{"path": repr(Path(p))} for p in ("/a", "/b")]
     assert loaded.upstreams == run.upstreams
+
+
+def test_a_reloaded_element_wise_items_parameters_are_their_upstream_items_values(store: SqliteStore) -> None:
+    @task
+    def fetch(i):
+        return i * 10
+
+    @task
+    def clean(x, scale=1):
+        return x * scale
+
+    @task
+    def pair(a, b):
+        return a + b
+
+    run = nborch.run(pair.map(clean.map(fetch.map([1, 2]), scale=3), fetch.map([5, 6])), store=store)
+    assert run.ok
+    loaded = load_run(run.id, store)
+    assert [r.params for r in loaded.items("fetch")] == [{"i": 1}, {"i": 2}]
+    assert [r.params for r in loaded.items("clean")] == [{"x": 10}, {"x": 20}]  # fixed keywords are not mapped
+    assert [r.params for r in loaded.items("pair")] == [{"a": 30, "b": 50}, {"a": 60, "b": 60}]
+    assert [r.params for r in loaded.items("pair")] == [r.params for r in run.items("pair")]
