@@ -153,6 +153,6 @@ def test_a_reloaded_element_wise_items_parameters_are_their_upstream_items_value
     assert run.ok
     loaded = load_run(run.id, store)
     assert [r.params for r in loaded.items("fetch")] == [{"i": 1}, {"i": 2}]
-    assert [r.params for r in loaded.items("clean")] == [{"x": 10}, {"x": 20}]  # fixed keywords are not mapped
+    assert [r.params for r in loaded.items("clean")] == [{"x": 10}, {"x": 20}]
     assert [r.params for r in loaded.items("pair")] == [{"a": 30, "b": 50}, {"a": 60, "b": 60}]
     assert [r.params for r in loaded.items("pair")] == [r.params for r in run.items("pair")]
