@@ -97,9 +97,9 @@ def item_params(run: Run) -> dict[str, dict[str, Any]]:
             (u,) = up
             key, value = id(u.task), results.get(u.name)
             params = {k: value if id(v) == key else v for k, v in params.items()}
-        elif up:
-            params = _item_params(run, spec, params)
-        out[name] = params  # (no upstream: the parameters as mapped, shared, never changed)
+        else:  # (a copy even with no upstream: the caller may change what it is given)
+            params = _item_params(run, spec, params) if up else dict(params)
+        out[name] = params
     return out
 
 

@@ -97,7 +97,7 @@ class Spec:
 def upstream_names(spec: Spec) -> tuple[str, ...] | list[str]:
     """The names of ``spec``'s upstream tasks, in order (the run's edges, as recorded)."""
     names = spec.upnames
-    if names is not None and len(names) == len(spec.up):  # (an edge is never taken away)
+    if names is not None and len(names) == len(spec.up):  # (what takes an edge away drops upnames)
         return names
     return [u.name for u in spec.up]
 

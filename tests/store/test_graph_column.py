@@ -156,3 +156,15 @@ def test_a_reloaded_element_wise_items_parameters_are_their_upstream_items_value
     assert [r.params for r in loaded.items("clean")] == [{"x": 10}, {"x": 20}]
     assert [r.params for r in loaded.items("pair")] == [{"a": 30, "b": 50}, {"a": 60, "b": 60}]
     assert [r.params for r in loaded.items("pair")] == [r.params for r in run.items("pair")]
+
+
+def test_changing_the_item_parameters_a_run_hands_out_changes_nothing_it_keeps() -> None:
+    @task
+    def fetch(i):
+        return i
+
+    run = nborch.run(fetch.map([1, 2]), store=False)
+    given = run.item_params()
+    given["fetch:0"]["i"] = "changed"
+    assert run.item_params()["fetch:0"] == {"i": 1}
+    assert [r.params for r in run.items("fetch")] == [{"i": 1}, {"i": 2}]
