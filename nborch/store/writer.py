@@ -32,7 +32,9 @@ IDLE = 10.0  # s after which an idle writer thread ends (it starts again when ne
 # a run's end has the write-ahead log copied into the database once it holds this much (SQLite's
 # own default is 1,000 pages, 4 MB): a checkpoint after every run cost a run of 10 tasks 0.6 ms,
 # two thirds of what recording it cost (the checkpoint's fsync, and the writer thread taking the
-# GIL from the next run). The last connection to close checkpoints what is left (SQLite does).
+# GIL from the next run). The log's file size tells what it holds because both connections set
+# ``journal_size_limit=0``: once copied, it starts again from an empty file (else it would keep
+# its largest size). The last connection to close checkpoints what is left (SQLite does).
 CHECKPOINT_AT = 4 << 20
 _CHECKPOINT = object()  # requests to the writer thread
 _STOP = object()
@@ -159,6 +161,7 @@ class RowWriter:
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self._hurry = threading.Event()  # set by flush(): commit what is queued now
+        self._checkpoint_asked = False  # checkpoint_if_due asked the thread for one, not yet run
 
     def _foreground(self) -> sqlite3.Connection:
         """The connection that writes without waiting (call with ``lock`` held). The writer
@@ -169,6 +172,7 @@ class RowWriter:
             try:  # reading the schema meets the writer thread's checkpoint: busy, try later
                 db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
                 db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints (and their fsync) are the writer thread's
+                db.execute("PRAGMA journal_size_limit=0")  # once copied, the log starts again empty
             except BaseException:
                 db.close()
                 raise
@@ -243,7 +247,11 @@ class RowWriter:
             size = os.stat(f"{self.store.path}-wal").st_size
         except OSError:  # no log (yet, or any more): nothing to copy
             return
-        if size >= CHECKPOINT_AT:
+        # Asked once until the thread has run it; then again at the next run's end while the log
+        # is still that big: runs that end faster than a checkpoint goes add to the log while it
+        # copies, and SQLite starts the log again only once a checkpoint has copied all of it.
+        if size >= CHECKPOINT_AT and not self._checkpoint_asked:
+            self._checkpoint_asked = True
             self.checkpoint_later()
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -305,6 +313,7 @@ class RowWriter:
                             db = sqlite3.connect(self.store.path, timeout=0.2, isolation_level=None,
                                                  check_same_thread=False)
                             db.execute("PRAGMA synchronous=NORMAL")
+                            db.execute("PRAGMA journal_size_limit=0")
                         if backlog:
                             if not store.ready:
                                 store.migrate(db)
@@ -323,6 +332,8 @@ class RowWriter:
                 if checkpoint and not backlog and db is not None:
                     with contextlib.suppress(sqlite3.Error):  # busy: the next one, or SQLite's own
                         db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                if checkpoint:  # (run or not: the next run's end may ask again)
+                    self._checkpoint_asked = False
                 if not backlog:
                     for m in markers:
                         m.set()

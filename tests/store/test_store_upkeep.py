@@ -104,3 +104,19 @@ def test_closing_the_store_folds_the_log_into_the_database(tmp_path):
     db = sqlite3.connect(f"file:{store.path}?mode=ro&immutable=1", uri=True)  # the file alone
     assert [r[0] for r in db.execute("SELECT id FROM runs ORDER BY started")] == ids
     db.close()
+
+
+def test_the_write_ahead_log_stays_bounded_when_runs_follow_each_other_at_once(tmp_path, monkeypatch):
+    # no flush between runs: each run's end comes while the writer thread may still be copying
+    # the log for an earlier one, and adds to it; the log must still start again, not grow
+    monkeypatch.setattr(writer, "CHECKPOINT_AT", 64 << 10)
+    store = SqliteStore(tmp_path)
+    wal = Path(f"{store.path}-wal")
+    sizes = []
+    for _ in range(400):
+        nborch.run(nborch.Parallel(*[step(j) for j in range(20)]), store=store)
+        sizes.append(wal.stat().st_size if wal.exists() else 0)
+    assert max(sizes) < 16 * (64 << 10), max(sizes)
+    assert min(sizes[200:]) < 64 << 10  # it started again, more than once
+    assert store.close()
+    assert len(load_run(nborch.last_run().id, store).states) == 20
