@@ -79,21 +79,32 @@ def _chunk_sizes(n: int, size: int) -> Iterator[int]:
         bit >>= 1
 
 
-def _insert_rows(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """``db.executemany(sql, rows)`` for an ``INSERT ... VALUES (?, ...)``, as INSERTs of up to
-    512 rows each (fewer if this SQLite allows fewer parameters): about twice as fast, and SQLite
-    is stepped, and the GIL given up, once per statement instead of once per row. The chunks'
-    sizes are powers of two, so that the statements are few and the connection's statement
-    cache keeps them: a statement of 500 rows with a size of its own at each commit was
-    parsed anew each time (callgrind: about 4,000 instructions a row in ``sqlite3_prepare_v2``)."""
-    head, _, one = sql.partition(" VALUES ")
-    limit = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // (one.count("?") or 1)
+def _chunks(db: sqlite3.Connection, sql: str, count: int, fixed: int = 0) -> Iterator[tuple[str, int, int]]:
+    """(statement, first row, rows) for each chunk of ``count`` rows into ``sql``, an INSERT
+    whose ``VALUES`` list is one row's parameters (after ``fixed`` parameters bound once per
+    statement, and before what closes it): up to 512 rows a statement, fewer if this SQLite
+    allows fewer parameters. SQLite is stepped, and the GIL given up, once per statement
+    instead of once per row (about twice as fast as ``executemany``). The chunks' sizes are
+    powers of two, so that the statements are few and the connection's statement cache keeps
+    them: a statement of 500 rows with a size of its own at each commit was parsed anew each
+    time (callgrind: about 4,000 instructions a row in ``sqlite3_prepare_v2``)."""
+    head, _, rest = sql.partition("VALUES ")
+    one = rest[: rest.index(")") + 1]  # "(?, ?, ...)", and after it what closes the statement
+    tail, head = rest[len(one) :], head.rstrip()
+    limit = (db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - fixed) // (one.count("?") or 1)
     size = 1 << (max(1, min(512, limit)).bit_length() - 1)
     start = 0
-    for n in _chunk_sizes(len(rows), size):
-        statement = _statement(head, one, n)
-        db.execute(statement, list(itertools.chain.from_iterable(rows[start : start + n])))
+    for n in _chunk_sizes(count, size):
+        yield _statement(head, one, n, tail), start, n
         start += n
+
+
+def _insert_rows(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """``db.executemany(sql, rows)`` for an ``INSERT ... VALUES (?, ...)``, as multi-row INSERTs
+    (``_chunks``)."""
+    chain = itertools.chain.from_iterable
+    for statement, start, n in _chunks(db, sql, len(rows)):
+        db.execute(statement, list(chain(rows[start : start + n])))
 
 
 @functools.lru_cache(maxsize=64)
@@ -105,17 +116,10 @@ def _statement(head: str, one: str, n: int, tail: str = "") -> str:
 
 def _insert_successes(db: sqlite3.Connection, sql: str, rows: Successes) -> None:
     """``rows`` into ``sql`` (``schema.SUCCESS_ROW``: the run's id and offset as ``?1`` and ``?2``,
-    then a ``VALUES`` list of four parameters a row) in chunks as ``_insert_rows`` makes them."""
-    head, _, rest = sql.partition("VALUES ")
-    one = rest[: rest.index(")") + 1]  # "(?, ?, ?, ?)", and after it what closes the SELECT
-    close = rest[len(one) :]
-    limit = (db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 2) // 4
-    size = 1 << (max(1, min(512, limit)).bit_length() - 1)
-    start, fixed = 0, [rows.run_id, rows.wall]
-    chain, fields = itertools.chain.from_iterable, _fields
-    for n in _chunk_sizes(len(rows), size):
-        db.execute(_statement(head, one, n, close), fixed + list(chain(map(fields, rows[start : start + n]))))
-        start += n
+    then a ``VALUES`` list of four parameters a row), in ``_chunks``."""
+    fixed, chain, fields = [rows.run_id, rows.wall], itertools.chain.from_iterable, _fields
+    for statement, start, n in _chunks(db, sql, len(rows), fixed=len(fixed)):
+        db.execute(statement, fixed + list(chain(map(fields, rows[start : start + n]))))
 
 
 def write_groups(db: sqlite3.Connection, groups: Groups) -> None:
