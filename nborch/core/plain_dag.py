@@ -95,7 +95,7 @@ def compile_plain_dag(root: DAG, names: Names) -> Graph | None:
     for spec, ups in calls:  # (as Spec.plan_arguments would: its values are the call's arguments)
         spec.argnames = spec.upnames = tuple(map(_name, ups))  # the names of ``up`` (see below)
     for spec, _ in afters:  # an upstream given twice and an ``after=`` edge: as many names as edges,
-        spec.upnames = None  # but not the same ones (upstream_names checks only their number)
+        spec.upnames = None  # but not the same ones (Run._edges checks only their number)
     for spec in planned:
         plan_call(spec)
     graph.nodes[id(root)] = root

@@ -11,7 +11,6 @@ from . import hooks
 from .errors import error_line
 from .item_rows import ItemRow, ItemRows, item_params, item_rows
 from .mapping import item_base
-from .specs import upstream_names
 from .state import TaskState
 
 __all__ = ["ErrorRecord", "ItemRow", "ItemRows", "Run", "error_line", "set_html_renderer"]
@@ -165,7 +164,7 @@ class Run:
     def upstreams(self) -> dict[str, list[str]]:
         """Task name -> the names of its upstream tasks (the run's edges, child tasks included;
         kept by the store, so a past run can be drawn)."""
-        return {name: list(upstream_names(inv.spec)) for name, inv in self._invs.items()}
+        return {name: list(names) for name, names in self._edges().items()}
 
     def _edges(self) -> dict[str, Sequence[str]]:
         """``upstreams`` without its copies: the same lists, or tuples the run's specs keep (what
@@ -173,10 +172,12 @@ class Run:
         if "upstreams" in self.__dict__:
             return self.upstreams  # type: ignore[return-value]
         out: dict[str, Sequence[str]] = {}
-        for name, inv in self._invs.items():  # (upstream_names, inline: a call a task costs 10%)
+        for name, inv in self._invs.items():
             spec = inv.spec
-            names = spec.upnames
-            out[name] = names if names is not None and len(names) == len(spec.up) else [u.name for u in spec.up]
+            names = spec.upnames  # stale only if ``up`` grew since (its number differs): what else
+            out[name] = (  # changes ``up`` drops it (plain_dag's after= edges, expansion.rewire)
+                names if names is not None and len(names) == len(spec.up) else [u.name for u in spec.up]
+            )
         return out
 
     @cached_property

@@ -16,7 +16,6 @@ from .workflow import DAG, Composite
 
 __all__ = [
     "Graph", "Group", "Names", "Spec", "dedupe_key", "find_nodes", "open_params_of", "plan_call", "single_spec",
-    "upstream_names",
 ]
 
 # isinstance() with tuples: an ``X | Y`` union written in a call is built anew at every call
@@ -73,8 +72,8 @@ class Spec:
         self.argplan: tuple[tuple[tuple[int, str], ...], tuple[tuple[str, str], ...]] | None = None
         self.up: dict[Spec, None] = {}  # ordered set
         # the names of ``up``, in order, where the compile had them at once (a plain DAG's
-        # member whose arguments are its upstreams, each once: ``plain_dag``); stale, and not
-        # to be used, if ``up`` has grown since (``upstream_names``)
+        # member whose arguments are its upstreams: ``plain_dag``); not to be used when their
+        # number is not ``up``'s (an upstream given twice, an edge added since: ``Run._edges``)
         self.upnames: tuple[str, ...] | None = None
         self.down: list[Spec] = []  # () once its run has ended (stopping.release)
         self.parent = parent
@@ -92,14 +91,6 @@ class Spec:
 
     def __repr__(self) -> str:
         return f"<Spec {self.name}>"
-
-
-def upstream_names(spec: Spec) -> tuple[str, ...] | list[str]:
-    """The names of ``spec``'s upstream tasks, in order (the run's edges, as recorded)."""
-    names = spec.upnames
-    if names is not None and len(names) == len(spec.up):  # (what takes an edge away drops upnames)
-        return names
-    return [u.name for u in spec.up]
 
 
 def plan_call(spec: Spec) -> None:
