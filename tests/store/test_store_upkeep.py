@@ -28,6 +28,19 @@ def recorded(home: Path) -> list[str]:
         return [r[0] for r in db.execute("SELECT id FROM runs ORDER BY started")]
 
 
+def log_sizes(store: SqliteStore, runs: int, *, flush: bool) -> list[int]:
+    """The write-ahead log's size after each of ``runs`` runs of 20 tasks (``flush``: waiting
+    for the store's writer thread after each)."""
+    wal = Path(f"{store.path}-wal")
+    sizes = []
+    for _ in range(runs):
+        nborch.run(nborch.Parallel(*[step(j) for j in range(20)]), store=store)
+        if flush:
+            store.flush()
+        sizes.append(wal.stat().st_size if wal.exists() else 0)
+    return sizes
+
+
 def test_a_relative_home_is_the_one_under_the_working_directory_of_each_run(tmp_path, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
@@ -70,12 +83,7 @@ def test_the_write_ahead_log_stays_bounded_over_many_runs(tmp_path, monkeypatch)
     # need few runs); the log is then reused from its start, so it never grows much past it
     monkeypatch.setattr(writer, "CHECKPOINT_AT", 64 << 10)
     store = SqliteStore(tmp_path)
-    wal = Path(f"{store.path}-wal")
-    sizes = []
-    for _ in range(150):
-        nborch.run(nborch.Parallel(*[step(j) for j in range(20)]), store=store)
-        store.flush()
-        sizes.append(wal.stat().st_size if wal.exists() else 0)
+    sizes = log_sizes(store, 150, flush=True)
     assert max(sizes) < 4 * (64 << 10), sizes[-10:]
     assert len(store.runs(limit=None)) == 150
     assert store.close()
@@ -111,12 +119,9 @@ def test_the_write_ahead_log_stays_bounded_when_runs_follow_each_other_at_once(t
     # the log for an earlier one, and adds to it; the log must still start again, not grow
     monkeypatch.setattr(writer, "CHECKPOINT_AT", 64 << 10)
     store = SqliteStore(tmp_path)
-    wal = Path(f"{store.path}-wal")
-    sizes = []
-    for _ in range(400):
-        nborch.run(nborch.Parallel(*[step(j) for j in range(20)]), store=store)
-        sizes.append(wal.stat().st_size if wal.exists() else 0)
+    sizes = log_sizes(store, 400, flush=False)
     assert max(sizes) < 16 * (64 << 10), max(sizes)
     assert min(sizes[200:]) < 64 << 10  # it started again, more than once
     assert store.close()
-    assert len(load_run(nborch.last_run().id, store).states) == 20
+    last = nborch.last_run()
+    assert last is not None and len(load_run(last.id, store).states) == 20
